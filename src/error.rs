@@ -1,0 +1,231 @@
+//! One error type for the whole crate.
+//!
+//! Errors that come from a peer are deliberately coarse: a record that fails
+//! authentication is [`Error::BadRecord`] whatever went wrong inside it, so a
+//! peer cannot learn which check failed. Do not send `Debug` output of an error
+//! to a peer; send the fixed alert codes of [`AlertCode`] instead.
+
+use std::fmt;
+use std::io;
+
+/// Everything that can go wrong in ovtp.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The operating system reported an I/O error (socket or file).
+    Io(io::Error),
+    /// A network operation did not finish in time; the string names the stage.
+    Timeout(&'static str),
+    /// The peer closed the connection where more data was expected.
+    Closed(&'static str),
+    /// The peer speaks a different protocol version (or is not ovtp at all).
+    Version {
+        /// The version this build speaks.
+        ours: u16,
+        /// The version the peer announced (0 when the magic did not match).
+        theirs: u16,
+    },
+    /// The peer sent bytes that do not form a valid frame or message.
+    Malformed(&'static str),
+    /// A record failed authentication (MAC, sequence, padding). Opaque on purpose.
+    BadRecord,
+    /// A signature in the handshake did not verify.
+    BadSignature,
+    /// A length in a frame exceeds the limit for it.
+    TooLarge {
+        /// What was too large.
+        what: &'static str,
+        /// The size announced or reached.
+        size: u64,
+        /// The configured limit.
+        limit: u64,
+    },
+    /// The peer refused the connection or request with an alert.
+    Refused {
+        /// The alert code the peer sent.
+        code: AlertCode,
+        /// The peer's human-readable explanation (control characters escaped when shown).
+        message: String,
+    },
+    /// The server's key is not in `known_hosts` and the policy is strict.
+    UnknownHost {
+        /// `host:port` as looked up.
+        host: String,
+        /// The fingerprint the server presented.
+        fingerprint: String,
+    },
+    /// The server presented a different key from the one recorded or pinned.
+    HostKeyChanged {
+        /// `host:port` as looked up.
+        host: String,
+        /// The fingerprint recorded in `known_hosts` or pinned.
+        expected: String,
+        /// The fingerprint the server presented.
+        actual: String,
+    },
+    /// A key file or key could not be used; the message says why and how to fix it.
+    Key(String),
+    /// A trust file (`authorized_keys`, `known_hosts`) could not be used.
+    TrustFile(String),
+    /// A caller-supplied argument is invalid.
+    InvalidInput(String),
+    /// A sequence number would wrap; the connection must be re-established.
+    SequenceExhausted,
+    /// The server is shutting down.
+    ShuttingDown,
+}
+
+/// Codes carried in a plaintext alert frame (before or instead of a session) or
+/// in an encrypted close record. They are part of the protocol; see PROTOCOL.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AlertCode {
+    /// The server has reached its connection cap; try again later.
+    Busy,
+    /// The client key is not in the server's `authorized_keys`.
+    Unauthorized,
+    /// The peer speaks another protocol version.
+    Version,
+    /// The handshake failed (bad frame, bad signature, timeout).
+    HandshakeFailed,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// A limit was exceeded.
+    TooLarge,
+    /// Any other protocol error.
+    Protocol,
+    /// A code this build does not know.
+    Unknown(u8),
+}
+
+impl AlertCode {
+    /// The wire value.
+    pub fn to_u8(self) -> u8 {
+        match self {
+            AlertCode::Busy => 1,
+            AlertCode::Unauthorized => 2,
+            AlertCode::Version => 3,
+            AlertCode::HandshakeFailed => 4,
+            AlertCode::ShuttingDown => 5,
+            AlertCode::TooLarge => 6,
+            AlertCode::Protocol => 7,
+            AlertCode::Unknown(v) => v,
+        }
+    }
+
+    /// Parse a wire value; unknown values are kept.
+    pub fn from_u8(v: u8) -> Self {
+        match v {
+            1 => AlertCode::Busy,
+            2 => AlertCode::Unauthorized,
+            3 => AlertCode::Version,
+            4 => AlertCode::HandshakeFailed,
+            5 => AlertCode::ShuttingDown,
+            6 => AlertCode::TooLarge,
+            7 => AlertCode::Protocol,
+            other => AlertCode::Unknown(other),
+        }
+    }
+}
+
+impl fmt::Display for AlertCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AlertCode::Busy => f.write_str("server busy"),
+            AlertCode::Unauthorized => f.write_str("key not authorized"),
+            AlertCode::Version => f.write_str("protocol version mismatch"),
+            AlertCode::HandshakeFailed => f.write_str("handshake failed"),
+            AlertCode::ShuttingDown => f.write_str("server shutting down"),
+            AlertCode::TooLarge => f.write_str("limit exceeded"),
+            AlertCode::Protocol => f.write_str("protocol error"),
+            AlertCode::Unknown(v) => write!(f, "unknown alert {v}"),
+        }
+    }
+}
+
+/// Replace control characters so that peer-supplied text cannot move the
+/// cursor or hide output on a terminal (compare scp's CVE-2019-6109).
+pub fn escape_control(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "I/O error: {e}"),
+            Error::Timeout(stage) => write!(f, "timed out during {stage}"),
+            Error::Closed(stage) => write!(f, "connection closed by peer during {stage}"),
+            Error::Version { ours, theirs: 0 } => write!(
+                f,
+                "peer is not speaking ovtp (bad magic); this build speaks ovtp protocol version {ours}"
+            ),
+            Error::Version { ours, theirs } => write!(
+                f,
+                "protocol version mismatch: we speak version {ours}, the peer speaks version {theirs}; upgrade the older side"
+            ),
+            Error::Malformed(what) => write!(f, "malformed data from peer: {what}"),
+            Error::BadRecord => f.write_str(
+                "a record failed authentication (tampered, replayed or corrupted); connection closed",
+            ),
+            Error::BadSignature => f.write_str("handshake signature did not verify; connection closed"),
+            Error::TooLarge { what, size, limit } => {
+                write!(f, "{what} too large: {size} bytes, the limit is {limit}")
+            }
+            Error::Refused { code, message } if message.is_empty() => {
+                write!(f, "refused by peer: {code}")
+            }
+            Error::Refused { code, message } => {
+                write!(f, "refused by peer: {code}: {}", escape_control(message))
+            }
+            Error::UnknownHost { host, fingerprint } => write!(
+                f,
+                "the server {host} is not in known_hosts; its key fingerprint is {fingerprint}. \
+                 If you trust it, connect once with accept-new (CLI: --accept-new) \
+                 or record it with `ovtp trust {host} {fingerprint}`"
+            ),
+            Error::HostKeyChanged { host, expected, actual } => write!(
+                f,
+                "THE SERVER KEY OF {host} HAS CHANGED: known_hosts has {expected}, the server presented {actual}. \
+                 This can be an attack (man in the middle). Refusing to connect. If the change is legitimate, \
+                 remove the old line from known_hosts deliberately"
+            ),
+            Error::Key(msg) => write!(f, "key error: {msg}"),
+            Error::TrustFile(msg) => write!(f, "trust file error: {msg}"),
+            Error::InvalidInput(msg) => write!(f, "invalid input: {msg}"),
+            Error::SequenceExhausted => {
+                f.write_str("record sequence number exhausted; reconnect to continue")
+            }
+            Error::ShuttingDown => f.write_str("server is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout("I/O"),
+            io::ErrorKind::UnexpectedEof => Error::Closed("I/O"),
+            _ => Error::Io(e),
+        }
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
