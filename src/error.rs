@@ -73,6 +73,11 @@ pub enum Error {
     SequenceExhausted,
     /// The server is shutting down.
     ShuttingDown,
+    /// (Server side) the client's key is not in `authorized_keys`.
+    NotAuthorized {
+        /// Fingerprint of the key the client presented.
+        fingerprint: String,
+    },
 }
 
 /// Codes carried in a plaintext alert frame (before or instead of a session) or
@@ -204,6 +209,10 @@ impl fmt::Display for Error {
                 f.write_str("record sequence number exhausted; reconnect to continue")
             }
             Error::ShuttingDown => f.write_str("server is shutting down"),
+            Error::NotAuthorized { fingerprint } => write!(
+                f,
+                "client key {fingerprint} is not in authorized_keys; add it with `ovtp authorize <key.pub>`"
+            ),
         }
     }
 }

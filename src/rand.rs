@@ -28,14 +28,18 @@ impl Rng {
     /// For test vectors only.
     #[doc(hidden)]
     pub fn from_seed(seed: [u8; 32]) -> Self {
-        Rng(Inner::Seeded { key: seed, counter: 0 })
+        Rng(Inner::Seeded {
+            key: seed,
+            counter: 0,
+        })
     }
 
     /// Fill `dest` with random bytes.
     pub fn fill(&mut self, dest: &mut [u8]) -> Result<()> {
         match &mut self.0 {
-            Inner::System => getrandom::fill(dest)
-                .map_err(|e| Error::Io(std::io::Error::other(format!("random source failed: {e}")))),
+            Inner::System => getrandom::fill(dest).map_err(|e| {
+                Error::Io(std::io::Error::other(format!("random source failed: {e}")))
+            }),
             Inner::Seeded { key, counter } => {
                 for chunk in dest.chunks_mut(32) {
                     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
@@ -84,11 +88,15 @@ impl TryRng for Rng {
     type Error = RngError;
 
     fn try_next_u32(&mut self) -> std::result::Result<u32, RngError> {
-        self.array::<4>().map(u32::from_le_bytes).map_err(|_| RngError)
+        self.array::<4>()
+            .map(u32::from_le_bytes)
+            .map_err(|_| RngError)
     }
 
     fn try_next_u64(&mut self) -> std::result::Result<u64, RngError> {
-        self.array::<8>().map(u64::from_le_bytes).map_err(|_| RngError)
+        self.array::<8>()
+            .map(u64::from_le_bytes)
+            .map_err(|_| RngError)
     }
 
     fn try_fill_bytes(&mut self, dst: &mut [u8]) -> std::result::Result<(), RngError> {

@@ -1,0 +1,265 @@
+//! The layer that owns a `TcpStream`: frames read against deadlines, the
+//! handshake driven over the socket, and messages split into records.
+
+use crate::constants::*;
+use crate::error::{AlertCode, Error, Result};
+use crate::handshake::{Session, alert_frame};
+use crate::keys::PublicKey;
+use crate::rand::Rng;
+use crate::record::{FLAG_FIN, Opener, Sealer};
+use crate::wire::{Reader, check_frame_len, put_vec16};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Record type: a request, client to server.
+pub const REC_REQUEST: u8 = 0x10;
+/// Record type: a response, server to client.
+pub const REC_RESPONSE: u8 = 0x11;
+/// Record type: an alert inside the session (then the sender closes).
+pub const REC_ALERT: u8 = 0x15;
+
+/// A TCP connection with deadline-aware frame reads.
+pub(crate) struct Conn {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    io_timeout: Duration,
+}
+
+impl Conn {
+    pub(crate) fn new(stream: TcpStream, io_timeout: Duration) -> Result<Self> {
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(io_timeout))?;
+        let reader = BufReader::with_capacity(256 * 1024, stream.try_clone()?);
+        Ok(Conn {
+            stream,
+            reader,
+            io_timeout,
+        })
+    }
+
+    /// Read exactly `buf.len()` bytes before `deadline`. A peer that trickles
+    /// bytes cannot stretch this: the deadline is for the whole read.
+    fn read_exact_by(
+        &mut self,
+        buf: &mut [u8],
+        deadline: Instant,
+        stage: &'static str,
+    ) -> Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            if self.reader.buffer().is_empty() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Error::Timeout(stage));
+                }
+                self.stream.set_read_timeout(Some(left))?;
+            }
+            match self.reader.read(&mut buf[done..]) {
+                Ok(0) => return Err(Error::Closed(stage)),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return Err(Error::Timeout(stage));
+                }
+                Err(e) => return Err(Error::Io(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait until the first byte of a frame is available or `deadline` passes.
+    /// `Ok(false)` means the peer closed cleanly between frames.
+    pub(crate) fn wait_readable(&mut self, deadline: Instant, stage: &'static str) -> Result<bool> {
+        loop {
+            if !self.reader.buffer().is_empty() {
+                return Ok(true);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Timeout(stage));
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            match self.reader.fill_buf() {
+                Ok([]) => return Ok(false),
+                Ok(_) => return Ok(true),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return Err(Error::Timeout(stage));
+                }
+                Err(e) => return Err(Error::Io(e)),
+            }
+        }
+    }
+
+    /// Read one frame body of at most `max` bytes. The length is checked before
+    /// the body buffer is allocated. The whole frame must arrive before
+    /// `deadline` (or within the I/O timeout when that is sooner).
+    pub(crate) fn read_frame(
+        &mut self,
+        max: usize,
+        deadline: Instant,
+        stage: &'static str,
+    ) -> Result<Vec<u8>> {
+        let deadline = deadline.min(Instant::now() + self.io_timeout);
+        let mut prefix = [0u8; LEN_PREFIX];
+        self.read_exact_by(&mut prefix, deadline, stage)?;
+        let len = check_frame_len(prefix, max)?;
+        let mut body = vec![0u8; len];
+        self.read_exact_by(&mut body, deadline, stage)?;
+        Ok(body)
+    }
+
+    pub(crate) fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        self.stream.write_all(bytes).map_err(|e| match e.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => Error::Timeout("write"),
+            _ => Error::Io(e),
+        })
+    }
+
+    /// Send a plaintext alert and close (best effort: the peer may be gone).
+    pub(crate) fn refuse(mut self, code: AlertCode, message: &str) {
+        let _ = self.write_all(&alert_frame(code, message));
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
+    pub(crate) fn into_channel(self, session: Session, rng: Rng, max_message: usize) -> Channel {
+        let Session {
+            sealer,
+            opener,
+            peer,
+            ..
+        } = session;
+        Channel {
+            conn: self,
+            sealer,
+            opener,
+            peer,
+            rng,
+            max_message,
+            out: Vec::new(),
+        }
+    }
+}
+
+/// The alert code a peer is told for an error, and a short message that
+/// reveals nothing the peer does not already know.
+pub(crate) fn alert_for(err: &Error) -> (AlertCode, &'static str) {
+    match err {
+        Error::NotAuthorized { .. } => (
+            AlertCode::Unauthorized,
+            "client key is not in authorized_keys",
+        ),
+        Error::Version { .. } => (
+            AlertCode::Version,
+            "this server speaks ovtp protocol version 1",
+        ),
+        Error::TooLarge { .. } => (AlertCode::TooLarge, "size limit exceeded"),
+        Error::ShuttingDown => (AlertCode::ShuttingDown, "server is shutting down"),
+        Error::Timeout(_) => (AlertCode::HandshakeFailed, "timed out"),
+        _ => (AlertCode::HandshakeFailed, "handshake failed"),
+    }
+}
+
+/// An established, authenticated connection: messages in, messages out.
+pub(crate) struct Channel {
+    pub(crate) conn: Conn,
+    sealer: Sealer,
+    opener: Opener,
+    pub(crate) peer: PublicKey,
+    pub(crate) rng: Rng,
+    max_message: usize,
+    out: Vec<u8>,
+}
+
+/// A message as received: its record type and assembled payload.
+pub(crate) struct Message {
+    pub(crate) rtype: u8,
+    pub(crate) payload: Vec<u8>,
+}
+
+impl Channel {
+    /// Send `header || body` as one message of type `rtype`, in as many records
+    /// as needed; the last carries FLAG_FIN.
+    pub(crate) fn send(&mut self, rtype: u8, header: &[u8], body: &[u8]) -> Result<()> {
+        self.out.clear();
+        let first = body.len().min(MAX_RECORD_PLAINTEXT - header.len());
+        let mut first_pt = Vec::with_capacity(header.len() + first);
+        first_pt.extend_from_slice(header);
+        first_pt.extend_from_slice(&body[..first]);
+        let mut rest = &body[first..];
+        let fin = if rest.is_empty() { FLAG_FIN } else { 0 };
+        self.sealer
+            .seal(&mut self.rng, rtype, fin, &first_pt, &mut self.out)?;
+        while !rest.is_empty() {
+            let n = rest.len().min(MAX_RECORD_PLAINTEXT);
+            let fin = if n == rest.len() { FLAG_FIN } else { 0 };
+            self.sealer
+                .seal(&mut self.rng, rtype, fin, &rest[..n], &mut self.out)?;
+            rest = &rest[n..];
+            // Keep memory flat for big messages: flush every few records.
+            if self.out.len() >= 4 * MAX_RECORD_PLAINTEXT {
+                self.conn.write_all(&self.out)?;
+                self.out.clear();
+            }
+        }
+        let out = std::mem::take(&mut self.out);
+        let res = self.conn.write_all(&out);
+        self.out = out;
+        res
+    }
+
+    /// Send an encrypted alert (then the caller closes).
+    pub(crate) fn send_alert(&mut self, code: AlertCode, message: &str) -> Result<()> {
+        let mut pt = vec![code.to_u8()];
+        put_vec16(&mut pt, &message.as_bytes()[..message.len().min(512)]);
+        self.send(REC_ALERT, &pt, &[])
+    }
+
+    /// Receive one whole message (records until FIN), at most `max_message`
+    /// bytes of payload plus `header_allowance`. `deadline` bounds the wait for
+    /// its first byte; an encrypted alert becomes [`Error::Refused`].
+    /// `Ok(None)` means the peer closed cleanly before the message began.
+    pub(crate) fn recv(
+        &mut self,
+        deadline: Instant,
+        header_allowance: usize,
+    ) -> Result<Option<Message>> {
+        if !self.conn.wait_readable(deadline, "waiting for a message")? {
+            return Ok(None);
+        }
+        let limit = self.max_message + header_allowance;
+        let mut payload = Vec::new();
+        let mut rtype = None;
+        loop {
+            let far = Instant::now() + Duration::from_secs(24 * 3600);
+            let mut body = self
+                .conn
+                .read_frame(MAX_RECORD_FRAME, far, "reading a record")?;
+            let rec = self.opener.open(&mut body)?;
+            if rec.rtype == REC_ALERT {
+                let mut r = Reader::new(rec.plaintext);
+                let code = AlertCode::from_u8(r.u8("alert code")?);
+                let msg = String::from_utf8_lossy(r.vec16(512, "alert message")?).into_owned();
+                return Err(Error::Refused { code, message: msg });
+            }
+            if *rtype.get_or_insert(rec.rtype) != rec.rtype {
+                return Err(Error::Malformed("record type changed inside a message"));
+            }
+            if payload.len() + rec.plaintext.len() > limit {
+                return Err(Error::TooLarge {
+                    what: "message",
+                    size: (payload.len() + rec.plaintext.len()) as u64,
+                    limit: limit as u64,
+                });
+            }
+            payload.extend_from_slice(rec.plaintext);
+            if rec.flags & FLAG_FIN != 0 {
+                return Ok(Some(Message {
+                    rtype: rec.rtype,
+                    payload,
+                }));
+            }
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! The blocking client: connects, pins the server's key, and sends requests
+//! over one connection, reconnecting and retrying when a connection is lost.
+
+use crate::channel::{Channel, Conn, REC_REQUEST, REC_RESPONSE};
+use crate::constants::*;
+use crate::error::{AlertCode, Error, Result};
+use crate::handshake::{ClientStart, Session};
+use crate::keys::{Fingerprint, KeyPair, PublicKey};
+use crate::message::Reply;
+use crate::rand::Rng;
+use crate::server::{OP_DATA, OP_TEXT, RESPONSE_HEADER};
+use crate::trust::{HostCheck, KnownHosts};
+use crate::wire::Reader;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+/// How the client decides whether to trust the server's key.
+#[derive(Debug, Clone)]
+pub enum HostTrust {
+    /// Only keys recorded in `known_hosts` (strict, the default).
+    KnownHosts(KnownHosts),
+    /// Record a server's key the first time it is seen; refuse a changed key.
+    AcceptNew(KnownHosts),
+    /// Only the server with this key fingerprint.
+    Fingerprint(Fingerprint),
+}
+
+/// Client timeouts and limits. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Deadline for TCP connect plus the whole handshake.
+    pub handshake_timeout: Duration,
+    /// Deadline for one frame and each write; also how long to wait for a reply.
+    pub io_timeout: Duration,
+    /// Largest message sent or received in memory.
+    pub max_message_size: usize,
+    /// How many times a request is re-sent on a new connection after the
+    /// connection was lost. The server answers a retry from its reply cache,
+    /// so the handler runs at most once.
+    pub retries: u32,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            io_timeout: DEFAULT_IO_TIMEOUT,
+            max_message_size: DEFAULT_MAX_MESSAGE,
+            retries: DEFAULT_RETRIES,
+        }
+    }
+}
+
+/// Split `host[:port]` (or `[v6]:port`) and add the default port.
+pub fn normalize_host(addr: &str) -> Result<String> {
+    let addr = addr.trim();
+    if addr.is_empty() || addr.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::InvalidInput(format!(
+            "bad server address {:?}",
+            addr
+        )));
+    }
+    let with_port = if let Some(rest) = addr.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((_, "")) => format!("{addr}:{DEFAULT_PORT}"),
+            Some((_, p)) if p.starts_with(':') => addr.to_string(),
+            _ => return Err(Error::InvalidInput(format!("bad server address {addr:?}"))),
+        }
+    } else if addr.matches(':').count() > 1 {
+        format!("[{addr}]:{DEFAULT_PORT}") // bare IPv6 address
+    } else if addr.contains(':') {
+        addr.to_string()
+    } else {
+        format!("{addr}:{DEFAULT_PORT}")
+    };
+    Ok(with_port.to_ascii_lowercase())
+}
+
+/// A connection to an ovtp server.
+pub struct Client {
+    host: String,
+    keys: KeyPair,
+    trust: HostTrust,
+    config: ClientConfig,
+    channel: Option<Channel>,
+    server_key: Option<PublicKey>,
+    rng: Rng,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("host", &self.host)
+            .field("connected", &self.channel.is_some())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connect with the default [`ClientConfig`].
+    pub fn connect(addr: &str, keys: KeyPair, trust: HostTrust) -> Result<Client> {
+        Self::connect_with(addr, keys, trust, ClientConfig::default())
+    }
+
+    /// Connect with an explicit configuration.
+    pub fn connect_with(
+        addr: &str,
+        keys: KeyPair,
+        trust: HostTrust,
+        config: ClientConfig,
+    ) -> Result<Client> {
+        let mut client = Client {
+            host: normalize_host(addr)?,
+            keys,
+            trust,
+            config,
+            channel: None,
+            server_key: None,
+            rng: Rng::system(),
+        };
+        client.reconnect()?;
+        Ok(client)
+    }
+
+    /// `host:port` as used for `known_hosts`.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Fingerprint of the server's (verified) key.
+    pub fn server_fingerprint(&self) -> Option<Fingerprint> {
+        self.server_key.as_ref().map(PublicKey::fingerprint)
+    }
+
+    fn check_server_key(&self, key: &PublicKey) -> Result<()> {
+        let actual = key.fingerprint();
+        // Within one Client, the server key may never change across reconnects.
+        if let Some(known) = &self.server_key
+            && known != key
+        {
+            return Err(Error::HostKeyChanged {
+                host: self.host.clone(),
+                expected: known.fingerprint().to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        match &self.trust {
+            HostTrust::Fingerprint(pinned) if *pinned == actual => Ok(()),
+            HostTrust::Fingerprint(pinned) => Err(Error::HostKeyChanged {
+                host: self.host.clone(),
+                expected: pinned.to_string(),
+                actual: actual.to_string(),
+            }),
+            HostTrust::KnownHosts(file) | HostTrust::AcceptNew(file) => {
+                match file.check(&self.host, &actual)? {
+                    HostCheck::Match => Ok(()),
+                    HostCheck::Changed { expected } => Err(Error::HostKeyChanged {
+                        host: self.host.clone(),
+                        expected: expected.to_string(),
+                        actual: actual.to_string(),
+                    }),
+                    // Recorded only after the server proved it holds the key.
+                    HostCheck::Unknown if matches!(self.trust, HostTrust::AcceptNew(_)) => Ok(()),
+                    HostCheck::Unknown => Err(Error::UnknownHost {
+                        host: self.host.clone(),
+                        fingerprint: actual.to_string(),
+                    }),
+                }
+            }
+        }
+    }
+
+    fn open_connection(&mut self) -> Result<Channel> {
+        let deadline = Instant::now() + self.config.handshake_timeout;
+        let addrs: Vec<SocketAddr> = self.host.to_socket_addrs()?.collect();
+        let mut last = Error::InvalidInput(format!("{} resolves to no address", self.host));
+        let mut stream = None;
+        for a in addrs {
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
+            match TcpStream::connect_timeout(&a, left) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = e.into(),
+            }
+        }
+        let stream = stream.ok_or(last)?;
+        let mut conn = Conn::new(stream, self.config.io_timeout)?;
+        let session = self.handshake(&mut conn, deadline)?;
+        if let HostTrust::AcceptNew(file) = &self.trust
+            && file.check(&self.host, &session.peer.fingerprint())? == HostCheck::Unknown
+        {
+            file.add(&self.host, &session.peer.fingerprint())?;
+        }
+        self.server_key = Some(session.peer.clone());
+        Ok(conn.into_channel(session, Rng::system(), self.config.max_message_size))
+    }
+
+    fn handshake(&mut self, conn: &mut Conn, deadline: Instant) -> Result<Session> {
+        let (state, hello) = ClientStart::new(&self.keys, &mut self.rng)?;
+        conn.write_all(&hello)?;
+        let body = conn.read_frame(MAX_HANDSHAKE_FRAME, deadline, "handshake")?;
+        let mut rng = Rng::system();
+        let (state, auth) =
+            state.read_server_hello(&body, &mut rng, |key| self.check_server_key(key))?;
+        conn.write_all(&auth)?;
+        let body = conn.read_frame(MAX_HANDSHAKE_FRAME, deadline, "handshake")?;
+        state.read_server_auth(&body, &mut rng)
+    }
+
+    /// Drop the current connection (if any) and establish a new one.
+    pub fn reconnect(&mut self) -> Result<()> {
+        self.channel = None;
+        self.channel = Some(self.open_connection()?);
+        Ok(())
+    }
+
+    /// Send a UTF-8 text message; returns the server's status and response.
+    pub fn send_message(&mut self, message: &str) -> Result<Reply> {
+        self.request(OP_TEXT, message.as_bytes())
+    }
+
+    /// Send raw bytes; returns the server's status and response.
+    pub fn send_data(&mut self, data: &[u8]) -> Result<Reply> {
+        self.request(OP_DATA, data)
+    }
+
+    fn request(&mut self, op: u8, body: &[u8]) -> Result<Reply> {
+        if body.len() > self.config.max_message_size {
+            return Err(Error::TooLarge {
+                what: "message",
+                size: body.len() as u64,
+                limit: self.config.max_message_size as u64,
+            });
+        }
+        let id: [u8; REQUEST_ID_LEN] = self.rng.array()?;
+        let mut attempt = 0;
+        loop {
+            let result = match self.channel.as_mut() {
+                Some(ch) => exchange(ch, &id, op, body, self.config.io_timeout),
+                None => self.open_connection().and_then(|ch| {
+                    let ch = self.channel.insert(ch);
+                    exchange(ch, &id, op, body, self.config.io_timeout)
+                }),
+            };
+            match result {
+                Ok(reply) => return Ok(reply),
+                Err(e) if attempt < self.config.retries && retryable(&e) => {
+                    self.channel = None;
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(50 << attempt.min(5)));
+                }
+                Err(e) => {
+                    self.channel = None;
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// Lost connections and busy servers are worth another try; everything that
+/// says "you are not welcome" or "something is being tampered with" is not.
+fn retryable(e: &Error) -> bool {
+    match e {
+        Error::Io(_) | Error::Timeout(_) | Error::Closed(_) => true,
+        Error::Refused { code, .. } => matches!(code, AlertCode::Busy | AlertCode::ShuttingDown),
+        _ => false,
+    }
+}
+
+fn exchange(
+    ch: &mut Channel,
+    id: &[u8; REQUEST_ID_LEN],
+    op: u8,
+    body: &[u8],
+    wait: Duration,
+) -> Result<Reply> {
+    let mut header = Vec::with_capacity(REQUEST_ID_LEN + 1);
+    header.extend_from_slice(id);
+    header.push(op);
+    ch.send(REC_REQUEST, &header, body)?;
+    let msg = ch
+        .recv(Instant::now() + wait, RESPONSE_HEADER)?
+        .ok_or(Error::Closed("waiting for a reply"))?;
+    if msg.rtype != REC_RESPONSE {
+        return Err(Error::Malformed("expected a response record"));
+    }
+    let mut r = Reader::new(&msg.payload);
+    let rid: [u8; REQUEST_ID_LEN] = r.array("request id")?;
+    if &rid != id {
+        return Err(Error::Malformed("response to a different request"));
+    }
+    let status = r.u16("status")?;
+    Ok(Reply {
+        status,
+        body: r.rest().to_vec(),
+    })
+}

@@ -1,0 +1,570 @@
+//! The blocking server: one thread per connection under a hard cap, a
+//! deadline on every read, and the user's handler called for each request.
+
+use crate::channel::{Channel, Conn, REC_REQUEST, REC_RESPONSE, alert_for};
+use crate::constants::*;
+use crate::error::{AlertCode, Error, Result};
+use crate::handshake::ServerAwaitAuth;
+use crate::keys::{Fingerprint, KeyPair};
+use crate::message::{Payload, Reply, Request, status};
+use crate::rand::Rng;
+use crate::trust::AuthorizedKeys;
+use crate::wire::Reader;
+use std::collections::{HashMap, VecDeque};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Request operation: a UTF-8 text message.
+pub const OP_TEXT: u8 = 1;
+/// Request operation: raw bytes.
+pub const OP_DATA: u8 = 2;
+/// Bytes in front of a request body: request id and operation.
+pub const REQUEST_HEADER: usize = REQUEST_ID_LEN + 1;
+/// Bytes in front of a response body: request id and status.
+pub const RESPONSE_HEADER: usize = REQUEST_ID_LEN + 2;
+
+/// The handler a server calls for each request.
+pub type Handler = dyn Fn(Request<'_>) -> Reply + Send + Sync;
+
+/// What the server reports to an optional observer (the CLI logs these).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event<'a> {
+    /// A connection was refused before the handshake (cap reached).
+    Busy {
+        /// Peer address.
+        peer: SocketAddr,
+    },
+    /// A handshake failed or the client was not authorized.
+    HandshakeFailed {
+        /// Peer address.
+        peer: SocketAddr,
+        /// What went wrong.
+        error: &'a Error,
+    },
+    /// A client authenticated.
+    Connected {
+        /// Peer address.
+        peer: SocketAddr,
+        /// Client key fingerprint.
+        client: &'a Fingerprint,
+    },
+    /// A request was answered.
+    Request {
+        /// Peer address.
+        peer: SocketAddr,
+        /// Client key fingerprint.
+        client: &'a Fingerprint,
+        /// Operation name ("text", "data").
+        op: &'static str,
+        /// Request body size.
+        bytes: usize,
+        /// Reply status.
+        status: u16,
+        /// Time spent.
+        elapsed: Duration,
+        /// Whether the reply came from the retry cache (handler not called again).
+        replayed: bool,
+    },
+    /// An authenticated connection ended.
+    Disconnected {
+        /// Peer address.
+        peer: SocketAddr,
+        /// Client key fingerprint.
+        client: &'a Fingerprint,
+        /// The error that ended it, if any.
+        error: Option<&'a Error>,
+    },
+}
+
+/// Observer of server events.
+pub type EventSink = dyn Fn(&Event<'_>) + Send + Sync;
+
+/// Server limits and timeouts. `Default` gives the documented defaults.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Simultaneous connections (threads). Over it, new clients get a "busy" alert.
+    pub max_connections: usize,
+    /// Deadline for the whole handshake.
+    pub handshake_timeout: Duration,
+    /// Idle time between requests before the server closes the connection.
+    pub idle_timeout: Duration,
+    /// Deadline for one frame once it started, and for each write.
+    pub io_timeout: Duration,
+    /// Largest message held in memory.
+    pub max_message_size: usize,
+    /// Optional observer of connections and requests.
+    pub events: Option<Arc<EventSink>>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            io_timeout: DEFAULT_IO_TIMEOUT,
+            max_message_size: DEFAULT_MAX_MESSAGE,
+            events: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("max_connections", &self.max_connections)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("io_timeout", &self.io_timeout)
+            .field("max_message_size", &self.max_message_size)
+            .finish_non_exhaustive()
+    }
+}
+
+type CacheKey = (Fingerprint, [u8; REQUEST_ID_LEN]);
+
+enum CacheEntry {
+    InProgress,
+    Done(Arc<Reply>),
+}
+
+/// Replies of handled requests, by (client, request id), so that a retried
+/// request is answered from here instead of running the handler again.
+#[derive(Default)]
+struct ReplyCache {
+    map: HashMap<CacheKey, CacheEntry>,
+    order: VecDeque<CacheKey>,
+    bytes: usize,
+}
+
+impl ReplyCache {
+    fn evict(&mut self) {
+        let mut budget = self.order.len();
+        while (self.map.len() > REPLY_CACHE_ENTRIES || self.bytes > REPLY_CACHE_BYTES) && budget > 0
+        {
+            budget -= 1;
+            let Some(key) = self.order.pop_front() else {
+                break;
+            };
+            match self.map.get(&key) {
+                Some(CacheEntry::InProgress) => self.order.push_back(key),
+                Some(CacheEntry::Done(r)) => {
+                    self.bytes -= r.body.len();
+                    self.map.remove(&key);
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+struct Shared {
+    keys: KeyPair,
+    authorized: AuthorizedKeys,
+    handler: Box<Handler>,
+    config: ServerConfig,
+    stop: AtomicBool,
+    active: AtomicUsize,
+    next_id: AtomicU64,
+    conns: Mutex<HashMap<u64, TcpStream>>,
+    replies: Mutex<ReplyCache>,
+    reply_ready: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave the data
+    // inconsistent (each critical section is a single insert/remove), so
+    // recover from poisoning instead of taking the server down.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    fn emit(&self, event: Event<'_>) {
+        if let Some(sink) = &self.config.events {
+            sink(&event);
+        }
+    }
+}
+
+/// A handle that stops a running server from another thread.
+#[derive(Clone)]
+pub struct Stopper {
+    shared: Arc<Shared>,
+    wake: SocketAddr,
+}
+
+impl std::fmt::Debug for Stopper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stopper").field("addr", &self.wake).finish()
+    }
+}
+
+impl Stopper {
+    /// Stop accepting, let requests in progress finish, close idle connections;
+    /// `Server::run` then returns.
+    pub fn stop(&self) {
+        if self.shared.stop.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Wake the accept loop with a throwaway connection.
+        let _ = TcpStream::connect_timeout(&self.wake, Duration::from_secs(1));
+        // Reads in connection threads return end-of-file; a request being
+        // handled still gets its reply written.
+        for s in lock(&self.shared.conns).values() {
+            let _ = s.shutdown(Shutdown::Read);
+        }
+    }
+}
+
+/// A bound server, ready to [`run`](Server::run).
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.listener.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Bind with the default [`ServerConfig`].
+    pub fn bind<H>(
+        addr: impl ToSocketAddrs,
+        keys: KeyPair,
+        authorized: AuthorizedKeys,
+        handler: H,
+    ) -> Result<Self>
+    where
+        H: Fn(Request<'_>) -> Reply + Send + Sync + 'static,
+    {
+        Self::bind_with(addr, keys, authorized, ServerConfig::default(), handler)
+    }
+
+    /// Bind with an explicit configuration.
+    pub fn bind_with<H>(
+        addr: impl ToSocketAddrs,
+        keys: KeyPair,
+        authorized: AuthorizedKeys,
+        config: ServerConfig,
+        handler: H,
+    ) -> Result<Self>
+    where
+        H: Fn(Request<'_>) -> Reply + Send + Sync + 'static,
+    {
+        if config.max_connections == 0 {
+            return Err(Error::InvalidInput(
+                "max_connections must be at least 1".into(),
+            ));
+        }
+        let listener = TcpListener::bind(addr)?;
+        let shared = Arc::new(Shared {
+            keys,
+            authorized,
+            handler: Box::new(handler),
+            config,
+            stop: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
+            next_id: AtomicU64::new(0),
+            conns: Mutex::new(HashMap::new()),
+            replies: Mutex::new(ReplyCache::default()),
+            reply_ready: Condvar::new(),
+        });
+        Ok(Server { listener, shared })
+    }
+
+    /// The address the server listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// The server key's fingerprint.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.shared.keys.fingerprint()
+    }
+
+    /// A handle to stop the server from another thread.
+    pub fn stopper(&self) -> Result<Stopper> {
+        let mut wake = self.local_addr()?;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        Ok(Stopper {
+            shared: self.shared.clone(),
+            wake,
+        })
+    }
+
+    /// Number of connection threads currently running.
+    pub fn active_connections(&self) -> usize {
+        self.shared.active.load(Ordering::SeqCst)
+    }
+
+    /// Accept and serve until stopped. Returns after the accept loop ends and
+    /// connection threads have finished (or `io_timeout` passed).
+    pub fn run(self) -> Result<()> {
+        let shared = self.shared;
+        for incoming in self.listener.incoming() {
+            if shared.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let stream = match incoming {
+                Ok(s) => s,
+                // Out of file descriptors and similar: back off briefly, keep serving.
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            let Ok(peer) = stream.peer_addr() else {
+                continue;
+            };
+            // Reserve a slot; over the cap, answer "busy" at once and close.
+            if shared.active.fetch_add(1, Ordering::SeqCst) >= shared.config.max_connections {
+                shared.active.fetch_sub(1, Ordering::SeqCst);
+                shared.emit(Event::Busy { peer });
+                let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
+                if let Ok(conn) = Conn::new(stream, Duration::from_millis(500)) {
+                    conn.refuse(AlertCode::Busy, "too many connections; try again later");
+                }
+                continue;
+            }
+            let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
+            if let Ok(clone) = stream.try_clone() {
+                lock(&shared.conns).insert(id, clone);
+            }
+            let worker = shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("ovtp-conn-{id}"))
+                .spawn(move || {
+                    let _slot = Slot {
+                        shared: &worker,
+                        id,
+                    };
+                    serve_connection(&worker, stream, peer);
+                });
+            if spawned.is_err() {
+                lock(&shared.conns).remove(&id);
+                shared.active.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        // Wait for connection threads to wind down (bounded).
+        let until = Instant::now() + shared.config.io_timeout;
+        while shared.active.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+}
+
+/// Releases a connection slot when the thread ends, even by panic.
+struct Slot<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.conns).remove(&self.id);
+        self.shared.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn serve_connection(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
+    let config = &shared.config;
+    let Ok(mut conn) = Conn::new(stream, config.io_timeout) else {
+        return;
+    };
+    let mut rng = Rng::system();
+    let channel = match handshake(shared, &mut conn, &mut rng) {
+        Ok(session) => conn.into_channel(session, rng, config.max_message_size),
+        Err(error) => {
+            shared.emit(Event::HandshakeFailed {
+                peer,
+                error: &error,
+            });
+            let (code, message) = alert_for(&error);
+            conn.refuse(code, message);
+            return;
+        }
+    };
+    let client = channel.peer.fingerprint();
+    shared.emit(Event::Connected {
+        peer,
+        client: &client,
+    });
+    let result = serve_requests(shared, channel, peer, &client);
+    shared.emit(Event::Disconnected {
+        peer,
+        client: &client,
+        error: result.as_ref().err(),
+    });
+}
+
+fn handshake(shared: &Shared, conn: &mut Conn, rng: &mut Rng) -> Result<crate::handshake::Session> {
+    let deadline = Instant::now() + shared.config.handshake_timeout;
+    let hello = conn.read_frame(MAX_HANDSHAKE_FRAME, deadline, "handshake")?;
+    if shared.stop.load(Ordering::SeqCst) {
+        return Err(Error::ShuttingDown);
+    }
+    let (state, reply) = ServerAwaitAuth::read_client_hello(&shared.keys, &hello, rng, |key| {
+        shared.authorized.contains(key)
+    })?;
+    conn.write_all(&reply)?;
+    let auth = conn.read_frame(MAX_HANDSHAKE_FRAME, deadline, "handshake")?;
+    let (session, reply) = state.read_client_auth(&auth, rng)?;
+    conn.write_all(&reply)?;
+    Ok(session)
+}
+
+fn serve_requests(
+    shared: &Shared,
+    mut ch: Channel,
+    peer: SocketAddr,
+    client: &Fingerprint,
+) -> Result<()> {
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            let _ = ch.send_alert(AlertCode::ShuttingDown, "server is shutting down");
+            return Ok(());
+        }
+        let deadline = Instant::now() + shared.config.idle_timeout;
+        let msg = match ch.recv(deadline, REQUEST_HEADER) {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                if let Error::TooLarge { .. } = e {
+                    let _ = ch.send_alert(
+                        AlertCode::TooLarge,
+                        "message larger than the server accepts",
+                    );
+                }
+                return Err(e);
+            }
+        };
+        if msg.rtype != REC_REQUEST {
+            let _ = ch.send_alert(AlertCode::Protocol, "expected a request");
+            return Err(Error::Malformed("expected a request record"));
+        }
+        let started = Instant::now();
+        let mut r = Reader::new(&msg.payload);
+        let id: [u8; REQUEST_ID_LEN] = r.array("request id")?;
+        let op = r.u8("operation")?;
+        let body = r.rest();
+        let (reply, replayed) = answer(shared, client, peer, id, op, body);
+        let mut header = Vec::with_capacity(RESPONSE_HEADER);
+        header.extend_from_slice(&id);
+        header.extend_from_slice(&reply.status.to_be_bytes());
+        ch.send(REC_RESPONSE, &header, &reply.body)?;
+        shared.emit(Event::Request {
+            peer,
+            client,
+            op: op_name(op),
+            bytes: body.len(),
+            status: reply.status,
+            elapsed: started.elapsed(),
+            replayed,
+        });
+    }
+}
+
+fn op_name(op: u8) -> &'static str {
+    match op {
+        OP_TEXT => "text",
+        OP_DATA => "data",
+        _ => "unknown",
+    }
+}
+
+/// Answer a request at most once: a retry with the same id gets the first reply.
+fn answer(
+    shared: &Shared,
+    client: &Fingerprint,
+    peer: SocketAddr,
+    id: [u8; REQUEST_ID_LEN],
+    op: u8,
+    body: &[u8],
+) -> (Arc<Reply>, bool) {
+    let key = (client.clone(), id);
+    {
+        let mut cache = lock(&shared.replies);
+        let wait_until = Instant::now() + shared.config.io_timeout;
+        loop {
+            match cache.map.get(&key) {
+                Some(CacheEntry::Done(reply)) => return (reply.clone(), true),
+                Some(CacheEntry::InProgress) => {
+                    // The same request is running on another connection (the
+                    // client retried while it was being handled): wait for it.
+                    let left = wait_until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return (
+                            Arc::new(Reply::new(status::REPLY_LOST, "request still in progress")),
+                            true,
+                        );
+                    }
+                    cache = shared
+                        .reply_ready
+                        .wait_timeout(cache, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                None => {
+                    cache.map.insert(key.clone(), CacheEntry::InProgress);
+                    cache.order.push_back(key.clone());
+                    break;
+                }
+            }
+        }
+    }
+    let reply = Arc::new(call_handler(shared, client, peer, op, body));
+    let mut cache = lock(&shared.replies);
+    cache.bytes += reply.body.len();
+    cache.map.insert(key, CacheEntry::Done(reply.clone()));
+    cache.evict();
+    shared.reply_ready.notify_all();
+    (reply, false)
+}
+
+fn call_handler(
+    shared: &Shared,
+    client: &Fingerprint,
+    peer_addr: SocketAddr,
+    op: u8,
+    body: &[u8],
+) -> Reply {
+    let payload = match op {
+        OP_TEXT => match std::str::from_utf8(body) {
+            Ok(s) => Payload::Text(s.to_owned()),
+            Err(e) => {
+                return Reply::new(
+                    status::BAD_REQUEST,
+                    format!("text message is not valid UTF-8: {e}"),
+                );
+            }
+        },
+        OP_DATA => Payload::Data(body.to_vec()),
+        other => return Reply::new(status::UNSUPPORTED, format!("unknown operation {other}")),
+    };
+    let request = Request {
+        client,
+        peer_addr,
+        payload,
+    };
+    match catch_unwind(AssertUnwindSafe(|| (shared.handler)(request))) {
+        Ok(reply) => reply,
+        Err(_) => Reply::new(
+            status::HANDLER_PANICKED,
+            "the server's handler failed on this request",
+        ),
+    }
+}

@@ -1,0 +1,262 @@
+//! Shared test scaffolding: cached keys, temp dirs, a server on 127.0.0.1:0,
+//! and a frame-aware man-in-the-middle proxy.
+#![allow(dead_code)]
+
+use ovtp::{
+    AuthorizedKeys, Client, ClientConfig, HostTrust, KeyPair, Reply, Request, Server, ServerConfig,
+    Stopper,
+};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Three 2048-bit key pairs, generated once per test binary: server, client, stranger.
+pub fn keys() -> &'static [KeyPair; 4] {
+    static KEYS: OnceLock<[KeyPair; 4]> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let make = || KeyPair::generate(2048).expect("keygen");
+        [make(), make(), make(), make()]
+    })
+}
+
+pub fn server_keys() -> KeyPair {
+    keys()[0].clone()
+}
+pub fn client_keys() -> KeyPair {
+    keys()[1].clone()
+}
+pub fn stranger_keys() -> KeyPair {
+    keys()[2].clone()
+}
+pub fn other_server_keys() -> KeyPair {
+    keys()[3].clone()
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "ovtp-test-{}-{}-{}",
+            tag,
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running test server. Stops (and joins) on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub stopper: Stopper,
+    pub authorized: PathBuf,
+    pub keys: KeyPair,
+    pub calls: Arc<AtomicUsize>,
+    pub dir: TempDir,
+    thread: Option<JoinHandle<ovtp::Result<()>>>,
+}
+
+impl TestServer {
+    /// The default handler: counts calls and answers "ok: <text>" or the data length.
+    pub fn start(config: ServerConfig) -> TestServer {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        Self::start_with(config, calls, move |req: Request<'_>| {
+            c.fetch_add(1, Ordering::SeqCst);
+            match req.payload {
+                ovtp::Payload::Text(t) => Reply::ok(format!("ok: {t}")),
+                ovtp::Payload::Data(d) => {
+                    Reply::new(7, d.iter().rev().copied().collect::<Vec<u8>>())
+                }
+                _ => Reply::new(1, "unexpected"),
+            }
+        })
+    }
+
+    pub fn start_with<H>(config: ServerConfig, calls: Arc<AtomicUsize>, handler: H) -> TestServer
+    where
+        H: Fn(Request<'_>) -> Reply + Send + Sync + 'static,
+    {
+        let dir = TempDir::new("srv");
+        let authorized = dir.join("authorized_keys");
+        let ak = AuthorizedKeys::new(&authorized);
+        ak.add(client_keys().public(), "test client").unwrap();
+        // A fresh copy of the server key, so its private-operation counter is this server's alone.
+        let keys = KeyPair::from_pem(&server_keys().to_pem()).unwrap();
+        let server = Server::bind_with("127.0.0.1:0", keys.clone(), ak, config, handler).unwrap();
+        let addr = server.local_addr().unwrap();
+        let stopper = server.stopper().unwrap();
+        let thread = Some(std::thread::spawn(move || server.run()));
+        TestServer {
+            addr,
+            stopper,
+            authorized,
+            keys,
+            calls,
+            dir,
+            thread,
+        }
+    }
+
+    pub fn pin(&self) -> HostTrust {
+        HostTrust::Fingerprint(self.keys.fingerprint())
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect_with(
+            &self.addr.to_string(),
+            client_keys(),
+            self.pin(),
+            quick_client(),
+        )
+        .unwrap()
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Stop and wait for `run` to return; returns its result.
+    pub fn stop(mut self) -> ovtp::Result<()> {
+        self.stopper.stop();
+        self.thread
+            .take()
+            .unwrap()
+            .join()
+            .expect("server thread panicked")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.stopper.stop();
+            let _ = t.join();
+        }
+    }
+}
+
+/// Client settings for tests: short timeouts, few retries.
+pub fn quick_client() -> ClientConfig {
+    ClientConfig {
+        handshake_timeout: Duration::from_secs(5),
+        io_timeout: Duration::from_secs(5),
+        retries: 2,
+        ..ClientConfig::default()
+    }
+}
+
+pub fn quick_server() -> ServerConfig {
+    ServerConfig {
+        handshake_timeout: Duration::from_secs(5),
+        io_timeout: Duration::from_secs(5),
+        ..ServerConfig::default()
+    }
+}
+
+/// What the proxy does with one frame.
+pub enum Action {
+    Forward(Vec<u8>),
+    /// Forward this frame, then the same frame again.
+    Duplicate,
+    /// Swallow the frame.
+    Drop,
+    /// Close both directions instead of forwarding.
+    Close,
+}
+
+/// Direction of a frame through the proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    ToServer,
+    ToClient,
+}
+
+pub type Mutator = dyn Fn(usize, Dir, usize, &[u8]) -> Action + Send + Sync;
+
+/// A man-in-the-middle on 127.0.0.1:0 that forwards frames (length prefix +
+/// body) and lets `mutate(connection_index, direction, frame_index, frame)` tamper.
+/// Serves at most `max_conns` connections, then stops by itself.
+pub fn proxy(upstream: SocketAddr, max_conns: usize, mutate: Arc<Mutator>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for (index, down) in listener.incoming().take(max_conns).enumerate() {
+            let Ok(down) = down else { return };
+            let Ok(up) = TcpStream::connect(upstream) else {
+                return;
+            };
+            for s in [&down, &up] {
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            }
+            let pairs = [
+                (
+                    down.try_clone().unwrap(),
+                    up.try_clone().unwrap(),
+                    Dir::ToServer,
+                ),
+                (up, down, Dir::ToClient),
+            ];
+            for (mut from, mut to, dir) in pairs {
+                let m = mutate.clone();
+                std::thread::spawn(move || {
+                    let mut n = 0;
+                    loop {
+                        let mut prefix = [0u8; 4];
+                        if from.read_exact(&mut prefix).is_err() {
+                            break;
+                        }
+                        let len = u32::from_be_bytes(prefix) as usize;
+                        if len > 4 << 20 {
+                            break;
+                        }
+                        let mut frame = prefix.to_vec();
+                        frame.resize(4 + len, 0);
+                        if from.read_exact(&mut frame[4..]).is_err() {
+                            break;
+                        }
+                        let ok = match m(index, dir, n, &frame) {
+                            Action::Forward(f) => to.write_all(&f).is_ok(),
+                            Action::Duplicate => {
+                                to.write_all(&frame).is_ok() && to.write_all(&frame).is_ok()
+                            }
+                            Action::Drop => true,
+                            Action::Close => false,
+                        };
+                        n += 1;
+                        if !ok {
+                            break;
+                        }
+                    }
+                    let _ = from.shutdown(Shutdown::Both);
+                    let _ = to.shutdown(Shutdown::Both);
+                });
+            }
+        }
+    });
+    addr
+}
+
+/// Record of what a handler was called with, for assertions.
+pub type Seen = Arc<Mutex<Vec<String>>>;
