@@ -17,12 +17,17 @@ fn load_or_generate(path: &Path) -> ovtp::Result<KeyPair> {
     let keys = KeyPair::generate(3072)?;
     keys.save(path, false)?;
     keys.public().save(&path.with_extension("pub"))?;
-    eprintln!("generated a throwaway key pair: {} (and .pub)", path.display());
+    eprintln!(
+        "generated a throwaway key pair: {} (and .pub)",
+        path.display()
+    );
     Ok(keys)
 }
 
 fn main() -> ovtp::Result<()> {
-    let listen = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8888".into());
+    let listen = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8888".into());
     let dir = std::env::temp_dir().join("ovtp-demo");
     std::fs::create_dir_all(&dir)?;
     let keys = load_or_generate(&dir.join("server_key"))?;
@@ -30,7 +35,9 @@ fn main() -> ovtp::Result<()> {
 
     let server = Server::bind(&listen, keys, authorized, |request: Request<'_>| {
         match &request.payload {
-            Payload::Text(text) => println!("message from {}: {}", request.client, escape_control(text)),
+            Payload::Text(text) => {
+                println!("message from {}: {}", request.client, escape_control(text))
+            }
             Payload::Data(data) => println!("data from {}: {} bytes", request.client, data.len()),
             _ => {}
         }

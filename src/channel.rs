@@ -16,8 +16,17 @@ use std::time::{Duration, Instant};
 pub const REC_REQUEST: u8 = 0x10;
 /// Record type: a response, server to client.
 pub const REC_RESPONSE: u8 = 0x11;
+/// Record type: the receiver of a file is ready (server to client, after a PUT
+/// or GET request): where the transfer starts.
+pub const REC_FILE_READY: u8 = 0x12;
+/// Record type: a chunk of file data, `offset u64 || bytes`.
+pub const REC_FILE_DATA: u8 = 0x13;
+/// Record type: the end of a file, `total u64 || sha256 [32]`.
+pub const REC_FILE_END: u8 = 0x14;
 /// Record type: an alert inside the session (then the sender closes).
 pub const REC_ALERT: u8 = 0x15;
+/// FILE_END flag: the sender abandoned the transfer.
+pub const FLAG_ABORT: u8 = 0x02;
 
 /// A TCP connection with deadline-aware frame reads.
 pub(crate) struct Conn {
@@ -110,6 +119,20 @@ impl Conn {
         Ok(body)
     }
 
+    /// Whether unread bytes are waiting (buffered or in the socket), without blocking.
+    pub(crate) fn peek_ready(&mut self) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return true;
+        }
+        if self.stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let mut b = [0u8; 1];
+        let ready = matches!(self.stream.peek(&mut b), Ok(n) if n > 0);
+        let _ = self.stream.set_nonblocking(false);
+        ready
+    }
+
     pub(crate) fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
         self.stream.write_all(bytes).map_err(|e| match e.kind() {
             ErrorKind::WouldBlock | ErrorKind::TimedOut => Error::Timeout("write"),
@@ -172,6 +195,20 @@ pub(crate) struct Channel {
     out: Vec<u8>,
 }
 
+/// One record as received, decrypted in place in its frame buffer.
+pub(crate) struct OwnedRecord {
+    pub(crate) rtype: u8,
+    pub(crate) flags: u8,
+    buf: Vec<u8>,
+    range: std::ops::Range<usize>,
+}
+
+impl OwnedRecord {
+    pub(crate) fn plaintext(&self) -> &[u8] {
+        &self.buf[self.range.clone()]
+    }
+}
+
 /// A message as received: its record type and assembled payload.
 pub(crate) struct Message {
     pub(crate) rtype: u8,
@@ -207,6 +244,51 @@ impl Channel {
         let res = self.conn.write_all(&out);
         self.out = out;
         res
+    }
+
+    /// Send one record made of `parts` (at most MAX_RECORD_PLAINTEXT bytes).
+    pub(crate) fn send_record(&mut self, rtype: u8, flags: u8, parts: &[&[u8]]) -> Result<()> {
+        self.out.clear();
+        self.sealer
+            .seal_parts(&mut self.rng, rtype, flags, parts, &mut self.out)?;
+        let out = std::mem::take(&mut self.out);
+        let res = self.conn.write_all(&out);
+        self.out = out;
+        res
+    }
+
+    /// Receive one record (waiting at most until `deadline` for it to begin).
+    /// An encrypted alert becomes [`Error::Refused`].
+    pub(crate) fn recv_record(&mut self, deadline: Instant) -> Result<OwnedRecord> {
+        if !self.conn.wait_readable(deadline, "waiting for a record")? {
+            return Err(Error::Closed("waiting for a record"));
+        }
+        let far = Instant::now() + Duration::from_secs(24 * 3600);
+        let mut buf = self
+            .conn
+            .read_frame(MAX_RECORD_FRAME, far, "reading a record")?;
+        let rec = self.opener.open(&mut buf)?;
+        let (rtype, flags) = (rec.rtype, rec.flags);
+        // Records decrypt in place: the plaintext starts where the ciphertext did.
+        let start = RECORD_HEADER + IV_LEN;
+        let range = start..start + rec.plaintext.len();
+        if rtype == REC_ALERT {
+            let mut r = Reader::new(&buf[range]);
+            let code = AlertCode::from_u8(r.u8("alert code")?);
+            let msg = String::from_utf8_lossy(r.vec16(512, "alert message")?).into_owned();
+            return Err(Error::Refused { code, message: msg });
+        }
+        Ok(OwnedRecord {
+            rtype,
+            flags,
+            buf,
+            range,
+        })
+    }
+
+    /// Whether the peer has sent something we have not read yet (never blocks).
+    pub(crate) fn peer_has_data(&mut self) -> bool {
+        self.conn.peek_ready()
     }
 
     /// Send an encrypted alert (then the caller closes).

@@ -9,9 +9,11 @@ use crate::keys::{Fingerprint, KeyPair, PublicKey};
 use crate::message::Reply;
 use crate::rand::Rng;
 use crate::server::{OP_DATA, OP_TEXT, RESPONSE_HEADER};
+use crate::transfer::{self, FileDigest, FileReport, Progress, TransferOptions};
 use crate::trust::{HostCheck, KnownHosts};
 use crate::wire::Reader;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How the client decides whether to trust the server's key.
@@ -236,30 +238,115 @@ impl Client {
                 limit: self.config.max_message_size as u64,
             });
         }
+        let wait = self.config.io_timeout;
+        self.with_retries(|ch, id, _| exchange(ch, id, op, body, wait))
+    }
+
+    /// Run `attempt` with one request id, reconnecting and retrying it (with the
+    /// same id, so the server can recognize it) while the failure is retryable.
+    fn with_retries<T>(
+        &mut self,
+        mut attempt: impl FnMut(&mut Channel, &[u8; REQUEST_ID_LEN], u32) -> Result<T>,
+    ) -> Result<T> {
         let id: [u8; REQUEST_ID_LEN] = self.rng.array()?;
-        let mut attempt = 0;
+        let mut tries = 0;
         loop {
-            let result = match self.channel.as_mut() {
-                Some(ch) => exchange(ch, &id, op, body, self.config.io_timeout),
-                None => self.open_connection().and_then(|ch| {
-                    let ch = self.channel.insert(ch);
-                    exchange(ch, &id, op, body, self.config.io_timeout)
-                }),
-            };
+            let result = match self.channel.take() {
+                Some(ch) => Ok(ch),
+                None => self.open_connection(),
+            }
+            .and_then(|mut ch| {
+                let r = attempt(&mut ch, &id, tries);
+                // Keep the connection unless it failed underneath us.
+                if !matches!(r, Err(ref e) if is_connection_error(e)) {
+                    self.channel = Some(ch);
+                }
+                r
+            });
             match result {
-                Ok(reply) => return Ok(reply),
-                Err(e) if attempt < self.config.retries && retryable(&e) => {
+                Ok(v) => return Ok(v),
+                Err(e) if tries < self.config.retries && retryable(&e) => {
                     self.channel = None;
-                    attempt += 1;
-                    std::thread::sleep(Duration::from_millis(50 << attempt.min(5)));
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50 << tries.min(5)));
                 }
                 Err(e) => {
-                    self.channel = None;
+                    if is_connection_error(&e) {
+                        self.channel = None;
+                    }
                     return Err(e);
                 }
             }
         }
     }
+
+    /// Upload `local` to the server's files directory as `remote`, refusing
+    /// to replace an existing file and resuming an interrupted upload.
+    pub fn send_file(&mut self, local: impl AsRef<Path>, remote: &str) -> Result<FileReport> {
+        self.send_file_with(local, remote, TransferOptions::default(), None)
+    }
+
+    /// Upload with options and an optional progress callback `(done, total)`.
+    pub fn send_file_with(
+        &mut self,
+        local: impl AsRef<Path>,
+        remote: &str,
+        opts: TransferOptions,
+        mut progress: Progress<'_>,
+    ) -> Result<FileReport> {
+        let local = transfer::local_file(local.as_ref())?;
+        crate::files::check_name(remote).map_err(Error::InvalidInput)?;
+        let wait = self.config.io_timeout;
+        self.with_retries(|ch, id, tries| {
+            // A retry continues what the failed attempt left on the server.
+            let opts = TransferOptions {
+                resume: opts.resume || tries > 0,
+                ..opts
+            };
+            transfer::put_once(ch, id, &local, remote, opts, wait, &mut progress)
+        })
+    }
+
+    /// Download `remote` from the server's files directory to `local`,
+    /// refusing to replace an existing file and resuming an interrupted download.
+    pub fn get_file(&mut self, remote: &str, local: impl AsRef<Path>) -> Result<FileReport> {
+        self.get_file_with(remote, local, TransferOptions::default(), None)
+    }
+
+    /// Download with options and an optional progress callback `(done, total)`.
+    pub fn get_file_with(
+        &mut self,
+        remote: &str,
+        local: impl AsRef<Path>,
+        opts: TransferOptions,
+        mut progress: Progress<'_>,
+    ) -> Result<FileReport> {
+        crate::files::check_name(remote).map_err(Error::InvalidInput)?;
+        let local = local.as_ref().to_path_buf();
+        let wait = self.config.io_timeout;
+        self.with_retries(|ch, id, tries| {
+            let opts = TransferOptions {
+                resume: opts.resume || tries > 0,
+                ..opts
+            };
+            transfer::get_once(ch, id, remote, &local, opts, wait, &mut progress)
+        })
+    }
+
+    /// Size and SHA-256 of a file in the server's files directory.
+    pub fn file_digest(&mut self, remote: &str) -> Result<FileDigest> {
+        crate::files::check_name(remote).map_err(Error::InvalidInput)?;
+        let wait = self.config.io_timeout;
+        self.with_retries(|ch, id, _| transfer::digest_once(ch, id, remote, wait))
+    }
+}
+
+/// Errors after which the connection is unusable.
+fn is_connection_error(e: &Error) -> bool {
+    !matches!(
+        e,
+        Error::Remote { .. } | Error::InvalidInput(_) | Error::DigestMismatch(_)
+    )
 }
 
 /// Lost connections and busy servers are worth another try; everything that

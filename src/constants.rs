@@ -16,9 +16,11 @@ pub const LEN_PREFIX: usize = 4;
 /// an auth frame about 1,030; 16 KiB leaves room for growth yet cannot be used
 /// to make a server allocate much before authentication.
 pub const MAX_HANDSHAKE_FRAME: usize = 16 * 1024;
-/// Largest plaintext in one record. File chunks of 1 MiB amortize the per-record
-/// cost (one MAC finalization, one syscall) to nothing; larger would only add memory.
-pub const MAX_RECORD_PLAINTEXT: usize = 1024 * 1024;
+/// File data per record. 1 MiB amortizes the per-record cost (one MAC
+/// finalization, one syscall) to nothing; larger would only add memory.
+pub const FILE_CHUNK: usize = 1024 * 1024;
+/// Largest plaintext in one record: a file chunk plus room for its small header.
+pub const MAX_RECORD_PLAINTEXT: usize = FILE_CHUNK + 64;
 /// Bytes of the clear record header inside the frame: type and flags.
 pub const RECORD_HEADER: usize = 2;
 /// AES block and CBC IV size.
@@ -78,5 +80,9 @@ pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
 pub const REPLY_CACHE_ENTRIES: usize = 16 * 1024;
 /// Bytes of reply bodies kept for retries; older bodies are dropped (their ids stay).
 pub const REPLY_CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// Longest remote file name, in bytes (PATH_MAX on Linux).
+pub const MAX_NAME_LEN: usize = 4096;
+/// How often, at most, a progress callback is called.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 /// Times the client re-sends a request after a lost connection, on a new connection.
 pub const DEFAULT_RETRIES: u32 = 3;

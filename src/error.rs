@@ -73,6 +73,16 @@ pub enum Error {
     SequenceExhausted,
     /// The server is shutting down.
     ShuttingDown,
+    /// The server refused or failed a file operation; `status` is one of
+    /// [`crate::status`]'s codes or the handler's own.
+    Remote {
+        /// The status the server answered with.
+        status: u16,
+        /// The server's explanation.
+        message: String,
+    },
+    /// A received file did not match its announced length or SHA-256; nothing was kept.
+    DigestMismatch(String),
     /// (Server side) the client's key is not in `authorized_keys`.
     NotAuthorized {
         /// Fingerprint of the key the client presented.
@@ -209,6 +219,16 @@ impl fmt::Display for Error {
                 f.write_str("record sequence number exhausted; reconnect to continue")
             }
             Error::ShuttingDown => f.write_str("server is shutting down"),
+            Error::Remote { status, message } => {
+                let name = crate::message::status::reserved_name(*status)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("status {status}"));
+                write!(f, "server answered {name}: {}", escape_control(message))
+            }
+            Error::DigestMismatch(what) => write!(
+                f,
+                "received file failed verification ({what}); the partial file was removed, try again"
+            ),
             Error::NotAuthorized { fingerprint } => write!(
                 f,
                 "client key {fingerprint} is not in authorized_keys; add it with `ovtp authorize <key.pub>`"

@@ -144,10 +144,24 @@ impl Sealer {
         plaintext: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        if plaintext.len() > MAX_RECORD_PLAINTEXT {
+        self.seal_parts(rng, rtype, flags, &[plaintext], out)
+    }
+
+    /// Seal the concatenation of `parts` as one record (no intermediate copy)
+    /// and append the whole frame to `out`.
+    pub fn seal_parts(
+        &mut self,
+        rng: &mut Rng,
+        rtype: u8,
+        flags: u8,
+        parts: &[&[u8]],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let pt_len: usize = parts.iter().map(|p| p.len()).sum();
+        if pt_len > MAX_RECORD_PLAINTEXT {
             return Err(Error::TooLarge {
                 what: "record plaintext",
-                size: plaintext.len() as u64,
+                size: pt_len as u64,
                 limit: MAX_RECORD_PLAINTEXT as u64,
             });
         }
@@ -155,7 +169,7 @@ impl Sealer {
         if self.seq == u64::MAX {
             return Err(Error::SequenceExhausted);
         }
-        let ct_len = (plaintext.len() / 16 + 1) * 16;
+        let ct_len = (pt_len / 16 + 1) * 16;
         let body_len = RECORD_HEADER + IV_LEN + ct_len + TAG_LEN;
         out.reserve(LEN_PREFIX + body_len);
         out.extend_from_slice(&crate::wire::frame_len(body_len).to_be_bytes());
@@ -164,10 +178,12 @@ impl Sealer {
         let iv: [u8; IV_LEN] = rng.array()?;
         out.extend_from_slice(&iv);
         let ct_start = out.len();
-        out.extend_from_slice(plaintext);
+        for p in parts {
+            out.extend_from_slice(p);
+        }
         out.resize(ct_start + ct_len, 0);
         cbc::Encryptor::<Aes256>::new(&self.enc.into(), &iv.into())
-            .encrypt_padded::<Pkcs7>(&mut out[ct_start..], plaintext.len())
+            .encrypt_padded::<Pkcs7>(&mut out[ct_start..], pt_len)
             .expect("buffer sized for padding");
         let tag = hmac(
             &self.mac,

@@ -4,10 +4,12 @@
 use crate::channel::{Channel, Conn, REC_REQUEST, REC_RESPONSE, alert_for};
 use crate::constants::*;
 use crate::error::{AlertCode, Error, Result};
+use crate::files;
 use crate::handshake::ServerAwaitAuth;
 use crate::keys::{Fingerprint, KeyPair};
 use crate::message::{Payload, Reply, Request, status};
 use crate::rand::Rng;
+use crate::transfer::{self, FileContext, OP_DIGEST, OP_GET, OP_PUT};
 use crate::trust::AuthorizedKeys;
 use crate::wire::Reader;
 use std::collections::{HashMap, VecDeque};
@@ -96,6 +98,10 @@ pub struct ServerConfig {
     pub io_timeout: Duration,
     /// Largest message held in memory.
     pub max_message_size: usize,
+    /// Directory for uploads and downloads; `None` refuses file transfers.
+    pub files_dir: Option<std::path::PathBuf>,
+    /// Largest file accepted for upload; `None` means no limit.
+    pub max_file_size: Option<u64>,
     /// Optional observer of connections and requests.
     pub events: Option<Arc<EventSink>>,
 }
@@ -108,6 +114,8 @@ impl Default for ServerConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             io_timeout: DEFAULT_IO_TIMEOUT,
             max_message_size: DEFAULT_MAX_MESSAGE,
+            files_dir: None,
+            max_file_size: None,
             events: None,
         }
     }
@@ -121,6 +129,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("io_timeout", &self.io_timeout)
             .field("max_message_size", &self.max_message_size)
+            .field("files_dir", &self.files_dir)
+            .field("max_file_size", &self.max_file_size)
             .finish_non_exhaustive()
     }
 }
@@ -173,6 +183,7 @@ struct Shared {
     conns: Mutex<HashMap<u64, TcpStream>>,
     replies: Mutex<ReplyCache>,
     reply_ready: Condvar,
+    names: files::NameLocks,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -276,6 +287,7 @@ impl Server {
             conns: Mutex::new(HashMap::new()),
             replies: Mutex::new(ReplyCache::default()),
             reply_ready: Condvar::new(),
+            names: files::NameLocks::default(),
         });
         Ok(Server { listener, shared })
     }
@@ -461,27 +473,89 @@ fn serve_requests(
         let id: [u8; REQUEST_ID_LEN] = r.array("request id")?;
         let op = r.u8("operation")?;
         let body = r.rest();
-        let (reply, replayed) = answer(shared, client, peer, id, op, body);
-        let mut header = Vec::with_capacity(RESPONSE_HEADER);
-        header.extend_from_slice(&id);
-        header.extend_from_slice(&reply.status.to_be_bytes());
-        ch.send(REC_RESPONSE, &header, &reply.body)?;
+        let (status, replayed) = match op {
+            OP_PUT | OP_GET | OP_DIGEST => (
+                serve_file_op(shared, &mut ch, client, peer, id, op, body)?,
+                false,
+            ),
+            _ => {
+                let (reply, replayed) = answer(shared, client, peer, id, op, body);
+                ch.send(
+                    REC_RESPONSE,
+                    &transfer::response_header(&id, reply.status),
+                    &reply.body,
+                )?;
+                (reply.status, replayed)
+            }
+        };
         shared.emit(Event::Request {
             peer,
             client,
             op: op_name(op),
             bytes: body.len(),
-            status: reply.status,
+            status,
             elapsed: started.elapsed(),
             replayed,
         });
     }
 }
 
+/// File operations stream their own records; an upload's final reply is
+/// remembered so that a retry after a lost reply is answered, not repeated.
+fn serve_file_op(
+    shared: &Shared,
+    ch: &mut Channel,
+    client: &Fingerprint,
+    peer: SocketAddr,
+    id: [u8; REQUEST_ID_LEN],
+    op: u8,
+    body: &[u8],
+) -> Result<u16> {
+    let key = (client.clone(), id);
+    if op == OP_PUT
+        && let Some(CacheEntry::Done(reply)) = lock(&shared.replies).map.get(&key)
+    {
+        let reply = reply.clone();
+        ch.send(
+            REC_RESPONSE,
+            &transfer::response_header(&id, reply.status),
+            &reply.body,
+        )?;
+        return Ok(reply.status);
+    }
+    let handler = |payload: Payload| call_handler(shared, client, peer, payload);
+    let ctx = FileContext {
+        root: shared.config.files_dir.as_deref(),
+        max_file_size: shared.config.max_file_size,
+        io_timeout: shared.config.io_timeout,
+        locks: &shared.names,
+        handler: &handler,
+    };
+    let reply = match op {
+        OP_PUT => transfer::serve_put(&ctx, ch, &id, body)?,
+        OP_GET => transfer::serve_get(&ctx, ch, &id, body)?,
+        _ => transfer::serve_digest(&ctx, ch, &id, body)?,
+    };
+    if op == OP_PUT {
+        let reply = Arc::new(reply);
+        let mut cache = lock(&shared.replies);
+        cache.bytes += reply.body.len();
+        cache.order.push_back(key.clone());
+        let status = reply.status;
+        cache.map.insert(key, CacheEntry::Done(reply));
+        cache.evict();
+        return Ok(status);
+    }
+    Ok(reply.status)
+}
+
 fn op_name(op: u8) -> &'static str {
     match op {
         OP_TEXT => "text",
         OP_DATA => "data",
+        OP_PUT => "put",
+        OP_GET => "get",
+        OP_DIGEST => "digest",
         _ => "unknown",
     }
 }
@@ -526,7 +600,10 @@ fn answer(
             }
         }
     }
-    let reply = Arc::new(call_handler(shared, client, peer, op, body));
+    let reply = Arc::new(match message_payload(op, body) {
+        Ok(payload) => call_handler(shared, client, peer, payload),
+        Err(reply) => reply,
+    });
     let mut cache = lock(&shared.replies);
     cache.bytes += reply.body.len();
     cache.map.insert(key, CacheEntry::Done(reply.clone()));
@@ -539,22 +616,8 @@ fn call_handler(
     shared: &Shared,
     client: &Fingerprint,
     peer_addr: SocketAddr,
-    op: u8,
-    body: &[u8],
+    payload: Payload,
 ) -> Reply {
-    let payload = match op {
-        OP_TEXT => match std::str::from_utf8(body) {
-            Ok(s) => Payload::Text(s.to_owned()),
-            Err(e) => {
-                return Reply::new(
-                    status::BAD_REQUEST,
-                    format!("text message is not valid UTF-8: {e}"),
-                );
-            }
-        },
-        OP_DATA => Payload::Data(body.to_vec()),
-        other => return Reply::new(status::UNSUPPORTED, format!("unknown operation {other}")),
-    };
     let request = Request {
         client,
         peer_addr,
@@ -566,5 +629,22 @@ fn call_handler(
             status::HANDLER_PANICKED,
             "the server's handler failed on this request",
         ),
+    }
+}
+
+fn message_payload(op: u8, body: &[u8]) -> std::result::Result<Payload, Reply> {
+    match op {
+        OP_TEXT => match std::str::from_utf8(body) {
+            Ok(s) => Ok(Payload::Text(s.to_owned())),
+            Err(e) => Err(Reply::new(
+                status::BAD_REQUEST,
+                format!("text message is not valid UTF-8: {e}"),
+            )),
+        },
+        OP_DATA => Ok(Payload::Data(body.to_vec())),
+        other => Err(Reply::new(
+            status::UNSUPPORTED,
+            format!("unknown operation {other}"),
+        )),
     }
 }

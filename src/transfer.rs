@@ -1,0 +1,755 @@
+//! File transfer, both sides, over an established [`Channel`]: upload (PUT),
+//! download (GET) and remote digest. Data moves in FILE_DATA records of up to
+//! [`FILE_CHUNK`] bytes, each carrying its offset; a FILE_END record carries the
+//! total length and the SHA-256 of the whole file. The receiver writes to a
+//! partial file beside the target and renames it only after both match.
+//!
+//! Resume: the receiver reports how much it already has and the SHA-256 of
+//! that prefix; the sender hashes its own prefix and continues from there only
+//! if the digests agree, otherwise it starts over at offset 0.
+
+use crate::channel::{
+    Channel, FLAG_ABORT, REC_FILE_DATA, REC_FILE_END, REC_FILE_READY, REC_RESPONSE,
+};
+use crate::constants::*;
+use crate::error::{Error, Result};
+use crate::files::{self, Refusal};
+use crate::message::{Payload, Reply, status};
+use crate::record::FLAG_FIN;
+use crate::wire::{Reader, put_vec16};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Request operation: upload a file.
+pub const OP_PUT: u8 = 3;
+/// Request operation: download a file.
+pub const OP_GET: u8 = 4;
+/// Request operation: size and SHA-256 of a remote file.
+pub const OP_DIGEST: u8 = 5;
+/// PUT flag: replace an existing file.
+pub const PUT_OVERWRITE: u8 = 0x01;
+/// PUT/GET flag: keep a partial file from an earlier attempt if its prefix matches.
+pub const XFER_RESUME: u8 = 0x02;
+
+/// Options of an upload or download.
+#[derive(Debug, Clone, Copy)]
+pub struct TransferOptions {
+    /// Replace the destination if it exists (default: refuse).
+    pub overwrite: bool,
+    /// Continue from a partial file left by an interrupted transfer (default: yes).
+    pub resume: bool,
+}
+
+impl Default for TransferOptions {
+    fn default() -> Self {
+        TransferOptions {
+            overwrite: false,
+            resume: true,
+        }
+    }
+}
+
+/// What a finished transfer reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileReport {
+    /// Size of the file in bytes.
+    pub size: u64,
+    /// SHA-256 of the whole file, checked by the receiver.
+    pub sha256: [u8; 32],
+    /// Bytes that were already present from an interrupted transfer and not sent again.
+    pub resumed_from: u64,
+    /// For uploads, the server handler's final reply; for downloads, `Reply::ok("")`.
+    pub reply: Reply,
+}
+
+/// Size and SHA-256 of a remote file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDigest {
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the contents.
+    pub sha256: [u8; 32],
+}
+
+/// A progress callback: `(bytes done, total)`, called at most every 100 ms and at the end.
+pub type Progress<'a> = Option<&'a mut dyn FnMut(u64, u64)>;
+
+struct Ticker<'a, 'b> {
+    f: &'b mut Progress<'a>,
+    last: Option<Instant>,
+}
+
+impl Ticker<'_, '_> {
+    fn tick(&mut self, done: u64, total: u64, force: bool) {
+        if let Some(f) = self.f.as_mut()
+            && (force || self.last.is_none_or(|t| t.elapsed() >= PROGRESS_INTERVAL))
+        {
+            f(done, total);
+            self.last = Some(Instant::now());
+        }
+    }
+}
+
+fn u64_at(r: &mut Reader<'_>, what: &'static str) -> Result<u64> {
+    Ok(u64::from_be_bytes(r.array(what)?))
+}
+
+/// Read up to `buf.len()` bytes, retrying on interruption; 0 only at end of file.
+fn read_some(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match file.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- server side
+
+/// What the server needs from its shared state to serve file requests.
+pub(crate) struct FileContext<'a> {
+    pub(crate) root: Option<&'a Path>,
+    pub(crate) max_file_size: Option<u64>,
+    pub(crate) io_timeout: Duration,
+    pub(crate) locks: &'a files::NameLocks,
+    pub(crate) handler: &'a dyn Fn(Payload) -> Reply,
+}
+
+pub(crate) fn response_header(id: &[u8; REQUEST_ID_LEN], status: u16) -> Vec<u8> {
+    let mut h = Vec::with_capacity(REQUEST_ID_LEN + 2);
+    h.extend_from_slice(id);
+    h.extend_from_slice(&status.to_be_bytes());
+    h
+}
+
+fn respond(ch: &mut Channel, id: &[u8; REQUEST_ID_LEN], reply: &Reply) -> Result<()> {
+    ch.send(
+        REC_RESPONSE,
+        &response_header(id, reply.status),
+        &reply.body,
+    )
+}
+
+fn refusal((code, msg): Refusal) -> Reply {
+    Reply::new(code, msg)
+}
+
+fn root<'a>(ctx: &FileContext<'a>) -> std::result::Result<&'a Path, Reply> {
+    ctx.root.ok_or_else(|| {
+        Reply::new(
+            status::UNSUPPORTED,
+            "this server does not accept file transfers",
+        )
+    })
+}
+
+/// Serve a PUT. Returns the final reply (already sent to the client), or an
+/// error if the connection failed; the partial file is then kept for resuming.
+pub(crate) fn serve_put(
+    ctx: &FileContext<'_>,
+    ch: &mut Channel,
+    id: &[u8; REQUEST_ID_LEN],
+    req: &[u8],
+) -> Result<Reply> {
+    let mut r = Reader::new(req);
+    let name = String::from_utf8(r.vec16(MAX_NAME_LEN, "file name")?.to_vec())
+        .map_err(|_| Error::Malformed("file name is not UTF-8"))?;
+    let size = u64_at(&mut r, "file size")?;
+    let flags = r.u8("flags")?;
+    r.finish("put request")?;
+    let overwrite = flags & PUT_OVERWRITE != 0;
+
+    let prepared = (|| {
+        let root = root(ctx)?;
+        if let Some(max) = ctx.max_file_size
+            && size > max
+        {
+            return Err(Reply::new(
+                status::TOO_LARGE,
+                format!("{size} bytes; this server accepts at most {max}"),
+            ));
+        }
+        let target = files::resolve_for_write(root, &name).map_err(refusal)?;
+        if !overwrite && target.exists() {
+            return Err(Reply::new(
+                status::FILE_EXISTS,
+                format!("{name} exists; ask to overwrite to replace it"),
+            ));
+        }
+        Ok(target)
+    })();
+    let target = match prepared {
+        Ok(t) => t,
+        Err(reply) => return respond(ch, id, &reply).map(|_| reply),
+    };
+    let Some(_guard) = ctx.locks.try_lock(&target) else {
+        let reply = Reply::new(
+            status::NAME_BUSY,
+            format!("another upload to {name} is in progress"),
+        );
+        return respond(ch, id, &reply).map(|_| reply);
+    };
+    let offer = (ctx.handler)(Payload::FileOffer {
+        name: name.clone(),
+        size,
+    });
+    if !offer.is_ok() {
+        return respond(ch, id, &offer).map(|_| offer);
+    }
+    let partial = files::partial_path(&target);
+    let (mut file, offset, mut hasher) =
+        match files::open_partial(&partial, flags & XFER_RESUME != 0, size) {
+            Ok(v) => v,
+            Err(e) => {
+                let reply = Reply::new(status::IO_ERROR, format!("cannot create the file: {e}"));
+                return respond(ch, id, &reply).map(|_| reply);
+            }
+        };
+    let prefix: [u8; 32] = hasher.clone().finalize().into();
+    ch.send_record(REC_FILE_READY, FLAG_FIN, &[&offset.to_be_bytes(), &prefix])?;
+
+    let mut pos: Option<u64> = None;
+    let mut failed: Option<Reply> = None;
+    loop {
+        let rec = ch.recv_record(Instant::now() + ctx.io_timeout)?;
+        let mut r = Reader::new(rec.plaintext());
+        match rec.rtype {
+            REC_FILE_DATA => {
+                let off = u64_at(&mut r, "chunk offset")?;
+                let bytes = r.rest();
+                if failed.is_some() {
+                    continue; // draining after an early error reply
+                }
+                let problem = (|| -> std::result::Result<(), Reply> {
+                    let at = match pos {
+                        None if off == 0 && offset > 0 => {
+                            hasher = files::restart(&mut file).map_err(io_reply)?;
+                            0
+                        }
+                        None if off == offset => offset,
+                        Some(p) if p == off => p,
+                        _ => {
+                            return Err(Reply::new(
+                                status::BAD_REQUEST,
+                                "file chunk at an unexpected offset",
+                            ));
+                        }
+                    };
+                    let end = at + bytes.len() as u64;
+                    if end > size {
+                        return Err(Reply::new(
+                            status::TOO_LARGE,
+                            "more data than the announced size",
+                        ));
+                    }
+                    file.write_all(bytes).map_err(io_reply)?;
+                    hasher.update(bytes);
+                    pos = Some(end);
+                    Ok(())
+                })();
+                if let Err(reply) = problem {
+                    // Tell the sender now; keep reading (and discarding) until its FILE_END.
+                    drop(std::fs::remove_file(&partial));
+                    respond(ch, id, &reply)?;
+                    failed = Some(reply);
+                }
+            }
+            REC_FILE_END => {
+                let total = u64_at(&mut r, "total length")?;
+                let digest: [u8; 32] = r.array("sha256")?;
+                r.finish("file end")?;
+                if let Some(reply) = failed {
+                    return Ok(reply);
+                }
+                if rec.flags & FLAG_ABORT != 0 {
+                    let reply = Reply::new(
+                        status::ABORTED,
+                        "upload abandoned by the sender; partial file kept for resuming",
+                    );
+                    return respond(ch, id, &reply).map(|_| reply);
+                }
+                let got: [u8; 32] = hasher.finalize().into();
+                let reply = if pos != Some(total) || total != size || got != digest {
+                    drop(std::fs::remove_file(&partial));
+                    Reply::new(
+                        status::DIGEST_MISMATCH,
+                        format!(
+                            "received {} of {size} bytes, sha256 {}; nothing kept",
+                            pos.unwrap_or(0),
+                            files::hex(&got)
+                        ),
+                    )
+                } else {
+                    match files::commit(&partial, file, &target, overwrite) {
+                        Ok(()) => (ctx.handler)(Payload::FileReceived {
+                            name,
+                            path: target,
+                            size,
+                            sha256: got,
+                        }),
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            drop(std::fs::remove_file(&partial));
+                            Reply::new(
+                                status::FILE_EXISTS,
+                                "the file appeared meanwhile; not replaced",
+                            )
+                        }
+                        Err(e) => {
+                            drop(std::fs::remove_file(&partial));
+                            io_reply(e)
+                        }
+                    }
+                };
+                return respond(ch, id, &reply).map(|_| reply);
+            }
+            _ => return Err(Error::Malformed("unexpected record during an upload")),
+        }
+    }
+}
+
+fn io_reply(e: io::Error) -> Reply {
+    Reply::new(status::IO_ERROR, format!("server file error: {e}"))
+}
+
+/// Serve a GET: stream the file, or answer with a refusal.
+pub(crate) fn serve_get(
+    ctx: &FileContext<'_>,
+    ch: &mut Channel,
+    id: &[u8; REQUEST_ID_LEN],
+    req: &[u8],
+) -> Result<Reply> {
+    let mut r = Reader::new(req);
+    let name = String::from_utf8(r.vec16(MAX_NAME_LEN, "file name")?.to_vec())
+        .map_err(|_| Error::Malformed("file name is not UTF-8"))?;
+    let offset = u64_at(&mut r, "offset")?;
+    let prefix: [u8; 32] = r.array("prefix sha256")?;
+    let flags = r.u8("flags")?;
+    r.finish("get request")?;
+
+    let opened = (|| {
+        let path = files::resolve_for_read(root(ctx)?, &name).map_err(refusal)?;
+        let file = File::open(&path).map_err(io_reply)?;
+        let size = file.metadata().map_err(io_reply)?.len();
+        let verdict = (ctx.handler)(Payload::FileRequest {
+            name: name.clone(),
+            size,
+            digest_only: false,
+        });
+        if !verdict.is_ok() {
+            return Err(verdict);
+        }
+        Ok((file, size))
+    })();
+    let (mut file, size) = match opened {
+        Ok(v) => v,
+        Err(reply) => return respond(ch, id, &reply).map(|_| reply),
+    };
+    let mut start = 0;
+    let mut hasher = Sha256::new();
+    if flags & XFER_RESUME != 0 && offset > 0 && offset <= size {
+        let (n, h) = files::hash_prefix(&mut file, offset)?;
+        if n == offset && <[u8; 32]>::from(h.clone().finalize()) == prefix {
+            (start, hasher) = (offset, h);
+        }
+    }
+    file.seek(SeekFrom::Start(start))?;
+    ch.send_record(
+        REC_FILE_READY,
+        FLAG_FIN,
+        &[&size.to_be_bytes(), &start.to_be_bytes()],
+    )?;
+    let mut buf = vec![0u8; FILE_CHUNK];
+    let mut pos = start;
+    loop {
+        let want = (size - pos).min(FILE_CHUNK as u64) as usize;
+        let n = if want == 0 {
+            0
+        } else {
+            read_some(&mut file, &mut buf[..want])?
+        };
+        if n == 0 && pos < size {
+            // The file shrank while we were sending it.
+            ch.send_record(
+                REC_FILE_END,
+                FLAG_FIN | FLAG_ABORT,
+                &[&pos.to_be_bytes(), &[0u8; 32]],
+            )?;
+            return Ok(Reply::new(
+                status::ABORTED,
+                "file changed during the download",
+            ));
+        }
+        if n > 0 || pos == start {
+            hasher.update(&buf[..n]);
+            ch.send_record(REC_FILE_DATA, FLAG_FIN, &[&pos.to_be_bytes(), &buf[..n]])?;
+            pos += n as u64;
+        }
+        if pos == size {
+            break;
+        }
+    }
+    let digest: [u8; 32] = hasher.finalize().into();
+    ch.send_record(REC_FILE_END, FLAG_FIN, &[&size.to_be_bytes(), &digest])?;
+    Ok(Reply::ok(""))
+}
+
+/// Serve a DIGEST request.
+pub(crate) fn serve_digest(
+    ctx: &FileContext<'_>,
+    ch: &mut Channel,
+    id: &[u8; REQUEST_ID_LEN],
+    req: &[u8],
+) -> Result<Reply> {
+    let mut r = Reader::new(req);
+    let name = String::from_utf8(r.vec16(MAX_NAME_LEN, "file name")?.to_vec())
+        .map_err(|_| Error::Malformed("file name is not UTF-8"))?;
+    r.finish("digest request")?;
+    let reply = (|| {
+        let path = files::resolve_for_read(root(ctx)?, &name).map_err(refusal)?;
+        let size = std::fs::metadata(&path).map_err(io_reply)?.len();
+        let verdict = (ctx.handler)(Payload::FileRequest {
+            name: name.clone(),
+            size,
+            digest_only: true,
+        });
+        if !verdict.is_ok() {
+            return Err(verdict);
+        }
+        let (size, digest) = files::digest_file(&path).map_err(io_reply)?;
+        Ok(Reply::ok([size.to_be_bytes().as_slice(), &digest].concat()))
+    })()
+    .unwrap_or_else(|r| r);
+    respond(ch, id, &reply).map(|_| reply)
+}
+
+// ---------------------------------------------------------------- client side
+
+fn request_header(id: &[u8; REQUEST_ID_LEN], op: u8) -> Vec<u8> {
+    let mut h = id.to_vec();
+    h.push(op);
+    h
+}
+
+/// Parse a RESPONSE record's plaintext for request `id`.
+pub(crate) fn parse_response(id: &[u8; REQUEST_ID_LEN], pt: &[u8]) -> Result<Reply> {
+    let mut r = Reader::new(pt);
+    let rid: [u8; REQUEST_ID_LEN] = r.array("request id")?;
+    if &rid != id {
+        return Err(Error::Malformed("response to a different request"));
+    }
+    let status = r.u16("status")?;
+    Ok(Reply {
+        status,
+        body: r.rest().to_vec(),
+    })
+}
+
+fn remote(reply: Reply) -> Error {
+    Error::Remote {
+        status: reply.status,
+        message: reply.text(),
+    }
+}
+
+/// Read a RESPONSE that may span records (its body can be long).
+fn recv_response(
+    ch: &mut Channel,
+    id: &[u8; REQUEST_ID_LEN],
+    first: crate::channel::OwnedRecord,
+    wait: Duration,
+) -> Result<Reply> {
+    let mut payload = first.plaintext().to_vec();
+    let mut fin = first.flags & FLAG_FIN != 0;
+    while !fin {
+        let rec = ch.recv_record(Instant::now() + wait)?;
+        if rec.rtype != REC_RESPONSE || payload.len() + rec.plaintext().len() > DEFAULT_MAX_MESSAGE
+        {
+            return Err(Error::Malformed("bad response continuation"));
+        }
+        payload.extend_from_slice(rec.plaintext());
+        fin = rec.flags & FLAG_FIN != 0;
+    }
+    parse_response(id, &payload)
+}
+
+/// One upload attempt over `ch`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn put_once(
+    ch: &mut Channel,
+    id: &[u8; REQUEST_ID_LEN],
+    local: &Path,
+    remote_name: &str,
+    opts: TransferOptions,
+    wait: Duration,
+    progress: &mut Progress<'_>,
+) -> Result<FileReport> {
+    let mut file = File::open(local)
+        .map_err(|e| Error::InvalidInput(format!("cannot open {}: {e}", local.display())))?;
+    let size = file.metadata()?.len();
+    let mut body = Vec::with_capacity(remote_name.len() + 16);
+    put_vec16(&mut body, remote_name.as_bytes());
+    body.extend_from_slice(&size.to_be_bytes());
+    body.push(
+        if opts.overwrite { PUT_OVERWRITE } else { 0 } | if opts.resume { XFER_RESUME } else { 0 },
+    );
+    ch.send(
+        crate::channel::REC_REQUEST,
+        &request_header(id, OP_PUT),
+        &body,
+    )?;
+
+    let rec = ch.recv_record(Instant::now() + wait)?;
+    match rec.rtype {
+        // Refused, or (on a retry) already finished: the cached final reply.
+        REC_RESPONSE => {
+            let reply = recv_response(ch, id, rec, wait)?;
+            if !reply.is_ok() {
+                return Err(remote(reply));
+            }
+            let (size, digest) = files::digest_file(local)?;
+            return Ok(FileReport {
+                size,
+                sha256: digest,
+                resumed_from: size,
+                reply,
+            });
+        }
+        REC_FILE_READY => {}
+        _ => return Err(Error::Malformed("expected FILE_READY or a response")),
+    }
+    let mut r = Reader::new(rec.plaintext());
+    let offset = u64_at(&mut r, "offset")?;
+    let prefix: [u8; 32] = r.array("prefix sha256")?;
+    let mut start = 0;
+    let mut hasher = Sha256::new();
+    if offset > 0 && offset <= size {
+        let (n, h) = files::hash_prefix(&mut file, offset)?;
+        if n == offset && <[u8; 32]>::from(h.clone().finalize()) == prefix {
+            (start, hasher) = (offset, h);
+        }
+    }
+    file.seek(SeekFrom::Start(start))?;
+    let mut ticker = Ticker {
+        f: progress,
+        last: None,
+    };
+    let mut buf = vec![0u8; FILE_CHUNK];
+    let mut pos = start;
+    loop {
+        let want = (size - pos).min(FILE_CHUNK as u64) as usize;
+        let n = if want == 0 {
+            0
+        } else {
+            read_some(&mut file, &mut buf[..want])?
+        };
+        if n == 0 && pos < size {
+            ch.send_record(
+                REC_FILE_END,
+                FLAG_FIN | FLAG_ABORT,
+                &[&pos.to_be_bytes(), &[0u8; 32]],
+            )?;
+            let _ = ch.recv_record(Instant::now() + wait);
+            return Err(Error::InvalidInput(format!(
+                "{} shrank while it was being sent",
+                local.display()
+            )));
+        }
+        if n > 0 || pos == start {
+            hasher.update(&buf[..n]);
+            ch.send_record(REC_FILE_DATA, FLAG_FIN, &[&pos.to_be_bytes(), &buf[..n]])?;
+            pos += n as u64;
+            ticker.tick(pos, size, false);
+        }
+        // The server may have answered early (disk full, bad offset): stop sending.
+        if ch.peer_has_data() {
+            let rec = ch.recv_record(Instant::now() + wait)?;
+            if rec.rtype != REC_RESPONSE {
+                return Err(Error::Malformed("unexpected record during an upload"));
+            }
+            let reply = recv_response(ch, id, rec, wait)?;
+            ch.send_record(
+                REC_FILE_END,
+                FLAG_FIN | FLAG_ABORT,
+                &[&pos.to_be_bytes(), &[0u8; 32]],
+            )?;
+            return Err(remote(reply));
+        }
+        if pos == size {
+            break;
+        }
+    }
+    let digest: [u8; 32] = hasher.finalize().into();
+    ch.send_record(REC_FILE_END, FLAG_FIN, &[&size.to_be_bytes(), &digest])?;
+    ticker.tick(size, size, true);
+    let rec = ch.recv_record(Instant::now() + wait)?;
+    if rec.rtype != REC_RESPONSE {
+        return Err(Error::Malformed("expected the upload's final response"));
+    }
+    let reply = recv_response(ch, id, rec, wait)?;
+    if reply.status >= 0xFF00 {
+        return Err(remote(reply));
+    }
+    Ok(FileReport {
+        size,
+        sha256: digest,
+        resumed_from: start,
+        reply,
+    })
+}
+
+/// One download attempt over `ch` into `local` (via its partial file).
+pub(crate) fn get_once(
+    ch: &mut Channel,
+    id: &[u8; REQUEST_ID_LEN],
+    remote_name: &str,
+    local: &Path,
+    opts: TransferOptions,
+    wait: Duration,
+    progress: &mut Progress<'_>,
+) -> Result<FileReport> {
+    if !opts.overwrite && local.exists() {
+        return Err(Error::InvalidInput(format!(
+            "{} exists; ask to overwrite to replace it",
+            local.display()
+        )));
+    }
+    let partial = files::partial_path(local);
+    let (mut file, offset, mut hasher) = files::open_partial(&partial, opts.resume, u64::MAX)
+        .map_err(|e| Error::InvalidInput(format!("cannot write {}: {e}", partial.display())))?;
+    let prefix: [u8; 32] = hasher.clone().finalize().into();
+    let mut body = Vec::with_capacity(remote_name.len() + 48);
+    put_vec16(&mut body, remote_name.as_bytes());
+    body.extend_from_slice(&offset.to_be_bytes());
+    body.extend_from_slice(&prefix);
+    body.push(if opts.resume { XFER_RESUME } else { 0 });
+    ch.send(
+        crate::channel::REC_REQUEST,
+        &request_header(id, OP_GET),
+        &body,
+    )?;
+
+    let rec = ch.recv_record(Instant::now() + wait)?;
+    match rec.rtype {
+        REC_RESPONSE => return Err(remote(recv_response(ch, id, rec, wait)?)),
+        REC_FILE_READY => {}
+        _ => return Err(Error::Malformed("expected FILE_READY or a response")),
+    }
+    let mut r = Reader::new(rec.plaintext());
+    let size = u64_at(&mut r, "size")?;
+    let start = u64_at(&mut r, "start")?;
+    if start == 0 && offset > 0 {
+        hasher = files::restart(&mut file)?;
+    } else if start != offset {
+        return Err(Error::Malformed(
+            "server resumed at an offset we did not offer",
+        ));
+    }
+    let mut ticker = Ticker {
+        f: progress,
+        last: None,
+    };
+    let mut pos = start;
+    loop {
+        let rec = ch.recv_record(Instant::now() + wait)?;
+        let mut r = Reader::new(rec.plaintext());
+        match rec.rtype {
+            REC_FILE_DATA => {
+                let off = u64_at(&mut r, "chunk offset")?;
+                let bytes = r.rest();
+                if off != pos || pos + bytes.len() as u64 > size {
+                    return Err(Error::Malformed("file chunk at an unexpected offset"));
+                }
+                file.write_all(bytes).map_err(|e| {
+                    Error::Io(io::Error::new(
+                        e.kind(),
+                        format!("writing {}: {e}", partial.display()),
+                    ))
+                })?;
+                hasher.update(bytes);
+                pos += bytes.len() as u64;
+                ticker.tick(pos, size, false);
+            }
+            REC_FILE_END => {
+                let total = u64_at(&mut r, "total length")?;
+                let digest: [u8; 32] = r.array("sha256")?;
+                r.finish("file end")?;
+                if rec.flags & FLAG_ABORT != 0 {
+                    return Err(Error::Remote {
+                        status: status::ABORTED,
+                        message: "the file changed on the server during the download; try again"
+                            .into(),
+                    });
+                }
+                let got: [u8; 32] = hasher.finalize().into();
+                if pos != total || total != size || got != digest {
+                    drop(file);
+                    let _ = std::fs::remove_file(&partial);
+                    return Err(Error::DigestMismatch(format!("got {pos} of {size} bytes")));
+                }
+                files::commit(&partial, file, local, opts.overwrite).map_err(|e| {
+                    if e.kind() == io::ErrorKind::AlreadyExists {
+                        Error::InvalidInput(format!(
+                            "{} appeared meanwhile; not replaced",
+                            local.display()
+                        ))
+                    } else {
+                        Error::Io(e)
+                    }
+                })?;
+                ticker.tick(size, size, true);
+                return Ok(FileReport {
+                    size,
+                    sha256: got,
+                    resumed_from: start,
+                    reply: Reply::ok(""),
+                });
+            }
+            _ => return Err(Error::Malformed("unexpected record during a download")),
+        }
+    }
+}
+
+/// One digest request over `ch`.
+pub(crate) fn digest_once(
+    ch: &mut Channel,
+    id: &[u8; REQUEST_ID_LEN],
+    remote_name: &str,
+    wait: Duration,
+) -> Result<FileDigest> {
+    let mut body = Vec::new();
+    put_vec16(&mut body, remote_name.as_bytes());
+    ch.send(
+        crate::channel::REC_REQUEST,
+        &request_header(id, OP_DIGEST),
+        &body,
+    )?;
+    let rec = ch.recv_record(Instant::now() + wait)?;
+    if rec.rtype != REC_RESPONSE {
+        return Err(Error::Malformed("expected a response"));
+    }
+    let reply = recv_response(ch, id, rec, wait)?;
+    if !reply.is_ok() {
+        return Err(remote(reply));
+    }
+    let mut r = Reader::new(&reply.body);
+    let size = u64_at(&mut r, "size")?;
+    let sha256 = r.array("sha256")?;
+    r.finish("digest")?;
+    Ok(FileDigest { size, sha256 })
+}
+
+/// Check a local path argument early, with a message that names it.
+pub(crate) fn local_file(path: &Path) -> Result<PathBuf> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::InvalidInput(format!("{}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(Error::InvalidInput(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(path.to_path_buf())
+}

@@ -1,0 +1,579 @@
+//! File transfer over real sockets: integrity, atomic confined writes, resume.
+
+mod common;
+
+use common::*;
+use ovtp::{Client, Error, Payload, Reply, Request, ServerConfig, TransferOptions, status};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn content(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i * 31 + seed as usize * 7) % 253) as u8)
+        .collect()
+}
+
+fn sha(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// A server with a files directory whose handler logs file events and accepts
+/// everything except offers whose name starts with "quota".
+struct FileServer {
+    srv: TestServer,
+    files: PathBuf,
+    events: Arc<Mutex<Vec<String>>>,
+    _dir: TempDir,
+}
+
+fn file_server(tweak: impl FnOnce(&mut ServerConfig)) -> FileServer {
+    let dir = TempDir::new("files");
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let mut config = ServerConfig {
+        files_dir: Some(files.clone()),
+        ..quick_server()
+    };
+    tweak(&mut config);
+    let events: Arc<Mutex<Vec<String>>> = Arc::default();
+    let ev = events.clone();
+    let srv = TestServer::start_with(
+        config,
+        Arc::new(AtomicUsize::new(0)),
+        move |req: Request<'_>| {
+            let line = match &req.payload {
+                Payload::FileOffer { name, size } if name.starts_with("quota") => {
+                    ev.lock().unwrap().push(format!("refused {name} {size}"));
+                    return Reply::new(42, "over quota");
+                }
+                Payload::FileOffer { name, size } => format!("offer {name} {size}"),
+                Payload::FileReceived {
+                    name,
+                    size,
+                    sha256,
+                    path,
+                } => {
+                    assert!(
+                        path.exists(),
+                        "FileReceived before the file has its final name"
+                    );
+                    format!("received {name} {size} {}", ovtp::files::hex(sha256))
+                }
+                Payload::FileRequest {
+                    name, digest_only, ..
+                } => format!("request {name} {digest_only}"),
+                other => format!("{other:?}"),
+            };
+            ev.lock().unwrap().push(line);
+            Reply::ok("stored")
+        },
+    );
+    FileServer {
+        srv,
+        files,
+        events,
+        _dir: dir,
+    }
+}
+
+fn write(dir: &TempDir, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn leftovers(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".ovtp-part") {
+            out.push(name);
+        }
+    }
+    out
+}
+
+#[test]
+fn upload_and_download_round_trip_with_whole_file_digests() {
+    let fs = file_server(|_| {});
+    let local = TempDir::new("local");
+    let mut c = fs.srv.client();
+    for (i, len) in [0usize, 1, 1 << 20, (3 << 20) + 17].into_iter().enumerate() {
+        let data = content(len, i as u8);
+        let src = write(&local, &format!("src{i}"), &data);
+        let name = format!("sub/dir/file{i}.bin");
+        let report = c.send_file(&src, &name).unwrap();
+        assert_eq!(
+            (report.size, report.sha256, report.resumed_from),
+            (len as u64, sha(&data), 0)
+        );
+        assert_eq!(report.reply.text(), "stored");
+        assert_eq!(std::fs::read(fs.files.join(&name)).unwrap(), data);
+
+        let digest = c.file_digest(&name).unwrap();
+        assert_eq!((digest.size, digest.sha256), (len as u64, sha(&data)));
+
+        let dst = local.join(&format!("dst{i}"));
+        let report = c.get_file(&name, &dst).unwrap();
+        assert_eq!((report.size, report.sha256), (len as u64, sha(&data)));
+        assert_eq!(std::fs::read(&dst).unwrap(), data);
+    }
+    assert!(leftovers(&fs.files.join("sub/dir")).is_empty());
+    assert!(leftovers(local.path()).is_empty());
+    // The handler heard of each upload before data flowed and again after it was verified.
+    let ev = fs.events.lock().unwrap();
+    assert_eq!(ev[0], "offer sub/dir/file0.bin 0");
+    assert!(
+        ev[1].starts_with("received sub/dir/file0.bin 0 e3b0c442"),
+        "{}",
+        ev[1]
+    );
+    assert!(ev.iter().any(|e| e == "request sub/dir/file3.bin true"));
+    assert!(ev.iter().any(|e| e == "request sub/dir/file3.bin false"));
+}
+
+#[test]
+fn messages_and_files_share_one_connection() {
+    let fs = file_server(|_| {});
+    let local = TempDir::new("local");
+    let mut c = fs.srv.client();
+    let src = write(&local, "a", b"alpha");
+    assert!(c.send_message("before").unwrap().is_ok());
+    c.send_file(&src, "a").unwrap();
+    assert!(c.send_message("after").unwrap().is_ok());
+    assert_eq!(
+        fs.srv.keys.private_operations(),
+        2,
+        "more than one handshake"
+    );
+}
+
+#[test]
+fn an_existing_file_is_not_overwritten_unless_asked() {
+    let fs = file_server(|_| {});
+    let local = TempDir::new("local");
+    let mut c = fs.srv.client();
+    let one = write(&local, "one", b"first version");
+    let two = write(&local, "two", b"second");
+    c.send_file(&one, "f").unwrap();
+    let err = c.send_file(&two, "f").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Remote {
+                status: status::FILE_EXISTS,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(fs.files.join("f")).unwrap(), b"first version");
+    let opts = TransferOptions {
+        overwrite: true,
+        ..Default::default()
+    };
+    c.send_file_with(&two, "f", opts, None).unwrap();
+    assert_eq!(std::fs::read(fs.files.join("f")).unwrap(), b"second");
+    // Downloads too: an existing local file is kept unless asked.
+    let err = c.get_file("f", &one).unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    assert_eq!(std::fs::read(&one).unwrap(), b"first version");
+    c.get_file_with("f", &one, opts, None).unwrap();
+    assert_eq!(std::fs::read(&one).unwrap(), b"second");
+}
+
+#[test]
+fn names_outside_the_files_directory_are_refused() {
+    let fs = file_server(|_| {});
+    let local = TempDir::new("local");
+    let outside = TempDir::new("outside");
+    std::fs::write(outside.join("secret"), b"top secret").unwrap();
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(outside.path(), fs.files.join("escape")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), fs.files.join("secret-link")).unwrap();
+    }
+    let src = write(&local, "x", b"payload");
+    let mut c = fs.srv.client();
+    // Syntactically bad names are refused by the client before sending...
+    for bad in [
+        "../x",
+        "/etc/passwd",
+        "a/../../x",
+        "a\nb",
+        "",
+        "a\0b",
+        ".x.ovtp-part",
+    ] {
+        assert!(
+            matches!(c.send_file(&src, bad), Err(Error::InvalidInput(_))),
+            "{bad:?}"
+        );
+    }
+    // ...and by the server when a client sends them anyway (the server checks on its own).
+    let err = ovtp::files::check_name("../x").unwrap_err();
+    assert!(err.contains(".."));
+    #[cfg(unix)]
+    {
+        let err = c.send_file(&src, "escape/x").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Remote {
+                    status: status::BAD_NAME,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            !outside.join("x").exists(),
+            "a write escaped through a symlink"
+        );
+        let err = c.get_file("secret-link", local.join("got")).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Remote {
+                    status: status::BAD_NAME,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = c.file_digest("escape/secret").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Remote {
+                    status: status::BAD_NAME,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+    let err = c.get_file("missing", local.join("m")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Remote {
+                status: status::NOT_FOUND,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(c.send_message("still fine").unwrap().is_ok());
+}
+
+#[test]
+fn the_handler_can_refuse_an_offer_before_data_flows() {
+    let fs = file_server(|_| {});
+    let local = TempDir::new("local");
+    let src = write(&local, "big", &content(100_000, 1));
+    let mut c = fs.srv.client();
+    let err = c.send_file(&src, "quota-exceeded.bin").unwrap_err();
+    match &err {
+        Error::Remote {
+            status: 42,
+            message,
+        } => assert_eq!(message, "over quota"),
+        other => panic!("{other}"),
+    }
+    assert!(!fs.files.join("quota-exceeded.bin").exists());
+    assert!(leftovers(&fs.files).is_empty());
+}
+
+#[test]
+fn a_server_without_a_files_directory_refuses_transfers() {
+    let srv = TestServer::start(quick_server());
+    let local = TempDir::new("local");
+    let src = write(&local, "x", b"x");
+    let mut c = srv.client();
+    let err = c.send_file(&src, "x").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Remote {
+                status: status::UNSUPPORTED,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(c.send_message("ok").unwrap().is_ok());
+}
+
+#[test]
+fn a_file_larger_than_the_limit_is_refused_up_front() {
+    let fs = file_server(|c| c.max_file_size = Some(1000));
+    let local = TempDir::new("local");
+    let src = write(&local, "x", &content(1001, 0));
+    let err = fs.srv.client().send_file(&src, "x").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Remote {
+                status: status::TOO_LARGE,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+/// Cut connection 0 after `records` data records in `dir`.
+fn cut_after(dir: Dir, records: usize) -> Arc<Mutator> {
+    Arc::new(move |conn, d, n, f: &[u8]| {
+        // Frames 0 and 1 are the handshake, 2 is the request (or FILE_READY), then data.
+        if conn == 0 && d == dir && n == 3 + records {
+            Action::Close
+        } else {
+            Action::Forward(f.to_vec())
+        }
+    })
+}
+
+fn no_retry() -> ovtp::ClientConfig {
+    ovtp::ClientConfig {
+        retries: 0,
+        ..quick_client()
+    }
+}
+
+#[test]
+fn an_interrupted_upload_leaves_nothing_under_the_final_name_and_resumes() {
+    let fs = file_server(|_| {});
+    let local = TempDir::new("local");
+    let data = content((5 << 20) + 99, 3);
+    let src = write(&local, "src", &data);
+    let proxy_addr = proxy(fs.srv.addr, 3, cut_after(Dir::ToServer, 2));
+    let mut c = Client::connect_with(
+        &proxy_addr.to_string(),
+        client_keys(),
+        fs.srv.pin(),
+        no_retry(),
+    )
+    .unwrap();
+    let err = c.send_file(&src, "big.bin").unwrap_err();
+    assert!(matches!(err, Error::Closed(_) | Error::Io(_)), "{err}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !fs.files.join("big.bin").exists(),
+        "a partial upload appeared under the final name"
+    );
+    let partial = fs.files.join(".big.bin.ovtp-part");
+    let kept = std::fs::metadata(&partial).unwrap().len();
+    assert!(kept > 0 && kept < data.len() as u64, "kept {kept}");
+
+    // Resume on a new connection: only the rest travels.
+    let report = c.send_file(&src, "big.bin").unwrap();
+    assert_eq!(report.resumed_from, kept);
+    assert_eq!(report.sha256, sha(&data));
+    assert_eq!(std::fs::read(fs.files.join("big.bin")).unwrap(), data);
+    assert!(!partial.exists());
+}
+
+#[test]
+fn resuming_a_file_that_changed_meanwhile_starts_over() {
+    let fs = file_server(|_| {});
+    let local = TempDir::new("local");
+    let old = content(4 << 20, 5);
+    let src = write(&local, "src", &old);
+    let proxy_addr = proxy(fs.srv.addr, 3, cut_after(Dir::ToServer, 2));
+    let mut c = Client::connect_with(
+        &proxy_addr.to_string(),
+        client_keys(),
+        fs.srv.pin(),
+        no_retry(),
+    )
+    .unwrap();
+    assert!(c.send_file(&src, "f").is_err());
+    let mut new = old.clone();
+    new[10] ^= 0xff; // changed inside the prefix the server already has
+    std::fs::write(&src, &new).unwrap();
+    let report = c.send_file(&src, "f").unwrap();
+    assert_eq!(
+        report.resumed_from, 0,
+        "resumed from a prefix that no longer matches"
+    );
+    assert_eq!(std::fs::read(fs.files.join("f")).unwrap(), new);
+}
+
+#[test]
+fn a_lost_connection_during_upload_is_retried_and_resumed_automatically() {
+    let fs = file_server(|_| {});
+    let local = TempDir::new("local");
+    let data = content(4 << 20, 9);
+    let src = write(&local, "src", &data);
+    let proxy_addr = proxy(fs.srv.addr, 3, cut_after(Dir::ToServer, 2));
+    let mut c = Client::connect_with(
+        &proxy_addr.to_string(),
+        client_keys(),
+        fs.srv.pin(),
+        quick_client(),
+    )
+    .unwrap();
+    let report = c.send_file(&src, "auto").unwrap();
+    assert!(report.resumed_from > 0);
+    assert_eq!(std::fs::read(fs.files.join("auto")).unwrap(), data);
+    let received = fs
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.starts_with("received auto"))
+        .count();
+    assert_eq!(received, 1);
+}
+
+#[test]
+fn an_interrupted_download_keeps_only_a_partial_file_and_resumes() {
+    let fs = file_server(|_| {});
+    let data = content((6 << 20) + 5, 4);
+    std::fs::write(fs.files.join("remote.bin"), &data).unwrap();
+    let local = TempDir::new("local");
+    let dst = local.join("copy.bin");
+    let proxy_addr = proxy(fs.srv.addr, 3, cut_after(Dir::ToClient, 2));
+    let mut c = Client::connect_with(
+        &proxy_addr.to_string(),
+        client_keys(),
+        fs.srv.pin(),
+        no_retry(),
+    )
+    .unwrap();
+    assert!(c.get_file("remote.bin", &dst).is_err());
+    assert!(
+        !dst.exists(),
+        "a partial download appeared under the final name"
+    );
+    let kept = std::fs::metadata(local.join(".copy.bin.ovtp-part"))
+        .unwrap()
+        .len();
+    assert!(kept > 0);
+    let report = c.get_file("remote.bin", &dst).unwrap();
+    assert_eq!(report.resumed_from, kept);
+    assert_eq!(std::fs::read(&dst).unwrap(), data);
+    assert!(leftovers(local.path()).is_empty());
+}
+
+#[test]
+fn concurrent_uploads_to_one_name_do_not_interleave() {
+    let fs = file_server(|_| {});
+    let local = TempDir::new("local");
+    let a = content(3 << 20, 1);
+    let b = content(3 << 20, 2);
+    let pa = write(&local, "a", &a);
+    let pb = write(&local, "b", &b);
+    let addr = fs.srv.addr;
+    let pin = fs.srv.pin();
+    let results: Vec<_> = [pa, pb]
+        .into_iter()
+        .map(|p| {
+            let pin = pin.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::connect_with(&addr.to_string(), client_keys(), pin, no_retry())
+                    .unwrap();
+                c.send_file(&p, "same")
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert!(ok >= 1, "{results:?}");
+    for r in &results {
+        if let Err(e) = r {
+            assert!(
+                matches!(
+                    e,
+                    Error::Remote {
+                        status: status::NAME_BUSY | status::FILE_EXISTS,
+                        ..
+                    }
+                ),
+                "unexpected outcome {e}"
+            );
+        }
+    }
+    let stored = std::fs::read(fs.files.join("same")).unwrap();
+    assert!(
+        stored == a || stored == b,
+        "the stored file is a mix of both uploads"
+    );
+}
+
+#[test]
+fn progress_is_reported_at_a_modest_rate_and_ends_at_the_total() {
+    let fs = file_server(|_| {});
+    let local = TempDir::new("local");
+    let data = content(16 << 20, 6);
+    let src = write(&local, "src", &data);
+    let mut c = fs.srv.client();
+    let mut calls = Vec::new();
+    let mut record = |done: u64, total: u64| calls.push((done, total));
+    c.send_file_with(&src, "p", TransferOptions::default(), Some(&mut record))
+        .unwrap();
+    assert!(!calls.is_empty());
+    assert_eq!(
+        *calls.last().unwrap(),
+        (data.len() as u64, data.len() as u64)
+    );
+    assert!(
+        calls.len() < 16,
+        "called {} times for 16 records",
+        calls.len()
+    );
+    assert!(calls.windows(2).all(|w| w[0].0 <= w[1].0));
+}
+
+#[test]
+fn a_full_disk_on_the_server_is_reported_and_nothing_is_left_behind() {
+    let fs = file_server(|_| {});
+    let mnt = fs.files.join("small");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !mounted {
+        println!("skipping: cannot mount a 1 MiB tmpfs here (needs root and mount permission)");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let local = TempDir::new("local");
+    let src = write(&local, "src", &content(3 << 20, 8));
+    let mut c = fs.srv.client();
+    let err = c.send_file(&src, "small/too-big.bin").unwrap_err();
+    match &err {
+        Error::Remote {
+            status: status::IO_ERROR,
+            message,
+        } => {
+            assert!(message.contains("No space left"), "{message}")
+        }
+        other => panic!("expected an I/O error from the server, got {other}"),
+    }
+    assert!(!mnt.join("too-big.bin").exists());
+    assert!(
+        leftovers(&mnt).is_empty(),
+        "partial file left on the full disk"
+    );
+    // The connection and the server still work.
+    assert!(c.send_message("after").unwrap().is_ok());
+    let small = write(&local, "small", b"fits");
+    c.send_file(&small, "small/fits").unwrap();
+}
