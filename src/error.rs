@@ -81,6 +81,13 @@ pub enum Error {
         /// The server's explanation.
         message: String,
     },
+    /// Reading or writing a local file failed (not the network).
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the operating system said.
+        source: io::Error,
+    },
     /// A received file did not match its announced length or SHA-256; nothing was kept.
     DigestMismatch(String),
     /// (Server side) the client's key is not in `authorized_keys`.
@@ -225,6 +232,7 @@ impl fmt::Display for Error {
                     .unwrap_or_else(|| format!("status {status}"));
                 write!(f, "server answered {name}: {}", escape_control(message))
             }
+            Error::File { path, source } => write!(f, "{}: {source}", path.display()),
             Error::DigestMismatch(what) => write!(
                 f,
                 "received file failed verification ({what}); the partial file was removed, try again"
@@ -241,6 +249,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io(e) => Some(e),
+            Error::File { source, .. } => Some(source),
             _ => None,
         }
     }

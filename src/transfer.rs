@@ -486,9 +486,12 @@ pub(crate) fn put_once(
     wait: Duration,
     progress: &mut Progress<'_>,
 ) -> Result<FileReport> {
-    let mut file = File::open(local)
-        .map_err(|e| Error::InvalidInput(format!("cannot open {}: {e}", local.display())))?;
-    let size = file.metadata()?.len();
+    let local_err = |e| Error::File {
+        path: local.to_path_buf(),
+        source: e,
+    };
+    let mut file = File::open(local).map_err(local_err)?;
+    let size = file.metadata().map_err(local_err)?.len();
     let mut body = Vec::with_capacity(remote_name.len() + 16);
     put_vec16(&mut body, remote_name.as_bytes());
     body.extend_from_slice(&size.to_be_bytes());
@@ -509,7 +512,7 @@ pub(crate) fn put_once(
             if !reply.is_ok() {
                 return Err(remote(reply));
             }
-            let (size, digest) = files::digest_file(local)?;
+            let (size, digest) = files::digest_file(local).map_err(local_err)?;
             return Ok(FileReport {
                 size,
                 sha256: digest,
@@ -526,12 +529,12 @@ pub(crate) fn put_once(
     let mut start = 0;
     let mut hasher = Sha256::new();
     if offset > 0 && offset <= size {
-        let (n, h) = files::hash_prefix(&mut file, offset)?;
+        let (n, h) = files::hash_prefix(&mut file, offset).map_err(local_err)?;
         if n == offset && <[u8; 32]>::from(h.clone().finalize()) == prefix {
             (start, hasher) = (offset, h);
         }
     }
-    file.seek(SeekFrom::Start(start))?;
+    file.seek(SeekFrom::Start(start)).map_err(local_err)?;
     let mut ticker = Ticker {
         f: progress,
         last: None,
@@ -543,7 +546,7 @@ pub(crate) fn put_once(
         let n = if want == 0 {
             0
         } else {
-            read_some(&mut file, &mut buf[..want])?
+            read_some(&mut file, &mut buf[..want]).map_err(local_err)?
         };
         if n == 0 && pos < size {
             ch.send_record(
@@ -617,8 +620,12 @@ pub(crate) fn get_once(
         )));
     }
     let partial = files::partial_path(local);
-    let (mut file, offset, mut hasher) = files::open_partial(&partial, opts.resume, u64::MAX)
-        .map_err(|e| Error::InvalidInput(format!("cannot write {}: {e}", partial.display())))?;
+    let partial_err = |e| Error::File {
+        path: partial.clone(),
+        source: e,
+    };
+    let (mut file, offset, mut hasher) =
+        files::open_partial(&partial, opts.resume, u64::MAX).map_err(partial_err)?;
     let prefix: [u8; 32] = hasher.clone().finalize().into();
     let mut body = Vec::with_capacity(remote_name.len() + 48);
     put_vec16(&mut body, remote_name.as_bytes());
@@ -641,7 +648,7 @@ pub(crate) fn get_once(
     let size = u64_at(&mut r, "size")?;
     let start = u64_at(&mut r, "start")?;
     if start == 0 && offset > 0 {
-        hasher = files::restart(&mut file)?;
+        hasher = files::restart(&mut file).map_err(partial_err)?;
     } else if start != offset {
         return Err(Error::Malformed(
             "server resumed at an offset we did not offer",
@@ -662,12 +669,7 @@ pub(crate) fn get_once(
                 if off != pos || pos + bytes.len() as u64 > size {
                     return Err(Error::Malformed("file chunk at an unexpected offset"));
                 }
-                file.write_all(bytes).map_err(|e| {
-                    Error::Io(io::Error::new(
-                        e.kind(),
-                        format!("writing {}: {e}", partial.display()),
-                    ))
-                })?;
+                file.write_all(bytes).map_err(partial_err)?;
                 hasher.update(bytes);
                 pos += bytes.len() as u64;
                 ticker.tick(pos, size, false);
@@ -696,7 +698,10 @@ pub(crate) fn get_once(
                             local.display()
                         ))
                     } else {
-                        Error::Io(e)
+                        Error::File {
+                            path: local.to_path_buf(),
+                            source: e,
+                        }
                     }
                 })?;
                 ticker.tick(size, size, true);
