@@ -1,4 +1,4 @@
-//! File transfer, both sides, over an established [`Channel`]: upload (PUT),
+//! File transfer, both sides, over an established session: upload (PUT),
 //! download (GET) and remote digest. Data moves in FILE_DATA records of up to
 //! [`FILE_CHUNK`] bytes, each carrying its offset; a FILE_END record carries the
 //! total length and the SHA-256 of the whole file. The receiver writes to a
