@@ -67,6 +67,13 @@ pub const LABEL_S2C_MAC: &[u8] = b"ovtp/1 s2c mac";
 
 /// Default cap on simultaneous connections (each one a thread).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// Default cap on connections that have not yet presented an authorized key: a
+/// quarter of the connection cap, so strangers can never hold most places.
+pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 16;
+/// Failed handshakes per source address tolerated in a burst...
+pub const DEFAULT_FAILURE_BURST: u32 = 20;
+/// ...refilling over this window (20 per minute on average).
+pub const DEFAULT_FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// Whole-handshake deadline: generous for 4096-bit keys on a slow machine, short
 /// enough that a silent peer frees its slot quickly.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

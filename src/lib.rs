@@ -63,6 +63,7 @@ pub mod client;
 pub mod constants;
 pub mod error;
 pub mod files;
+mod gate;
 pub mod handshake;
 pub mod keys;
 pub mod message;
@@ -75,6 +76,7 @@ pub mod wire;
 
 pub use client::{Client, ClientConfig, HostTrust};
 pub use error::{AlertCode, Error, Result};
+pub use gate::FailureBudget;
 pub use keys::{Fingerprint, KeyPair, PublicKey};
 pub use message::{Payload, Reply, Request, status};
 pub use rand::Rng;

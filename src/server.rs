@@ -5,6 +5,7 @@ use crate::channel::{Channel, Conn, REC_REQUEST, REC_RESPONSE, alert_for};
 use crate::constants::*;
 use crate::error::{AlertCode, Error, Result};
 use crate::files;
+use crate::gate::{Admit, FailureBudget, Gate};
 use crate::handshake::ServerAwaitAuth;
 use crate::keys::{Fingerprint, KeyPair};
 use crate::message::{Payload, Reply, Request, status};
@@ -90,6 +91,13 @@ pub type EventSink = dyn Fn(&Event<'_>) + Send + Sync;
 pub struct ServerConfig {
     /// Simultaneous connections (threads). Over it, new clients get a "busy" alert.
     pub max_connections: usize,
+    /// Connections that have not yet presented an authorized key. Kept below
+    /// `max_connections` so strangers cannot take every place; when full, the
+    /// oldest stranger is evicted (see the `gate` module).
+    pub max_unauthenticated: usize,
+    /// Failed handshakes tolerated per source address before its strangers
+    /// lose priority; `burst: 0` disables this.
+    pub failure_budget: FailureBudget,
     /// Deadline for the whole handshake.
     pub handshake_timeout: Duration,
     /// Idle time between requests before the server closes the connection.
@@ -110,6 +118,11 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_unauthenticated: DEFAULT_MAX_UNAUTHENTICATED,
+            failure_budget: FailureBudget {
+                burst: DEFAULT_FAILURE_BURST,
+                window: DEFAULT_FAILURE_WINDOW,
+            },
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             io_timeout: DEFAULT_IO_TIMEOUT,
@@ -125,6 +138,8 @@ impl std::fmt::Debug for ServerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerConfig")
             .field("max_connections", &self.max_connections)
+            .field("max_unauthenticated", &self.max_unauthenticated)
+            .field("failure_budget", &self.failure_budget)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("io_timeout", &self.io_timeout)
@@ -184,6 +199,7 @@ struct Shared {
     replies: Mutex<ReplyCache>,
     reply_ready: Condvar,
     names: files::NameLocks,
+    gate: Mutex<Gate>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -276,6 +292,7 @@ impl Server {
             ));
         }
         let listener = TcpListener::bind(addr)?;
+        let (config_unauth, config_budget) = (config.max_unauthenticated, config.failure_budget);
         let shared = Arc::new(Shared {
             keys,
             authorized,
@@ -288,6 +305,7 @@ impl Server {
             replies: Mutex::new(ReplyCache::default()),
             reply_ready: Condvar::new(),
             names: files::NameLocks::default(),
+            gate: Mutex::new(Gate::new(config_unauth, config_budget)),
         });
         Ok(Server { listener, shared })
     }
@@ -315,6 +333,11 @@ impl Server {
             shared: self.shared.clone(),
             wake,
         })
+    }
+
+    /// Connections that have not yet presented an authorized key.
+    pub fn unauthenticated_connections(&self) -> usize {
+        lock(&self.shared.gate).strangers()
     }
 
     /// Number of connection threads currently running.
@@ -352,6 +375,23 @@ impl Server {
                 continue;
             }
             let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
+            let admitted = lock(&shared.gate).admit(id, peer.ip(), Instant::now());
+            match admitted {
+                Admit::No => {
+                    shared.active.fetch_sub(1, Ordering::SeqCst);
+                    shared.emit(Event::Busy { peer });
+                    drop(stream); // penalized address, full pool: not even an alert
+                    continue;
+                }
+                Admit::Yes {
+                    evict: Some(victim),
+                } => {
+                    if let Some(s) = lock(&shared.conns).get(&victim) {
+                        let _ = s.shutdown(Shutdown::Both);
+                    }
+                }
+                Admit::Yes { evict: None } => {}
+            }
             if let Ok(clone) = stream.try_clone() {
                 lock(&shared.conns).insert(id, clone);
             }
@@ -363,10 +403,11 @@ impl Server {
                         shared: &worker,
                         id,
                     };
-                    serve_connection(&worker, stream, peer);
+                    serve_connection(&worker, stream, peer, id);
                 });
             if spawned.is_err() {
                 lock(&shared.conns).remove(&id);
+                lock(&shared.gate).leave(id, peer.ip(), false, Instant::now());
                 shared.active.fetch_sub(1, Ordering::SeqCst);
             }
         }
@@ -392,13 +433,15 @@ impl Drop for Slot<'_> {
     }
 }
 
-fn serve_connection(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
+fn serve_connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: u64) {
     let config = &shared.config;
     let Ok(mut conn) = Conn::new(stream, config.io_timeout) else {
         return;
     };
     let mut rng = Rng::system();
-    let channel = match handshake(shared, &mut conn, &mut rng) {
+    let outcome = handshake(shared, &mut conn, &mut rng, id);
+    lock(&shared.gate).leave(id, peer.ip(), outcome.is_err(), Instant::now());
+    let channel = match outcome {
         Ok(session) => conn.into_channel(session, rng, config.max_message_size),
         Err(error) => {
             shared.emit(Event::HandshakeFailed {
@@ -423,14 +466,23 @@ fn serve_connection(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
     });
 }
 
-fn handshake(shared: &Shared, conn: &mut Conn, rng: &mut Rng) -> Result<crate::handshake::Session> {
+fn handshake(
+    shared: &Shared,
+    conn: &mut Conn,
+    rng: &mut Rng,
+    id: u64,
+) -> Result<crate::handshake::Session> {
     let deadline = Instant::now() + shared.config.handshake_timeout;
     let hello = conn.read_frame(MAX_HANDSHAKE_FRAME, deadline, "handshake")?;
     if shared.stop.load(Ordering::SeqCst) {
         return Err(Error::ShuttingDown);
     }
     let (state, reply) = ServerAwaitAuth::read_client_hello(&shared.keys, &hello, rng, |key| {
-        shared.authorized.contains(key)
+        let authorized = shared.authorized.contains(key)?;
+        if authorized {
+            lock(&shared.gate).promote(id);
+        }
+        Ok(authorized)
     })?;
     conn.write_all(&reply)?;
     let auth = conn.read_frame(MAX_HANDSHAKE_FRAME, deadline, "handshake")?;

@@ -1,0 +1,203 @@
+//! Admission control before authentication (compare OpenSSH's MaxStartups and
+//! PerSourcePenalties). Connections that have not yet presented an authorized
+//! key ("strangers") get a pool of their own, smaller than the connection cap,
+//! so that strangers holding sockets open cannot take the places of clients.
+//!
+//! - When the pool is full, a new connection evicts the oldest stranger (a
+//!   real client sends its hello within a round trip of connecting, so it
+//!   leaves the pool long before it is the oldest; a socket held open in
+//!   silence is what gets evicted).
+//! - Failed handshakes are counted per source address in a token bucket. An
+//!   address out of tokens is "penalized": its strangers are evicted first,
+//!   and when the pool is full its new connections are refused at once,
+//!   without a thread. A client from that address that presents an authorized
+//!   key is still served: the penalty only ever costs strangers.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// Most source addresses whose failures are remembered; beyond this, the
+/// buckets that have refilled are forgotten first.
+const MAX_TRACKED_ADDRESSES: usize = 4096;
+
+/// Failure budget of one address: `burst` failures at once, refilling at
+/// `burst` per `window`.
+#[derive(Debug, Clone, Copy)]
+pub struct FailureBudget {
+    /// Failures allowed in a burst (0 disables rate limiting).
+    pub burst: u32,
+    /// Time to refill the whole burst.
+    pub window: Duration,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Stranger {
+    id: u64,
+    penalized: bool,
+}
+
+/// The outcome of admitting a new connection.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Admitted; if `evict` is set, that older stranger must be closed.
+    Yes { evict: Option<u64> },
+    /// Refused without a thread: the pool is full and the address is penalized.
+    No,
+}
+
+/// The stranger pool and the per-address failure buckets.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    max_strangers: usize,
+    budget: FailureBudget,
+    strangers: VecDeque<Stranger>,
+    buckets: HashMap<IpAddr, Bucket>,
+}
+
+impl Gate {
+    pub(crate) fn new(max_strangers: usize, budget: FailureBudget) -> Self {
+        Gate {
+            max_strangers: max_strangers.max(1),
+            budget,
+            strangers: VecDeque::new(),
+            buckets: HashMap::new(),
+        }
+    }
+
+    fn refill(&mut self, ip: IpAddr, now: Instant) -> Option<&mut Bucket> {
+        let (burst, window) = (
+            f64::from(self.budget.burst),
+            self.budget.window.as_secs_f64().max(1e-3),
+        );
+        let b = self.buckets.get_mut(&ip)?;
+        b.tokens =
+            (b.tokens + now.duration_since(b.last).as_secs_f64() * burst / window).min(burst);
+        b.last = now;
+        Some(b)
+    }
+
+    /// Whether `ip` has used up its failure budget.
+    pub(crate) fn penalized(&mut self, ip: IpAddr, now: Instant) -> bool {
+        self.budget.burst > 0 && self.refill(ip, now).is_some_and(|b| b.tokens < 1.0)
+    }
+
+    /// Admit connection `id` from `ip` into the stranger pool.
+    pub(crate) fn admit(&mut self, id: u64, ip: IpAddr, now: Instant) -> Admit {
+        let penalized = self.penalized(ip, now);
+        let mut evict = None;
+        if self.strangers.len() >= self.max_strangers {
+            if penalized {
+                return Admit::No;
+            }
+            let victim = self.strangers.iter().position(|s| s.penalized).unwrap_or(0);
+            evict = self.strangers.remove(victim).map(|s| s.id);
+        }
+        self.strangers.push_back(Stranger { id, penalized });
+        Admit::Yes { evict }
+    }
+
+    /// Connection `id` presented an authorized key: it is no longer a stranger.
+    pub(crate) fn promote(&mut self, id: u64) {
+        self.strangers.retain(|s| s.id != id);
+    }
+
+    /// Connection `id` ended; `failed` if its handshake failed.
+    pub(crate) fn leave(&mut self, id: u64, ip: IpAddr, failed: bool, now: Instant) {
+        self.strangers.retain(|s| s.id != id);
+        if !failed || self.budget.burst == 0 {
+            return;
+        }
+        if self.buckets.len() >= MAX_TRACKED_ADDRESSES && !self.buckets.contains_key(&ip) {
+            let burst = f64::from(self.budget.burst);
+            let ips: Vec<IpAddr> = self.buckets.keys().copied().collect();
+            for other in ips {
+                if self.refill(other, now).is_some_and(|b| b.tokens >= burst) {
+                    self.buckets.remove(&other);
+                }
+            }
+            if self.buckets.len() >= MAX_TRACKED_ADDRESSES {
+                return; // everyone is misbehaving; the pool cap still holds
+            }
+        }
+        let burst = f64::from(self.budget.burst);
+        self.buckets.entry(ip).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
+        if let Some(b) = self.refill(ip, now) {
+            b.tokens = (b.tokens - 1.0).max(0.0);
+        }
+    }
+
+    /// Connections currently in the stranger pool.
+    pub(crate) fn strangers(&self) -> usize {
+        self.strangers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+
+    fn gate(max: usize, burst: u32) -> Gate {
+        Gate::new(
+            max,
+            FailureBudget {
+                burst,
+                window: Duration::from_secs(60),
+            },
+        )
+    }
+
+    #[test]
+    fn a_full_pool_evicts_the_oldest_stranger() {
+        let now = Instant::now();
+        let mut g = gate(2, 5);
+        assert_eq!(g.admit(1, A, now), Admit::Yes { evict: None });
+        assert_eq!(g.admit(2, A, now), Admit::Yes { evict: None });
+        assert_eq!(g.admit(3, B, now), Admit::Yes { evict: Some(1) });
+        g.promote(2);
+        assert_eq!(g.strangers(), 1);
+        assert_eq!(g.admit(4, B, now), Admit::Yes { evict: None });
+    }
+
+    #[test]
+    fn failures_beyond_the_budget_penalize_an_address_and_refill_over_time() {
+        let now = Instant::now();
+        let mut g = gate(2, 3);
+        for id in 0..3 {
+            g.admit(id, A, now);
+            g.leave(id, A, true, now);
+        }
+        assert!(g.penalized(A, now));
+        assert!(!g.penalized(B, now));
+        // Penalized strangers are evicted first, and refused when the pool is full.
+        assert_eq!(g.admit(10, A, now), Admit::Yes { evict: None });
+        assert_eq!(g.admit(11, B, now), Admit::Yes { evict: None });
+        assert_eq!(g.admit(12, B, now), Admit::Yes { evict: Some(10) });
+        assert_eq!(g.admit(13, A, now), Admit::No);
+        // A third of the window refills one token.
+        assert!(!g.penalized(A, now + Duration::from_secs(21)));
+    }
+
+    #[test]
+    fn a_zero_budget_disables_rate_limiting() {
+        let now = Instant::now();
+        let mut g = gate(1, 0);
+        for id in 0..100 {
+            g.admit(id, A, now);
+            g.leave(id, A, true, now);
+        }
+        assert!(!g.penalized(A, now));
+    }
+}
