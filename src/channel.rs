@@ -3,7 +3,7 @@
 
 use crate::constants::*;
 use crate::error::{AlertCode, Error, Result};
-use crate::handshake::{Session, alert_frame};
+use crate::handshake::{MAX_ALERT_MESSAGE, Session, alert_frame, truncate_utf8};
 use crate::keys::PublicKey;
 use crate::rand::Rng;
 use crate::record::{FLAG_FIN, Opener, Sealer};
@@ -140,6 +140,26 @@ impl Conn {
         })
     }
 
+    /// After refusing a message that is too large, read and discard what the
+    /// peer is still sending (bounded in time and bytes) so that it reads our
+    /// alert instead of a connection reset.
+    pub(crate) fn linger(&mut self, max_time: Duration, max_bytes: u64) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+        let until = Instant::now() + max_time;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        while total < max_bytes {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match self.reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n as u64,
+            }
+        }
+    }
+
     /// Send a plaintext alert and close (best effort: the peer may be gone).
     pub(crate) fn refuse(mut self, code: AlertCode, message: &str) {
         let _ = self.write_all(&alert_frame(code, message));
@@ -167,21 +187,24 @@ impl Conn {
 
 /// The alert code a peer is told for an error, and a short message that
 /// reveals nothing the peer does not already know.
-pub(crate) fn alert_for(err: &Error) -> (AlertCode, &'static str) {
-    match err {
+pub(crate) fn alert_for(err: &Error) -> (AlertCode, String) {
+    let (code, text) = match err {
         Error::NotAuthorized { .. } => (
             AlertCode::Unauthorized,
             "client key is not in authorized_keys",
         ),
-        Error::Version { .. } => (
-            AlertCode::Version,
-            "this server speaks ovtp protocol version 1",
-        ),
+        Error::Version { .. } => {
+            return (
+                AlertCode::Version,
+                format!("this server speaks ovtp protocol version {PROTOCOL_VERSION}"),
+            );
+        }
         Error::TooLarge { .. } => (AlertCode::TooLarge, "size limit exceeded"),
         Error::ShuttingDown => (AlertCode::ShuttingDown, "server is shutting down"),
         Error::Timeout(_) => (AlertCode::HandshakeFailed, "timed out"),
         _ => (AlertCode::HandshakeFailed, "handshake failed"),
-    }
+    };
+    (code, text.to_string())
 }
 
 /// An established, authenticated connection: messages in, messages out.
@@ -263,20 +286,22 @@ impl Channel {
         if !self.conn.wait_readable(deadline, "waiting for a record")? {
             return Err(Error::Closed("waiting for a record"));
         }
-        let far = Instant::now() + Duration::from_secs(24 * 3600);
         let mut buf = self
             .conn
-            .read_frame(MAX_RECORD_FRAME, far, "reading a record")?;
+            .read_frame(MAX_RECORD_FRAME, deadline, "reading a record")?;
         let rec = self.opener.open(&mut buf)?;
-        let (rtype, flags) = (rec.rtype, rec.flags);
+        let (rtype, flags, len) = (rec.rtype, rec.flags, rec.plaintext.len());
+        if flags & !(FLAG_FIN | FLAG_ABORT) != 0 {
+            return Err(Error::Malformed("unknown record flags"));
+        }
+        if len > MAX_RECORD_PLAINTEXT {
+            return Err(Error::Malformed("record plaintext over the limit"));
+        }
         // Records decrypt in place: the plaintext starts where the ciphertext did.
         let start = RECORD_HEADER + IV_LEN;
-        let range = start..start + rec.plaintext.len();
+        let range = start..start + len;
         if rtype == REC_ALERT {
-            let mut r = Reader::new(&buf[range]);
-            let code = AlertCode::from_u8(r.u8("alert code")?);
-            let msg = String::from_utf8_lossy(r.vec16(512, "alert message")?).into_owned();
-            return Err(Error::Refused { code, message: msg });
+            return Err(alert_error(&buf[range]));
         }
         Ok(OwnedRecord {
             rtype,
@@ -294,7 +319,10 @@ impl Channel {
     /// Send an encrypted alert (then the caller closes).
     pub(crate) fn send_alert(&mut self, code: AlertCode, message: &str) -> Result<()> {
         let mut pt = vec![code.to_u8()];
-        put_vec16(&mut pt, &message.as_bytes()[..message.len().min(512)]);
+        put_vec16(
+            &mut pt,
+            truncate_utf8(message, MAX_ALERT_MESSAGE).as_bytes(),
+        );
         self.send(REC_ALERT, &pt, &[])
     }
 
@@ -311,31 +339,25 @@ impl Channel {
             return Ok(None);
         }
         let limit = self.max_message + header_allowance;
+        let started = Instant::now();
         let mut payload = Vec::new();
         let mut rtype = None;
         loop {
-            let far = Instant::now() + Duration::from_secs(24 * 3600);
-            let mut body = self
-                .conn
-                .read_frame(MAX_RECORD_FRAME, far, "reading a record")?;
-            let rec = self.opener.open(&mut body)?;
-            if rec.rtype == REC_ALERT {
-                let mut r = Reader::new(rec.plaintext);
-                let code = AlertCode::from_u8(r.u8("alert code")?);
-                let msg = String::from_utf8_lossy(r.vec16(512, "alert message")?).into_owned();
-                return Err(Error::Refused { code, message: msg });
-            }
+            // A message must keep moving: each MiB received earns another I/O
+            // timeout, so a peer trickling tiny records cannot hold the slot.
+            let earned = 1 + u32::try_from(payload.len() / FILE_CHUNK).unwrap_or(u32::MAX - 1);
+            let rec = self.recv_record(started + self.conn.io_timeout.saturating_mul(earned))?;
             if *rtype.get_or_insert(rec.rtype) != rec.rtype {
                 return Err(Error::Malformed("record type changed inside a message"));
             }
-            if payload.len() + rec.plaintext.len() > limit {
+            if payload.len() + rec.plaintext().len() > limit {
                 return Err(Error::TooLarge {
                     what: "message",
-                    size: (payload.len() + rec.plaintext.len()) as u64,
+                    size: (payload.len() + rec.plaintext().len()) as u64,
                     limit: limit as u64,
                 });
             }
-            payload.extend_from_slice(rec.plaintext);
+            payload.extend_from_slice(rec.plaintext());
             if rec.flags & FLAG_FIN != 0 {
                 return Ok(Some(Message {
                     rtype: rec.rtype,
@@ -344,4 +366,17 @@ impl Channel {
             }
         }
     }
+}
+
+/// Decode an encrypted alert record into the error it reports.
+fn alert_error(plaintext: &[u8]) -> Error {
+    let parsed = (|| {
+        let mut r = Reader::new(plaintext);
+        let code = AlertCode::from_u8(r.u8("alert code")?);
+        let msg =
+            String::from_utf8_lossy(r.vec16(MAX_ALERT_MESSAGE, "alert message")?).into_owned();
+        r.finish("alert")?;
+        Ok(Error::Refused { code, message: msg })
+    })();
+    parsed.unwrap_or_else(|e| e)
 }

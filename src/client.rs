@@ -192,10 +192,21 @@ impl Client {
         let stream = stream.ok_or(last)?;
         let mut conn = Conn::new(stream, self.config.io_timeout)?;
         let session = self.handshake(&mut conn, deadline)?;
-        if let HostTrust::AcceptNew(file) = &self.trust
-            && file.check(&self.host, &session.peer.fingerprint())? == HostCheck::Unknown
-        {
-            file.add(&self.host, &session.peer.fingerprint())?;
+        if let HostTrust::AcceptNew(file) = &self.trust {
+            // Record the key now that the server has proven it holds it; re-check,
+            // since another process may have recorded a key meanwhile.
+            let actual = session.peer.fingerprint();
+            match file.check(&self.host, &actual)? {
+                HostCheck::Match => {}
+                HostCheck::Unknown => file.add(&self.host, &actual)?,
+                HostCheck::Changed { expected } => {
+                    return Err(Error::HostKeyChanged {
+                        host: self.host.clone(),
+                        expected: expected.to_string(),
+                        actual: actual.to_string(),
+                    });
+                }
+            }
         }
         self.server_key = Some(session.peer.clone());
         Ok(conn.into_channel(session, Rng::system(), self.config.max_message_size))

@@ -114,12 +114,17 @@ fn parse_plain<'a>(body: &'a [u8], expected: u8) -> Result<Reader<'a>> {
 pub fn alert_frame(code: AlertCode, message: &str) -> Vec<u8> {
     let mut b = plain_header(ALERT);
     b.push(code.to_u8());
-    let mut end = message.len().min(MAX_ALERT_MESSAGE);
-    while !message.is_char_boundary(end) {
+    put_vec16(&mut b, truncate_utf8(message, MAX_ALERT_MESSAGE).as_bytes());
+    frame(&b)
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
         end -= 1;
     }
-    put_vec16(&mut b, &message.as_bytes()[..end]);
-    frame(&b)
+    &s[..end]
 }
 
 fn hello(frame_type: u8, nonce: &[u8; NONCE_LEN], key: &PublicKey) -> Vec<u8> {

@@ -182,7 +182,7 @@ impl Sealer {
             out.extend_from_slice(p);
         }
         out.resize(ct_start + ct_len, 0);
-        cbc::Encryptor::<Aes256>::new(&self.enc.into(), &iv.into())
+        cbc::Encryptor::<Aes256>::new((&self.enc).into(), &iv.into())
             .encrypt_padded::<Pkcs7>(&mut out[ct_start..], pt_len)
             .expect("buffer sized for padding");
         let tag = hmac(
@@ -291,7 +291,7 @@ impl Opener {
         let iv: [u8; IV_LEN] = head[RECORD_HEADER..ct_start]
             .try_into()
             .expect("fixed slice");
-        let pt_len = cbc::Decryptor::<Aes256>::new(&self.enc.into(), &iv.into())
+        let pt_len = cbc::Decryptor::<Aes256>::new((&self.enc).into(), &iv.into())
             .decrypt_padded::<Pkcs7>(&mut head[ct_start..])
             .map_err(|_| Error::BadRecord)?
             .len();

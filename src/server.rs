@@ -167,10 +167,23 @@ struct ReplyCache {
 }
 
 impl ReplyCache {
+    /// Over the byte budget, the oldest replies lose their bodies but keep
+    /// their ids (a retry then gets REPLY_LOST, never a second handler run);
+    /// over the entry budget, the oldest ids are forgotten.
     fn evict(&mut self) {
+        for key in &self.order {
+            if self.bytes <= REPLY_CACHE_BYTES {
+                break;
+            }
+            if let Some(CacheEntry::Done(r)) = self.map.get_mut(key)
+                && !r.body.is_empty()
+            {
+                self.bytes -= r.body.len();
+                *r = Arc::new(Reply::new(status::REPLY_LOST, ""));
+            }
+        }
         let mut budget = self.order.len();
-        while (self.map.len() > REPLY_CACHE_ENTRIES || self.bytes > REPLY_CACHE_BYTES) && budget > 0
-        {
+        while self.map.len() > REPLY_CACHE_ENTRIES && budget > 0 {
             budget -= 1;
             let Some(key) = self.order.pop_front() else {
                 break;
@@ -449,7 +462,7 @@ fn serve_connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: u6
                 error: &error,
             });
             let (code, message) = alert_for(&error);
-            conn.refuse(code, message);
+            conn.refuse(code, &message);
             return;
         }
     };
@@ -511,6 +524,10 @@ fn serve_requests(
                     let _ = ch.send_alert(
                         AlertCode::TooLarge,
                         "message larger than the server accepts",
+                    );
+                    ch.conn.linger(
+                        Duration::from_secs(2),
+                        2 * shared.config.max_message_size as u64,
                     );
                 }
                 return Err(e);

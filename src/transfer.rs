@@ -213,8 +213,14 @@ pub(crate) fn serve_put(
 
     let mut pos: Option<u64> = None;
     let mut failed: Option<Reply> = None;
+    let started = Instant::now();
+    let mut received = 0u64;
     loop {
-        let rec = ch.recv_record(Instant::now() + ctx.io_timeout)?;
+        // The upload must keep moving: each MiB earns another I/O timeout, so a
+        // client trickling tiny records cannot hold a connection slot forever.
+        let earned = 1 + u32::try_from(received / FILE_CHUNK as u64).unwrap_or(u32::MAX - 1);
+        let rec = ch.recv_record(started + ctx.io_timeout.saturating_mul(earned))?;
+        received += rec.plaintext().len() as u64;
         let mut r = Reader::new(rec.plaintext());
         match rec.rtype {
             REC_FILE_DATA => {
