@@ -39,17 +39,18 @@ pub fn connect(a: &Args, host: &str) -> Result<Client, Fail> {
         }
         (None, false) => HostTrust::KnownHosts(known.clone()),
     };
-    // Whether the host is recorded at all (our own fingerprint stands in for
-    // "any key": it is never a server's), to report a key accept-new records.
-    let recorded = known
-        .check(&host, &keys.fingerprint())
-        .map_err(Fail::local)?
-        != HostCheck::Unknown;
-    let client = Client::connect_with(&host, keys, trust.clone(), ClientConfig::default())
-        .map_err(Fail::net)?;
-    if let (HostTrust::AcceptNew(_), false, Some(fp)) =
-        (&trust, recorded, client.server_fingerprint())
-    {
+    // With --accept-new: whether the host is recorded at all (our own
+    // fingerprint stands in for "any key": it is never a server's), so that
+    // a key it records can be reported.
+    let accept_new = matches!(trust, HostTrust::AcceptNew(_));
+    let recorded = !accept_new
+        || known
+            .check(&host, &keys.fingerprint())
+            .map_err(Fail::local)?
+            != HostCheck::Unknown;
+    let client =
+        Client::connect_with(&host, keys, trust, ClientConfig::default()).map_err(Fail::net)?;
+    if let (false, Some(fp)) = (recorded, client.server_fingerprint()) {
         warn!("ovtp: recorded {host} {fp} in {}", known.path().display());
     }
     Ok(client)
