@@ -1,0 +1,406 @@
+//! `ovtp serve`: the server, its log, and `--exec`.
+
+use crate::args::Args;
+use crate::{Fail, Run, exit, file_in_home};
+use ovtp::constants::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE, DEFAULT_RSA_BITS};
+use ovtp::error::escape_control;
+use ovtp::server::Event;
+use ovtp::status::reserved_name;
+use ovtp::{Error, KeyPair, Payload, Reply, Request, Server, ServerConfig};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub const OPTIONS: &str = "--no-serve --stdin-close-stops --quiet --verbose --listen= --key= \
+    --authorized-keys= --dir= --max-connections= --handshake-timeout= --idle-timeout= \
+    --max-message= --exec= --exec-timeout= --add-keys=...";
+
+const DEFAULT_LISTEN: &str = "0.0.0.0:888";
+const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn serve(a: &Args) -> Run {
+    a.positionals(0, 0, "options only")?;
+    let level = match (a.flag("--quiet"), a.flag("--verbose")) {
+        (true, true) => return Err(Fail::usage("give -q or -v, not both")),
+        (true, false) => Level::Quiet,
+        (false, true) => Level::Verbose,
+        (false, false) => Level::Normal,
+    };
+    let log = Arc::new(Log {
+        level,
+        since: Mutex::new(HashMap::new()),
+    });
+    let authorized = crate::authorized_keys(a)?;
+    let add = a.list("--add-keys");
+    if !add.is_empty() && !crate::add_keys(&authorized, add) {
+        return Err(Fail::new(
+            exit::LOCAL,
+            "some keys were not added; not serving",
+        ));
+    }
+    if a.flag("--no-serve") {
+        return Ok(0);
+    }
+    let max_message = usize::try_from(a.number("--max-message", DEFAULT_MAX_MESSAGE as u64)?)
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| Fail::usage("--max-message must be at least 1"))?;
+    let defaults = ServerConfig::default();
+    let events = log.clone();
+    let config = ServerConfig {
+        max_connections: a.number("--max-connections", DEFAULT_MAX_CONNECTIONS as u64)? as usize,
+        handshake_timeout: a.seconds("--handshake-timeout", defaults.handshake_timeout)?,
+        idle_timeout: a.seconds("--idle-timeout", defaults.idle_timeout)?,
+        max_message_size: max_message,
+        events: Some(Arc::new(move |e: &Event<'_>| events.event(e))),
+        ..defaults
+    };
+    let handler = match a.value("--exec") {
+        None => Handler::Print,
+        Some(cmd) => Handler::Exec {
+            cmd: cmd.to_string(),
+            timeout: a.seconds("--exec-timeout", DEFAULT_EXEC_TIMEOUT)?,
+            max_output: max_message,
+            log: log.clone(),
+        },
+    };
+    let count = authorized.keys().map_err(Fail::local)?.len();
+    let keys = server_key(a, &log)?;
+    let listen = a.value("--listen").unwrap_or(DEFAULT_LISTEN);
+    let fingerprint = keys.fingerprint();
+    let server = Server::bind_with(listen, keys, authorized, config.clone(), move |r| {
+        handler.handle(r)
+    })
+    .map_err(|e| bind_error(listen, e))?;
+    let addr = server.local_addr().map_err(Fail::net)?;
+    log.note(
+        Level::Quiet,
+        &format!("listening on {addr}, server key {fingerprint}"),
+    );
+    if count == 0 {
+        let msg = "no client key is authorized yet: add one with `ovtp authorize KEY.pub` \
+                   (taken into account without a restart)";
+        log.note(Level::Normal, msg);
+    }
+    let dir = a.value("--dir").unwrap_or("(none)");
+    let settings = format!(
+        "{count} authorized keys; max {} connections, handshake timeout {:?}, idle timeout {:?}, \
+         max message {max_message} bytes; files directory {dir}",
+        config.max_connections, config.handshake_timeout, config.idle_timeout
+    );
+    log.note(Level::Verbose, &settings);
+    if a.flag("--stdin-close-stops") {
+        let stopper = server.stopper().map_err(Fail::net)?;
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let _ = io::copy(&mut io::stdin().lock(), &mut io::sink());
+            log.note(Level::Normal, "standard input closed: stopping");
+            stopper.stop();
+        });
+    }
+    server.run().map_err(Fail::net)?;
+    log.note(Level::Normal, "stopped");
+    Ok(0)
+}
+
+/// Load the server key, or make one on first use.
+fn server_key(a: &Args, log: &Log) -> Result<KeyPair, Fail> {
+    let path = file_in_home(a, "--key", "id_rsa", true)?;
+    if path.exists() {
+        return KeyPair::load(&path).map_err(Fail::local);
+    }
+    let keys = KeyPair::generate(DEFAULT_RSA_BITS).map_err(Fail::local)?;
+    crate::write_key_pair(&keys, &path, false)?;
+    let (p, fp) = (path.display(), keys.fingerprint());
+    log.note(
+        Level::Quiet,
+        &format!("generated a new server key {p} ({p}.pub), fingerprint {fp}"),
+    );
+    Ok(keys)
+}
+
+fn bind_error(listen: &str, e: Error) -> Fail {
+    let Error::Io(io) = &e else {
+        return Fail::net(e);
+    };
+    let hint = match io.kind() {
+        io::ErrorKind::PermissionDenied => {
+            "; ports below 1024 need root or CAP_NET_BIND_SERVICE, \
+             otherwise use e.g. --listen 127.0.0.1:8888"
+        }
+        io::ErrorKind::AddrInUse => "; another program (or another ovtp) listens there",
+        _ => "",
+    };
+    Fail::new(
+        exit::NETWORK,
+        format!("cannot listen on {listen}: {io}{hint}"),
+    )
+}
+
+// ---- The log. ----
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Level {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+/// One line per event on standard error: time, peer, key, what, outcome.
+struct Log {
+    level: Level,
+    /// When each authenticated connection began, for its duration.
+    since: Mutex<HashMap<SocketAddr, Instant>>,
+}
+
+impl Log {
+    /// A line about the server as a whole.
+    fn note(&self, min: Level, what: &str) {
+        self.line(min, None, None, what)
+    }
+
+    /// Write a line if the log level shows lines of level `min`.
+    fn line(&self, min: Level, peer: Option<SocketAddr>, key: Option<&str>, what: &str) {
+        if self.level < min {
+            return;
+        }
+        let peer = peer.map_or("-".to_string(), |p| p.to_string());
+        let time = rfc3339(SystemTime::now());
+        let what = escape_control(what);
+        let _ = writeln!(
+            io::stderr().lock(),
+            "{time} {peer} {} {what}",
+            key.unwrap_or("-")
+        );
+    }
+
+    fn event(&self, e: &Event<'_>) {
+        use Level::{Normal, Quiet};
+        let since = || self.since.lock().unwrap_or_else(|p| p.into_inner());
+        let (min, peer, key, what) = match *e {
+            Event::Busy { peer } => (Quiet, peer, None, "refused: busy (connection limit)".into()),
+            Event::HandshakeFailed { peer, error } => {
+                let key = match error {
+                    Error::NotAuthorized { fingerprint } => Some(fingerprint.as_str()),
+                    _ => None,
+                };
+                (Quiet, peer, key, format!("handshake failed: {error}"))
+            }
+            Event::Connected { peer, client } => {
+                since().insert(peer, Instant::now());
+                (Normal, peer, Some(client.as_str()), "connected".into())
+            }
+            #[rustfmt::skip]
+            Event::Request { peer, client, op, bytes, status, elapsed, replayed } => {
+                let name = reserved_name(status).map_or(String::new(), |n| format!(" ({n})"));
+                let again = if replayed { ", answered again from the retry cache" } else { "" };
+                let ms = elapsed.as_millis();
+                let what = format!("request {op} {bytes} bytes {ms} ms: status {status}{name}{again}");
+                // A reserved status (bad request, handler panicked...) is an error.
+                let min = if name.is_empty() { Normal } else { Quiet };
+                (min, peer, Some(client.as_str()), what)
+            }
+            Event::Disconnected {
+                peer,
+                client,
+                error,
+            } => {
+                let secs = since()
+                    .remove(&peer)
+                    .map_or(0.0, |t| t.elapsed().as_secs_f64());
+                let (min, outcome) = match error {
+                    None => (Normal, String::new()),
+                    Some(e @ Error::Timeout(_)) => (Normal, format!(": {e}")),
+                    Some(e) => (Quiet, format!(": error: {e}")),
+                };
+                let what = format!("disconnected after {secs:.1} s{outcome}");
+                (min, peer, Some(client.as_str()), what)
+            }
+            _ => return self.note(Level::Verbose, &format!("{e:?}")),
+        };
+        self.line(min, Some(peer), key, &what)
+    }
+}
+
+/// `2026-01-31T12:34:56.789Z`: UTC, RFC 3339, computed by hand from the Unix time.
+fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days to a civil date (Howard Hinnant's algorithm), in 400-year eras from 0000-03-01.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+// ---- Handling a message. ----
+
+enum Handler {
+    /// Print the message and answer "ok".
+    Print,
+    /// Run a program for each message.
+    Exec {
+        cmd: String,
+        timeout: Duration,
+        max_output: usize,
+        log: Arc<Log>,
+    },
+}
+
+impl Handler {
+    fn handle(&self, req: Request<'_>) -> Reply {
+        match self {
+            Handler::Print => {
+                let line = match &req.payload {
+                    Payload::Text(t) => escape_control(t),
+                    Payload::Data(d) => format!("<{} bytes>", d.len()),
+                    _ => "<message of an unknown type>".to_string(),
+                };
+                let mut out = io::stdout().lock();
+                let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+                Reply::ok("ok")
+            }
+            Handler::Exec {
+                cmd,
+                timeout,
+                max_output,
+                log,
+            } => exec(cmd, req, *timeout, *max_output, log),
+        }
+    }
+}
+
+/// Run `sh -c cmd` with the message on its standard input; answer with its
+/// exit status and standard output, within `timeout`.
+fn exec(cmd: &str, req: Request<'_>, timeout: Duration, max_output: usize, log: &Log) -> Reply {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let (peer, key) = (Some(req.peer_addr), Some(req.client.as_str()));
+    let (kind, input) = match req.payload {
+        Payload::Text(t) => ("text", t.into_bytes()),
+        Payload::Data(d) => ("data", d),
+        _ => return Reply::new(ovtp::status::UNSUPPORTED, "unsupported message type"),
+    };
+    let spawned = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env("OVTP_CLIENT_FINGERPRINT", req.client.as_str())
+        .env("OVTP_PEER_ADDR", req.peer_addr.to_string())
+        .env("OVTP_MESSAGE_TYPE", kind)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            log.line(
+                Level::Quiet,
+                peer,
+                key,
+                &format!("cannot run sh -c {cmd:?}: {e}"),
+            );
+            return Reply::new(1, "the server could not run its program");
+        }
+    };
+    // Both pipes are served by their own threads, so a program that does not
+    // read its input, or writes much output, cannot block us; the threads end
+    // when the program (and whatever inherited its pipes) closes them.
+    if let Some(mut stdin) = child.stdin.take() {
+        std::thread::spawn(move || stdin.write_all(&input));
+    }
+    let (tx, rx) = mpsc::channel();
+    if let Some(mut stdout) = child.stdout.take() {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let _ = (&mut stdout).take(max_output as u64).read_to_end(&mut out);
+            let cut = io::copy(&mut stdout, &mut io::sink()).unwrap_or(0) > 0;
+            let _ = tx.send((out, cut));
+        });
+    }
+    let status = wait_until(&mut child, deadline);
+    let left = deadline.saturating_duration_since(Instant::now());
+    let output = rx.recv_timeout(left.max(Duration::from_millis(100)));
+    let ms = started.elapsed().as_millis();
+    let (Some(status), Ok((out, cut))) = (status, output) else {
+        let msg = format!(
+            "program did not finish within {} s: killed",
+            timeout.as_secs_f64()
+        );
+        log.line(Level::Quiet, peer, key, &msg);
+        return Reply::new(1, "timed out");
+    };
+    let code = status.code().map_or(1, |c| u16::try_from(c).unwrap_or(1));
+    let how = status
+        .code()
+        .map_or("killed by a signal".to_string(), |c| format!("exit {c}"));
+    let cut = if cut {
+        " (cut to the maximum message size)"
+    } else {
+        ""
+    };
+    let what = format!(
+        "program: {how}, {} bytes of output{cut}, {ms} ms",
+        out.len()
+    );
+    log.line(
+        if cut.is_empty() {
+            Level::Verbose
+        } else {
+            Level::Normal
+        },
+        peer,
+        key,
+        &what,
+    );
+    Reply::new(code, out)
+}
+
+/// Wait for the child until `deadline`; then kill it. `None` if it was killed.
+fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc_times() {
+        let at = |s: u64, ms: u64| rfc3339(UNIX_EPOCH + Duration::from_millis(s * 1000 + ms));
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(at(1_700_000_000, 0), "2023-11-14T22:13:20.000Z");
+        assert_eq!(at(4_107_542_399, 999), "2100-02-28T23:59:59.999Z");
+    }
+}

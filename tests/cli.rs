@@ -1,0 +1,505 @@
+//! End-to-end tests of the `ovtp` binary: temporary homes, servers on
+//! 127.0.0.1:0, every wait bounded, every child killed at the end.
+
+use ovtp::{KeyPair, PublicKey};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ovtp");
+/// Longest any single command may take before the test fails.
+const COMMAND_LIMIT: Duration = Duration::from_secs(30);
+
+/// A fresh ovtp home under the system temp dir, removed on drop.
+struct Home(PathBuf);
+
+impl Home {
+    fn new(tag: &str) -> Home {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("ovtp-cli-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Home(dir)
+    }
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+    fn s(&self, name: &str) -> String {
+        self.join(name).display().to_string()
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Kills and reaps a child process when dropped.
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Collect a pipe's output on a thread.
+fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let b = buf.clone();
+    std::thread::spawn(move || {
+        let mut pipe = pipe;
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+            b.lock().unwrap().extend_from_slice(&chunk[..n]);
+        }
+    });
+    buf
+}
+
+/// Run `ovtp ARGS` with `home` as OVTP_HOME and `input` on stdin; bounded in time.
+fn ovtp(home: &Home, args: &[&str], input: &[u8]) -> Out {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("OVTP_HOME", &home.0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    std::thread::spawn(move || stdin.write_all(&input));
+    let (out, err) = (
+        collect(child.stdout.take().unwrap()),
+        collect(child.stderr.take().unwrap()),
+    );
+    let mut child = Kill(child);
+    let until = Instant::now() + COMMAND_LIMIT;
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < until, "ovtp {args:?} did not finish");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // The pipes close with the process; give the reader threads a moment.
+    std::thread::sleep(Duration::from_millis(20));
+    let text = |b: &Arc<Mutex<Vec<u8>>>| String::from_utf8_lossy(&b.lock().unwrap()).into_owned();
+    Out {
+        code: status.code().unwrap_or(-1),
+        stdout: text(&out),
+        stderr: text(&err),
+    }
+}
+
+fn ok(home: &Home, args: &[&str]) -> Out {
+    let out = ovtp(home, args, b"");
+    assert_eq!(out.code, 0, "ovtp {args:?}: {}", out.stderr);
+    out
+}
+
+/// A running `ovtp serve`, its output lines collected; killed on drop.
+struct Server {
+    child: Kill,
+    stdin: Option<ChildStdin>,
+    addr: String,
+    fingerprint: String,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Server {
+    fn start(home: &Home, extra: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--stdin-close-stops"])
+            .args(extra)
+            .env("OVTP_HOME", &home.0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        let mut server = Server {
+            child: Kill(child),
+            stdin,
+            addr: String::new(),
+            fingerprint: String::new(),
+            stdout,
+            stderr,
+        };
+        let line = server.wait_line(false, "listening on ");
+        let rest = line.split("listening on ").nth(1).unwrap();
+        let (addr, fp) = rest.split_once(", server key ").unwrap();
+        server.addr = addr.to_string();
+        server.fingerprint = fp.trim().to_string();
+        assert!(server.addr.starts_with("127.0.0.1:"), "{line}");
+        server
+    }
+
+    /// Wait (bounded) for a line of the server's stdout or stderr containing `needle`.
+    fn wait_line(&self, stdout: bool, needle: &str) -> String {
+        let until = Instant::now() + COMMAND_LIMIT;
+        loop {
+            let buf = if stdout { &self.stdout } else { &self.stderr };
+            let text = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
+            if let Some(line) = BufReader::new(text.as_bytes())
+                .lines()
+                .map_while(Result::ok)
+                .find(|l| l.contains(needle))
+            {
+                return line;
+            }
+            assert!(
+                Instant::now() < until,
+                "no line with {needle:?} in:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// A client home and a server home, the client authorized; both keys 2048-bit for speed.
+fn pair(tag: &str) -> (Home, Home) {
+    let (server, client) = (
+        Home::new(&format!("{tag}-s")),
+        Home::new(&format!("{tag}-c")),
+    );
+    ok(&server, &["keygen", "--bits", "2048"]);
+    ok(&client, &["keygen", "--bits", "2048"]);
+    ok(&server, &["authorize", &client.s("id_rsa.pub")]);
+    (server, client)
+}
+
+#[test]
+fn keygen_refuses_to_overwrite_and_fingerprint_matches_the_library() {
+    let home = Home::new("keygen");
+    let out = ok(&home, &["keygen", "--bits", "2048"]);
+    let fp = KeyPair::load(&home.join("id_rsa"))
+        .unwrap()
+        .fingerprint()
+        .to_string();
+    assert!(
+        out.stdout.contains(&format!("fingerprint: {fp}")),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains(&home.s("id_rsa.pub")));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(home.join("id_rsa"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let public = PublicKey::load(&home.join("id_rsa.pub"))
+        .unwrap()
+        .fingerprint()
+        .to_string();
+    assert_eq!(public, fp);
+    assert_eq!(ok(&home, &["fingerprint"]).stdout.trim(), fp);
+    assert_eq!(
+        ok(&home, &["fingerprint", &home.s("id_rsa")]).stdout.trim(),
+        fp
+    );
+
+    let again = ovtp(&home, &["keygen", "--bits", "2048"], b"");
+    assert_eq!(again.code, 74, "{}", again.stderr);
+    assert!(again.stderr.contains("already exists") && again.stderr.contains("--force"));
+    assert_eq!(
+        ok(&home, &["fingerprint"]).stdout.trim(),
+        fp,
+        "the key was kept"
+    );
+    ok(&home, &["keygen", "--bits", "2048", "--force"]);
+    assert_ne!(
+        ok(&home, &["fingerprint"]).stdout.trim(),
+        fp,
+        "--force replaced it"
+    );
+
+    let missing = ovtp(&home, &["fingerprint", &home.s("nope.pub")], b"");
+    assert_eq!(missing.code, 74);
+}
+
+#[test]
+fn send_text_data_and_stdin_with_host_key_pinning() {
+    let (server_home, client) = pair("send");
+    let server = Server::start(&server_home, &[]);
+    let addr = &server.addr.clone();
+
+    // Unknown server: refused with the exact command to accept it.
+    let out = ovtp(&client, &["send", addr, "hello"], b"");
+    assert_eq!(out.code, 65, "{}", out.stderr);
+    let command = format!("ovtp trust {addr} {}", server.fingerprint);
+    assert!(out.stderr.contains(&command), "{}", out.stderr);
+    assert!(out.stderr.contains("--accept-new"));
+
+    // Accepted once with --accept-new, then strict mode works.
+    let out = ok(&client, &["send", addr, "hello", "--accept-new"]);
+    assert_eq!(out.stdout, "ok");
+    server.wait_line(true, "hello");
+    let known = std::fs::read_to_string(client.join("known_hosts")).unwrap();
+    assert!(known.contains(&format!("{addr} {}", server.fingerprint)));
+    assert_eq!(ok(&client, &["send", addr, "strict\u{1b}[2J"]).stdout, "ok");
+    server.wait_line(true, "strict\\u{1b}[2J");
+    server.wait_line(false, "request text");
+
+    // From standard input, as text and as data.
+    let out = ovtp(&client, &["send", addr, "-"], b"from stdin\n");
+    assert_eq!((out.code, out.stdout.as_str()), (0, "ok"), "{}", out.stderr);
+    server.wait_line(true, "from stdin\\n");
+    let out = ovtp(&client, &["send", addr, "--data"], &[0, 1, 2, 0xff]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    server.wait_line(true, "<4 bytes>");
+    let out = ovtp(&client, &["send", addr], &[0xff, 0xfe]);
+    assert_eq!(out.code, 64, "not UTF-8 without --data");
+    assert!(out.stderr.contains("--data"));
+
+    // Pinning a fingerprint on the command line.
+    let pin = ["send", addr, "x", "--fingerprint", &server.fingerprint];
+    ok(&client, &pin);
+    let other = KeyPair::load(&client.join("id_rsa"))
+        .unwrap()
+        .fingerprint()
+        .to_string();
+    let out = ovtp(&client, &["send", addr, "x", "--fingerprint", &other], b"");
+    assert_eq!(out.code, 65, "{}", out.stderr);
+
+    // A changed server key recorded in known_hosts is refused.
+    std::fs::write(client.join("known_hosts"), format!("{addr} {other}\n")).unwrap();
+    let out = ovtp(&client, &["send", addr, "x", "--accept-new"], b"");
+    assert_eq!(out.code, 65, "{}", out.stderr);
+    assert!(out.stderr.contains(&other) && out.stderr.contains(&server.fingerprint));
+
+    // Nothing listening: a network error.
+    drop(server);
+    let out = ovtp(&client, &["send", addr, "x", "--accept-new"], b"");
+    assert_eq!(out.code, 69, "{}", out.stderr);
+}
+
+fn exec_server(home: &Home, cmd: &str) -> Server {
+    Server::start(home, &["--exec", cmd, "--exec-timeout", "1", "-v"])
+}
+
+#[test]
+fn exec_answers_with_the_programs_status_and_output() {
+    let (server_home, client) = pair("exec");
+    let cat = exec_server(&server_home, "cat");
+    let out = ok(&client, &["send", &cat.addr, "echo me\n", "--accept-new"]);
+    assert_eq!(out.stdout, "echo me\n");
+    drop(cat);
+
+    let script = r#"read m; case "$m" in
+        fail) echo failing; exit 3;;
+        hang) sleep 10;;
+        *) printf '%s %s' "$m" "$OVTP_CLIENT_FINGERPRINT";;
+    esac"#;
+    let server = exec_server(&server_home, script);
+    let addr = server.addr.as_str();
+    let fp = ok(&client, &["fingerprint"]).stdout.trim().to_string();
+    let out = ok(&client, &["send", addr, "hi", "--accept-new"]);
+    assert_eq!(out.stdout, format!("hi {fp}"));
+
+    let out = ovtp(&client, &["send", addr, "fail"], b"");
+    assert_eq!((out.code, out.stdout.as_str()), (3, "failing\n"));
+    assert!(out.stderr.contains("status 3"), "{}", out.stderr);
+
+    let started = Instant::now();
+    let out = ovtp(&client, &["send", addr, "hang"], b"");
+    assert_eq!((out.code, out.stdout.as_str()), (1, "timed out"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "killed after --exec-timeout"
+    );
+    server.wait_line(false, "did not finish within 1 s");
+    // The server still serves.
+    assert_eq!(
+        ok(&client, &["send", addr, "again"]).stdout,
+        format!("again {fp}")
+    );
+}
+
+#[test]
+fn authorize_and_deauthorize_take_effect_without_restart() {
+    let (server_home, client) = pair("auth");
+    let stranger = Home::new("auth-x");
+    ok(&stranger, &["keygen", "--bits", "2048"]);
+    let keydir = Home::new("auth-dir");
+    std::fs::copy(stranger.join("id_rsa.pub"), keydir.join("stranger.pub")).unwrap();
+    std::fs::copy(client.join("id_rsa.pub"), keydir.join("client.pub")).unwrap();
+    std::fs::write(keydir.join("notes.txt"), "skipped").unwrap();
+
+    let server = Server::start(&server_home, &[]);
+    let addr = server.addr.as_str();
+    let out = ovtp(&stranger, &["send", addr, "x", "--accept-new"], b"");
+    assert_eq!(out.code, 66, "unauthorized client: {}", out.stderr);
+    server.wait_line(false, "not in authorized_keys");
+
+    let sfp = ok(&stranger, &["fingerprint"]).stdout.trim().to_string();
+    let out = ok(
+        &server_home,
+        &["authorize", &keydir.0.display().to_string()],
+    );
+    assert!(
+        out.stdout.contains(&format!("added {sfp}")),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("already present"), "{}", out.stdout);
+    let out = ovtp(&server_home, &["authorize", &stranger.s("id_rsa")], b"");
+    assert_eq!(out.code, 74, "a private key is refused: {}", out.stderr);
+
+    assert_eq!(
+        ok(&stranger, &["send", addr, "in", "--accept-new"]).stdout,
+        "ok"
+    );
+    let out = ok(&server_home, &["deauthorize", &sfp]);
+    assert!(out.stdout.contains(&format!("removed {sfp}")));
+    let out = ovtp(&stranger, &["send", addr, "out"], b"");
+    assert_eq!(out.code, 66, "{}", out.stderr);
+    assert_eq!(ovtp(&server_home, &["deauthorize", &sfp], b"").code, 1);
+    assert_eq!(
+        ok(&client, &["send", addr, "still", "--accept-new"]).stdout,
+        "ok"
+    );
+
+    // serve --add-keys --no-serve only adds.
+    let fresh = Home::new("auth-fresh");
+    let out = ok(
+        &fresh,
+        &["serve", "--add-keys", &client.s("id_rsa.pub"), "--no-serve"],
+    );
+    assert!(out.stdout.starts_with("added SHA256:"), "{}", out.stdout);
+    assert!(
+        !fresh.join("id_rsa").exists(),
+        "--no-serve made no server key"
+    );
+}
+
+#[test]
+fn trust_records_and_refuses_a_changed_key() {
+    let home = Home::new("trust");
+    let fp1 = "SHA256:".to_string() + &"A".repeat(43);
+    let fp2 = "SHA256:".to_string() + &"B".repeat(42) + "A";
+    let out = ok(&home, &["trust", "Example.org", &fp1]);
+    assert!(
+        out.stdout.contains("added example.org:888"),
+        "{}",
+        out.stdout
+    );
+    ok(&home, &["trust", "example.org:888", &fp1]);
+    let out = ovtp(&home, &["trust", "example.org", &fp2], b"");
+    assert_eq!(out.code, 65, "{}", out.stderr);
+    for needle in [&fp1, &fp2, &home.s("known_hosts"), &"line 1".to_string()] {
+        assert!(
+            out.stderr.contains(needle.as_str()),
+            "{needle} in {}",
+            out.stderr
+        );
+    }
+    let out = ovtp(&home, &["trust", "example.org", "SHA256:short"], b"");
+    assert_eq!(out.code, 64);
+}
+
+#[test]
+fn stdin_close_stops_the_server_cleanly() {
+    let (server_home, client) = pair("stop");
+    let mut server = Server::start(&server_home, &["-q"]);
+    ok(&client, &["send", &server.addr, "before", "--accept-new"]);
+    drop(server.stdin.take());
+    let until = Instant::now() + COMMAND_LIMIT;
+    let status = loop {
+        if let Some(s) = server.child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < until, "the server did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(0));
+    let log = String::from_utf8_lossy(&server.stderr.lock().unwrap()).into_owned();
+    assert!(!log.contains("request"), "-q logs only errors: {log}");
+}
+
+#[test]
+fn a_first_serve_generates_the_server_key() {
+    let home = Home::new("firstkey");
+    let server = Server::start(&home, &[]);
+    server.wait_line(false, "generated a new server key");
+    let fp = PublicKey::load(&home.join("id_rsa.pub"))
+        .unwrap()
+        .fingerprint();
+    assert_eq!(server.fingerprint, fp.to_string());
+}
+
+#[test]
+fn usage_errors_help_and_placeholders() {
+    let home = Home::new("usage");
+    for args in [
+        &["send"][..],
+        &["frobnicate"],
+        &["keygen", "--bits", "1000"],
+        &["keygen", "--nope"],
+        &["send", "h", "m", "extra"],
+        &["serve", "--max-message"],
+        &[],
+    ] {
+        let out = ovtp(&home, args, b"");
+        assert_eq!(out.code, 64, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains("--help"), "{args:?}: {}", out.stderr);
+    }
+    for cmd in [
+        "keygen",
+        "fingerprint",
+        "serve",
+        "authorize",
+        "deauthorize",
+        "send",
+        "trust",
+        "put",
+        "get",
+        "digest",
+    ] {
+        assert!(
+            ok(&home, &[cmd, "--help"])
+                .stdout
+                .starts_with("Usage: ovtp"),
+            "{cmd}"
+        );
+        assert!(
+            ok(&home, &["help", cmd]).stdout.starts_with("Usage: ovtp"),
+            "{cmd}"
+        );
+    }
+    let main = ok(&home, &["--help"]).stdout;
+    assert!(main.contains("Exit codes") && main.contains("65"));
+    assert!(ok(&home, &["--version"]).stdout.starts_with("ovtp "));
+    for args in [
+        &["put", "h", "f"][..],
+        &["get", "h", "r"],
+        &["digest", "h", "r"],
+    ] {
+        let out = ovtp(&home, args, b"");
+        assert_eq!(out.code, 2, "{args:?}");
+        assert!(out.stderr.contains("not yet available in this build"));
+    }
+    let serve = ok(&home, &["serve", "--help"]).stdout;
+    assert!(serve.contains("CAP_NET_BIND_SERVICE") && serve.contains("--stdin-close-stops"));
+}
