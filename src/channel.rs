@@ -110,13 +110,38 @@ impl Conn {
         deadline: Instant,
         stage: &'static str,
     ) -> Result<Vec<u8>> {
+        let mut body = Vec::new();
+        let len = self.read_frame_into(&mut body, max, deadline, stage)?;
+        body.truncate(len);
+        Ok(body)
+    }
+
+    /// Like [`Conn::read_frame`], into a reusable buffer: the body is
+    /// `buf[..len]`. The buffer only grows (zero-filled once), so a stream of
+    /// 1 MiB records costs no allocation and no clearing per record.
+    pub(crate) fn read_frame_into(
+        &mut self,
+        buf: &mut Vec<u8>,
+        max: usize,
+        deadline: Instant,
+        stage: &'static str,
+    ) -> Result<usize> {
         let deadline = deadline.min(Instant::now() + self.io_timeout);
         let mut prefix = [0u8; LEN_PREFIX];
         self.read_exact_by(&mut prefix, deadline, stage)?;
         let len = check_frame_len(prefix, max)?;
-        let mut body = vec![0u8; len];
-        self.read_exact_by(&mut body, deadline, stage)?;
-        Ok(body)
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        self.read_exact_by(&mut buf[..len], deadline, stage)?;
+        Ok(len)
+    }
+
+    /// Whether a whole frame from the peer sits in our read buffer already.
+    pub(crate) fn has_buffered_frame(&self) -> bool {
+        let b = self.reader.buffer();
+        b.len() >= LEN_PREFIX
+            && b.len() - LEN_PREFIX >= u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
     }
 
     /// Whether unread bytes are waiting (buffered or in the socket), without blocking.
@@ -181,6 +206,7 @@ impl Conn {
             rng,
             max_message,
             out: Vec::new(),
+            spare: Vec::new(),
         }
     }
 }
@@ -216,6 +242,8 @@ pub(crate) struct Channel {
     pub(crate) rng: Rng,
     max_message: usize,
     out: Vec<u8>,
+    /// A record buffer handed back by [`Channel::recycle`], reused by the next receive.
+    spare: Vec<u8>,
 }
 
 /// One record as received, decrypted in place in its frame buffer.
@@ -242,54 +270,76 @@ impl Channel {
     /// Send `header || body` as one message of type `rtype`, in as many records
     /// as needed; the last carries FLAG_FIN.
     pub(crate) fn send(&mut self, rtype: u8, header: &[u8], body: &[u8]) -> Result<()> {
-        self.out.clear();
+        self.queue(rtype, header, body)?;
+        self.flush()
+    }
+
+    /// Like [`Channel::send`] but leave the records in the output buffer until
+    /// [`Channel::flush`] (or until the buffer holds a few MiB), so that many
+    /// small messages cost one system call.
+    pub(crate) fn queue(&mut self, rtype: u8, header: &[u8], body: &[u8]) -> Result<()> {
         let first = body.len().min(MAX_RECORD_PLAINTEXT - header.len());
-        let mut first_pt = Vec::with_capacity(header.len() + first);
-        first_pt.extend_from_slice(header);
-        first_pt.extend_from_slice(&body[..first]);
         let mut rest = &body[first..];
         let fin = if rest.is_empty() { FLAG_FIN } else { 0 };
-        self.sealer
-            .seal(&mut self.rng, rtype, fin, &first_pt, &mut self.out)?;
+        self.sealer.seal_parts(
+            &mut self.rng,
+            rtype,
+            fin,
+            &[header, &body[..first]],
+            &mut self.out,
+        )?;
         while !rest.is_empty() {
             let n = rest.len().min(MAX_RECORD_PLAINTEXT);
             let fin = if n == rest.len() { FLAG_FIN } else { 0 };
             self.sealer
                 .seal(&mut self.rng, rtype, fin, &rest[..n], &mut self.out)?;
             rest = &rest[n..];
-            // Keep memory flat for big messages: flush every few records.
+            // Keep memory flat for big messages.
             if self.out.len() >= 4 * MAX_RECORD_PLAINTEXT {
-                self.conn.write_all(&self.out)?;
-                self.out.clear();
+                self.flush()?;
             }
         }
-        let out = std::mem::take(&mut self.out);
-        let res = self.conn.write_all(&out);
-        self.out = out;
+        Ok(())
+    }
+
+    /// Write everything queued.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let res = self.conn.write_all(&self.out);
+        self.out.clear();
         res
     }
 
     /// Send one record made of `parts` (at most MAX_RECORD_PLAINTEXT bytes).
     pub(crate) fn send_record(&mut self, rtype: u8, flags: u8, parts: &[&[u8]]) -> Result<()> {
-        self.out.clear();
         self.sealer
             .seal_parts(&mut self.rng, rtype, flags, parts, &mut self.out)?;
-        let out = std::mem::take(&mut self.out);
-        let res = self.conn.write_all(&out);
-        self.out = out;
-        res
+        self.flush()
+    }
+
+    /// Whether a whole frame from the peer is already buffered (the next
+    /// receive will not block).
+    pub(crate) fn has_buffered_input(&self) -> bool {
+        self.conn.has_buffered_frame()
     }
 
     /// Receive one record (waiting at most until `deadline` for it to begin).
     /// An encrypted alert becomes [`Error::Refused`].
     pub(crate) fn recv_record(&mut self, deadline: Instant) -> Result<OwnedRecord> {
+        // Never wait for the peer while our own queued records sit unsent.
+        if !self.out.is_empty() && !self.conn.has_buffered_frame() {
+            self.flush()?;
+        }
         if !self.conn.wait_readable(deadline, "waiting for a record")? {
             return Err(Error::Closed("waiting for a record"));
         }
-        let mut buf = self
-            .conn
-            .read_frame(MAX_RECORD_FRAME, deadline, "reading a record")?;
-        let rec = self.opener.open(&mut buf)?;
+        let mut buf = std::mem::take(&mut self.spare);
+        let len =
+            self.conn
+                .read_frame_into(&mut buf, MAX_RECORD_FRAME, deadline, "reading a record")?;
+        let rec = self.opener.open(&mut buf[..len])?;
         let (rtype, flags, len) = (rec.rtype, rec.flags, rec.plaintext.len());
         if flags & !(FLAG_FIN | FLAG_ABORT) != 0 {
             return Err(Error::Malformed("unknown record flags"));
@@ -309,6 +359,13 @@ impl Channel {
             buf,
             range,
         })
+    }
+
+    /// Give a record's buffer back for the next receive.
+    pub(crate) fn recycle(&mut self, rec: OwnedRecord) {
+        if rec.buf.capacity() > self.spare.capacity() {
+            self.spare = rec.buf;
+        }
     }
 
     /// Whether the peer has sent something we have not read yet (never blocks).
@@ -335,6 +392,9 @@ impl Channel {
         deadline: Instant,
         header_allowance: usize,
     ) -> Result<Option<Message>> {
+        if !self.out.is_empty() && !self.conn.has_buffered_frame() {
+            self.flush()?;
+        }
         if !self.conn.wait_readable(deadline, "waiting for a message")? {
             return Ok(None);
         }
@@ -358,11 +418,10 @@ impl Channel {
                 });
             }
             payload.extend_from_slice(rec.plaintext());
-            if rec.flags & FLAG_FIN != 0 {
-                return Ok(Some(Message {
-                    rtype: rec.rtype,
-                    payload,
-                }));
+            let (rtype, fin) = (rec.rtype, rec.flags & FLAG_FIN != 0);
+            self.recycle(rec);
+            if fin {
+                return Ok(Some(Message { rtype, payload }));
             }
         }
     }

@@ -11,7 +11,6 @@ use crate::rand::Rng;
 use crate::server::{OP_DATA, OP_TEXT, RESPONSE_HEADER};
 use crate::transfer::{self, FileDigest, FileReport, Progress, TransferOptions};
 use crate::trust::{HostCheck, KnownHosts};
-use crate::wire::Reader;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -291,6 +290,58 @@ impl Client {
         }
     }
 
+    /// Send many messages without waiting a round trip for each: requests are
+    /// pipelined (up to [`PIPELINE_WINDOW_BYTES`] in flight) and the replies come
+    /// back in order. On a lost connection the unanswered ones are re-sent with
+    /// their original ids, so no handler runs twice.
+    pub fn send_batch(&mut self, items: &[Outgoing<'_>]) -> Result<Vec<Reply>> {
+        for item in items {
+            let len = item.bytes().len();
+            if len > self.config.max_message_size {
+                return Err(Error::TooLarge {
+                    what: "message",
+                    size: len as u64,
+                    limit: self.config.max_message_size as u64,
+                });
+            }
+        }
+        let mut ids = Vec::with_capacity(items.len());
+        for _ in items {
+            ids.push(self.rng.array::<REQUEST_ID_LEN>()?);
+        }
+        let mut replies: Vec<Option<Reply>> = vec![None; items.len()];
+        let wait = self.config.io_timeout;
+        let mut tries = 0;
+        loop {
+            let mut ch = match self.channel.take() {
+                Some(ch) => ch,
+                None => match self.open_connection() {
+                    Ok(ch) => ch,
+                    Err(e) if tries < self.config.retries && retryable(&e) => {
+                        tries += 1;
+                        std::thread::sleep(Duration::from_millis(50 << tries.min(5)));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            match pipeline(&mut ch, items, &ids, &mut replies, wait) {
+                Ok(()) => {
+                    self.channel = Some(ch);
+                    return Ok(replies
+                        .into_iter()
+                        .map(|r| r.expect("pipeline fills every reply"))
+                        .collect());
+                }
+                Err(e) if tries < self.config.retries && retryable(&e) => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50 << tries.min(5)));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Upload `local` to the server's files directory as `remote`, refusing
     /// to replace an existing file and resuming an interrupted upload.
     pub fn send_file(&mut self, local: impl AsRef<Path>, remote: &str) -> Result<FileReport> {
@@ -370,6 +421,81 @@ fn retryable(e: &Error) -> bool {
     }
 }
 
+/// Bytes of requests in flight in [`Client::send_batch`]. Kept well below the
+/// smallest default socket buffers, so that writing a request can never block
+/// while the server is blocked writing a reply we are not reading yet.
+pub const PIPELINE_WINDOW_BYTES: usize = 64 * 1024;
+
+/// One message of a [`Client::send_batch`].
+#[derive(Debug, Clone, Copy)]
+pub enum Outgoing<'a> {
+    /// A UTF-8 text message.
+    Text(&'a str),
+    /// Raw bytes.
+    Data(&'a [u8]),
+}
+
+impl Outgoing<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Outgoing::Text(t) => t.as_bytes(),
+            Outgoing::Data(d) => d,
+        }
+    }
+
+    fn op(&self) -> u8 {
+        match self {
+            Outgoing::Text(_) => OP_TEXT,
+            Outgoing::Data(_) => OP_DATA,
+        }
+    }
+}
+
+/// Send the unanswered items with a sliding window and collect replies in order.
+fn pipeline(
+    ch: &mut Channel,
+    items: &[Outgoing<'_>],
+    ids: &[[u8; REQUEST_ID_LEN]],
+    replies: &mut [Option<Reply>],
+    wait: Duration,
+) -> Result<()> {
+    let todo: Vec<usize> = (0..items.len()).filter(|&i| replies[i].is_none()).collect();
+    let mut in_flight = std::collections::VecDeque::new();
+    let mut in_flight_bytes = 0;
+    let mut next = 0;
+    loop {
+        while next < todo.len() {
+            let i = todo[next];
+            let size = items[i].bytes().len() + REQUEST_ID_LEN + 64;
+            if !in_flight.is_empty() && in_flight_bytes + size > PIPELINE_WINDOW_BYTES {
+                break;
+            }
+            let mut header = ids[i].to_vec();
+            header.push(items[i].op());
+            ch.queue(REC_REQUEST, &header, items[i].bytes())?;
+            in_flight.push_back((i, size));
+            in_flight_bytes += size;
+            next += 1;
+        }
+        let Some((i, size)) = in_flight.pop_front() else {
+            return Ok(());
+        };
+        // Receiving flushes what was queued before it waits.
+        replies[i] = Some(read_reply(ch, &ids[i], wait)?);
+        in_flight_bytes -= size;
+    }
+}
+
+fn read_reply(ch: &mut Channel, id: &[u8; REQUEST_ID_LEN], wait: Duration) -> Result<Reply> {
+    let msg = ch
+        .recv(Instant::now() + wait, RESPONSE_HEADER)?
+        .ok_or(Error::Closed("waiting for a reply"))?;
+    if msg.rtype != REC_RESPONSE {
+        return Err(Error::Malformed("expected a response record"));
+    }
+    crate::transfer::parse_response(id, &msg.payload)
+}
+
 fn exchange(
     ch: &mut Channel,
     id: &[u8; REQUEST_ID_LEN],
@@ -381,20 +507,5 @@ fn exchange(
     header.extend_from_slice(id);
     header.push(op);
     ch.send(REC_REQUEST, &header, body)?;
-    let msg = ch
-        .recv(Instant::now() + wait, RESPONSE_HEADER)?
-        .ok_or(Error::Closed("waiting for a reply"))?;
-    if msg.rtype != REC_RESPONSE {
-        return Err(Error::Malformed("expected a response record"));
-    }
-    let mut r = Reader::new(&msg.payload);
-    let rid: [u8; REQUEST_ID_LEN] = r.array("request id")?;
-    if &rid != id {
-        return Err(Error::Malformed("response to a different request"));
-    }
-    let status = r.u16("status")?;
-    Ok(Reply {
-        status,
-        body: r.rest().to_vec(),
-    })
+    read_reply(ch, id, wait)
 }

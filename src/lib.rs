@@ -74,7 +74,7 @@ pub mod transfer;
 pub mod trust;
 pub mod wire;
 
-pub use client::{Client, ClientConfig, HostTrust};
+pub use client::{Client, ClientConfig, HostTrust, Outgoing};
 pub use error::{AlertCode, Error, Result};
 pub use gate::FailureBudget;
 pub use keys::{Fingerprint, KeyPair, PublicKey};

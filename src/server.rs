@@ -549,11 +549,15 @@ fn serve_requests(
             ),
             _ => {
                 let (reply, replayed) = answer(shared, client, peer, id, op, body);
-                ch.send(
+                // Pipelined requests already waiting: answer them all, then write once.
+                ch.queue(
                     REC_RESPONSE,
                     &transfer::response_header(&id, reply.status),
                     &reply.body,
                 )?;
+                if !ch.has_buffered_input() {
+                    ch.flush()?;
+                }
                 (reply.status, replayed)
             }
         };

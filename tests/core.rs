@@ -700,3 +700,55 @@ fn an_idle_connection_is_closed_after_the_idle_timeout() {
     std::thread::sleep(Duration::from_millis(800));
     assert!(c.send_message("b").unwrap().is_ok());
 }
+
+#[test]
+fn a_batch_of_messages_is_pipelined_and_answered_in_order() {
+    let srv = TestServer::start(quick_server());
+    let mut c = srv.client();
+    let texts: Vec<String> = (0..2000).map(|i| format!("message number {i}")).collect();
+    let items: Vec<ovtp::Outgoing<'_>> = texts.iter().map(|t| ovtp::Outgoing::Text(t)).collect();
+    let replies = c.send_batch(&items).unwrap();
+    assert_eq!(replies.len(), 2000);
+    for (t, r) in texts.iter().zip(&replies) {
+        assert_eq!(r.text(), format!("ok: {t}"));
+    }
+    assert_eq!(srv.calls(), 2000);
+    // The connection is still usable for ordinary requests, and mixed batches work.
+    let data = [1u8, 2, 3];
+    let replies = c
+        .send_batch(&[ovtp::Outgoing::Data(&data), ovtp::Outgoing::Text("x")])
+        .unwrap();
+    assert_eq!(
+        (replies[0].status, replies[0].body.clone()),
+        (7, vec![3, 2, 1])
+    );
+    assert_eq!(c.send_message("single").unwrap().text(), "ok: single");
+}
+
+#[test]
+fn a_batch_interrupted_by_a_lost_connection_is_completed_without_running_any_handler_twice() {
+    let srv = TestServer::start(quick_server());
+    // Cut the first connection after 300 replies.
+    let cut: Arc<Mutator> = Arc::new(|conn, dir, n, f: &[u8]| {
+        if conn == 0 && dir == Dir::ToClient && n == 2 + 300 {
+            Action::Close
+        } else {
+            Action::Forward(f.to_vec())
+        }
+    });
+    let proxy_addr = proxy(srv.addr, 3, cut);
+    let mut c = Client::connect_with(
+        &proxy_addr.to_string(),
+        client_keys(),
+        srv.pin(),
+        quick_client(),
+    )
+    .unwrap();
+    let texts: Vec<String> = (0..1000).map(|i| format!("m{i}")).collect();
+    let items: Vec<ovtp::Outgoing<'_>> = texts.iter().map(|t| ovtp::Outgoing::Text(t)).collect();
+    let replies = c.send_batch(&items).unwrap();
+    for (t, r) in texts.iter().zip(&replies) {
+        assert_eq!(r.text(), format!("ok: {t}"));
+    }
+    assert_eq!(srv.calls(), 1000, "a retried request ran the handler again");
+}
