@@ -9,7 +9,7 @@
 //! if the digests agree, otherwise it starts over at offset 0.
 
 use crate::channel::{
-    Channel, FLAG_ABORT, REC_FILE_DATA, REC_FILE_END, REC_FILE_READY, REC_RESPONSE,
+    Channel, FLAG_ABORT, OwnedRecord, REC_FILE_DATA, REC_FILE_END, REC_FILE_READY, REC_RESPONSE,
 };
 use crate::constants::*;
 use crate::error::{Error, Result};
@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Request operation: upload a file.
@@ -105,6 +106,97 @@ fn read_some(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
             other => return other,
         }
     }
+}
+
+/// How a streamed send ended.
+enum Sent {
+    /// All bytes sent; the SHA-256 of the whole file.
+    Done([u8; 32]),
+    /// The file ended early, at this offset.
+    Shrank(u64),
+    /// Reading the file failed.
+    ReadFailed(io::Error),
+    /// The peer sent a record (an early answer) while we were sending; we
+    /// stopped at the given offset.
+    Answered((OwnedRecord, u64)),
+}
+
+/// What the reading thread hands to the sealing thread.
+enum Chunk {
+    Data(Vec<u8>, usize),
+    Shrank,
+    Failed(io::Error),
+    End([u8; 32]),
+}
+
+/// Send `file[start..size]` as FILE_DATA records. A second thread reads and
+/// hashes the file while this one encrypts, authenticates and writes, so the
+/// digest costs no time on the critical path; memory stays at a few chunks.
+fn send_file_data(
+    ch: &mut Channel,
+    file: &mut File,
+    start: u64,
+    size: u64,
+    hasher: Sha256,
+    watch_peer: bool,
+    ticker: &mut Ticker<'_, '_>,
+) -> Result<Sent> {
+    std::thread::scope(|scope| {
+        let (chunks, from_reader) = mpsc::sync_channel::<Chunk>(2);
+        let (recycle, spare) = mpsc::channel::<Vec<u8>>();
+        scope.spawn(move || {
+            let mut hasher = hasher;
+            let mut pos = start;
+            loop {
+                let mut buf = spare.try_recv().unwrap_or_else(|_| vec![0u8; FILE_CHUNK]);
+                let want = (size - pos).min(FILE_CHUNK as u64) as usize;
+                let n = match if want == 0 {
+                    Ok(0)
+                } else {
+                    read_some(file, &mut buf[..want])
+                } {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = chunks.send(Chunk::Failed(e));
+                        return;
+                    }
+                };
+                if n == 0 && pos < size {
+                    let _ = chunks.send(Chunk::Shrank);
+                    return;
+                }
+                hasher.update(&buf[..n]);
+                // An empty file still sends one (empty) chunk, so the receiver sees where it starts.
+                if (n > 0 || pos == start) && chunks.send(Chunk::Data(buf, n)).is_err() {
+                    return; // the sender stopped
+                }
+                pos += n as u64;
+                if pos == size {
+                    let _ = chunks.send(Chunk::End(hasher.finalize().into()));
+                    return;
+                }
+            }
+        });
+        let mut pos = start;
+        for chunk in from_reader {
+            match chunk {
+                Chunk::Data(buf, n) => {
+                    ch.send_record(REC_FILE_DATA, FLAG_FIN, &[&pos.to_be_bytes(), &buf[..n]])?;
+                    pos += n as u64;
+                    let _ = recycle.send(buf);
+                    ticker.tick(pos, size, false);
+                    if watch_peer && ch.peer_has_data() {
+                        let rec = ch.recv_record(Instant::now() + Duration::from_secs(5))?;
+                        return Ok(Sent::Answered((rec, pos)));
+                    }
+                }
+                Chunk::Shrank => return Ok(Sent::Shrank(pos)),
+                Chunk::Failed(e) => return Ok(Sent::ReadFailed(e)),
+                Chunk::End(digest) => return Ok(Sent::Done(digest)),
+            }
+        }
+        Err(Error::Malformed("file reader stopped unexpectedly"))
+    })
 }
 
 // ---------------------------------------------------------------- server side
@@ -367,17 +459,22 @@ pub(crate) fn serve_get(
         FLAG_FIN,
         &[&size.to_be_bytes(), &start.to_be_bytes()],
     )?;
-    let mut buf = vec![0u8; FILE_CHUNK];
-    let mut pos = start;
-    loop {
-        let want = (size - pos).min(FILE_CHUNK as u64) as usize;
-        let n = if want == 0 {
-            0
-        } else {
-            read_some(&mut file, &mut buf[..want])?
-        };
-        if n == 0 && pos < size {
-            // The file shrank while we were sending it.
+    match send_file_data(
+        ch,
+        &mut file,
+        start,
+        size,
+        hasher,
+        false,
+        &mut Ticker {
+            f: &mut None,
+            last: None,
+        },
+    )? {
+        Sent::Done(digest) => {
+            ch.send_record(REC_FILE_END, FLAG_FIN, &[&size.to_be_bytes(), &digest])?;
+        }
+        Sent::Shrank(pos) => {
             ch.send_record(
                 REC_FILE_END,
                 FLAG_FIN | FLAG_ABORT,
@@ -388,17 +485,9 @@ pub(crate) fn serve_get(
                 "file changed during the download",
             ));
         }
-        if n > 0 || pos == start {
-            hasher.update(&buf[..n]);
-            ch.send_record(REC_FILE_DATA, FLAG_FIN, &[&pos.to_be_bytes(), &buf[..n]])?;
-            pos += n as u64;
-        }
-        if pos == size {
-            break;
-        }
+        Sent::ReadFailed(e) => return Err(Error::Io(e)),
+        Sent::Answered(_) => unreachable!("the server does not watch for early answers"),
     }
-    let digest: [u8; 32] = hasher.finalize().into();
-    ch.send_record(REC_FILE_END, FLAG_FIN, &[&size.to_be_bytes(), &digest])?;
     Ok(Reply::ok(""))
 }
 
@@ -545,16 +634,9 @@ pub(crate) fn put_once(
         f: progress,
         last: None,
     };
-    let mut buf = vec![0u8; FILE_CHUNK];
-    let mut pos = start;
-    loop {
-        let want = (size - pos).min(FILE_CHUNK as u64) as usize;
-        let n = if want == 0 {
-            0
-        } else {
-            read_some(&mut file, &mut buf[..want]).map_err(local_err)?
-        };
-        if n == 0 && pos < size {
+    let digest = match send_file_data(ch, &mut file, start, size, hasher, true, &mut ticker)? {
+        Sent::Done(digest) => digest,
+        Sent::Shrank(pos) => {
             ch.send_record(
                 REC_FILE_END,
                 FLAG_FIN | FLAG_ABORT,
@@ -566,15 +648,9 @@ pub(crate) fn put_once(
                 local.display()
             )));
         }
-        if n > 0 || pos == start {
-            hasher.update(&buf[..n]);
-            ch.send_record(REC_FILE_DATA, FLAG_FIN, &[&pos.to_be_bytes(), &buf[..n]])?;
-            pos += n as u64;
-            ticker.tick(pos, size, false);
-        }
-        // The server may have answered early (disk full, bad offset): stop sending.
-        if ch.peer_has_data() {
-            let rec = ch.recv_record(Instant::now() + wait)?;
+        Sent::ReadFailed(e) => return Err(local_err(e)),
+        // The server answered early (disk full, bad offset): we stopped sending.
+        Sent::Answered((rec, pos)) => {
             if rec.rtype != REC_RESPONSE {
                 return Err(Error::Malformed("unexpected record during an upload"));
             }
@@ -586,11 +662,8 @@ pub(crate) fn put_once(
             )?;
             return Err(remote(reply));
         }
-        if pos == size {
-            break;
-        }
-    }
-    let digest: [u8; 32] = hasher.finalize().into();
+    };
+
     ch.send_record(REC_FILE_END, FLAG_FIN, &[&size.to_be_bytes(), &digest])?;
     ticker.tick(size, size, true);
     let rec = ch.recv_record(Instant::now() + wait)?;
