@@ -2,6 +2,7 @@
 //! 127.0.0.1:0, every wait bounded, every child killed at the end.
 
 use ovtp::{KeyPair, PublicKey};
+use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -71,8 +72,14 @@ fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
 
 /// Run `ovtp ARGS` with `home` as OVTP_HOME and `input` on stdin; bounded in time.
 fn ovtp(home: &Home, args: &[&str], input: &[u8]) -> Out {
-    let mut child = Command::new(BIN)
-        .args(args)
+    let mut command = Command::new(BIN);
+    command.args(args);
+    run(command, home, &format!("ovtp {args:?}"), input)
+}
+
+/// Run a command with `home` as OVTP_HOME and `input` on stdin; bounded in time.
+fn run(mut command: Command, home: &Home, what: &str, input: &[u8]) -> Out {
+    let mut child = command
         .env("OVTP_HOME", &home.0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -92,7 +99,7 @@ fn ovtp(home: &Home, args: &[&str], input: &[u8]) -> Out {
         if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < until, "ovtp {args:?} did not finish");
+        assert!(Instant::now() < until, "{what} did not finish");
         std::thread::sleep(Duration::from_millis(5));
     };
     // The pipes close with the process; give the reader threads a moment.
@@ -221,7 +228,7 @@ fn keygen_refuses_to_overwrite_and_fingerprint_matches_the_library() {
     );
 
     let again = ovtp(&home, &["keygen", "--bits", "2048"], b"");
-    assert_eq!(again.code, 74, "{}", again.stderr);
+    assert_eq!(again.code, 73, "{}", again.stderr);
     assert!(again.stderr.contains("already exists") && again.stderr.contains("--force"));
     assert_eq!(
         ok(&home, &["fingerprint"]).stdout.trim(),
@@ -335,6 +342,20 @@ fn exec_answers_with_the_programs_status_and_output() {
         ok(&client, &["send", addr, "again"]).stdout,
         format!("again {fp}")
     );
+    drop(server);
+
+    // --exec is for messages: files are accepted without running the program.
+    let dir = server_home.s("files");
+    let server = Server::start(&server_home, &["--exec", "exit 5", "--dir", &dir]);
+    std::fs::write(client.join("f"), b"file").unwrap();
+    let out = ovtp(
+        &client,
+        &["put", &server.addr, &client.s("f"), "--accept-new"],
+        b"",
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(std::fs::read(server_home.join("files/f")).unwrap(), b"file");
+    assert_eq!(ovtp(&client, &["send", &server.addr, "m"], b"").code, 5);
 }
 
 #[test]
@@ -450,7 +471,7 @@ fn a_first_serve_generates_the_server_key() {
 }
 
 #[test]
-fn usage_errors_help_and_placeholders() {
+fn usage_errors_and_help() {
     let home = Home::new("usage");
     for args in [
         &["send"][..],
@@ -459,6 +480,13 @@ fn usage_errors_help_and_placeholders() {
         &["keygen", "--nope"],
         &["send", "h", "m", "extra"],
         &["serve", "--max-message"],
+        &["serve", "--max-unauthenticated", "0"],
+        &["put", "h"],
+        &["put", "h", "a", "b", "--to", "x", "--to"],
+        &["get", "h"],
+        &["get", "h", "r", "l", "extra"],
+        &["digest", "h"],
+        &["digest", "h", "r", "--force"],
         &[],
     ] {
         let out = ovtp(&home, args, b"");
@@ -490,16 +518,276 @@ fn usage_errors_help_and_placeholders() {
     }
     let main = ok(&home, &["--help"]).stdout;
     assert!(main.contains("Exit codes") && main.contains("65"));
-    assert!(ok(&home, &["--version"]).stdout.starts_with("ovtp "));
-    for args in [
-        &["put", "h", "f"][..],
-        &["get", "h", "r"],
-        &["digest", "h", "r"],
-    ] {
-        let out = ovtp(&home, args, b"");
-        assert_eq!(out.code, 2, "{args:?}");
-        assert!(out.stderr.contains("not yet available in this build"));
+    for code in ["67", "73", "75"] {
+        assert!(
+            main.contains(&format!("\n  {code} ")),
+            "{code} in the table"
+        );
     }
+    assert!(ok(&home, &["--version"]).stdout.starts_with("ovtp "));
     let serve = ok(&home, &["serve", "--help"]).stdout;
     assert!(serve.contains("CAP_NET_BIND_SERVICE") && serve.contains("--stdin-close-stops"));
+    assert!(serve.contains("WITHOUT --dir"));
+    for cmd in ["put", "get"] {
+        assert!(
+            ok(&home, &[cmd, "--help"])
+                .stdout
+                .contains("Resuming is the default")
+        );
+    }
+}
+
+// ---- File transfer. ----
+
+/// `len` bytes of a reproducible pseudo-random pattern.
+fn content(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn sha_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A client, and a server with a files directory (its home's `files`).
+fn file_pair(tag: &str) -> (Home, Home, Server) {
+    let (server_home, client) = pair(tag);
+    let dir = server_home.s("files");
+    let server = Server::start(&server_home, &["--dir", &dir]);
+    assert_eq!(
+        ok(&client, &["send", &server.addr, "hi", "--accept-new"]).stdout,
+        "ok"
+    );
+    (server_home, client, server)
+}
+
+#[test]
+fn put_get_and_digest_round_trip_a_file() {
+    let (server_home, client, server) = file_pair("files");
+    let addr = server.addr.as_str();
+    let data = content(3 * 1000 * 1000 + 17, 1);
+    let sum = sha_hex(&data);
+    let local = client.join("upload.bin");
+    std::fs::write(&local, &data).unwrap();
+
+    let out = ok(&client, &["put", addr, &client.s("upload.bin")]);
+    assert_eq!(out.stdout, format!("upload.bin  {}  {sum}\n", data.len()));
+    assert!(
+        !out.stderr.contains('\r'),
+        "no progress into a pipe: {:?}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read(server_home.join("files/upload.bin")).unwrap(),
+        data
+    );
+    server.wait_line(
+        false,
+        &format!(
+            "file received upload.bin: {} bytes, sha256 {sum}",
+            data.len()
+        ),
+    );
+
+    let out = ok(&client, &["digest", addr, "upload.bin"]);
+    assert_eq!(out.stdout, format!("{sum}  {}  upload.bin\n", data.len()));
+
+    // Into a directory, under the remote name's last component.
+    let out = ok(
+        &client,
+        &["put", addr, &client.s("upload.bin"), "--to", "a/b/c.bin"],
+    );
+    assert_eq!(out.stdout, format!("a/b/c.bin  {}  {sum}\n", data.len()));
+    let down = Home::new("files-down");
+    let out = ok(&client, &["get", addr, "a/b/c.bin", &down.s("")]);
+    assert!(!out.stderr.contains('\r'), "{:?}", out.stderr);
+    let got = std::fs::read(down.join("c.bin")).unwrap();
+    assert!(got == data, "downloaded bytes differ");
+    assert_eq!(
+        out.stdout,
+        format!("{}  {}  {sum}\n", down.join("c.bin").display(), data.len())
+    );
+    // Nothing but the file: no partial file left behind.
+    let names: Vec<_> = std::fs::read_dir(&down.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["c.bin"]);
+
+    // Several files into a remote directory.
+    std::fs::write(client.join("second.txt"), b"second").unwrap();
+    let out = ok(
+        &client,
+        &[
+            "put",
+            addr,
+            &client.s("upload.bin"),
+            &client.s("second.txt"),
+            "--to",
+            "many",
+        ],
+    );
+    let second = sha_hex(b"second");
+    assert_eq!(
+        out.stdout,
+        format!(
+            "many/upload.bin  {}  {sum}\nmany/second.txt  6  {second}\n",
+            data.len()
+        )
+    );
+}
+
+#[test]
+fn existing_files_are_kept_unless_forced() {
+    let (server_home, client, server) = file_pair("exists");
+    let addr = server.addr.as_str();
+    let (old, new) = (content(1000, 2), content(2000, 3));
+    std::fs::write(client.join("f.bin"), &old).unwrap();
+    ok(&client, &["put", addr, &client.s("f.bin")]);
+
+    // put: the remote file exists.
+    std::fs::write(client.join("f.bin"), &new).unwrap();
+    let out = ovtp(&client, &["put", addr, &client.s("f.bin")], b"");
+    assert_eq!(out.code, 73, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("exists on the server") && out.stderr.contains("--force"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stdout, "");
+    assert_eq!(std::fs::read(server_home.join("files/f.bin")).unwrap(), old);
+    let out = ok(&client, &["put", addr, &client.s("f.bin"), "--force"]);
+    assert_eq!(out.stdout, format!("f.bin  2000  {}\n", sha_hex(&new)));
+    assert_eq!(std::fs::read(server_home.join("files/f.bin")).unwrap(), new);
+
+    // get: the local file exists.
+    let target = client.join("local.bin");
+    std::fs::write(&target, b"mine").unwrap();
+    let out = ovtp(
+        &client,
+        &["get", addr, "f.bin", &client.s("local.bin")],
+        b"",
+    );
+    assert_eq!(out.code, 73, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("exists") && out.stderr.contains("--force"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), b"mine");
+    ok(
+        &client,
+        &["get", addr, "f.bin", &client.s("local.bin"), "--force"],
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), new);
+
+    // A missing remote file: refused by the server, no partial file left here.
+    let out = ovtp(
+        &client,
+        &["get", addr, "nope.bin", &client.s("nope.bin")],
+        b"",
+    );
+    assert_eq!(out.code, 67, "{}", out.stderr);
+    assert!(out.stderr.contains("no such file"), "{}", out.stderr);
+    assert!(!client.join(".nope.bin.ovtp-part").exists());
+    let out = ovtp(&client, &["digest", addr, "nope.bin"], b"");
+    assert_eq!(out.code, 67, "{}", out.stderr);
+    // A missing local file to put.
+    let out = ovtp(&client, &["put", addr, &client.s("absent.bin")], b"");
+    assert_eq!(out.code, 74, "{}", out.stderr);
+    assert!(out.stderr.contains("absent.bin"), "{}", out.stderr);
+}
+
+#[test]
+fn names_with_dot_dot_are_refused_before_connecting() {
+    let home = Home::new("dotdot");
+    std::fs::write(home.join("f"), b"x").unwrap();
+    // Port 9 on 127.0.0.1: nothing is contacted, the name is refused first.
+    for args in [
+        &["put", "127.0.0.1:9", &home.s("f"), "--to", "../f"][..],
+        &["put", "127.0.0.1:9", &home.s("f"), "--to", "a/../../f"],
+        &["get", "127.0.0.1:9", "../etc/passwd"],
+        &["digest", "127.0.0.1:9", "a/../b"],
+    ] {
+        let out = ovtp(&home, args, b"");
+        assert_eq!(out.code, 64, "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("bad remote name") && out.stderr.contains("'..'"),
+            "{}",
+            out.stderr
+        );
+    }
+    let out = ovtp(
+        &home,
+        &["put", "127.0.0.1:9", &home.s("f"), "--to", "/etc/f"],
+        b"",
+    );
+    assert_eq!(out.code, 64, "{}", out.stderr);
+    assert!(out.stderr.contains("absolute"), "{}", out.stderr);
+}
+
+#[test]
+fn a_server_without_dir_refuses_file_transfers() {
+    let (server_home, client) = pair("nodir");
+    let server = Server::start(&server_home, &[]);
+    let addr = server.addr.as_str();
+    std::fs::write(client.join("f"), b"x").unwrap();
+    let out = ovtp(&client, &["put", addr, &client.s("f"), "--accept-new"], b"");
+    assert_eq!(out.code, 67, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("does not accept file transfers") && out.stderr.contains("--dir"),
+        "{}",
+        out.stderr
+    );
+    for args in [
+        &["get", addr, "f", &client.s("g")][..],
+        &["digest", addr, "f"],
+    ] {
+        let out = ovtp(&client, args, b"");
+        assert_eq!(out.code, 67, "{args:?}: {}", out.stderr);
+    }
+    assert!(!client.join("g").exists() && !client.join(".g.ovtp-part").exists());
+}
+
+#[test]
+fn progress_is_shown_on_a_terminal_only() {
+    let (_server_home, client, server) = file_pair("progress");
+    std::fs::write(client.join("p.bin"), content(2_000_000, 4)).unwrap();
+    // Into a pipe: nothing of it.
+    let out = ok(&client, &["put", &server.addr, &client.s("p.bin")]);
+    assert!(
+        !out.stderr.contains('\r') && !out.stderr.contains('%'),
+        "{:?}",
+        out.stderr
+    );
+    // Under a pseudo-terminal (util-linux `script`), if this machine has one.
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("no `script` command: the pseudo-terminal check is skipped");
+        return;
+    }
+    let line = format!(
+        "{BIN} get {} p.bin {} --force",
+        server.addr,
+        client.s("p-copy.bin")
+    );
+    let mut command = Command::new("script");
+    command.args(["-q", "-e", "-c", &line, "/dev/null"]);
+    let out = run(command, &client, "script", b"");
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let shown = out.stdout;
+    assert!(
+        shown.contains('\r') && shown.contains("100%") && shown.contains("MB/s"),
+        "{shown:?}"
+    );
+    assert!(shown.contains("2.00 MB / 2.00 MB"), "{shown:?}");
 }

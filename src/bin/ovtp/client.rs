@@ -1,17 +1,24 @@
-//! The commands that talk to a server: `send` now; `put`, `get` and `digest`
-//! once the library has file transfer (each will be `connect` plus one call).
+//! The commands that talk to a server: `send`, and the file transfers `put`,
+//! `get` and `digest`.
 
 use crate::args::Args;
+use crate::progress::Display;
 use crate::{Fail, Run, exit};
 use ovtp::error::escape_control;
-use ovtp::status::reserved_name;
-use ovtp::{Client, ClientConfig, Fingerprint, HostCheck, HostTrust, KeyPair};
+use ovtp::files::{check_name, hex};
+use ovtp::status::{self, reserved_name};
+use ovtp::transfer::Progress;
+use ovtp::{Client, ClientConfig, Error, Fingerprint, HostCheck, HostTrust, KeyPair};
+use ovtp::{FileReport, TransferOptions};
+use std::collections::HashSet;
 use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
 
 /// Options of the commands that connect (see `args`).
 pub const CONNECT: &str = "--accept-new --fingerprint= --key= --known-hosts=";
 pub const SEND: &str = "--data --accept-new --fingerprint= --key= --known-hosts=";
-pub const PUT: &str = "--to= --accept-new --fingerprint= --key= --known-hosts=";
+pub const PUT: &str = "--to= --force --no-resume --accept-new --fingerprint= --key= --known-hosts=";
+pub const GET: &str = "--force --no-resume --accept-new --fingerprint= --key= --known-hosts=";
 
 /// Connect to `host` with the key and trust policy the options name.
 pub fn connect(a: &Args, host: &str) -> Result<Client, Fail> {
@@ -133,22 +140,265 @@ fn status_exit(status: u16) -> u8 {
     u8::try_from(status).map_or(exit::STATUS_MAX, |s| s.min(exit::STATUS_MAX))
 }
 
-fn not_available(a: &Args, min: usize, max: usize, usage: &str) -> Run {
-    a.positionals(min, max, usage)?;
-    Err(Fail::new(
-        exit::NOT_AVAILABLE,
-        "not yet available in this build (file transfer is not in the library yet)",
-    ))
+// ---- File transfer. ----
+
+fn transfer_options(a: &Args) -> TransferOptions {
+    TransferOptions {
+        overwrite: a.flag("--force"),
+        resume: !a.flag("--no-resume"),
+    }
+}
+
+/// Check a remote name before connecting, so a bad one is a usage error.
+fn remote_name(name: &str) -> Result<(), Fail> {
+    check_name(name).map_err(|why| {
+        Fail::usage(format!(
+            "bad remote name \"{}\": {why}",
+            escape_control(name)
+        ))
+    })
+}
+
+/// The exit code for a status the server answered a file operation with.
+fn file_status_exit(code: u16) -> u8 {
+    match code {
+        status::FILE_EXISTS => exit::EXISTS,
+        status::DIGEST_MISMATCH | status::ABORTED | status::NAME_BUSY => exit::RETRY,
+        status::BAD_REQUEST => exit::PROTOCOL,
+        status::UNSUPPORTED
+        | status::BAD_NAME
+        | status::NOT_FOUND
+        | status::IO_ERROR
+        | status::TOO_LARGE
+        | status::HANDLER_PANICKED
+        | status::REPLY_LOST => exit::FILE_REFUSED,
+        // The server's own handler refused: as for `send`.
+        other => u8::try_from(other).map_or(exit::STATUS_MAX, |s| s.min(exit::STATUS_MAX)),
+    }
+}
+
+/// A failed transfer of `what` (a file name): the exit code and a message
+/// that says what to do.
+fn transfer_fail(what: &str, e: Error) -> Fail {
+    let what = escape_control(what);
+    match e {
+        Error::Remote {
+            status: code,
+            message,
+        } => {
+            let message = escape_control(&message);
+            let msg = match code {
+                status::FILE_EXISTS => {
+                    format!("{what} exists on the server; not replaced (use --force to replace it)")
+                }
+                status::UNSUPPORTED => format!(
+                    "the server does not accept file transfers ({message}); \
+                     an ovtp server accepts files only when started with --dir DIR"
+                ),
+                code => {
+                    let name = reserved_name(code).map_or(format!("status {code}"), str::to_string);
+                    format!("{what}: the server answered {name}: {message}")
+                }
+            };
+            Fail::new(file_status_exit(code), msg)
+        }
+        // Left after our own checks: the local file changed or vanished meanwhile.
+        Error::InvalidInput(m) => Fail::new(exit::LOCAL, m),
+        Error::File { .. } => Fail::new(exit::LOCAL, e.to_string()),
+        Error::DigestMismatch(_) => Fail::new(exit::RETRY, format!("{what}: {e}")),
+        e => Fail::net(e),
+    }
+}
+
+/// Whether the next file of a `put` may still be tried after this error
+/// (a refusal or a local problem, not a lost or refused connection).
+fn per_file(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Remote { .. }
+            | Error::File { .. }
+            | Error::InvalidInput(_)
+            | Error::DigestMismatch(_)
+    )
+}
+
+/// Run a transfer with the progress display when standard error is a terminal.
+fn with_progress<T>(label: &str, run: impl FnOnce(Progress<'_>) -> T) -> T {
+    match Display::new(label) {
+        None => run(None),
+        Some(mut display) => {
+            let result = run(Some(&mut |done, total| display.update(done, total)));
+            display.finish();
+            result
+        }
+    }
+}
+
+/// `NAME  SIZE  SHA256` on standard output, resume and server notes on standard error.
+fn report(command: &str, name: &str, r: &FileReport) -> u8 {
+    let name = escape_control(name);
+    say!("{name}  {}  {}", r.size, hex(&r.sha256));
+    if r.resumed_from > 0 && r.resumed_from < r.size {
+        warn!(
+            "ovtp {command}: {name}: resumed an interrupted transfer at byte {}",
+            r.resumed_from
+        );
+    }
+    if !r.reply.body.is_empty() {
+        let text = escape_control(&r.reply.text());
+        warn!("ovtp {command}: {name}: the server says: {text}");
+    }
+    if r.reply.status == 0 {
+        return 0;
+    }
+    warn!("ovtp {command}: {name}: stored, but the server answered:");
+    status_exit(r.reply.status)
+}
+
+/// The remote names of `put`'s files: each file's name, or `--to`.
+fn put_names(files: &[String], to: Option<&str>) -> Result<Vec<String>, Fail> {
+    let base = |f: &String| {
+        Path::new(f)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                Fail::usage(format!(
+                    "\"{}\" has no file name to use on the server; give --to REMOTE",
+                    escape_control(f)
+                ))
+            })
+    };
+    let names: Vec<String> = match to {
+        Some(t) if files.len() == 1 && !t.ends_with('/') => vec![t.to_string()],
+        Some(dir) => {
+            let dir = dir.trim_end_matches('/');
+            let names: Result<Vec<_>, _> = files.iter().map(base).collect();
+            names?.into_iter().map(|n| format!("{dir}/{n}")).collect()
+        }
+        None => files.iter().map(base).collect::<Result<_, _>>()?,
+    };
+    let mut seen = HashSet::new();
+    for n in &names {
+        remote_name(n)?;
+        if !seen.insert(n) {
+            return Err(Fail::usage(format!(
+                "two files would both be stored as \"{}\"",
+                escape_control(n)
+            )));
+        }
+    }
+    Ok(names)
 }
 
 pub fn put(a: &Args) -> Run {
-    not_available(a, 2, usize::MAX, "HOST[:PORT] FILE...")
+    let pos = a.positionals(2, usize::MAX, "HOST[:PORT] FILE...")?;
+    let (host, files) = (&pos[0], &pos[1..]);
+    let names = put_names(files, a.value("--to"))?;
+    for f in files {
+        let problem = match std::fs::metadata(f) {
+            Ok(m) if m.is_file() => continue,
+            Ok(_) => "not a regular file".to_string(),
+            Err(e) => e.to_string(),
+        };
+        let f = escape_control(f);
+        return Err(Fail::new(exit::LOCAL, format!("{f}: {problem}")));
+    }
+    let opts = transfer_options(a);
+    let mut client = connect(a, host)?;
+    let mut code = 0;
+    let mut failed = 0;
+    for (file, name) in files.iter().zip(&names) {
+        let result = with_progress(name, |progress| {
+            client.send_file_with(file, name, opts, progress)
+        });
+        match result {
+            Ok(r) => {
+                let c = report("put", name, &r);
+                if code == 0 {
+                    code = c;
+                }
+            }
+            Err(e) if files.len() > 1 && per_file(&e) => {
+                let fail = transfer_fail(name, e);
+                warn!("ovtp put: {}: {}", escape_control(file), fail.msg);
+                failed += 1;
+                if code == 0 {
+                    code = fail.code;
+                }
+            }
+            Err(e) => return Err(transfer_fail(name, e)),
+        }
+    }
+    if failed > 0 {
+        warn!(
+            "ovtp put: {failed} of {} files were not uploaded",
+            files.len()
+        );
+    }
+    Ok(code)
+}
+
+/// Where `get` writes: LOCAL, or into it when it is a directory, by default
+/// the remote name's last component in the current directory.
+fn get_target(remote: &str, local: Option<&String>) -> PathBuf {
+    let base = remote.rsplit('/').next().unwrap_or(remote);
+    match local {
+        None => PathBuf::from(base),
+        Some(l) if l.ends_with('/') || Path::new(l).is_dir() => Path::new(l).join(base),
+        Some(l) => PathBuf::from(l),
+    }
 }
 
 pub fn get(a: &Args) -> Run {
-    not_available(a, 2, 3, "HOST[:PORT] REMOTE [LOCAL]")
+    let pos = a.positionals(2, 3, "HOST[:PORT] REMOTE [LOCAL]")?;
+    let remote = pos[1].as_str();
+    remote_name(remote)?;
+    let local = get_target(remote, pos.get(2));
+    let shown = escape_control(&local.display().to_string());
+    let opts = transfer_options(a);
+    if let Some(dir) = local.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        let dir = escape_control(&dir.display().to_string());
+        return Err(Fail::new(exit::LOCAL, format!("{dir}: no such directory")));
+    }
+    if local.is_dir() {
+        return Err(Fail::new(exit::LOCAL, format!("{shown} is a directory")));
+    }
+    if !opts.overwrite && std::fs::symlink_metadata(&local).is_ok() {
+        return Err(Fail::new(
+            exit::EXISTS,
+            format!("{shown} exists; not replaced (use --force to replace it)"),
+        ));
+    }
+    let mut client = connect(a, &pos[0])?;
+    let label = local
+        .file_name()
+        .map_or(shown.clone(), |n| n.to_string_lossy().into_owned());
+    let partial = ovtp::files::partial_path(&local);
+    let had_partial = std::fs::symlink_metadata(&partial).is_ok();
+    let result = with_progress(&label, |progress| {
+        client.get_file_with(remote, &local, opts, progress)
+    });
+    if let Err(Error::Remote { .. }) = result {
+        // Refused before any data came: leave no empty partial file behind.
+        if !had_partial && std::fs::metadata(&partial).is_ok_and(|m| m.len() == 0) {
+            let _ = std::fs::remove_file(&partial);
+        }
+    }
+    let r = result.map_err(|e| transfer_fail(remote, e))?;
+    Ok(report("get", &local.display().to_string(), &r))
 }
 
 pub fn digest(a: &Args) -> Run {
-    not_available(a, 2, 2, "HOST[:PORT] REMOTE")
+    let pos = a.positionals(2, 2, "HOST[:PORT] REMOTE")?;
+    let remote = pos[1].as_str();
+    remote_name(remote)?;
+    let mut client = connect(a, &pos[0])?;
+    let d = client
+        .file_digest(remote)
+        .map_err(|e| transfer_fail(remote, e))?;
+    say!("{}  {}  {}", hex(&d.sha256), d.size, escape_control(remote));
+    Ok(0)
 }

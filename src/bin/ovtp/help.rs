@@ -1,5 +1,17 @@
 //! The `--help` texts, one per subcommand.
 
+/// The options of every command that connects to a server.
+macro_rules! connect_options {
+    () => {
+        "  --accept-new        trust and record the server's key if the host is not yet
+                      in known_hosts (a changed key is still refused)
+  --fingerprint FP    accept only the server with this key fingerprint
+  --key FILE          your private key (default HOME/id_rsa)
+  --known-hosts FILE  default HOME/known_hosts
+"
+    };
+}
+
 pub const MAIN: &str = "\
 ovtp - move messages and files between servers, end-to-end encrypted,
 clients authorized by RSA key.
@@ -14,8 +26,9 @@ Commands:
   deauthorize   remove a client key from authorized_keys
   send          send a message to a server and print its response
   trust         record a server's key fingerprint in known_hosts
-  put, get, digest
-                file transfer (not yet available in this build)
+  put           upload files to a server
+  get           download a file from a server
+  digest        print a remote file's SHA-256 and size
   help [COMMAND]
 Run `ovtp COMMAND --help` for each command's options.
 
@@ -26,16 +39,25 @@ run as root (and neither given) it is /var/lib/ovtp.
 
 Exit codes:
   0       success (send: the server answered status 0)
-  1-62    send: the server answered this status
-  63      send: the server answered status 63 or more (printed on stderr)
+  1-62    send: the server answered this status; put, get, digest: the
+          server's own handler refused (or answered) with this status
+  63      the same, for status 63 or more (printed on stderr)
   1       deauthorize: the key was not present
-  2       the command is not available in this build (put, get, digest)
-  64      usage error (bad option or argument, message not UTF-8 without --data)
+  64      usage error (bad option or argument, bad remote file name such as
+          one with .., message not UTF-8 without --data)
   65      server key unknown (not in known_hosts) or changed
   66      authentication refused: our key is not authorized, or a signature failed
+  67      the server refused or failed a file operation: it takes no files
+          (started without --dir), bad name, no such file, file too large,
+          server I/O error
   69      network: cannot connect or listen, connection lost, timeout, server busy
-  74      local file problem: key or trust file missing, unreadable, invalid,
-          or existing where it would be overwritten; stdin unreadable
+  73      the destination exists and was not replaced: put (on the server),
+          get (the local file), keygen (the key file); --force replaces it
+  74      local file problem: key or trust file missing, unreadable or invalid;
+          a file to put missing or unreadable; get cannot write; stdin unreadable
+  75      try again: a file arrived with the wrong length or SHA-256 (nothing
+          was kept), changed during the transfer, or another transfer to the
+          same name was in progress
   76      protocol error: version mismatch, malformed or tampered data
 ";
 
@@ -72,9 +94,17 @@ status 0 \"ok\". A server key (HOME/id_rsa) is generated on first use.
   --add-keys FILE|DIR...  add public keys (a directory: its *.pub and *.pem
                           files) to authorized_keys, report each, then serve
   --no-serve              with --add-keys: only add, then exit
-  --dir DIR               directory for received files (for put/get, which
-                          are not available in this build yet)
+  --dir DIR               serve files: put, get and digest work on files in
+                          DIR (created, mode 0700, if missing). WITHOUT --dir
+                          FILE TRANSFERS ARE OFF: the server refuses them.
+                          Names are relative to DIR; names that lead outside
+                          it (.., absolute, symlinks out) are refused
+  --max-file-size BYTES   largest upload accepted (default: no limit; K/M/G ok)
   --max-connections N     simultaneous connections (default 64)
+  --max-unauthenticated N of those, connections that have not yet shown an
+                          authorized key (default 16, at most N above); when
+                          full, the oldest is dropped, so strangers cannot
+                          take the places of clients
   --handshake-timeout S   seconds for a handshake (default 10)
   --idle-timeout S        seconds a connection may stay idle (default 900)
   --max-message BYTES     largest message either way (default 16M; K/M/G ok)
@@ -89,6 +119,13 @@ status 0 \"ok\". A server key (HOME/id_rsa) is generated on first use.
   --stdin-close-stops     stop cleanly when standard input reaches end of file
   -q, --quiet             log only errors
   -v, --verbose           log more (settings, each program run)
+
+Files (with --dir): every upload offered, file received (with its size and
+SHA-256) and download or digest request is accepted and logged, one line
+each. --exec is for messages only: file transfers do not run the program.
+An upload arrives whole or not at all (written to .NAME.ovtp-part beside
+its name, renamed once its length and SHA-256 match); an interrupted
+upload's partial file is kept so that the client can resume it.
 
 Logs go to standard error, one line per event: UTC time, peer address, key
 fingerprint, what, bytes, duration, outcome. The first line is
@@ -118,7 +155,8 @@ authorized_keys. A running server refuses it from its next connection.
 Exit code 1 if it was not present.
 ";
 
-pub const SEND: &str = "\
+pub const SEND: &str = concat!(
+    "\
 Usage: ovtp send HOST[:PORT] [MESSAGE|-] [OPTIONS]
 
 Send a message (from standard input when MESSAGE is - or absent) and print
@@ -127,12 +165,9 @@ characters escaped). A non-zero status is printed on standard error and
 becomes the exit code (see `ovtp --help`). The port defaults to 888.
 
   --data              send raw bytes (without it the message must be UTF-8)
-  --accept-new        trust and record the server's key if the host is not yet
-                      in known_hosts (a changed key is still refused)
-  --fingerprint FP    accept only the server with this key fingerprint
-  --key FILE          your private key (default HOME/id_rsa)
-  --known-hosts FILE  default HOME/known_hosts
-";
+",
+    connect_options!()
+);
 
 pub const TRUST: &str = "\
 Usage: ovtp trust HOST[:PORT] FINGERPRINT [--known-hosts FILE] [--home DIR]
@@ -142,21 +177,71 @@ A host already recorded with another key is refused: if its key changed
 legitimately, delete the old line (the message names the file and line).
 ";
 
-pub const PUT: &str = "\
-Usage: ovtp put HOST[:PORT] FILE... [--to REMOTE]
+pub const PUT: &str = concat!(
+    "\
+Usage: ovtp put HOST[:PORT] FILE... [--to REMOTE] [OPTIONS]
 
-Upload files. NOT YET AVAILABLE in this build: exits with code 2.
-";
+Upload files into the server's files directory (see `ovtp serve --dir`),
+each under its own file name, or as REMOTE with --to (one file). With
+several files, or a REMOTE ending in /, --to names a directory: each FILE
+goes to REMOTE/NAME. Remote names are relative, /-separated, without . or ..
+components; missing directories are created on the server.
 
-pub const GET: &str = "\
-Usage: ovtp get HOST[:PORT] REMOTE [LOCAL]
+A file arrives whole or not at all: the server checks its length and
+SHA-256 before giving it its name. For each file stored, prints
+\"NAME  SIZE  SHA256\" on standard output (compare with `sha256sum FILE`);
+a text the server answers with goes to standard error.
 
-Download a file. NOT YET AVAILABLE in this build: exits with code 2.
-";
+Resuming is the default: when an upload was interrupted (connection lost,
+Ctrl-C), the same command again continues where it stopped, once the server
+has checked that the part it holds is the start of FILE.
 
-pub const DIGEST: &str = "\
-Usage: ovtp digest HOST[:PORT] REMOTE
+  --to REMOTE         remote name, or directory (see above)
+  --force             replace a file that exists on the server (without it:
+                      refused, exit code 73)
+  --no-resume         start over instead of resuming a partial upload
+",
+    connect_options!(),
+    "
+On a terminal, a line on standard error shows each file's progress: bytes,
+percent, speed and time left. With several files, a file that fails
+(refused, exists, unreadable) does not stop the others; the exit code is the
+first failure's (see `ovtp --help`).
+"
+);
 
-Print a remote file's size and SHA-256. NOT YET AVAILABLE in this build:
-exits with code 2.
-";
+pub const GET: &str = concat!(
+    "\
+Usage: ovtp get HOST[:PORT] REMOTE [LOCAL] [OPTIONS]
+
+Download REMOTE from the server's files directory to LOCAL: by default the
+last component of REMOTE, in the current directory; if LOCAL is a directory
+(or ends in /), into it under that name. The file is written to
+.NAME.ovtp-part beside LOCAL and renamed only once its length and SHA-256
+match; then \"LOCAL  SIZE  SHA256\" is printed on standard output.
+
+Resuming is the default: the same command again continues an interrupted
+download from its partial file, once the server has checked that it is the
+start of REMOTE.
+
+  --force             replace LOCAL if it exists (without it: refused, exit
+                      code 73)
+  --no-resume         start over instead of resuming a partial download
+",
+    connect_options!(),
+    "
+On a terminal, a line on standard error shows the progress: bytes, percent,
+speed and time left.
+"
+);
+
+pub const DIGEST: &str = concat!(
+    "\
+Usage: ovtp digest HOST[:PORT] REMOTE [OPTIONS]
+
+Print a remote file's SHA-256, size and name, as \"SHA256  SIZE  NAME\"
+(the first column compares with `sha256sum FILE`). Nothing is transferred.
+
+",
+    connect_options!()
+);

@@ -15,6 +15,7 @@ macro_rules! warn {
 mod args;
 mod client;
 mod help;
+mod progress;
 mod serve;
 
 use args::Args;
@@ -26,13 +27,15 @@ use std::process::ExitCode;
 /// Exit codes, as `ovtp --help` documents them.
 pub mod exit {
     pub const NOT_FOUND: u8 = 1; // deauthorize: the key was not present
-    pub const NOT_AVAILABLE: u8 = 2; // put, get, digest in this build
     pub const STATUS_MAX: u8 = 63; // remote statuses from 63 up
     pub const USAGE: u8 = 64;
     pub const HOST_KEY: u8 = 65; // server key unknown or changed
     pub const REFUSED: u8 = 66; // authentication refused, by either side
+    pub const FILE_REFUSED: u8 = 67; // the server refused or failed a file operation
     pub const NETWORK: u8 = 69; // cannot connect or listen, lost, timeout, busy
+    pub const EXISTS: u8 = 73; // the destination exists; not replaced without --force
     pub const LOCAL: u8 = 74; // local file problem
+    pub const RETRY: u8 = 75; // the transfer did not arrive intact, or the name is busy
     pub const PROTOCOL: u8 = 76; // the peer broke the protocol
 }
 
@@ -74,7 +77,8 @@ impl Fail {
                 _ => exit::PROTOCOL,
             },
             Error::Io(_) | Error::Timeout(_) | Error::Closed(_) => exit::NETWORK,
-            Error::Key(_) | Error::TrustFile(_) => exit::LOCAL,
+            Error::Key(_) | Error::TrustFile(_) | Error::File { .. } => exit::LOCAL,
+            Error::DigestMismatch(_) => exit::RETRY,
             Error::InvalidInput(_) => exit::USAGE,
             _ => exit::PROTOCOL,
         };
@@ -106,7 +110,7 @@ const COMMANDS: &[Command] = &[
     ("trust", help::TRUST, "--known-hosts=", trust),
     ("send", help::SEND, client::SEND, client::send),
     ("put", help::PUT, client::PUT, client::put),
-    ("get", help::GET, client::CONNECT, client::get),
+    ("get", help::GET, client::GET, client::get),
     ("digest", help::DIGEST, client::CONNECT, client::digest),
 ];
 
@@ -234,9 +238,14 @@ pub fn public_path(private: &Path) -> PathBuf {
 
 /// Create the directory holding `file` (mode 0700) if missing.
 pub fn make_parent(file: &Path) -> Result<(), Fail> {
-    let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) else {
-        return Ok(());
-    };
+    match file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => make_dir(dir),
+        None => Ok(()),
+    }
+}
+
+/// Create a directory and its parents (mode 0700) if missing.
+pub fn make_dir(dir: &Path) -> Result<(), Fail> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -269,7 +278,7 @@ fn keygen(a: &Args) -> Run {
     for p in [&private, &public] {
         if !force && p.exists() {
             return Err(Fail::new(
-                exit::LOCAL,
+                exit::EXISTS,
                 format!(
                     "{} already exists; refusing to overwrite a key. \
                      Use --force to replace it (the old key is then lost)",

@@ -2,21 +2,26 @@
 
 use crate::args::Args;
 use crate::{Fail, Run, exit, file_in_home};
-use ovtp::constants::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE, DEFAULT_RSA_BITS};
+use ovtp::constants::{
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE, DEFAULT_MAX_UNAUTHENTICATED, DEFAULT_RSA_BITS,
+};
 use ovtp::error::escape_control;
+use ovtp::files::hex;
 use ovtp::server::Event;
 use ovtp::status::reserved_name;
 use ovtp::{Error, KeyPair, Payload, Reply, Request, Server, ServerConfig};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const OPTIONS: &str = "--no-serve --stdin-close-stops --quiet --verbose --listen= --key= \
     --authorized-keys= --dir= --max-connections= --handshake-timeout= --idle-timeout= \
-    --max-message= --exec= --exec-timeout= --add-keys=...";
+    --max-message= --max-file-size= --max-unauthenticated= --exec= --exec-timeout= \
+    --add-keys=...";
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:888";
 const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -48,23 +53,46 @@ pub fn serve(a: &Args) -> Run {
         .ok()
         .filter(|n| *n > 0)
         .ok_or_else(|| Fail::usage("--max-message must be at least 1"))?;
+    let max_connections = a.number("--max-connections", DEFAULT_MAX_CONNECTIONS as u64)?;
+    let max_connections = usize::try_from(max_connections)
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| Fail::usage("--max-connections must be at least 1"))?;
+    let strangers = DEFAULT_MAX_UNAUTHENTICATED.min(max_connections) as u64;
+    let max_unauthenticated = usize::try_from(a.number("--max-unauthenticated", strangers)?)
+        .ok()
+        .filter(|n| (1..=max_connections).contains(n))
+        .ok_or_else(|| Fail::usage("--max-unauthenticated must be from 1 to --max-connections"))?;
+    let max_file_size = match a.value("--max-file-size") {
+        None => None,
+        Some(_) => Some(a.number("--max-file-size", 0)?),
+    };
+    let files_dir = match a.value("--dir") {
+        None => None,
+        Some(dir) => Some(files_dir(Path::new(dir))?),
+    };
     let defaults = ServerConfig::default();
     let events = log.clone();
     let config = ServerConfig {
-        max_connections: a.number("--max-connections", DEFAULT_MAX_CONNECTIONS as u64)? as usize,
+        max_connections,
+        max_unauthenticated,
         handshake_timeout: a.seconds("--handshake-timeout", defaults.handshake_timeout)?,
         idle_timeout: a.seconds("--idle-timeout", defaults.idle_timeout)?,
         max_message_size: max_message,
+        files_dir: files_dir.clone(),
+        max_file_size,
         events: Some(Arc::new(move |e: &Event<'_>| events.event(e))),
         ..defaults
     };
-    let handler = match a.value("--exec") {
-        None => Handler::Print,
-        Some(cmd) => Handler::Exec {
-            cmd: cmd.to_string(),
-            timeout: a.seconds("--exec-timeout", DEFAULT_EXEC_TIMEOUT)?,
-            max_output: max_message,
-            log: log.clone(),
+    let handler = Handler {
+        log: log.clone(),
+        exec: match a.value("--exec") {
+            None => None,
+            Some(cmd) => Some(Exec {
+                cmd: cmd.to_string(),
+                timeout: a.seconds("--exec-timeout", DEFAULT_EXEC_TIMEOUT)?,
+                max_output: max_message,
+            }),
         },
     };
     let count = authorized.keys().map_err(Fail::local)?.len();
@@ -85,11 +113,25 @@ pub fn serve(a: &Args) -> Run {
                    (taken into account without a restart)";
         log.note(Level::Normal, msg);
     }
-    let dir = a.value("--dir").unwrap_or("(none)");
+    let files = match &files_dir {
+        Some(dir) => {
+            let limit =
+                max_file_size.map_or("no size limit".into(), |n| format!("at most {n} bytes"));
+            log.note(
+                Level::Normal,
+                &format!("file transfers in {} ({limit})", dir.display()),
+            );
+            format!("files directory {}", dir.display())
+        }
+        None => "file transfers off (no --dir)".to_string(),
+    };
     let settings = format!(
-        "{count} authorized keys; max {} connections, handshake timeout {:?}, idle timeout {:?}, \
-         max message {max_message} bytes; files directory {dir}",
-        config.max_connections, config.handshake_timeout, config.idle_timeout
+        "{count} authorized keys; max {} connections ({} not yet authenticated), \
+         handshake timeout {:?}, idle timeout {:?}, max message {max_message} bytes; {files}",
+        config.max_connections,
+        config.max_unauthenticated,
+        config.handshake_timeout,
+        config.idle_timeout
     );
     log.note(Level::Verbose, &settings);
     if a.flag("--stdin-close-stops") {
@@ -104,6 +146,22 @@ pub fn serve(a: &Args) -> Run {
     server.run().map_err(Fail::net)?;
     log.note(Level::Normal, "stopped");
     Ok(0)
+}
+
+/// The files directory: created (mode 0700) if missing, as an absolute path.
+fn files_dir(dir: &Path) -> Result<PathBuf, Fail> {
+    let shown = || escape_control(&dir.display().to_string());
+    if !dir.exists() {
+        crate::make_dir(dir)?;
+    }
+    if !dir.is_dir() {
+        return Err(Fail::new(
+            exit::LOCAL,
+            format!("--dir {}: not a directory", shown()),
+        ));
+    }
+    dir.canonicalize()
+        .map_err(|e| Fail::new(exit::LOCAL, format!("--dir {}: {e}", shown())))
 }
 
 /// Load the server key, or make one on first use.
@@ -198,7 +256,12 @@ impl Log {
                 let name = reserved_name(status).map_or(String::new(), |n| format!(" ({n})"));
                 let again = if replayed { ", answered again from the retry cache" } else { "" };
                 let ms = elapsed.as_millis();
-                let what = format!("request {op} {bytes} bytes {ms} ms: status {status}{name}{again}");
+                // A file request's own size says little; its file line has the file's.
+                let bytes = match op {
+                    "put" | "get" | "digest" => String::new(),
+                    _ => format!(" {bytes} bytes"),
+                };
+                let what = format!("request {op}{bytes} {ms} ms: status {status}{name}{again}");
                 // A reserved status (bad request, handler panicked...) is an error.
                 let min = if name.is_empty() { Normal } else { Quiet };
                 (min, peer, Some(client.as_str()), what)
@@ -251,22 +314,49 @@ fn rfc3339(t: SystemTime) -> String {
 
 // ---- Handling a message. ----
 
-enum Handler {
-    /// Print the message and answer "ok".
-    Print,
-    /// Run a program for each message.
-    Exec {
-        cmd: String,
-        timeout: Duration,
-        max_output: usize,
-        log: Arc<Log>,
-    },
+/// Messages are printed (answer "ok") or given to `--exec`'s program; file
+/// events are accepted and logged either way.
+struct Handler {
+    log: Arc<Log>,
+    exec: Option<Exec>,
+}
+
+/// `--exec`: run a program for each message.
+struct Exec {
+    cmd: String,
+    timeout: Duration,
+    max_output: usize,
 }
 
 impl Handler {
     fn handle(&self, req: Request<'_>) -> Reply {
-        match self {
-            Handler::Print => {
+        let (peer, key) = (Some(req.peer_addr), Some(req.client.as_str()));
+        let file = match &req.payload {
+            Payload::Text(_) | Payload::Data(_) => None,
+            Payload::FileOffer { name, size } => Some(format!("file offer {name}: {size} bytes")),
+            Payload::FileReceived {
+                name, size, sha256, ..
+            } => Some(format!(
+                "file received {name}: {size} bytes, sha256 {}",
+                hex(sha256)
+            )),
+            Payload::FileRequest {
+                name,
+                size,
+                digest_only,
+            } => {
+                let what = if *digest_only { "digest" } else { "download" };
+                Some(format!("file {what} request {name}: {size} bytes"))
+            }
+            _ => return Reply::new(ovtp::status::UNSUPPORTED, "unsupported request type"),
+        };
+        if let Some(line) = file {
+            self.log.line(Level::Normal, peer, key, &line);
+            return Reply::ok("");
+        }
+        match &self.exec {
+            Some(e) => exec(e, req, &self.log),
+            None => {
                 let line = match &req.payload {
                     Payload::Text(t) => escape_control(t),
                     Payload::Data(d) => format!("<{} bytes>", d.len()),
@@ -276,19 +366,19 @@ impl Handler {
                 let _ = writeln!(out, "{line}").and_then(|()| out.flush());
                 Reply::ok("ok")
             }
-            Handler::Exec {
-                cmd,
-                timeout,
-                max_output,
-                log,
-            } => exec(cmd, req, *timeout, *max_output, log),
         }
     }
 }
 
 /// Run `sh -c cmd` with the message on its standard input; answer with its
 /// exit status and standard output, within `timeout`.
-fn exec(cmd: &str, req: Request<'_>, timeout: Duration, max_output: usize, log: &Log) -> Reply {
+fn exec(e: &Exec, req: Request<'_>, log: &Log) -> Reply {
+    let Exec {
+        cmd,
+        timeout,
+        max_output,
+    } = e;
+    let (timeout, max_output) = (*timeout, *max_output);
     let started = Instant::now();
     let deadline = started + timeout;
     let (peer, key) = (Some(req.peer_addr), Some(req.client.as_str()));
