@@ -88,6 +88,8 @@ pub enum Error {
         /// What the operating system said.
         source: io::Error,
     },
+    /// The local destination exists and overwriting was not requested.
+    Exists(std::path::PathBuf),
     /// A received file did not match its announced length or SHA-256; nothing was kept.
     DigestMismatch(String),
     /// (Server side) the client's key is not in `authorized_keys`.
@@ -233,6 +235,11 @@ impl fmt::Display for Error {
                 write!(f, "server answered {name}: {}", escape_control(message))
             }
             Error::File { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Exists(path) => write!(
+                f,
+                "{} exists; not replaced (ask to overwrite, CLI: --force)",
+                path.display()
+            ),
             Error::DigestMismatch(what) => write!(
                 f,
                 "received file failed verification ({what}); the partial file was removed, try again"

@@ -693,10 +693,7 @@ pub(crate) fn get_once(
     progress: &mut Progress<'_>,
 ) -> Result<FileReport> {
     if !opts.overwrite && local.exists() {
-        return Err(Error::InvalidInput(format!(
-            "{} exists; ask to overwrite to replace it",
-            local.display()
-        )));
+        return Err(Error::Exists(local.to_path_buf()));
     }
     let partial = files::partial_path(local);
     let partial_err = |e| Error::File {
@@ -719,7 +716,14 @@ pub(crate) fn get_once(
 
     let rec = ch.recv_record(Instant::now() + wait)?;
     match rec.rtype {
-        REC_RESPONSE => return Err(remote(recv_response(ch, id, rec, wait)?)),
+        REC_RESPONSE => {
+            // Refused: do not leave behind an empty partial file we just created.
+            if offset == 0 {
+                drop(file);
+                let _ = std::fs::remove_file(&partial);
+            }
+            return Err(remote(recv_response(ch, id, rec, wait)?));
+        }
         REC_FILE_READY => {}
         _ => return Err(Error::Malformed("expected FILE_READY or a response")),
     }
@@ -772,10 +776,7 @@ pub(crate) fn get_once(
                 }
                 files::commit(&partial, file, local, opts.overwrite).map_err(|e| {
                     if e.kind() == io::ErrorKind::AlreadyExists {
-                        Error::InvalidInput(format!(
-                            "{} appeared meanwhile; not replaced",
-                            local.display()
-                        ))
+                        Error::Exists(local.to_path_buf())
                     } else {
                         Error::File {
                             path: local.to_path_buf(),

@@ -179,7 +179,7 @@ fn an_existing_file_is_not_overwritten_unless_asked() {
     assert_eq!(std::fs::read(fs.files.join("f")).unwrap(), b"second");
     // Downloads too: an existing local file is kept unless asked.
     let err = c.get_file("f", &one).unwrap_err();
-    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    assert!(matches!(err, Error::Exists(_)), "{err}");
     assert_eq!(std::fs::read(&one).unwrap(), b"first version");
     c.get_file_with("f", &one, opts, None).unwrap();
     assert_eq!(std::fs::read(&one).unwrap(), b"second");

@@ -204,6 +204,7 @@ fn transfer_fail(what: &str, e: Error) -> Fail {
         }
         // Left after our own checks: the local file changed or vanished meanwhile.
         Error::InvalidInput(m) => Fail::new(exit::LOCAL, m),
+        Error::Exists(_) => Fail::new(exit::EXISTS, e.to_string()),
         Error::File { .. } => Fail::new(exit::LOCAL, e.to_string()),
         Error::DigestMismatch(_) => Fail::new(exit::RETRY, format!("{what}: {e}")),
         e => Fail::net(e),
@@ -218,6 +219,7 @@ fn per_file(e: &Error) -> bool {
         Error::Remote { .. }
             | Error::File { .. }
             | Error::InvalidInput(_)
+            | Error::Exists(_)
             | Error::DigestMismatch(_)
     )
 }

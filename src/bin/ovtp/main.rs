@@ -79,6 +79,7 @@ impl Fail {
             Error::Io(_) | Error::Timeout(_) | Error::Closed(_) => exit::NETWORK,
             Error::Key(_) | Error::TrustFile(_) | Error::File { .. } => exit::LOCAL,
             Error::DigestMismatch(_) => exit::RETRY,
+            Error::Exists(_) => exit::EXISTS,
             Error::InvalidInput(_) => exit::USAGE,
             _ => exit::PROTOCOL,
         };
