@@ -28,6 +28,11 @@ pub const REC_ALERT: u8 = 0x15;
 /// FILE_END flag: the sender abandoned the transfer.
 pub const FLAG_ABORT: u8 = 0x02;
 
+/// Read buffer of a connection. Small frames (handshake, messages) are read
+/// many at a time through it; large records mostly bypass it, so it stays small
+/// to avoid copying their first bytes twice.
+const READ_BUFFER: usize = 32 * 1024;
+
 /// A TCP connection with deadline-aware frame reads.
 pub(crate) struct Conn {
     stream: TcpStream,
@@ -39,7 +44,7 @@ impl Conn {
     pub(crate) fn new(stream: TcpStream, io_timeout: Duration) -> Result<Self> {
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(io_timeout))?;
-        let reader = BufReader::with_capacity(256 * 1024, stream.try_clone()?);
+        let reader = BufReader::with_capacity(READ_BUFFER, stream.try_clone()?);
         Ok(Conn {
             stream,
             reader,

@@ -441,6 +441,8 @@ struct Slot<'a> {
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
+        // Also on a panic before the handshake ended: never leave a stale stranger.
+        lock(&self.shared.gate).promote(self.id);
         lock(&self.shared.conns).remove(&self.id);
         self.shared.active.fetch_sub(1, Ordering::SeqCst);
     }
