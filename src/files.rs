@@ -5,7 +5,7 @@
 use crate::constants::MAX_NAME_LEN;
 use crate::message::status;
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -238,9 +238,19 @@ pub(crate) fn commit(partial: &Path, file: File, target: &Path, overwrite: bool)
     Ok(())
 }
 
+/// Who holds a name: the request (client key and request id) and its connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Owner {
+    pub(crate) request: (
+        crate::keys::Fingerprint,
+        [u8; crate::constants::REQUEST_ID_LEN],
+    ),
+    pub(crate) conn: u64,
+}
+
 /// Target paths with a transfer in progress in this process: one writer per name.
 #[derive(Default)]
-pub(crate) struct NameLocks(Mutex<HashSet<PathBuf>>);
+pub(crate) struct NameLocks(Mutex<HashMap<PathBuf, Owner>>);
 
 /// Holds a name until dropped.
 pub(crate) struct NameGuard<'a> {
@@ -249,16 +259,17 @@ pub(crate) struct NameGuard<'a> {
 }
 
 impl NameLocks {
-    pub(crate) fn try_lock(&self, path: &Path) -> Option<NameGuard<'_>> {
-        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if set.insert(path.to_path_buf()) {
-            Some(NameGuard {
-                locks: self,
-                path: path.to_path_buf(),
-            })
-        } else {
-            None
+    /// Take the name, or learn who holds it.
+    pub(crate) fn try_lock(&self, path: &Path, owner: &Owner) -> Result<NameGuard<'_>, Owner> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(holder) = map.get(path) {
+            return Err(holder.clone());
         }
+        map.insert(path.to_path_buf(), owner.clone());
+        Ok(NameGuard {
+            locks: self,
+            path: path.to_path_buf(),
+        })
     }
 }
 

@@ -473,7 +473,7 @@ fn serve_connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: u6
         peer,
         client: &client,
     });
-    let result = serve_requests(shared, channel, peer, &client);
+    let result = serve_requests(shared, id, channel, peer, &client);
     shared.emit(Event::Disconnected {
         peer,
         client: &client,
@@ -508,6 +508,7 @@ fn handshake(
 
 fn serve_requests(
     shared: &Shared,
+    conn_id: u64,
     mut ch: Channel,
     peer: SocketAddr,
     client: &Fingerprint,
@@ -546,7 +547,7 @@ fn serve_requests(
         let body = r.rest();
         let (status, replayed) = match op {
             OP_PUT | OP_GET | OP_DIGEST => (
-                serve_file_op(shared, &mut ch, client, peer, id, op, body)?,
+                serve_file_op(shared, conn_id, &mut ch, client, peer, id, op, body)?,
                 false,
             ),
             _ => {
@@ -577,8 +578,10 @@ fn serve_requests(
 
 /// File operations stream their own records; an upload's final reply is
 /// remembered so that a retry after a lost reply is answered, not repeated.
+#[allow(clippy::too_many_arguments)]
 fn serve_file_op(
     shared: &Shared,
+    conn_id: u64,
     ch: &mut Channel,
     client: &Fingerprint,
     peer: SocketAddr,
@@ -599,12 +602,22 @@ fn serve_file_op(
         return Ok(reply.status);
     }
     let handler = |payload: Payload| call_handler(shared, client, peer, payload);
+    let supersede = |conn: u64| {
+        if let Some(s) = lock(&shared.conns).get(&conn) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    };
     let ctx = FileContext {
         root: shared.config.files_dir.as_deref(),
         max_file_size: shared.config.max_file_size,
         io_timeout: shared.config.io_timeout,
         locks: &shared.names,
         handler: &handler,
+        owner: files::Owner {
+            request: key.clone(),
+            conn: conn_id,
+        },
+        supersede: &supersede,
     };
     let reply = match op {
         OP_PUT => transfer::serve_put(&ctx, ch, &id, body)?,

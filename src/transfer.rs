@@ -208,6 +208,10 @@ pub(crate) struct FileContext<'a> {
     pub(crate) io_timeout: Duration,
     pub(crate) locks: &'a files::NameLocks,
     pub(crate) handler: &'a dyn Fn(Payload) -> Reply,
+    /// This request and connection, for the name lock.
+    pub(crate) owner: files::Owner,
+    /// Close another connection of ours (a retry supersedes a stale attempt).
+    pub(crate) supersede: &'a dyn Fn(u64),
 }
 
 pub(crate) fn response_header(id: &[u8; REQUEST_ID_LEN], status: u16) -> Vec<u8> {
@@ -277,12 +281,15 @@ pub(crate) fn serve_put(
         Ok(t) => t,
         Err(reply) => return respond(ch, id, &reply).map(|_| reply),
     };
-    let Some(_guard) = ctx.locks.try_lock(&target) else {
-        let reply = Reply::new(
-            status::NAME_BUSY,
-            format!("another upload to {name} is in progress"),
-        );
-        return respond(ch, id, &reply).map(|_| reply);
+    let _guard = match lock_name(ctx, &target) {
+        Some(guard) => guard,
+        None => {
+            let reply = Reply::new(
+                status::NAME_BUSY,
+                format!("another upload to {name} is in progress"),
+            );
+            return respond(ch, id, &reply).map(|_| reply);
+        }
     };
     let offer = (ctx.handler)(Payload::FileOffer {
         name: name.clone(),
@@ -404,6 +411,23 @@ pub(crate) fn serve_put(
                 return respond(ch, id, &reply).map(|_| reply);
             }
             _ => return Err(Error::Malformed("unexpected record during an upload")),
+        }
+    }
+}
+
+/// Take the name lock. If the holder is this very request on an older
+/// connection (the client lost it and retried, but this server has not noticed
+/// yet), close that connection and wait briefly for the name to free.
+fn lock_name<'a>(ctx: &FileContext<'a>, target: &Path) -> Option<files::NameGuard<'a>> {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        match ctx.locks.try_lock(target, &ctx.owner) {
+            Ok(guard) => return Some(guard),
+            Err(holder) if holder.request == ctx.owner.request && Instant::now() < until => {
+                (ctx.supersede)(holder.conn);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) => return None,
         }
     }
 }

@@ -577,3 +577,36 @@ fn a_full_disk_on_the_server_is_reported_and_nothing_is_left_behind() {
     let small = write(&local, "small", b"fits");
     c.send_file(&small, "small/fits").unwrap();
 }
+
+#[test]
+fn a_retry_supersedes_an_upload_whose_connection_went_silent() {
+    // The server would wait 30 s to notice the dead connection; the retry must not.
+    let fs = file_server(|c| c.io_timeout = Duration::from_secs(30));
+    let local = TempDir::new("local");
+    let data = content(4 << 20, 11);
+    let src = write(&local, "src", &data);
+    // Connection 0 goes silent (frames swallowed, socket left open) after two data records.
+    let silent: Arc<Mutator> = Arc::new(|conn, dir, n, f: &[u8]| {
+        if conn == 0 && dir == Dir::ToServer && n == 5 {
+            Action::Freeze
+        } else {
+            Action::Forward(f.to_vec())
+        }
+    });
+    let proxy_addr = proxy(fs.srv.addr, 3, silent);
+    let config = ovtp::ClientConfig {
+        io_timeout: Duration::from_secs(1),
+        ..quick_client()
+    };
+    let mut c =
+        Client::connect_with(&proxy_addr.to_string(), client_keys(), fs.srv.pin(), config).unwrap();
+    let started = std::time::Instant::now();
+    let report = c.send_file(&src, "silent.bin").unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(report.resumed_from > 0);
+    assert_eq!(std::fs::read(fs.files.join("silent.bin")).unwrap(), data);
+}

@@ -184,6 +184,9 @@ pub enum Action {
     Drop,
     /// Close both directions instead of forwarding.
     Close,
+    /// Go silent: forward nothing more in this direction and keep the sockets
+    /// open (for up to 20 s), like a network that drops everything.
+    Freeze,
 }
 
 /// Direction of a frame through the proxy.
@@ -243,6 +246,10 @@ pub fn proxy(upstream: SocketAddr, max_conns: usize, mutate: Arc<Mutator>) -> So
                             }
                             Action::Drop => true,
                             Action::Close => false,
+                            Action::Freeze => {
+                                std::thread::sleep(Duration::from_secs(20));
+                                false
+                            }
                         };
                         n += 1;
                         if !ok {
