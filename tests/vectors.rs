@@ -3,7 +3,8 @@
 //!
 //! `tests/vectors/handshake.txt` holds a complete handshake between the fixed
 //! keys `tests/vectors/client.pem` and `tests/vectors/server.pem`, the transcript
-//! hashes, the key schedule and a few records in both directions. Its format is
+//! hashes, the key schedule and records in both directions, ending with a file
+//! upload, download and digest. Its format is
 //! described at its top and in PROTOCOL.md ("Test vectors").
 //!
 //! - `test_vectors_match_the_code_byte_for_byte` runs the handshake and the
@@ -14,7 +15,12 @@
 //!   checks it with code written from PROTOCOL.md alone: frames parsed by hand,
 //!   transcript hashes recomputed with `sha2`, signatures verified and secrets
 //!   unwrapped with `rsa`, HKDF written out over `hmac`, each record's tag
-//!   recomputed and its ciphertext decrypted block by block with `aes`.
+//!   recomputed and its ciphertext decrypted block by block with `aes`, and the
+//!   messages inside (requests, responses, the file exchange) parsed by hand.
+//! - `file_exchange_vectors_are_what_a_real_server_speaks` replays the client's
+//!   file records of the vector file (whose payloads this file encodes by hand)
+//!   against a real `Server` over TCP, and checks that the server answers with
+//!   exactly the stored plaintexts: the hand-written layouts are the code's.
 
 use ovtp::handshake::{ClientStart, ServerAwaitAuth};
 use ovtp::{Error, KeyPair, Rng};
@@ -38,15 +44,31 @@ const SERVER_HELLO: u8 = 2;
 const CLIENT_AUTH: u8 = 3;
 const SERVER_AUTH: u8 = 4;
 const MAX_HANDSHAKE_FRAME: usize = 16 * 1024;
-const MAX_RECORD_FRAME: usize = 2 + 16 + (1024 * 1024 + 16) + 32;
+/// Largest record plaintext: a 1 MiB file chunk plus 64 bytes for its header.
+const MAX_RECORD_PLAINTEXT: usize = 1024 * 1024 + 64;
+const MAX_RECORD_FRAME: usize = 2 + 16 + (MAX_RECORD_PLAINTEXT / 16 + 1) * 16 + 32;
 const DIR_C2S: u8 = 1;
 const DIR_S2C: u8 = 2;
 const REC_REQUEST: u8 = 0x10;
 const REC_RESPONSE: u8 = 0x11;
+const REC_FILE_READY: u8 = 0x12;
+const REC_FILE_DATA: u8 = 0x13;
+const REC_FILE_END: u8 = 0x14;
 const REC_ALERT: u8 = 0x15;
 const FIN: u8 = 0x01;
 const OP_TEXT: u8 = 1;
 const OP_DATA: u8 = 2;
+const OP_PUT: u8 = 3;
+const OP_GET: u8 = 4;
+const OP_DIGEST: u8 = 5;
+/// PUT and GET flag: keep a matching partial file from an earlier attempt.
+const XFER_RESUME: u8 = 0x02;
+
+// The file of the file-transfer vectors.
+const FILE_NAME: &str = "hello.txt";
+const FILE_CONTENT: &[u8; 100] = b"hello.txt holds one hundred bytes of known content for the ovtp file transfer test vectors. Goodbye\n";
+/// The body of the server's final answer to the upload (chosen by its handler).
+const PUT_REPLY: &[u8] = b"stored hello.txt";
 
 // ---------------------------------------------------------------- helpers
 
@@ -125,6 +147,9 @@ impl<'a> Cursor<'a> {
     fn u32(&mut self) -> u32 {
         u32::from_be_bytes(self.take(4).try_into().unwrap())
     }
+    fn u64(&mut self) -> u64 {
+        u64::from_be_bytes(self.take(8).try_into().unwrap())
+    }
     fn vec16(&mut self) -> &'a [u8] {
         let n = self.u16() as usize;
         self.take(n)
@@ -195,6 +220,52 @@ fn drbg_block(seed: &[u8], i: u64) -> [u8; 32] {
     hmac_sha256(seed, &[b"ovtp test drbg", &i.to_be_bytes()])
 }
 
+// Message payloads, written out by hand from PROTOCOL.md (the library's
+// encoders are private): the live test below checks that a real server speaks
+// exactly these bytes.
+
+/// `u16 length || bytes`.
+fn vec16(field: &[u8]) -> Vec<u8> {
+    [
+        &u16::try_from(field.len()).unwrap().to_be_bytes()[..],
+        field,
+    ]
+    .concat()
+}
+
+/// Request: `request_id [16] || op u8 || body`.
+fn request(id: &[u8], op: u8, body: &[u8]) -> Vec<u8> {
+    [id, &[op], body].concat()
+}
+
+/// Response: `request_id [16] || status u16 || body`.
+fn response(id: &[u8], status: u16, body: &[u8]) -> Vec<u8> {
+    [id, &status.to_be_bytes(), body].concat()
+}
+
+/// PUT body: `name vec16 || size u64 || flags u8`.
+fn put_body(name: &str, size: u64, flags: u8) -> Vec<u8> {
+    [&vec16(name.as_bytes())[..], &size.to_be_bytes(), &[flags]].concat()
+}
+
+/// GET body: `name vec16 || offset u64 || prefix_sha256 [32] || flags u8`.
+fn get_body(name: &str, offset: u64, prefix: &[u8; 32], flags: u8) -> Vec<u8> {
+    [
+        &vec16(name.as_bytes())[..],
+        &offset.to_be_bytes(),
+        prefix,
+        &[flags],
+    ]
+    .concat()
+}
+
+/// Two u64 fields (FILE_READY of a GET: `size || start`) or a u64 and bytes
+/// (FILE_READY of a PUT: `offset || prefix_sha256`; FILE_DATA: `offset ||
+/// bytes`; FILE_END: `total || sha256`; a DIGEST reply body: `size || sha256`).
+fn u64_and(n: u64, rest: &[u8]) -> Vec<u8> {
+    [&n.to_be_bytes()[..], rest].concat()
+}
+
 // ---------------------------------------------------------------- generation
 
 /// The vector file as text, built line by line.
@@ -228,7 +299,8 @@ impl Out {
 }
 
 const HEADER: &str = "\
-ovtp protocol version 1: test vectors (handshake, transcript, key schedule, records).
+ovtp protocol version 1: test vectors (handshake, transcript, key schedule,
+records, file transfer).
 
 Generated from the code by tests/vectors.rs; do not edit by hand.
 `cargo test --test vectors` regenerates everything in memory and fails if this
@@ -413,8 +485,6 @@ fn generate() -> String {
         *seq += 1;
     };
 
-    let message = |id: &[u8], code: &[u8], body: &[u8]| [id, code, body].concat();
-
     // c2s 0: a text request "hello".
     let id1: [u8; 16] = crng.array().unwrap();
     emit(
@@ -424,7 +494,7 @@ fn generate() -> String {
             c2s: true,
             rtype: REC_REQUEST,
             flags: FIN,
-            plaintext: message(&id1, &[OP_TEXT], b"hello"),
+            plaintext: request(&id1, OP_TEXT, b"hello"),
         },
         &mut crng,
         &mut srng,
@@ -437,7 +507,7 @@ fn generate() -> String {
             c2s: false,
             rtype: REC_RESPONSE,
             flags: FIN,
-            plaintext: message(&id1, &0u16.to_be_bytes(), b"ok: hello"),
+            plaintext: response(&id1, 0, b"ok: hello"),
         },
         &mut crng,
         &mut srng,
@@ -452,7 +522,7 @@ fn generate() -> String {
             c2s: true,
             rtype: REC_REQUEST,
             flags: FIN,
-            plaintext: message(&id2, &[OP_DATA], &all),
+            plaintext: request(&id2, OP_DATA, &all),
         },
         &mut crng,
         &mut srng,
@@ -465,7 +535,7 @@ fn generate() -> String {
             c2s: false,
             rtype: REC_RESPONSE,
             flags: FIN,
-            plaintext: message(&id2, &7u16.to_be_bytes(), b""),
+            plaintext: response(&id2, 7, b""),
         },
         &mut crng,
         &mut srng,
@@ -479,7 +549,7 @@ fn generate() -> String {
             c2s: true,
             rtype: REC_REQUEST,
             flags: 0,
-            plaintext: message(&id3, &[OP_TEXT], b"two records"),
+            plaintext: request(&id3, OP_TEXT, b"two records"),
         },
         &mut crng,
         &mut srng,
@@ -497,7 +567,113 @@ fn generate() -> String {
         &mut crng,
         &mut srng,
     );
-    // s2c 2: an encrypted alert, as a server sends when it shuts down.
+    // The file exchange: an upload of hello.txt, its download, and its digest.
+    // Every file record is a message of its own (FIN set).
+    let empty_sha = sha256(&[]);
+    let file_sha = sha256(&[FILE_CONTENT]);
+    let size = FILE_CONTENT.len() as u64;
+    let id4: [u8; 16] = crng.array().unwrap();
+    let id5: [u8; 16] = crng.array().unwrap();
+    let id6: [u8; 16] = crng.array().unwrap();
+    let file_records: [(&str, bool, u8, Vec<u8>); 11] = [
+        (
+            "PUT request (type 0x10, FIN), op 3: name \"hello.txt\" (vec16), size 100,\n\
+             flags 0x02 (resume; no overwrite)",
+            true,
+            REC_REQUEST,
+            request(&id4, OP_PUT, &put_body(FILE_NAME, size, XFER_RESUME)),
+        ),
+        (
+            "FILE_READY (type 0x12, FIN) for the PUT: offset 0 (no partial file on the\n\
+             server) and the SHA-256 of those 0 bytes (of the empty string)",
+            false,
+            REC_FILE_READY,
+            u64_and(0, &empty_sha),
+        ),
+        (
+            "FILE_DATA (type 0x13, FIN): offset 0, then the 100 bytes of hello.txt",
+            true,
+            REC_FILE_DATA,
+            u64_and(0, FILE_CONTENT),
+        ),
+        (
+            "FILE_END (type 0x14, FIN): total 100, SHA-256 of the whole file",
+            true,
+            REC_FILE_END,
+            u64_and(size, &file_sha),
+        ),
+        (
+            "response (type 0x11, FIN) to the PUT, after verifying and renaming the file:\n\
+             status 0, body \"stored hello.txt\" (chosen by the server's handler)",
+            false,
+            REC_RESPONSE,
+            response(&id4, 0, PUT_REPLY),
+        ),
+        (
+            "GET request (type 0x10, FIN), op 4: name \"hello.txt\", offset 0 (no partial\n\
+             file on the client), SHA-256 of the empty prefix, flags 0x02 (resume)",
+            true,
+            REC_REQUEST,
+            request(
+                &id5,
+                OP_GET,
+                &get_body(FILE_NAME, 0, &empty_sha, XFER_RESUME),
+            ),
+        ),
+        (
+            "FILE_READY (type 0x12, FIN) for the GET: size 100, start 0",
+            false,
+            REC_FILE_READY,
+            [size.to_be_bytes(), 0u64.to_be_bytes()].concat(),
+        ),
+        (
+            "FILE_DATA (type 0x13, FIN): offset 0, then the 100 bytes",
+            false,
+            REC_FILE_DATA,
+            u64_and(0, FILE_CONTENT),
+        ),
+        (
+            "FILE_END (type 0x14, FIN): total 100, SHA-256 of the whole file. A successful\n\
+             GET ends here: no response record follows",
+            false,
+            REC_FILE_END,
+            u64_and(size, &file_sha),
+        ),
+        (
+            "DIGEST request (type 0x10, FIN), op 5: name \"hello.txt\"",
+            true,
+            REC_REQUEST,
+            request(&id6, OP_DIGEST, &vec16(FILE_NAME.as_bytes())),
+        ),
+        (
+            "response (type 0x11, FIN) to the DIGEST: status 0, body size u64 || sha256",
+            false,
+            REC_RESPONSE,
+            response(&id6, 0, &u64_and(size, &file_sha)),
+        ),
+    ];
+    out.comment(
+        "---- File transfer (PROTOCOL.md 7.7), continuing the same session: hello.txt is\n\
+         uploaded (PUT), downloaded (GET) and its digest asked for (DIGEST).\n\
+         file.content is the file (ASCII text ending in a newline); file.sha256 its SHA-256.",
+    );
+    out.bytes("file.content", FILE_CONTENT);
+    out.bytes("file.sha256", &file_sha);
+    for (note, c2s, rtype, plaintext) in file_records {
+        emit(
+            &mut out,
+            Rec {
+                note,
+                c2s,
+                rtype,
+                flags: FIN,
+                plaintext,
+            },
+            &mut crng,
+            &mut srng,
+        );
+    }
+    // Last, an encrypted alert, as a server sends when it shuts down (then it closes).
     let alert_msg = b"server is shutting down";
     let mut alert = vec![5u8];
     alert.extend_from_slice(&u16::try_from(alert_msg.len()).unwrap().to_be_bytes());
@@ -820,6 +996,10 @@ fn test_vectors_open_with_an_independent_check() {
             );
         }
         let plaintext = unpad(cbc_decrypt(enc, iv, ct), name);
+        assert!(
+            plaintext.len() <= MAX_RECORD_PLAINTEXT,
+            "{name}: plaintext over the limit"
+        );
         let plain_name = name.replace(".frame", ".plaintext");
         assert_eq!(
             plaintext,
@@ -846,56 +1026,240 @@ fn test_vectors_open_with_an_independent_check() {
         }
         count += 1;
     }
-    assert!(
-        count >= 7,
-        "expected the records of the vector file, found {count}"
-    );
+    assert_eq!(count, 18, "expected the 18 records of the vector file");
     assert!(partial.is_empty(), "a message lacks its FIN record");
 
-    // Message layouts: requests and the responses that echo their ids.
-    let requests = &messages["c2s"];
-    let responses = &messages["s2c"];
-    let mut ids = Vec::new();
-    for (rtype, m) in requests {
-        assert_eq!(*rtype, REC_REQUEST);
-        let op = m[16];
-        assert!(op == OP_TEXT || op == OP_DATA);
-        if op == OP_TEXT {
-            std::str::from_utf8(&m[17..]).expect("text requests are UTF-8");
-        }
-        ids.push(&m[..16]);
-    }
-    assert_eq!(&requests[0].1[17..], b"hello");
-    assert_eq!(requests[1].1[17..], (0..=255u8).collect::<Vec<_>>()[..]);
-    assert_eq!(&requests[2].1[17..], b"two records");
-    let mut answered = 0;
-    for (rtype, m) in responses {
-        match *rtype {
-            REC_RESPONSE => {
-                assert_eq!(
-                    &m[..16],
-                    ids[answered],
-                    "a response echoes its request's id"
-                );
-                answered += 1;
-            }
-            REC_ALERT => {
-                let mut c = Cursor(m, "alert");
-                assert_eq!(c.u8(), 5);
-                assert_eq!(c.vec16(), b"server is shutting down");
-                c.end();
-            }
-            other => panic!("unexpected record type {other:#x} from the server"),
-        }
-    }
+    // Message layouts, in the order each side sent them.
+    let types = |dir: &str| messages[dir].iter().map(|m| m.0).collect::<Vec<_>>();
     assert_eq!(
-        u16::from_be_bytes([responses[0].1[16], responses[0].1[17]]),
-        0
+        types("c2s"),
+        [
+            REC_REQUEST,   // text "hello"
+            REC_REQUEST,   // data 00..ff
+            REC_REQUEST,   // text "two records", in two records
+            REC_REQUEST,   // PUT hello.txt
+            REC_FILE_DATA, // its bytes
+            REC_FILE_END,  // its length and digest
+            REC_REQUEST,   // GET hello.txt
+            REC_REQUEST,   // DIGEST hello.txt
+        ]
     );
-    assert_eq!(&responses[0].1[18..], b"ok: hello");
     assert_eq!(
-        responses[1].1.len(),
-        18,
+        types("s2c"),
+        [
+            REC_RESPONSE,   // to "hello"
+            REC_RESPONSE,   // to the data
+            REC_FILE_READY, // PUT: where to start
+            REC_RESPONSE,   // PUT: the final answer
+            REC_FILE_READY, // GET: size and start
+            REC_FILE_DATA,  // GET: the bytes
+            REC_FILE_END,   // GET: length and digest; no response follows
+            REC_RESPONSE,   // DIGEST: size and digest
+            REC_ALERT,      // shutting down
+        ]
+    );
+    let c2s: Vec<&[u8]> = messages["c2s"].iter().map(|m| m.1.as_slice()).collect();
+    let s2c: Vec<&[u8]> = messages["s2c"].iter().map(|m| m.1.as_slice()).collect();
+
+    // Requests: id [16] || op || body.
+    let requests: Vec<(&[u8], u8, &[u8])> = [0, 1, 2, 3, 6, 7]
+        .iter()
+        .map(|&i| {
+            let mut c = Cursor(c2s[i], "request");
+            (c.take(16), c.u8(), c.0)
+        })
+        .collect();
+    let ops: Vec<u8> = requests.iter().map(|r| r.1).collect();
+    assert_eq!(ops, [OP_TEXT, OP_DATA, OP_TEXT, OP_PUT, OP_GET, OP_DIGEST]);
+    assert_eq!(requests[0].2, b"hello");
+    assert_eq!(requests[1].2, (0..=255u8).collect::<Vec<_>>());
+    assert_eq!(requests[2].2, b"two records");
+    let id = |i: usize| requests[i].0;
+
+    // Responses: id [16] || status u16 || body, echoing the request's id.
+    let reply = |m: &'static str, bytes| {
+        let mut c = Cursor(bytes, m);
+        (c.take(16), c.u16(), c.0)
+    };
+    assert_eq!(reply("response", s2c[0]), (id(0), 0, &b"ok: hello"[..]));
+    assert_eq!(
+        reply("response", s2c[1]),
+        (id(1), 7, &b""[..]),
         "an empty body leaves id and status"
     );
+
+    // The file: what the records must carry.
+    let content = v.bytes("file.content");
+    v.expect("file.sha256", &sha256(&[&content]));
+    let size = content.len() as u64;
+
+    // PUT: name vec16 || size u64 || flags u8.
+    let mut c = Cursor(requests[3].2, "PUT");
+    assert_eq!(c.vec16(), FILE_NAME.as_bytes());
+    assert_eq!(c.u64(), size);
+    assert_eq!(c.u8(), XFER_RESUME);
+    c.end();
+    // FILE_READY of a PUT: offset u64 || SHA-256 of the receiver's first `offset` bytes.
+    let mut c = Cursor(s2c[2], "FILE_READY (PUT)");
+    let offset = c.u64();
+    assert_eq!(offset, 0);
+    assert_eq!(c.take(32), sha256(&[&content[..offset as usize]]));
+    c.end();
+    // FILE_DATA: offset u64 || bytes, starting at the offset the receiver offered
+    // (its prefix digest matches); FILE_END: total u64 || SHA-256 of the whole file.
+    let mut c = Cursor(c2s[4], "FILE_DATA (PUT)");
+    assert_eq!(c.u64(), offset);
+    assert_eq!(c.0, &content[offset as usize..]);
+    let mut c = Cursor(c2s[5], "FILE_END (PUT)");
+    assert_eq!(c.u64(), size);
+    assert_eq!(c.take(32), sha256(&[&content]));
+    c.end();
+    assert_eq!(reply("response", s2c[3]), (id(3), 0, PUT_REPLY));
+
+    // GET: name vec16 || offset u64 || prefix_sha256 [32] || flags u8.
+    let mut c = Cursor(requests[4].2, "GET");
+    assert_eq!(c.vec16(), FILE_NAME.as_bytes());
+    let offset = c.u64();
+    assert_eq!((offset, c.take(32)), (0, &sha256(&[])[..]));
+    assert_eq!(c.u8(), XFER_RESUME);
+    c.end();
+    // FILE_READY of a GET: size u64 || start u64 (start is the offered offset or 0).
+    let mut c = Cursor(s2c[4], "FILE_READY (GET)");
+    assert_eq!(c.u64(), size);
+    let start = c.u64();
+    assert!(start == offset || start == 0);
+    c.end();
+    let mut c = Cursor(s2c[5], "FILE_DATA (GET)");
+    assert_eq!(c.u64(), start);
+    assert_eq!(c.0, &content[start as usize..]);
+    let mut c = Cursor(s2c[6], "FILE_END (GET)");
+    assert_eq!(c.u64(), size);
+    assert_eq!(c.take(32), sha256(&[&content]));
+    c.end();
+
+    // DIGEST: name vec16; its reply body: size u64 || sha256 [32].
+    let mut c = Cursor(requests[5].2, "DIGEST");
+    assert_eq!(c.vec16(), FILE_NAME.as_bytes());
+    c.end();
+    let (rid, status, body) = reply("response", s2c[7]);
+    assert_eq!((rid, status), (id(5), 0));
+    let mut c = Cursor(body, "DIGEST reply");
+    assert_eq!(c.u64(), size);
+    assert_eq!(c.take(32), sha256(&[&content]));
+    c.end();
+
+    // The alert: code u8 || message vec16.
+    let mut c = Cursor(s2c[8], "alert");
+    assert_eq!(c.u8(), 5);
+    assert_eq!(c.vec16(), b"server is shutting down");
+    c.end();
+}
+
+// ---------------------------------------------------------------- live check
+
+/// Read one frame body from a socket (length checked before allocating).
+fn read_frame(s: &mut std::net::TcpStream, max: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).expect("frame length");
+    let len = u32::from_be_bytes(len) as usize;
+    assert!(len > 0 && len <= max, "frame length {len}");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).expect("frame body");
+    body
+}
+
+#[test]
+fn file_exchange_vectors_are_what_a_real_server_speaks() {
+    use ovtp::{AuthorizedKeys, Payload, Reply, Request, Server, ServerConfig};
+    use std::io::Write;
+    let v = Vectors::load();
+    let client = KeyPair::from_pem(CLIENT_PEM).unwrap();
+    let server_keys = KeyPair::from_pem(SERVER_PEM).unwrap();
+    let dir = std::env::temp_dir().join(format!("ovtp-vectors-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let authorized = AuthorizedKeys::new(dir.join("authorized_keys"));
+    authorized.add(client.public(), "vector client").unwrap();
+    let config = ServerConfig {
+        files_dir: Some(files.clone()),
+        ..ServerConfig::default()
+    };
+    let server = Server::bind_with(
+        "127.0.0.1:0",
+        server_keys.clone(),
+        authorized,
+        config,
+        |req: Request<'_>| match req.payload {
+            Payload::FileReceived { .. } => Reply::ok(PUT_REPLY),
+            _ => Reply::ok(""),
+        },
+    )
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    let stopper = server.stopper().unwrap();
+    let running = std::thread::spawn(move || server.run());
+
+    // A handshake through the public state machines, over a real socket.
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut rng = Rng::system();
+    let (state, hello) = ClientStart::new(&client, &mut rng).unwrap();
+    sock.write_all(&hello).unwrap();
+    let body = read_frame(&mut sock, MAX_HANDSHAKE_FRAME);
+    let (state, auth) = state
+        .read_server_hello(&body, &mut rng, |k| {
+            assert!(k == server_keys.public());
+            Ok(())
+        })
+        .unwrap();
+    sock.write_all(&auth).unwrap();
+    let body = read_frame(&mut sock, MAX_HANDSHAKE_FRAME);
+    let mut session = state.read_server_auth(&body, &mut rng).unwrap();
+
+    // The file exchange, in the vector file's order: send the client's records
+    // (type, flags and plaintext as stored), compare each server record with the
+    // stored one. The closing alert is left out (a server only sends it when stopping).
+    let first = v.1.iter().position(|n| n == "file.content").unwrap();
+    let mut replayed = 0;
+    for name in v.1[first..]
+        .iter()
+        .filter(|n| n.starts_with("record.") && n.ends_with(".frame"))
+    {
+        let frame = v.bytes(name);
+        let (rtype, flags) = (frame[4], frame[5]);
+        if rtype == REC_ALERT {
+            continue;
+        }
+        let plaintext = v.bytes(&name.replace(".frame", ".plaintext"));
+        if name.starts_with("record.c2s.") {
+            let mut out = Vec::new();
+            session
+                .sealer
+                .seal(&mut rng, rtype, flags, &plaintext, &mut out)
+                .unwrap();
+            sock.write_all(&out).unwrap();
+        } else {
+            let mut body = read_frame(&mut sock, MAX_RECORD_FRAME);
+            let got = session.opener.open(&mut body).expect("server record opens");
+            assert_eq!(
+                (got.rtype, got.flags, hex(got.plaintext)),
+                (rtype, flags, hex(&plaintext)),
+                "the server's record differs from `{name}`"
+            );
+        }
+        replayed += 1;
+    }
+    assert_eq!(replayed, 11);
+    assert_eq!(
+        std::fs::read(files.join(FILE_NAME)).unwrap(),
+        v.bytes("file.content"),
+        "the uploaded file"
+    );
+    drop(sock);
+    stopper.stop();
+    running.join().unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }
