@@ -42,6 +42,7 @@ impl Rng {
             }),
             Inner::Seeded { key, counter } => {
                 for chunk in dest.chunks_mut(32) {
+                    // Cannot fail: HMAC accepts keys of any length (RFC 2104).
                     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
                         .expect("HMAC takes keys of any length");
                     mac.update(b"ovtp test drbg");
