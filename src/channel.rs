@@ -33,6 +33,10 @@ pub const FLAG_ABORT: u8 = 0x02;
 /// to avoid copying their first bytes twice.
 const READ_BUFFER: usize = 32 * 1024;
 
+/// Queued output is written once it reaches this size (bounds memory for
+/// big messages and for long runs of pipelined replies).
+const QUEUE_FLUSH: usize = 4 * 1024 * 1024;
+
 /// A TCP connection with deadline-aware frame reads.
 pub(crate) struct Conn {
     stream: TcpStream,
@@ -299,10 +303,13 @@ impl Channel {
             self.sealer
                 .seal(&mut self.rng, rtype, fin, &rest[..n], &mut self.out)?;
             rest = &rest[n..];
-            // Keep memory flat for big messages.
-            if self.out.len() >= 4 * MAX_RECORD_PLAINTEXT {
+            if self.out.len() >= QUEUE_FLUSH {
                 self.flush()?;
             }
+        }
+        // Keep memory flat: however many messages are queued, at most a few MiB wait.
+        if self.out.len() >= QUEUE_FLUSH {
+            self.flush()?;
         }
         Ok(())
     }

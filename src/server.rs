@@ -602,6 +602,14 @@ fn serve_file_op(
         return Ok(reply.status);
     }
     let handler = |payload: Payload| call_handler(shared, client, peer, payload);
+    let remember = |reply: &Reply| {
+        let reply = Arc::new(reply.clone());
+        let mut cache = lock(&shared.replies);
+        cache.bytes += reply.body.len();
+        cache.order.push_back(key.clone());
+        cache.map.insert(key.clone(), CacheEntry::Done(reply));
+        cache.evict();
+    };
     let supersede = |conn: u64| {
         if let Some(s) = lock(&shared.conns).get(&conn) {
             let _ = s.shutdown(Shutdown::Both);
@@ -618,22 +626,13 @@ fn serve_file_op(
             conn: conn_id,
         },
         supersede: &supersede,
+        remember: &remember,
     };
     let reply = match op {
         OP_PUT => transfer::serve_put(&ctx, ch, &id, body)?,
         OP_GET => transfer::serve_get(&ctx, ch, &id, body)?,
         _ => transfer::serve_digest(&ctx, ch, &id, body)?,
     };
-    if op == OP_PUT {
-        let reply = Arc::new(reply);
-        let mut cache = lock(&shared.replies);
-        cache.bytes += reply.body.len();
-        cache.order.push_back(key.clone());
-        let status = reply.status;
-        cache.map.insert(key, CacheEntry::Done(reply));
-        cache.evict();
-        return Ok(status);
-    }
     Ok(reply.status)
 }
 

@@ -94,6 +94,13 @@ impl Ticker<'_, '_> {
     }
 }
 
+/// How long to wait for a peer that must first read `bytes` of a file (hash a
+/// prefix, or sync a whole file): the I/O timeout plus 20 ms per MB, i.e. it
+/// may go as slowly as 50 MB/s before we give up.
+fn slow_wait(base: Duration, bytes: u64) -> Duration {
+    base.saturating_add(Duration::from_millis(bytes / 50_000))
+}
+
 fn u64_at(r: &mut Reader<'_>, what: &'static str) -> Result<u64> {
     Ok(u64::from_be_bytes(r.array(what)?))
 }
@@ -212,6 +219,9 @@ pub(crate) struct FileContext<'a> {
     pub(crate) owner: files::Owner,
     /// Close another connection of ours (a retry supersedes a stale attempt).
     pub(crate) supersede: &'a dyn Fn(u64),
+    /// Remember an upload's final reply for retries; called before it is sent,
+    /// so that a reply lost on the wire is still found by the retry.
+    pub(crate) remember: &'a dyn Fn(&Reply),
 }
 
 pub(crate) fn response_header(id: &[u8; REQUEST_ID_LEN], status: u16) -> Vec<u8> {
@@ -318,7 +328,13 @@ pub(crate) fn serve_put(
         // The upload must keep moving: each MiB earns another I/O timeout, so a
         // client trickling tiny records cannot hold a connection slot forever.
         let earned = 1 + u32::try_from(received / FILE_CHUNK as u64).unwrap_or(u32::MAX - 1);
-        let rec = ch.recv_record(started + ctx.io_timeout.saturating_mul(earned))?;
+        // The first chunk may follow the client's hashing of its own prefix.
+        let slack = if pos.is_none() {
+            slow_wait(Duration::ZERO, offset)
+        } else {
+            Duration::ZERO
+        };
+        let rec = ch.recv_record(started + ctx.io_timeout.saturating_mul(earned) + slack)?;
         received += rec.plaintext().len() as u64;
         let mut r = Reader::new(rec.plaintext());
         match rec.rtype {
@@ -408,6 +424,7 @@ pub(crate) fn serve_put(
                         }
                     }
                 };
+                (ctx.remember)(&reply);
                 return respond(ch, id, &reply).map(|_| reply);
             }
             _ => return Err(Error::Malformed("unexpected record during an upload")),
@@ -623,7 +640,7 @@ pub(crate) fn put_once(
         &body,
     )?;
 
-    let rec = ch.recv_record(Instant::now() + wait)?;
+    let rec = ch.recv_record(Instant::now() + slow_wait(wait, size))?;
     match rec.rtype {
         // Refused, or (on a retry) already finished: the cached final reply.
         REC_RESPONSE => {
@@ -645,6 +662,7 @@ pub(crate) fn put_once(
     let mut r = Reader::new(rec.plaintext());
     let offset = u64_at(&mut r, "offset")?;
     let prefix: [u8; 32] = r.array("prefix sha256")?;
+    r.finish("file ready")?;
     let mut start = 0;
     let mut hasher = Sha256::new();
     if offset > 0 && offset <= size {
@@ -690,12 +708,14 @@ pub(crate) fn put_once(
 
     ch.send_record(REC_FILE_END, FLAG_FIN, &[&size.to_be_bytes(), &digest])?;
     ticker.tick(size, size, true);
-    let rec = ch.recv_record(Instant::now() + wait)?;
+    let rec = ch.recv_record(Instant::now() + slow_wait(wait, size))?;
     if rec.rtype != REC_RESPONSE {
         return Err(Error::Malformed("expected the upload's final response"));
     }
     let reply = recv_response(ch, id, rec, wait)?;
-    if reply.status >= 0xFF00 {
+    // Same rule as for a replayed final reply: only OK is success. (A non-OK
+    // status from the handler's FileReceived means it rejected a stored file.)
+    if !reply.is_ok() {
         return Err(remote(reply));
     }
     Ok(FileReport {
@@ -738,7 +758,7 @@ pub(crate) fn get_once(
         &body,
     )?;
 
-    let rec = ch.recv_record(Instant::now() + wait)?;
+    let rec = ch.recv_record(Instant::now() + slow_wait(wait, offset))?;
     match rec.rtype {
         REC_RESPONSE => {
             // Refused: do not leave behind an empty partial file we just created.
@@ -754,6 +774,7 @@ pub(crate) fn get_once(
     let mut r = Reader::new(rec.plaintext());
     let size = u64_at(&mut r, "size")?;
     let start = u64_at(&mut r, "start")?;
+    r.finish("file ready")?;
     if start == 0 && offset > 0 {
         hasher = files::restart(&mut file).map_err(partial_err)?;
     } else if start != offset {
@@ -835,7 +856,7 @@ pub(crate) fn digest_once(
         &request_header(id, OP_DIGEST),
         &body,
     )?;
-    let rec = ch.recv_record(Instant::now() + wait)?;
+    let rec = ch.recv_record(Instant::now() + wait.saturating_mul(10))?;
     if rec.rtype != REC_RESPONSE {
         return Err(Error::Malformed("expected a response"));
     }

@@ -610,3 +610,38 @@ fn a_retry_supersedes_an_upload_whose_connection_went_silent() {
     assert!(report.resumed_from > 0);
     assert_eq!(std::fs::read(fs.files.join("silent.bin")).unwrap(), data);
 }
+
+#[test]
+fn a_lost_final_reply_of_an_upload_is_answered_from_the_cache_on_retry() {
+    let fs = file_server(|_| {});
+    let local = TempDir::new("local");
+    let data = content(300_000, 12);
+    let src = write(&local, "src", &data);
+    // Toward the client on connection 0: hello, auth, FILE_READY, then the final reply: cut it.
+    let lose_reply: Arc<Mutator> = Arc::new(|conn, dir, n, f: &[u8]| {
+        if conn == 0 && dir == Dir::ToClient && n == 3 {
+            Action::Close
+        } else {
+            Action::Forward(f.to_vec())
+        }
+    });
+    let proxy_addr = proxy(fs.srv.addr, 3, lose_reply);
+    let mut c = Client::connect_with(
+        &proxy_addr.to_string(),
+        client_keys(),
+        fs.srv.pin(),
+        quick_client(),
+    )
+    .unwrap();
+    let report = c.send_file(&src, "once.bin").unwrap();
+    assert_eq!(report.reply.text(), "stored");
+    assert_eq!(std::fs::read(fs.files.join("once.bin")).unwrap(), data);
+    let received = fs
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.starts_with("received once.bin"))
+        .count();
+    assert_eq!(received, 1, "the handler heard of the same upload twice");
+}
