@@ -334,7 +334,12 @@ pub(crate) fn serve_put(
         } else {
             Duration::ZERO
         };
-        let rec = ch.recv_record(started + ctx.io_timeout.saturating_mul(earned) + slack)?;
+        let progress = started + ctx.io_timeout.saturating_mul(earned);
+        let rec = if pos.is_none() {
+            ch.recv_record_by((Instant::now() + ctx.io_timeout).min(progress) + slack)?
+        } else {
+            ch.recv_record(progress)?
+        };
         received += rec.plaintext().len() as u64;
         let mut r = Reader::new(rec.plaintext());
         match rec.rtype {
@@ -640,7 +645,7 @@ pub(crate) fn put_once(
         &body,
     )?;
 
-    let rec = ch.recv_record(Instant::now() + slow_wait(wait, size))?;
+    let rec = ch.recv_record_by(Instant::now() + slow_wait(wait, size))?;
     match rec.rtype {
         // Refused, or (on a retry) already finished: the cached final reply.
         REC_RESPONSE => {
@@ -708,7 +713,7 @@ pub(crate) fn put_once(
 
     ch.send_record(REC_FILE_END, FLAG_FIN, &[&size.to_be_bytes(), &digest])?;
     ticker.tick(size, size, true);
-    let rec = ch.recv_record(Instant::now() + slow_wait(wait, size))?;
+    let rec = ch.recv_record_by(Instant::now() + slow_wait(wait, size))?;
     if rec.rtype != REC_RESPONSE {
         return Err(Error::Malformed("expected the upload's final response"));
     }
@@ -758,7 +763,7 @@ pub(crate) fn get_once(
         &body,
     )?;
 
-    let rec = ch.recv_record(Instant::now() + slow_wait(wait, offset))?;
+    let rec = ch.recv_record_by(Instant::now() + slow_wait(wait, offset))?;
     match rec.rtype {
         REC_RESPONSE => {
             // Refused: do not leave behind an empty partial file we just created.
@@ -856,7 +861,7 @@ pub(crate) fn digest_once(
         &request_header(id, OP_DIGEST),
         &body,
     )?;
-    let rec = ch.recv_record(Instant::now() + wait.saturating_mul(10))?;
+    let rec = ch.recv_record_by(Instant::now() + wait.saturating_mul(10))?;
     if rec.rtype != REC_RESPONSE {
         return Err(Error::Malformed("expected a response"));
     }
