@@ -37,7 +37,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let before = client.private_operations();
     let Ok((state, _client_auth)) = start.read_server_hello(hello, &mut rng, pin) else {
-        assert_eq!(client.private_operations(), before, "signed for a refused server");
+        assert_eq!(
+            client.private_operations(),
+            before,
+            "signed for a refused server"
+        );
         return;
     };
     let Ok((auth, _)) = split_frame(rest, MAX_HANDSHAKE_FRAME) else {
