@@ -112,6 +112,14 @@ pub struct ServerConfig {
     pub max_file_size: Option<u64>,
     /// Optional observer of connections and requests.
     pub events: Option<Arc<EventSink>>,
+    /// Test hook, never for production: when set, every connection draws its
+    /// randomness (nonce, secret, RSA padding and blinding, record IVs) from
+    /// `Rng::from_seed(seed)` instead of the system generator, so that a
+    /// recorded client byte stream can be replayed against the server and
+    /// verify (`tests/mutation.rs`). It makes every connection's secrets equal
+    /// and predictable.
+    #[doc(hidden)]
+    pub test_rng_seed: Option<[u8; 32]>,
 }
 
 impl Default for ServerConfig {
@@ -130,6 +138,7 @@ impl Default for ServerConfig {
             files_dir: None,
             max_file_size: None,
             events: None,
+            test_rng_seed: None,
         }
     }
 }
@@ -453,7 +462,10 @@ fn serve_connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: u6
     let Ok(mut conn) = Conn::new(stream, config.io_timeout) else {
         return;
     };
-    let mut rng = Rng::system();
+    let mut rng = match config.test_rng_seed {
+        Some(seed) => Rng::from_seed(seed),
+        None => Rng::system(),
+    };
     let outcome = handshake(shared, &mut conn, &mut rng, id);
     lock(&shared.gate).leave(id, peer.ip(), outcome.is_err(), Instant::now());
     let channel = match outcome {

@@ -576,6 +576,33 @@ fn a_full_disk_on_the_server_is_reported_and_nothing_is_left_behind() {
     assert!(c.send_message("after").unwrap().is_ok());
     let small = write(&local, "small", b"fits");
     c.send_file(&small, "small/fits").unwrap();
+    assert_eq!(std::fs::read(mnt.join("fits")).unwrap(), b"fits");
+
+    // The other receiving side: a download into a full local disk fails with
+    // the file named and the cause given, never appears under its final name,
+    // and another client of the same server is served meanwhile.
+    let big = content(3 << 20, 9);
+    std::fs::write(fs.files.join("big.bin"), &big).unwrap();
+    let dst = mnt.join("big-copy.bin");
+    let err = c.get_file("big.bin", &dst).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, Error::File { .. }) && text.contains("No space left"),
+        "{text}"
+    );
+    assert!(
+        text.contains("big-copy.bin"),
+        "the error does not name the file: {text}"
+    );
+    assert!(!dst.exists(), "a partial download has the final name");
+    let mut other = fs.srv.client();
+    assert!(other.send_message("meanwhile").unwrap().is_ok());
+    // Space freed (the partial file removed), the same client downloads it whole.
+    std::fs::remove_file(mnt.join(".big-copy.bin.ovtp-part")).unwrap();
+    let small_copy = mnt.join("fits-copy");
+    c.get_file("small/fits", &small_copy).unwrap();
+    assert_eq!(std::fs::read(&small_copy).unwrap(), b"fits");
+    assert_eq!(std::fs::read(fs.files.join("big.bin")).unwrap(), big);
 }
 
 #[test]
