@@ -200,6 +200,8 @@ else
             rm -f "$tmp/up.bin" "$tmp/down.bin"
             if [ "$dir" = up ]; then src=$tmp/big.bin dst="$user@127.0.0.1:$tmp/up.bin" out=$tmp/up.bin
             else src="$user@127.0.0.1:$tmp/big.bin" dst=$tmp/down.bin out=$tmp/down.bin; fi
+            # Write back earlier runs' dirty pages first, so that no run pays for another's.
+            timeout 120 sync || true
             t0=$EPOCHREALTIME
             timeout "$SCP_TIMEOUT" scp -q "${common[@]}" "${q[@]}" "${ed_key[@]}" "$@" "$src" "$dst" </dev/null ||
                 { say "scp $dir $label failed"; return 1; }
