@@ -66,7 +66,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) pri
 # --- find or install sshd --------------------------------------------------------
 skip=
 if [ ! -x "$SSHD" ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    if [ "$SSHD" != /usr/sbin/sshd ]; then
+        skip="SSHD=$SSHD is not an executable"
+    elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         say "sshd not found at $SSHD: installing openssh-server with apt-get"
         # Keep the package's own sshd service from starting (Debian convention).
         if [ ! -e /usr/sbin/policy-rc.d ]; then

@@ -1,7 +1,7 @@
 //! The ovtp benchmark suite (std only, no harness).
 //!
-//! Run:   `cargo bench --bench ovtp`                   (about 1-2 minutes on 2 cores)
-//! Smoke: `OVTP_BENCH_QUICK=1 cargo bench --bench ovtp` (about 20 seconds; CI).
+//! Run:   `cargo bench --bench ovtp`                   (about 1 minute on 2 cores)
+//! Smoke: `OVTP_BENCH_QUICK=1 cargo bench --bench ovtp` (about 15 seconds; CI).
 //! Run without `--bench` (as `cargo test --all-targets` does), it is always quick.
 //!
 //! Environment:
