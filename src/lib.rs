@@ -64,7 +64,7 @@ pub mod client;
 pub mod constants;
 pub mod error;
 pub mod files;
-mod gate;
+pub mod gate;
 pub mod handshake;
 pub mod keys;
 pub mod message;

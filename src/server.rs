@@ -399,10 +399,19 @@ impl Server {
             let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
             let admitted = lock(&shared.gate).admit(id, peer.ip(), Instant::now());
             match admitted {
-                Admit::No => {
+                Admit::No { quiet } => {
                     shared.active.fetch_sub(1, Ordering::SeqCst);
                     shared.emit(Event::Busy { peer });
-                    drop(stream); // penalized address, full pool: not even an alert
+                    // A penalized address gets not even an alert; others learn to retry.
+                    if !quiet {
+                        let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
+                        if let Ok(conn) = Conn::new(stream, Duration::from_millis(500)) {
+                            conn.refuse(
+                                AlertCode::Busy,
+                                "too many connections being set up; try again",
+                            );
+                        }
+                    }
                     continue;
                 }
                 Admit::Yes {

@@ -524,7 +524,9 @@ fn hold_the_cap(max_unauthenticated: usize) -> (usize, ovtp::Result<Duration>) {
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    // Held past the gate's grace period for new connections (a silent socket
+    // becomes evictable once it has had time to say hello and did not).
+    std::thread::sleep(ovtp::gate::MIN_STRANGER_AGE + Duration::from_millis(100));
     let mut open = 0;
     for mut s in &held {
         s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
