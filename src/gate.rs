@@ -158,6 +158,11 @@ impl Gate {
         }
     }
 
+    /// Whether a newcomer would have to evict someone (or be refused).
+    pub(crate) fn is_full(&self) -> bool {
+        self.strangers.len() >= self.max_strangers
+    }
+
     /// Connections currently in the stranger pool.
     pub(crate) fn strangers(&self) -> usize {
         self.strangers.len()

@@ -142,6 +142,11 @@ fn parse_hello(body: &[u8], frame_type: u8) -> Result<([u8; NONCE_LEN], PublicKe
     Ok((nonce, key))
 }
 
+/// The key a ClientHello body names (for admission decisions; nothing is verified).
+pub fn client_hello_key(body: &[u8]) -> Result<PublicKey> {
+    parse_hello(body, CLIENT_HELLO).map(|(_, key)| key)
+}
+
 fn auth(frame_type: u8, wrapped: &[u8], signature: &[u8]) -> Vec<u8> {
     let mut b = plain_header(frame_type);
     put_vec16(&mut b, wrapped);

@@ -397,7 +397,32 @@ impl Server {
                 continue;
             }
             let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
-            let admitted = lock(&shared.gate).admit(id, peer.ip(), Instant::now());
+            // With the stranger pool full, look at what the newcomer has already
+            // sent: a client sends its hello right after connecting, so it is
+            // usually here by now. An authorized key goes straight past the
+            // pool; an unknown one is refused without taking a place.
+            let full = lock(&shared.gate).is_full();
+            let peeked = if full {
+                peek_hello(&shared, &stream)
+            } else {
+                Peeked::Nothing
+            };
+            let admitted = match peeked {
+                Peeked::Authorized => Admit::Yes { evict: None },
+                Peeked::Unauthorized => {
+                    shared.active.fetch_sub(1, Ordering::SeqCst);
+                    lock(&shared.gate).leave(id, peer.ip(), true, Instant::now());
+                    shared.emit(Event::Busy { peer });
+                    if let Ok(conn) = Conn::new(stream, Duration::from_millis(500)) {
+                        conn.refuse(
+                            AlertCode::Unauthorized,
+                            "client key is not in authorized_keys",
+                        );
+                    }
+                    continue;
+                }
+                Peeked::Nothing => lock(&shared.gate).admit(id, peer.ip(), Instant::now()),
+            };
             match admitted {
                 Admit::No { quiet } => {
                     shared.active.fetch_sub(1, Ordering::SeqCst);
@@ -448,6 +473,54 @@ impl Server {
             std::thread::sleep(Duration::from_millis(10));
         }
         Ok(())
+    }
+}
+
+/// What a newcomer has sent before it was given a thread.
+enum Peeked {
+    /// A complete hello naming a key in `authorized_keys`.
+    Authorized,
+    /// A complete hello naming any other key.
+    Unauthorized,
+    /// Nothing usable yet (silence, a partial frame, garbage).
+    Nothing,
+}
+
+/// How long the accept loop looks for a newcomer's hello when the stranger
+/// pool is full. Short: the accept loop serves everyone.
+const HELLO_PEEK: Duration = Duration::from_millis(2);
+
+/// Peek (without consuming) at a newcomer's first frame, for at most HELLO_PEEK.
+fn peek_hello(shared: &Shared, stream: &TcpStream) -> Peeked {
+    let deadline = Instant::now() + HELLO_PEEK;
+    let mut buf = vec![0u8; LEN_PREFIX + MAX_HANDSHAKE_FRAME];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return Peeked::Nothing;
+        }
+        let n = match stream.peek(&mut buf) {
+            Ok(n) if n > 0 => n,
+            _ => return Peeked::Nothing,
+        };
+        if n >= LEN_PREFIX {
+            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if len == 0 || len > MAX_HANDSHAKE_FRAME {
+                return Peeked::Nothing;
+            }
+            if n >= LEN_PREFIX + len {
+                return match crate::handshake::client_hello_key(&buf[LEN_PREFIX..LEN_PREFIX + len])
+                {
+                    Ok(key) if shared.authorized.contains(&key).unwrap_or(false) => {
+                        Peeked::Authorized
+                    }
+                    Ok(_) => Peeked::Unauthorized,
+                    Err(_) => Peeked::Nothing,
+                };
+            }
+        }
+        // A partial frame: give the rest a moment.
+        std::thread::sleep(Duration::from_micros(100));
     }
 }
 

@@ -681,3 +681,39 @@ fn strangers_and_garbage_cost_no_private_key_operation_and_no_file_access() {
     served(&srv);
     assert_eq!(server.private_operations(), 2);
 }
+
+#[test]
+fn an_authorized_hello_passes_a_pool_full_of_fresh_strangers_and_an_unknown_one_does_not() {
+    let srv = TestServer::start(ServerConfig {
+        max_unauthenticated: 2,
+        ..quick_server()
+    });
+    // Two silent sockets, too young to be evicted, fill the stranger pool.
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(srv.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    let mut c = Client::connect_with(&srv.addr.to_string(), client_keys(), srv.pin(), no_retry())
+        .expect("an authorized client was kept out by a full stranger pool");
+    assert!(c.send_message("in").unwrap().is_ok());
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    let err = Client::connect_with(
+        &srv.addr.to_string(),
+        stranger_keys(),
+        srv.pin(),
+        no_retry(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Refused {
+                code: AlertCode::Unauthorized,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    drop(held);
+}
