@@ -33,11 +33,20 @@ pub const FLAG_ABORT: u8 = 0x02;
 /// to avoid copying their first bytes twice.
 const READ_BUFFER: usize = 32 * 1024;
 
+/// Queued output is written once it reaches this size (bounds memory for
+/// big messages and for long runs of pipelined replies).
+const QUEUE_FLUSH: usize = 4 * 1024 * 1024;
+
+/// How far past a deadline a blocking read may end.
+const TIMEOUT_SLACK: Duration = Duration::from_millis(100);
+
 /// A TCP connection with deadline-aware frame reads.
 pub(crate) struct Conn {
     stream: TcpStream,
     reader: BufReader<TcpStream>,
     io_timeout: Duration,
+    /// The read timeout currently set on the socket.
+    timeout: Option<Duration>,
 }
 
 impl Conn {
@@ -49,7 +58,29 @@ impl Conn {
             stream,
             reader,
             io_timeout,
+            timeout: None,
         })
+    }
+
+    /// Make the next blocking read return by `deadline` (within
+    /// [`TIMEOUT_SLACK`]), or fail if it has passed. The socket option is only
+    /// changed when the one in force would overshoot the deadline or wake us
+    /// far too early: setting it takes the socket lock, which under a stream of
+    /// large records costs as much as the read itself.
+    fn arm_timeout(&mut self, deadline: Instant, stage: &'static str) -> Result<()> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout(stage));
+        }
+        let stale = match self.timeout {
+            Some(t) => t > left + TIMEOUT_SLACK || t < left / 2,
+            None => true,
+        };
+        if stale {
+            self.stream.set_read_timeout(Some(left))?;
+            self.timeout = Some(left);
+        }
+        Ok(())
     }
 
     /// Read exactly `buf.len()` bytes before `deadline`. A peer that trickles
@@ -63,19 +94,14 @@ impl Conn {
         let mut done = 0;
         while done < buf.len() {
             if self.reader.buffer().is_empty() {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(Error::Timeout(stage));
-                }
-                self.stream.set_read_timeout(Some(left))?;
+                self.arm_timeout(deadline, stage)?;
             }
             match self.reader.read(&mut buf[done..]) {
                 Ok(0) => return Err(Error::Closed(stage)),
                 Ok(n) => done += n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return Err(Error::Timeout(stage));
-                }
+                // The socket timeout may be shorter than the deadline: look again.
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) => return Err(Error::Io(e)),
             }
         }
@@ -89,18 +115,12 @@ impl Conn {
             if !self.reader.buffer().is_empty() {
                 return Ok(true);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Error::Timeout(stage));
-            }
-            self.stream.set_read_timeout(Some(left))?;
+            self.arm_timeout(deadline, stage)?;
             match self.reader.fill_buf() {
                 Ok([]) => return Ok(false),
                 Ok(_) => return Ok(true),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return Err(Error::Timeout(stage));
-                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) => return Err(Error::Io(e)),
             }
         }
@@ -180,6 +200,7 @@ impl Conn {
         let mut total = 0u64;
         while total < max_bytes {
             let left = until.saturating_duration_since(Instant::now());
+            self.timeout = Some(left);
             if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
                 break;
             }
@@ -299,10 +320,13 @@ impl Channel {
             self.sealer
                 .seal(&mut self.rng, rtype, fin, &rest[..n], &mut self.out)?;
             rest = &rest[n..];
-            // Keep memory flat for big messages.
-            if self.out.len() >= 4 * MAX_RECORD_PLAINTEXT {
+            if self.out.len() >= QUEUE_FLUSH {
                 self.flush()?;
             }
+        }
+        // Keep memory flat: however many messages are queued, at most a few MiB wait.
+        if self.out.len() >= QUEUE_FLUSH {
+            self.flush()?;
         }
         Ok(())
     }
@@ -333,6 +357,16 @@ impl Channel {
     /// Receive one record (waiting at most until `deadline` for it to begin).
     /// An encrypted alert becomes [`Error::Refused`].
     pub(crate) fn recv_record(&mut self, deadline: Instant) -> Result<OwnedRecord> {
+        // A record must begin within the I/O timeout, whatever the caller's
+        // (longer) progress deadline; keeping deadlines alike also keeps the
+        // socket's timeout option from being reset on every record.
+        let deadline = deadline.min(Instant::now() + self.conn.io_timeout);
+        self.recv_record_by(deadline)
+    }
+
+    /// Like [`Channel::recv_record`], but wait until `deadline` however far it
+    /// is: for answers that need the peer to read a large file first.
+    pub(crate) fn recv_record_by(&mut self, deadline: Instant) -> Result<OwnedRecord> {
         // Never wait for the peer while our own queued records sit unsent.
         if !self.out.is_empty() && !self.conn.has_buffered_frame() {
             self.flush()?;

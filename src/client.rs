@@ -119,8 +119,19 @@ impl Client {
             server_key: None,
             rng: Rng::system(),
         };
-        client.reconnect()?;
-        Ok(client)
+        // A busy server or a connection cut while it was being set up is worth
+        // another try, as for requests.
+        let mut tries = 0;
+        loop {
+            match client.reconnect() {
+                Ok(()) => return Ok(client),
+                Err(e) if tries < client.config.retries && retryable(&e) => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50 << tries.min(5)));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// `host:port` as used for `known_hosts`.

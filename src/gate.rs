@@ -3,19 +3,26 @@
 //! key ("strangers") get a pool of their own, smaller than the connection cap,
 //! so that strangers holding sockets open cannot take the places of clients.
 //!
-//! - When the pool is full, a new connection evicts the oldest stranger (a
-//!   real client sends its hello within a round trip of connecting, so it
-//!   leaves the pool long before it is the oldest; a socket held open in
-//!   silence is what gets evicted).
+//! - When the pool is full, a new connection evicts the oldest stranger that
+//!   has had at least [`MIN_STRANGER_AGE`] to say hello (a real client sends
+//!   its hello within a round trip of connecting, so it leaves the pool long
+//!   before; a socket held open in silence is what gets evicted). If every
+//!   stranger is younger than that, the newcomer is refused as busy, so a
+//!   burst of connections cannot evict each other before they speak.
 //! - Failed handshakes are counted per source address in a token bucket. An
 //!   address out of tokens is "penalized": its strangers are evicted first,
-//!   and when the pool is full its new connections are refused at once,
-//!   without a thread. A client from that address that presents an authorized
-//!   key is still served: the penalty only ever costs strangers.
+//!   and its newcomers that find no old enough stranger to replace are closed
+//!   at once, without an alert. A client from that address that presents an
+//!   authorized key is still served: the penalty only ever costs strangers.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+/// How long a new connection is safe from eviction: time to send its hello
+/// even on a loaded server. It also bounds how fast strangers can cycle
+/// through the pool: at most `max_unauthenticated` per this period.
+pub const MIN_STRANGER_AGE: Duration = Duration::from_millis(500);
 
 /// Most source addresses whose failures are remembered; beyond this, the
 /// buckets that have refilled are forgotten first.
@@ -41,6 +48,7 @@ struct Bucket {
 struct Stranger {
     id: u64,
     penalized: bool,
+    since: Instant,
 }
 
 /// The outcome of admitting a new connection.
@@ -48,8 +56,12 @@ struct Stranger {
 pub(crate) enum Admit {
     /// Admitted; if `evict` is set, that older stranger must be closed.
     Yes { evict: Option<u64> },
-    /// Refused without a thread: the pool is full and the address is penalized.
-    No,
+    /// Refused without a thread: the pool is full of strangers too young to
+    /// evict. `quiet`: the address is penalized, close without an alert.
+    No {
+        /// Close without a "busy" alert.
+        quiet: bool,
+    },
 }
 
 /// The stranger pool and the per-address failure buckets.
@@ -93,13 +105,23 @@ impl Gate {
         let penalized = self.penalized(ip, now);
         let mut evict = None;
         if self.strangers.len() >= self.max_strangers {
-            if penalized {
-                return Admit::No;
+            // Oldest first; among those old enough, penalized ones first.
+            let old = |s: &Stranger| now.duration_since(s.since) >= MIN_STRANGER_AGE;
+            let victim = self
+                .strangers
+                .iter()
+                .position(|s| s.penalized && old(s))
+                .or_else(|| self.strangers.iter().position(old));
+            match victim {
+                Some(v) => evict = self.strangers.remove(v).map(|s| s.id),
+                None => return Admit::No { quiet: penalized },
             }
-            let victim = self.strangers.iter().position(|s| s.penalized).unwrap_or(0);
-            evict = self.strangers.remove(victim).map(|s| s.id);
         }
-        self.strangers.push_back(Stranger { id, penalized });
+        self.strangers.push_back(Stranger {
+            id,
+            penalized,
+            since: now,
+        });
         Admit::Yes { evict }
     }
 
@@ -136,6 +158,11 @@ impl Gate {
         }
     }
 
+    /// Whether a newcomer would have to evict someone (or be refused).
+    pub(crate) fn is_full(&self) -> bool {
+        self.strangers.len() >= self.max_strangers
+    }
+
     /// Connections currently in the stranger pool.
     pub(crate) fn strangers(&self) -> usize {
         self.strangers.len()
@@ -160,15 +187,18 @@ mod tests {
     }
 
     #[test]
-    fn a_full_pool_evicts_the_oldest_stranger() {
-        let now = Instant::now();
+    fn a_full_pool_evicts_the_oldest_stranger_once_it_had_time_to_speak() {
+        let t0 = Instant::now();
+        let later = t0 + MIN_STRANGER_AGE;
         let mut g = gate(2, 5);
-        assert_eq!(g.admit(1, A, now), Admit::Yes { evict: None });
-        assert_eq!(g.admit(2, A, now), Admit::Yes { evict: None });
-        assert_eq!(g.admit(3, B, now), Admit::Yes { evict: Some(1) });
+        assert_eq!(g.admit(1, A, t0), Admit::Yes { evict: None });
+        assert_eq!(g.admit(2, A, t0), Admit::Yes { evict: None });
+        // Too young to evict: the newcomer is refused as busy.
+        assert_eq!(g.admit(3, B, t0), Admit::No { quiet: false });
+        assert_eq!(g.admit(3, B, later), Admit::Yes { evict: Some(1) });
         g.promote(2);
         assert_eq!(g.strangers(), 1);
-        assert_eq!(g.admit(4, B, now), Admit::Yes { evict: None });
+        assert_eq!(g.admit(4, B, later), Admit::Yes { evict: None });
     }
 
     #[test]
@@ -181,11 +211,14 @@ mod tests {
         }
         assert!(g.penalized(A, now));
         assert!(!g.penalized(B, now));
-        // Penalized strangers are evicted first, and refused when the pool is full.
-        assert_eq!(g.admit(10, A, now), Admit::Yes { evict: None });
-        assert_eq!(g.admit(11, B, now), Admit::Yes { evict: None });
-        assert_eq!(g.admit(12, B, now), Admit::Yes { evict: Some(10) });
-        assert_eq!(g.admit(13, A, now), Admit::No);
+        // Penalized strangers are evicted first (once old enough); a penalized
+        // newcomer finding none to replace is closed quietly.
+        let later = now + MIN_STRANGER_AGE;
+        assert_eq!(g.admit(10, B, now), Admit::Yes { evict: None });
+        assert_eq!(g.admit(11, A, now), Admit::Yes { evict: None });
+        assert_eq!(g.admit(12, B, later), Admit::Yes { evict: Some(11) });
+        assert_eq!(g.admit(13, A, later), Admit::Yes { evict: Some(10) });
+        assert_eq!(g.admit(14, A, later), Admit::No { quiet: true });
         // A third of the window refills one token.
         assert!(!g.penalized(A, now + Duration::from_secs(21)));
     }

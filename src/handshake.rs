@@ -142,6 +142,11 @@ fn parse_hello(body: &[u8], frame_type: u8) -> Result<([u8; NONCE_LEN], PublicKe
     Ok((nonce, key))
 }
 
+/// The key a ClientHello body names (for admission decisions; nothing is verified).
+pub fn client_hello_key(body: &[u8]) -> Result<PublicKey> {
+    parse_hello(body, CLIENT_HELLO).map(|(_, key)| key)
+}
+
 fn auth(frame_type: u8, wrapped: &[u8], signature: &[u8]) -> Vec<u8> {
     let mut b = plain_header(frame_type);
     put_vec16(&mut b, wrapped);
@@ -315,15 +320,28 @@ impl ServerAwaitAuth {
         self.client_key
             .verify_pss(&signed_message(LABEL_CLIENT_SIG, &h1), signature)?;
         // Only now, with the client proven, does the server use its private key.
-        let client_secret = unwrap_secret(&self.keys, rng, wrapped)?;
-        self.transcript.absorb(signature);
-        let secret = Zeroizing::new(rng.array::<SECRET_LEN>()?);
-        let wrapped_s = self.client_key.oaep_encrypt(rng, secret.as_slice())?;
-        self.transcript.absorb(&wrapped_s);
-        let h2 = self.transcript.hash();
-        let signature_s = self
-            .keys
-            .sign_pss(rng, &signed_message(LABEL_SERVER_SIG, &h2))?;
+        // Unwrapping the client's secret and signing our half are independent,
+        // so they run on two threads: one private-key operation off the
+        // critical path of every handshake. (The unwrap draws its blinding
+        // from the system; `rng` alone decides what goes on the wire.)
+        let keys = &self.keys;
+        let (client_secret, ours) = std::thread::scope(|scope| {
+            let unwrap = scope.spawn(|| unwrap_secret(keys, &mut Rng::system(), wrapped));
+            let ours = (|| {
+                self.transcript.absorb(signature);
+                let secret = Zeroizing::new(rng.array::<SECRET_LEN>()?);
+                let wrapped_s = self.client_key.oaep_encrypt(rng, secret.as_slice())?;
+                self.transcript.absorb(&wrapped_s);
+                let h2 = self.transcript.hash();
+                let signature_s = keys.sign_pss(rng, &signed_message(LABEL_SERVER_SIG, &h2))?;
+                Ok::<_, Error>((secret, wrapped_s, signature_s))
+            })();
+            let client_secret = unwrap
+                .join()
+                .unwrap_or(Err(Error::Malformed("key transport")));
+            (client_secret, ours)
+        });
+        let (client_secret, (secret, wrapped_s, signature_s)) = (client_secret?, ours?);
         self.transcript.absorb(&signature_s);
         let h3 = self.transcript.hash();
         let (sealer, opener) =

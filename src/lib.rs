@@ -1,5 +1,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
 //! # ovtp: Over Transfer Protocol
 //!
 //! Messages and files between servers, encrypted end to end, with clients
@@ -63,7 +64,7 @@ pub mod client;
 pub mod constants;
 pub mod error;
 pub mod files;
-mod gate;
+pub mod gate;
 pub mod handshake;
 pub mod keys;
 pub mod message;
@@ -83,3 +84,8 @@ pub use rand::Rng;
 pub use server::{Server, ServerConfig, Stopper};
 pub use transfer::{FileDigest, FileReport, TransferOptions};
 pub use trust::{AuthorizedKeys, HostCheck, KnownHosts};
+
+/// The README's code examples, compiled as doctests so they cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

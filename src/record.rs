@@ -99,6 +99,22 @@ impl Drop for SessionKeys {
     }
 }
 
+impl SessionKeys {
+    /// Test and fuzzing hook (`fuzz/`, `tests/`): `((client sealer, client
+    /// opener), (server sealer, server opener))` of a session derived from the
+    /// given secrets and transcript hash as a handshake derives them, without
+    /// the handshake.
+    #[doc(hidden)]
+    pub fn from_secrets_for_testing(
+        client_secret: &[u8; SECRET_LEN],
+        server_secret: &[u8; SECRET_LEN],
+        transcript: &[u8; 32],
+    ) -> ((Sealer, Opener), (Sealer, Opener)) {
+        let keys = SessionKeys::derive(client_secret, server_secret, transcript);
+        (keys.client_halves(), keys.server_halves())
+    }
+}
+
 fn mac_header(dir: u8, seq: u64, rtype: u8, flags: u8, ct_len: usize) -> [u8; 15] {
     let mut h = [0u8; 15];
     h[0] = dir;

@@ -112,6 +112,14 @@ pub struct ServerConfig {
     pub max_file_size: Option<u64>,
     /// Optional observer of connections and requests.
     pub events: Option<Arc<EventSink>>,
+    /// Test hook, never for production: when set, every connection draws its
+    /// randomness (nonce, secret, RSA padding and blinding, record IVs) from
+    /// `Rng::from_seed(seed)` instead of the system generator, so that a
+    /// recorded client byte stream can be replayed against the server and
+    /// verify (`tests/mutation.rs`). It makes every connection's secrets equal
+    /// and predictable.
+    #[doc(hidden)]
+    pub test_rng_seed: Option<[u8; 32]>,
 }
 
 impl Default for ServerConfig {
@@ -130,6 +138,7 @@ impl Default for ServerConfig {
             files_dir: None,
             max_file_size: None,
             events: None,
+            test_rng_seed: None,
         }
     }
 }
@@ -388,12 +397,46 @@ impl Server {
                 continue;
             }
             let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
-            let admitted = lock(&shared.gate).admit(id, peer.ip(), Instant::now());
+            // With the stranger pool full, look at what the newcomer has already
+            // sent: a client sends its hello right after connecting, so it is
+            // usually here by now. An authorized key goes straight past the
+            // pool; an unknown one is refused without taking a place.
+            let full = lock(&shared.gate).is_full();
+            let peeked = if full {
+                peek_hello(&shared, &stream)
+            } else {
+                Peeked::Nothing
+            };
+            let admitted = match peeked {
+                Peeked::Authorized => Admit::Yes { evict: None },
+                Peeked::Unauthorized => {
+                    shared.active.fetch_sub(1, Ordering::SeqCst);
+                    lock(&shared.gate).leave(id, peer.ip(), true, Instant::now());
+                    shared.emit(Event::Busy { peer });
+                    if let Ok(conn) = Conn::new(stream, Duration::from_millis(500)) {
+                        conn.refuse(
+                            AlertCode::Unauthorized,
+                            "client key is not in authorized_keys",
+                        );
+                    }
+                    continue;
+                }
+                Peeked::Nothing => lock(&shared.gate).admit(id, peer.ip(), Instant::now()),
+            };
             match admitted {
-                Admit::No => {
+                Admit::No { quiet } => {
                     shared.active.fetch_sub(1, Ordering::SeqCst);
                     shared.emit(Event::Busy { peer });
-                    drop(stream); // penalized address, full pool: not even an alert
+                    // A penalized address gets not even an alert; others learn to retry.
+                    if !quiet {
+                        let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
+                        if let Ok(conn) = Conn::new(stream, Duration::from_millis(500)) {
+                            conn.refuse(
+                                AlertCode::Busy,
+                                "too many connections being set up; try again",
+                            );
+                        }
+                    }
                     continue;
                 }
                 Admit::Yes {
@@ -433,6 +476,54 @@ impl Server {
     }
 }
 
+/// What a newcomer has sent before it was given a thread.
+enum Peeked {
+    /// A complete hello naming a key in `authorized_keys`.
+    Authorized,
+    /// A complete hello naming any other key.
+    Unauthorized,
+    /// Nothing usable yet (silence, a partial frame, garbage).
+    Nothing,
+}
+
+/// How long the accept loop looks for a newcomer's hello when the stranger
+/// pool is full. Short: the accept loop serves everyone.
+const HELLO_PEEK: Duration = Duration::from_millis(2);
+
+/// Peek (without consuming) at a newcomer's first frame, for at most HELLO_PEEK.
+fn peek_hello(shared: &Shared, stream: &TcpStream) -> Peeked {
+    let deadline = Instant::now() + HELLO_PEEK;
+    let mut buf = vec![0u8; LEN_PREFIX + MAX_HANDSHAKE_FRAME];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return Peeked::Nothing;
+        }
+        let n = match stream.peek(&mut buf) {
+            Ok(n) if n > 0 => n,
+            _ => return Peeked::Nothing,
+        };
+        if n >= LEN_PREFIX {
+            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if len == 0 || len > MAX_HANDSHAKE_FRAME {
+                return Peeked::Nothing;
+            }
+            if n >= LEN_PREFIX + len {
+                return match crate::handshake::client_hello_key(&buf[LEN_PREFIX..LEN_PREFIX + len])
+                {
+                    Ok(key) if shared.authorized.contains(&key).unwrap_or(false) => {
+                        Peeked::Authorized
+                    }
+                    Ok(_) => Peeked::Unauthorized,
+                    Err(_) => Peeked::Nothing,
+                };
+            }
+        }
+        // A partial frame: give the rest a moment.
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
 /// Releases a connection slot when the thread ends, even by panic.
 struct Slot<'a> {
     shared: &'a Shared,
@@ -453,7 +544,10 @@ fn serve_connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: u6
     let Ok(mut conn) = Conn::new(stream, config.io_timeout) else {
         return;
     };
-    let mut rng = Rng::system();
+    let mut rng = match config.test_rng_seed {
+        Some(seed) => Rng::from_seed(seed),
+        None => Rng::system(),
+    };
     let outcome = handshake(shared, &mut conn, &mut rng, id);
     lock(&shared.gate).leave(id, peer.ip(), outcome.is_err(), Instant::now());
     let channel = match outcome {
@@ -602,6 +696,14 @@ fn serve_file_op(
         return Ok(reply.status);
     }
     let handler = |payload: Payload| call_handler(shared, client, peer, payload);
+    let remember = |reply: &Reply| {
+        let reply = Arc::new(reply.clone());
+        let mut cache = lock(&shared.replies);
+        cache.bytes += reply.body.len();
+        cache.order.push_back(key.clone());
+        cache.map.insert(key.clone(), CacheEntry::Done(reply));
+        cache.evict();
+    };
     let supersede = |conn: u64| {
         if let Some(s) = lock(&shared.conns).get(&conn) {
             let _ = s.shutdown(Shutdown::Both);
@@ -618,22 +720,13 @@ fn serve_file_op(
             conn: conn_id,
         },
         supersede: &supersede,
+        remember: &remember,
     };
     let reply = match op {
         OP_PUT => transfer::serve_put(&ctx, ch, &id, body)?,
         OP_GET => transfer::serve_get(&ctx, ch, &id, body)?,
         _ => transfer::serve_digest(&ctx, ch, &id, body)?,
     };
-    if op == OP_PUT {
-        let reply = Arc::new(reply);
-        let mut cache = lock(&shared.replies);
-        cache.bytes += reply.body.len();
-        cache.order.push_back(key.clone());
-        let status = reply.status;
-        cache.map.insert(key, CacheEntry::Done(reply));
-        cache.evict();
-        return Ok(status);
-    }
     Ok(reply.status)
 }
 

@@ -94,6 +94,13 @@ impl Ticker<'_, '_> {
     }
 }
 
+/// How long to wait for a peer that must first read `bytes` of a file (hash a
+/// prefix, or sync a whole file): the I/O timeout plus 20 ms per MB, i.e. it
+/// may go as slowly as 50 MB/s before we give up.
+fn slow_wait(base: Duration, bytes: u64) -> Duration {
+    base.saturating_add(Duration::from_millis(bytes / 50_000))
+}
+
 fn u64_at(r: &mut Reader<'_>, what: &'static str) -> Result<u64> {
     Ok(u64::from_be_bytes(r.array(what)?))
 }
@@ -199,6 +206,93 @@ fn send_file_data(
     })
 }
 
+/// Work for the writing thread of a receiver.
+enum SinkMsg {
+    /// The sender starts over: truncate the partial file and the digest.
+    Restart,
+    /// A FILE_DATA record: write and hash its bytes after the 8-byte offset.
+    Data(OwnedRecord),
+}
+
+/// The receiving side's second thread: it writes and hashes chunks while the
+/// first thread verifies and decrypts the next record. After a write error it
+/// keeps taking (and dropping) chunks, so the first thread never blocks on it.
+struct Sink {
+    tx: mpsc::SyncSender<SinkMsg>,
+    back: mpsc::Receiver<OwnedRecord>,
+    failure: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Sink {
+    fn send(&self, msg: SinkMsg) -> Result<()> {
+        self.tx
+            .send(msg)
+            .map_err(|_| Error::Malformed("file writer stopped unexpectedly"))
+    }
+
+    /// The first write error, as text, once one happened.
+    fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Hand written buffers back to the channel for reuse.
+    fn recycle(&self, ch: &mut Channel) {
+        while let Ok(rec) = self.back.try_recv() {
+            ch.recycle(rec);
+        }
+    }
+}
+
+/// Run `receive` with a writing thread for `file`; returns its result, the
+/// digest state after everything written, and the first write error.
+fn with_sink<R>(
+    file: &mut File,
+    hasher: Sha256,
+    receive: impl FnOnce(&Sink) -> R,
+) -> (R, Sha256, Option<io::Error>) {
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::sync_channel::<SinkMsg>(2);
+        let (back_tx, back) = mpsc::channel::<OwnedRecord>();
+        let failure = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let failure_w = failure.clone();
+        let writer = scope.spawn(move || {
+            let mut hasher = hasher;
+            let mut error: Option<io::Error> = None;
+            for msg in rx {
+                let result = match &msg {
+                    _ if error.is_some() => Ok(()),
+                    SinkMsg::Restart => files::restart(file).map(|h| hasher = h),
+                    SinkMsg::Data(rec) => {
+                        let bytes = &rec.plaintext()[8..];
+                        file.write_all(bytes).map(|()| hasher.update(bytes))
+                    }
+                };
+                if let Err(e) = result {
+                    *failure_w.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                    error = Some(e);
+                }
+                if let SinkMsg::Data(rec) = msg {
+                    let _ = back_tx.send(rec);
+                }
+            }
+            (hasher, error)
+        });
+        let sink = Sink { tx, back, failure };
+        let result = receive(&sink);
+        drop(sink); // ends the writer's loop
+        let (hasher, error) = writer.join().unwrap_or_else(|_| {
+            (
+                Sha256::new(),
+                Some(io::Error::other("file writer panicked")),
+            )
+        });
+        (result, hasher, error)
+    })
+}
+
 // ---------------------------------------------------------------- server side
 
 /// What the server needs from its shared state to serve file requests.
@@ -212,6 +306,9 @@ pub(crate) struct FileContext<'a> {
     pub(crate) owner: files::Owner,
     /// Close another connection of ours (a retry supersedes a stale attempt).
     pub(crate) supersede: &'a dyn Fn(u64),
+    /// Remember an upload's final reply for retries; called before it is sent,
+    /// so that a reply lost on the wire is still found by the retry.
+    pub(crate) remember: &'a dyn Fn(&Reply),
 }
 
 pub(crate) fn response_header(id: &[u8; REQUEST_ID_LEN], status: u16) -> Vec<u8> {
@@ -299,7 +396,7 @@ pub(crate) fn serve_put(
         return respond(ch, id, &offer).map(|_| offer);
     }
     let partial = files::partial_path(&target);
-    let (mut file, offset, mut hasher) =
+    let (mut file, offset, hasher) =
         match files::open_partial(&partial, flags & XFER_RESUME != 0, size) {
             Ok(v) => v,
             Err(e) => {
@@ -310,109 +407,130 @@ pub(crate) fn serve_put(
     let prefix: [u8; 32] = hasher.clone().finalize().into();
     ch.send_record(REC_FILE_READY, FLAG_FIN, &[&offset.to_be_bytes(), &prefix])?;
 
+    // Receive until FILE_END; chunks are written on the sink's thread.
     let mut pos: Option<u64> = None;
     let mut failed: Option<Reply> = None;
-    let started = Instant::now();
-    let mut received = 0u64;
-    loop {
-        // The upload must keep moving: each MiB earns another I/O timeout, so a
-        // client trickling tiny records cannot hold a connection slot forever.
-        let earned = 1 + u32::try_from(received / FILE_CHUNK as u64).unwrap_or(u32::MAX - 1);
-        let rec = ch.recv_record(started + ctx.io_timeout.saturating_mul(earned))?;
-        received += rec.plaintext().len() as u64;
-        let mut r = Reader::new(rec.plaintext());
-        match rec.rtype {
-            REC_FILE_DATA => {
-                let off = u64_at(&mut r, "chunk offset")?;
-                let bytes = r.rest();
-                if failed.is_some() {
-                    continue; // draining after an early error reply
-                }
-                let problem = (|| -> std::result::Result<(), Reply> {
-                    let at = match pos {
-                        None if off == 0 && offset > 0 => {
-                            hasher = files::restart(&mut file).map_err(io_reply)?;
-                            0
+    let (ended, hasher, write_error) =
+        with_sink(&mut file, hasher, |sink| -> Result<(u64, [u8; 32], u8)> {
+            let started = Instant::now();
+            let mut received = 0u64;
+            loop {
+                sink.recycle(ch);
+                // The upload must keep moving: each MiB earns another I/O timeout, so a
+                // client trickling tiny records cannot hold a connection slot forever.
+                let earned =
+                    1 + u32::try_from(received / FILE_CHUNK as u64).unwrap_or(u32::MAX - 1);
+                let progress = started + ctx.io_timeout.saturating_mul(earned);
+                let rec = if pos.is_none() {
+                    // The first chunk may follow the client's hashing of its own prefix.
+                    let slack = slow_wait(Duration::ZERO, offset);
+                    ch.recv_record_by((Instant::now() + ctx.io_timeout).min(progress) + slack)?
+                } else {
+                    ch.recv_record(progress)?
+                };
+                received += rec.plaintext().len() as u64;
+                let mut r = Reader::new(rec.plaintext());
+                match rec.rtype {
+                    REC_FILE_DATA => {
+                        let off = u64_at(&mut r, "chunk offset")?;
+                        let len = r.rest().len() as u64;
+                        if failed.is_some() {
+                            continue; // draining after an early error reply
                         }
-                        None if off == offset => offset,
-                        Some(p) if p == off => p,
-                        _ => {
-                            return Err(Reply::new(
+                        let problem = match pos {
+                            None if off == 0 && offset > 0 => {
+                                sink.send(SinkMsg::Restart).map(|()| None)?
+                            }
+                            None if off == offset => None,
+                            Some(p) if p == off => None,
+                            _ => Some(Reply::new(
                                 status::BAD_REQUEST,
                                 "file chunk at an unexpected offset",
-                            ));
-                        }
-                    };
-                    let end = at + bytes.len() as u64;
-                    if end > size {
-                        return Err(Reply::new(
-                            status::TOO_LARGE,
-                            "more data than the announced size",
-                        ));
-                    }
-                    file.write_all(bytes).map_err(io_reply)?;
-                    hasher.update(bytes);
-                    pos = Some(end);
-                    Ok(())
-                })();
-                if let Err(reply) = problem {
-                    // Tell the sender now; keep reading (and discarding) until its FILE_END.
-                    drop(std::fs::remove_file(&partial));
-                    respond(ch, id, &reply)?;
-                    failed = Some(reply);
-                }
-            }
-            REC_FILE_END => {
-                let total = u64_at(&mut r, "total length")?;
-                let digest: [u8; 32] = r.array("sha256")?;
-                r.finish("file end")?;
-                if let Some(reply) = failed {
-                    return Ok(reply);
-                }
-                if rec.flags & FLAG_ABORT != 0 {
-                    let reply = Reply::new(
-                        status::ABORTED,
-                        "upload abandoned by the sender; partial file kept for resuming",
-                    );
-                    return respond(ch, id, &reply).map(|_| reply);
-                }
-                let got: [u8; 32] = hasher.finalize().into();
-                let reply = if pos != Some(total) || total != size || got != digest {
-                    drop(std::fs::remove_file(&partial));
-                    Reply::new(
-                        status::DIGEST_MISMATCH,
-                        format!(
-                            "received {} of {size} bytes, sha256 {}; nothing kept",
-                            pos.unwrap_or(0),
-                            files::hex(&got)
-                        ),
-                    )
-                } else {
-                    match files::commit(&partial, file, &target, overwrite) {
-                        Ok(()) => (ctx.handler)(Payload::FileReceived {
-                            name,
-                            path: target,
-                            size,
-                            sha256: got,
-                        }),
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            )),
+                        };
+                        let problem = problem.or_else(|| {
+                            (off + len > size).then(|| {
+                                Reply::new(status::TOO_LARGE, "more data than the announced size")
+                            })
+                        });
+                        let problem = match problem {
+                            Some(p) => Some(p),
+                            None => {
+                                pos = Some(off + len);
+                                sink.send(SinkMsg::Data(rec))?;
+                                sink.failure().map(|e| {
+                                    Reply::new(status::IO_ERROR, format!("server file error: {e}"))
+                                })
+                            }
+                        };
+                        if let Some(reply) = problem {
+                            // Tell the sender now; keep reading (and discarding) until its FILE_END.
                             drop(std::fs::remove_file(&partial));
-                            Reply::new(
-                                status::FILE_EXISTS,
-                                "the file appeared meanwhile; not replaced",
-                            )
-                        }
-                        Err(e) => {
-                            drop(std::fs::remove_file(&partial));
-                            io_reply(e)
+                            respond(ch, id, &reply)?;
+                            failed = Some(reply);
                         }
                     }
-                };
-                return respond(ch, id, &reply).map(|_| reply);
+                    REC_FILE_END => {
+                        let total = u64_at(&mut r, "total length")?;
+                        let digest: [u8; 32] = r.array("sha256")?;
+                        r.finish("file end")?;
+                        return Ok((total, digest, rec.flags));
+                    }
+                    _ => return Err(Error::Malformed("unexpected record during an upload")),
+                }
             }
-            _ => return Err(Error::Malformed("unexpected record during an upload")),
-        }
+        });
+    let (total, digest, flags) = ended?;
+    if let Some(reply) = failed {
+        return Ok(reply); // already sent
     }
+    if let Some(e) = write_error {
+        // A write failed after the last chunk was handed over.
+        drop(std::fs::remove_file(&partial));
+        let reply = io_reply(e);
+        return respond(ch, id, &reply).map(|_| reply);
+    }
+    if flags & FLAG_ABORT != 0 {
+        let reply = Reply::new(
+            status::ABORTED,
+            "upload abandoned by the sender; partial file kept for resuming",
+        );
+        return respond(ch, id, &reply).map(|_| reply);
+    }
+    let got: [u8; 32] = hasher.finalize().into();
+    let reply = if pos != Some(total) || total != size || got != digest {
+        drop(std::fs::remove_file(&partial));
+        Reply::new(
+            status::DIGEST_MISMATCH,
+            format!(
+                "received {} of {size} bytes, sha256 {}; nothing kept",
+                pos.unwrap_or(0),
+                files::hex(&got)
+            ),
+        )
+    } else {
+        match files::commit(&partial, file, &target, overwrite) {
+            Ok(()) => (ctx.handler)(Payload::FileReceived {
+                name,
+                path: target,
+                size,
+                sha256: got,
+            }),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                drop(std::fs::remove_file(&partial));
+                Reply::new(
+                    status::FILE_EXISTS,
+                    "the file appeared meanwhile; not replaced",
+                )
+            }
+            Err(e) => {
+                drop(std::fs::remove_file(&partial));
+                io_reply(e)
+            }
+        }
+    };
+    (ctx.remember)(&reply);
+    respond(ch, id, &reply).map(|_| reply)
 }
 
 /// Take the name lock. If the holder is this very request on an older
@@ -623,7 +741,7 @@ pub(crate) fn put_once(
         &body,
     )?;
 
-    let rec = ch.recv_record(Instant::now() + wait)?;
+    let rec = ch.recv_record_by(Instant::now() + slow_wait(wait, size))?;
     match rec.rtype {
         // Refused, or (on a retry) already finished: the cached final reply.
         REC_RESPONSE => {
@@ -645,6 +763,7 @@ pub(crate) fn put_once(
     let mut r = Reader::new(rec.plaintext());
     let offset = u64_at(&mut r, "offset")?;
     let prefix: [u8; 32] = r.array("prefix sha256")?;
+    r.finish("file ready")?;
     let mut start = 0;
     let mut hasher = Sha256::new();
     if offset > 0 && offset <= size {
@@ -690,12 +809,14 @@ pub(crate) fn put_once(
 
     ch.send_record(REC_FILE_END, FLAG_FIN, &[&size.to_be_bytes(), &digest])?;
     ticker.tick(size, size, true);
-    let rec = ch.recv_record(Instant::now() + wait)?;
+    let rec = ch.recv_record_by(Instant::now() + slow_wait(wait, size))?;
     if rec.rtype != REC_RESPONSE {
         return Err(Error::Malformed("expected the upload's final response"));
     }
     let reply = recv_response(ch, id, rec, wait)?;
-    if reply.status >= 0xFF00 {
+    // Same rule as for a replayed final reply: only OK is success. (A non-OK
+    // status from the handler's FileReceived means it rejected a stored file.)
+    if !reply.is_ok() {
         return Err(remote(reply));
     }
     Ok(FileReport {
@@ -738,7 +859,7 @@ pub(crate) fn get_once(
         &body,
     )?;
 
-    let rec = ch.recv_record(Instant::now() + wait)?;
+    let rec = ch.recv_record_by(Instant::now() + slow_wait(wait, offset))?;
     match rec.rtype {
         REC_RESPONSE => {
             // Refused: do not leave behind an empty partial file we just created.
@@ -754,6 +875,7 @@ pub(crate) fn get_once(
     let mut r = Reader::new(rec.plaintext());
     let size = u64_at(&mut r, "size")?;
     let start = u64_at(&mut r, "start")?;
+    r.finish("file ready")?;
     if start == 0 && offset > 0 {
         hasher = files::restart(&mut file).map_err(partial_err)?;
     } else if start != offset {
@@ -766,59 +888,73 @@ pub(crate) fn get_once(
         last: None,
     };
     let mut pos = start;
-    loop {
-        let rec = ch.recv_record(Instant::now() + wait)?;
-        let mut r = Reader::new(rec.plaintext());
-        match rec.rtype {
-            REC_FILE_DATA => {
-                let off = u64_at(&mut r, "chunk offset")?;
-                let bytes = r.rest();
-                if off != pos || pos + bytes.len() as u64 > size {
-                    return Err(Error::Malformed("file chunk at an unexpected offset"));
-                }
-                file.write_all(bytes).map_err(partial_err)?;
-                hasher.update(bytes);
-                pos += bytes.len() as u64;
-                ticker.tick(pos, size, false);
-            }
-            REC_FILE_END => {
-                let total = u64_at(&mut r, "total length")?;
-                let digest: [u8; 32] = r.array("sha256")?;
-                r.finish("file end")?;
-                if rec.flags & FLAG_ABORT != 0 {
-                    return Err(Error::Remote {
-                        status: status::ABORTED,
-                        message: "the file changed on the server during the download; try again"
-                            .into(),
-                    });
-                }
-                let got: [u8; 32] = hasher.finalize().into();
-                if pos != total || total != size || got != digest {
-                    drop(file);
-                    let _ = std::fs::remove_file(&partial);
-                    return Err(Error::DigestMismatch(format!("got {pos} of {size} bytes")));
-                }
-                files::commit(&partial, file, local, opts.overwrite).map_err(|e| {
-                    if e.kind() == io::ErrorKind::AlreadyExists {
-                        Error::Exists(local.to_path_buf())
-                    } else {
-                        Error::File {
-                            path: local.to_path_buf(),
-                            source: e,
+    let (ended, hasher, write_error) =
+        with_sink(&mut file, hasher, |sink| -> Result<(u64, [u8; 32], u8)> {
+            loop {
+                sink.recycle(ch);
+                let rec = ch.recv_record(Instant::now() + wait)?;
+                let mut r = Reader::new(rec.plaintext());
+                match rec.rtype {
+                    REC_FILE_DATA => {
+                        let off = u64_at(&mut r, "chunk offset")?;
+                        let len = r.rest().len() as u64;
+                        if off != pos || pos + len > size {
+                            return Err(Error::Malformed("file chunk at an unexpected offset"));
                         }
+                        if let Some(e) = sink.failure() {
+                            // Our disk failed: stop here (the caller drops the connection).
+                            return Err(Error::File {
+                                path: partial.clone(),
+                                source: io::Error::other(e),
+                            });
+                        }
+                        sink.send(SinkMsg::Data(rec))?;
+                        pos += len;
+                        ticker.tick(pos, size, false);
                     }
-                })?;
-                ticker.tick(size, size, true);
-                return Ok(FileReport {
-                    size,
-                    sha256: got,
-                    resumed_from: start,
-                    reply: Reply::ok(""),
-                });
+                    REC_FILE_END => {
+                        let total = u64_at(&mut r, "total length")?;
+                        let digest: [u8; 32] = r.array("sha256")?;
+                        r.finish("file end")?;
+                        return Ok((total, digest, rec.flags));
+                    }
+                    _ => return Err(Error::Malformed("unexpected record during a download")),
+                }
             }
-            _ => return Err(Error::Malformed("unexpected record during a download")),
-        }
+        });
+    let (total, digest, flags) = ended?;
+    if let Some(e) = write_error {
+        return Err(partial_err(e));
     }
+    if flags & FLAG_ABORT != 0 {
+        return Err(Error::Remote {
+            status: status::ABORTED,
+            message: "the file changed on the server during the download; try again".into(),
+        });
+    }
+    let got: [u8; 32] = hasher.finalize().into();
+    if pos != total || total != size || got != digest {
+        drop(file);
+        let _ = std::fs::remove_file(&partial);
+        return Err(Error::DigestMismatch(format!("got {pos} of {size} bytes")));
+    }
+    files::commit(&partial, file, local, opts.overwrite).map_err(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            Error::Exists(local.to_path_buf())
+        } else {
+            Error::File {
+                path: local.to_path_buf(),
+                source: e,
+            }
+        }
+    })?;
+    ticker.tick(size, size, true);
+    Ok(FileReport {
+        size,
+        sha256: got,
+        resumed_from: start,
+        reply: Reply::ok(""),
+    })
 }
 
 /// One digest request over `ch`.
@@ -835,7 +971,7 @@ pub(crate) fn digest_once(
         &request_header(id, OP_DIGEST),
         &body,
     )?;
-    let rec = ch.recv_record(Instant::now() + wait)?;
+    let rec = ch.recv_record_by(Instant::now() + wait.saturating_mul(10))?;
     if rec.rtype != REC_RESPONSE {
         return Err(Error::Malformed("expected a response"));
     }

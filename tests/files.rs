@@ -576,6 +576,33 @@ fn a_full_disk_on_the_server_is_reported_and_nothing_is_left_behind() {
     assert!(c.send_message("after").unwrap().is_ok());
     let small = write(&local, "small", b"fits");
     c.send_file(&small, "small/fits").unwrap();
+    assert_eq!(std::fs::read(mnt.join("fits")).unwrap(), b"fits");
+
+    // The other receiving side: a download into a full local disk fails with
+    // the file named and the cause given, never appears under its final name,
+    // and another client of the same server is served meanwhile.
+    let big = content(3 << 20, 9);
+    std::fs::write(fs.files.join("big.bin"), &big).unwrap();
+    let dst = mnt.join("big-copy.bin");
+    let err = c.get_file("big.bin", &dst).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, Error::File { .. }) && text.contains("No space left"),
+        "{text}"
+    );
+    assert!(
+        text.contains("big-copy.bin"),
+        "the error does not name the file: {text}"
+    );
+    assert!(!dst.exists(), "a partial download has the final name");
+    let mut other = fs.srv.client();
+    assert!(other.send_message("meanwhile").unwrap().is_ok());
+    // Space freed (the partial file removed), the same client downloads it whole.
+    std::fs::remove_file(mnt.join(".big-copy.bin.ovtp-part")).unwrap();
+    let small_copy = mnt.join("fits-copy");
+    c.get_file("small/fits", &small_copy).unwrap();
+    assert_eq!(std::fs::read(&small_copy).unwrap(), b"fits");
+    assert_eq!(std::fs::read(fs.files.join("big.bin")).unwrap(), big);
 }
 
 #[test]
@@ -609,4 +636,39 @@ fn a_retry_supersedes_an_upload_whose_connection_went_silent() {
     );
     assert!(report.resumed_from > 0);
     assert_eq!(std::fs::read(fs.files.join("silent.bin")).unwrap(), data);
+}
+
+#[test]
+fn a_lost_final_reply_of_an_upload_is_answered_from_the_cache_on_retry() {
+    let fs = file_server(|_| {});
+    let local = TempDir::new("local");
+    let data = content(300_000, 12);
+    let src = write(&local, "src", &data);
+    // Toward the client on connection 0: hello, auth, FILE_READY, then the final reply: cut it.
+    let lose_reply: Arc<Mutator> = Arc::new(|conn, dir, n, f: &[u8]| {
+        if conn == 0 && dir == Dir::ToClient && n == 3 {
+            Action::Close
+        } else {
+            Action::Forward(f.to_vec())
+        }
+    });
+    let proxy_addr = proxy(fs.srv.addr, 3, lose_reply);
+    let mut c = Client::connect_with(
+        &proxy_addr.to_string(),
+        client_keys(),
+        fs.srv.pin(),
+        quick_client(),
+    )
+    .unwrap();
+    let report = c.send_file(&src, "once.bin").unwrap();
+    assert_eq!(report.reply.text(), "stored");
+    assert_eq!(std::fs::read(fs.files.join("once.bin")).unwrap(), data);
+    let received = fs
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.starts_with("received once.bin"))
+        .count();
+    assert_eq!(received, 1, "the handler heard of the same upload twice");
 }

@@ -325,8 +325,9 @@ Randomness: each side draws from a deterministic generator (ovtp::Rng::from_seed
 for test vectors only). Block i (i = 0, 1, 2, ...) is
     HMAC-SHA256(key = seed, \"ovtp test drbg\" || u64be(i))
 and each draw of n <= 32 bytes takes the first n bytes of the next block. The
-rsa crate draws from the same generator (OAEP seeds, PSS salts, blinding), so
-beyond the first draws the sequence is specific to this code: nonce_c is client
+rsa crate draws from the same generator (OAEP seeds, PSS salts, blinding; the
+server's unwrap of the client secret runs on its own thread with blinding from the
+system, which cannot change its result), so beyond the first draws the sequence is specific to this code: nonce_c is client
 block 0, secret_c client block 1, nonce_s server block 0. RSA-OAEP and RSA-PSS
 are randomized: check wrapped secrets and signatures by decrypting and
 verifying. Everything else is a deterministic function of the values given here.";

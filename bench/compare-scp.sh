@@ -1,0 +1,306 @@
+#!/usr/bin/env bash
+# ovtp beside OpenSSH on this machine, in one run.
+#
+# Starts a throwaway sshd on 127.0.0.1 (random free high port, its own config,
+# host keys and authorized_keys in a temp dir), times scp of one random file up
+# and down (default cipher and aes128-gcm@openssh.com), `ssh host true`
+# connection setup and round trips through an open ssh channel (`ssh host cat`),
+# then runs the ovtp bench binary for the matching figures and prints a table
+# with ratios. The sshd is killed by its pid on exit and the temp dir removed.
+#
+# Usage: bench/compare-scp.sh
+# Environment:
+#   OVTP_BENCH_QUICK=1      smoke run: 256 MiB file, 1 run each, 5 ssh connections
+#   OVTP_SCP_SIZE_MIB=N     file size in MiB (default 1024)
+#   OVTP_SCP_RUNS=N         scp runs per direction and cipher; the median is kept (default 3)
+#   OVTP_SSH_N=N            `ssh host true` repetitions (default 20)
+#   SSHD=/path/to/sshd      sshd binary (default /usr/sbin/sshd; installed with
+#                           apt-get when missing and running as root)
+set -euo pipefail
+
+quick=${OVTP_BENCH_QUICK:-}
+[ "$quick" = 0 ] && quick=
+SIZE_MIB=${OVTP_SCP_SIZE_MIB:-$([ -n "$quick" ] && echo 256 || echo 1024)}
+RUNS=${OVTP_SCP_RUNS:-$([ -n "$quick" ] && echo 1 || echo 3)}
+N_SSH=${OVTP_SSH_N:-$([ -n "$quick" ] && echo 5 || echo 20)}
+SSHD=${SSHD:-/usr/sbin/sshd}
+SIZE=$((SIZE_MIB * 1024 * 1024))
+# Each scp must finish at >= 10 MB/s, plus start-up.
+SCP_TIMEOUT=$((SIZE / 10000000 + 30))
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+load_start=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo "?")
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/ovtp-scp.XXXXXX")
+sshd_pid=
+made_run_sshd=
+made_policy=
+
+cleanup() {
+    local rc=$?
+    if [ -n "$sshd_pid" ] && kill -0 "$sshd_pid" 2>/dev/null; then
+        kill "$sshd_pid" 2>/dev/null || true
+        for _ in $(seq 50); do
+            kill -0 "$sshd_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$sshd_pid" 2>/dev/null || true
+        wait "$sshd_pid" 2>/dev/null || true
+    fi
+    [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
+    [ -n "$made_run_sshd" ] && rmdir /run/sshd 2>/dev/null
+    rm -rf "$tmp"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say() { printf '%s\n' "$*" >&2; }
+
+# --- seconds between two $EPOCHREALTIME stamps, statistics ---------------------
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", b - a }'; }
+# quantile Q (0..1) of the numbers on stdin, the same rule as the Rust bench
+quantile() { sort -g | awk -v q="$1" '{ v[NR - 1] = $1 } END { if (NR) { i = int((NR - 1) * q + 0.5); print v[i] } }'; }
+fmt() { awk -v x="$1" -v d="${2:-1}" 'BEGIN { if (x == "") print "n/a"; else printf "%.*f", d, x }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "n/a"; else printf "%.2fx", a / b }'; }
+
+# --- find or install sshd --------------------------------------------------------
+skip=
+if [ ! -x "$SSHD" ]; then
+    if [ "$SSHD" != /usr/sbin/sshd ]; then
+        skip="SSHD=$SSHD is not an executable"
+    elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        say "sshd not found at $SSHD: installing openssh-server with apt-get"
+        # Keep the package's own sshd service from starting (Debian convention).
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+            chmod 755 /usr/sbin/policy-rc.d
+            made_policy=1
+        fi
+        export DEBIAN_FRONTEND=noninteractive
+        if ! timeout 300 apt-get install -y --no-install-recommends openssh-server >"$tmp/apt.log" 2>&1; then
+            timeout 300 apt-get update >>"$tmp/apt.log" 2>&1 || true
+            timeout 600 apt-get install -y --no-install-recommends openssh-server >>"$tmp/apt.log" 2>&1 || true
+        fi
+        if [ -n "$made_policy" ]; then rm -f /usr/sbin/policy-rc.d; made_policy=; fi
+        [ -x "$SSHD" ] || { tail -5 "$tmp/apt.log" >&2; skip="apt-get install openssh-server failed"; }
+    else
+        skip="$SSHD is missing and this user cannot install openssh-server (not root or no apt-get)"
+    fi
+fi
+for tool in ssh scp ssh-keygen timeout awk; do
+    command -v "$tool" >/dev/null || skip="${skip:-$tool is missing}"
+done
+avail_kib=$(df -Pk "$tmp" | awk 'NR == 2 { print $4 }')
+if [ -z "$skip" ] && [ "$avail_kib" -lt $((SIZE / 1024 * 3 + 102400)) ]; then
+    skip="not enough free space in $tmp for 3 copies of $SIZE_MIB MiB"
+fi
+
+user=$(id -un)
+common=(-F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=no -o GlobalKnownHostsFile=/dev/null
+    -o ConnectTimeout=10 -o IdentitiesOnly=yes -o ControlMaster=no -o ControlPath=none
+    -o ServerAliveInterval=10 -o ServerAliveCountMax=3)
+# One known_hosts file per host key type, so neither looks like a changed key.
+ed_key=(-i "$tmp/id_ed25519" -o HostKeyAlgorithms=ssh-ed25519 -o UserKnownHostsFile="$tmp/known_hosts_ed25519")
+rsa_key=(-i "$tmp/id_rsa" -o HostKeyAlgorithms=rsa-sha2-256 -o PubkeyAcceptedAlgorithms=rsa-sha2-256
+    -o UserKnownHostsFile="$tmp/known_hosts_rsa")
+
+start_sshd() {
+    mkdir -p "$tmp/ssh"
+    ssh-keygen -q -t ed25519 -N '' -f "$tmp/ssh/host_ed25519" </dev/null
+    ssh-keygen -q -t rsa -b 3072 -N '' -f "$tmp/ssh/host_rsa" </dev/null
+    ssh-keygen -q -t ed25519 -N '' -f "$tmp/id_ed25519" </dev/null
+    ssh-keygen -q -t rsa -b 3072 -N '' -f "$tmp/id_rsa" </dev/null
+    cat "$tmp/id_ed25519.pub" "$tmp/id_rsa.pub" >"$tmp/ssh/authorized_keys"
+    chmod 600 "$tmp/ssh/authorized_keys"
+    # Privilege separation directory, needed when sshd runs as root.
+    if [ "$(id -u)" = 0 ] && [ ! -d /run/sshd ]; then
+        mkdir -p /run/sshd && chmod 755 /run/sshd && made_run_sshd=1
+    fi
+    local attempt port
+    for attempt in 1 2 3 4 5; do
+        port=
+        for _ in $(seq 50); do
+            local p=$((20000 + RANDOM % 40000))
+            # Free if nothing answers a connection on it.
+            if ! timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$p" 2>/dev/null; then
+                port=$p
+                break
+            fi
+        done
+        [ -n "$port" ] || { say "no free port found"; return 1; }
+        cat >"$tmp/ssh/sshd_config" <<EOF
+Port $port
+ListenAddress 127.0.0.1
+HostKey $tmp/ssh/host_ed25519
+HostKey $tmp/ssh/host_rsa
+PidFile $tmp/ssh/sshd.pid
+AuthorizedKeysFile $tmp/ssh/authorized_keys
+AllowUsers $user
+AuthenticationMethods publickey
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+UsePAM no
+StrictModes no
+UseDNS no
+PrintMotd no
+PrintLastLog no
+X11Forwarding no
+AllowTcpForwarding no
+AllowAgentForwarding no
+PermitTunnel no
+MaxStartups 100:30:200
+Subsystem sftp internal-sftp
+LogLevel INFO
+EOF
+        timeout 10 "$SSHD" -t -f "$tmp/ssh/sshd_config" || { say "sshd rejects its config"; return 1; }
+        "$SSHD" -D -e -f "$tmp/ssh/sshd_config" 2>"$tmp/ssh/sshd.log" &
+        sshd_pid=$!
+        for _ in $(seq 100); do
+            grep -q "Server listening" "$tmp/ssh/sshd.log" 2>/dev/null && break
+            kill -0 "$sshd_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$sshd_pid" 2>/dev/null && grep -q "Server listening" "$tmp/ssh/sshd.log"; then
+            PORT=$port
+            common+=(-o Port="$PORT")
+            if timeout 30 ssh "${common[@]}" -o LogLevel=ERROR "${ed_key[@]}" "$user@127.0.0.1" true </dev/null; then
+                return 0
+            fi
+            say "sshd is up but ssh fails:"; tail -5 "$tmp/ssh/sshd.log" >&2
+            return 1
+        fi
+        say "sshd did not start on port $port (attempt $attempt):"; tail -3 "$tmp/ssh/sshd.log" >&2
+        wait "$sshd_pid" 2>/dev/null || true
+        sshd_pid=
+    done
+    return 1
+}
+
+if [ -z "$skip" ] && ! start_sshd; then
+    skip="the throwaway sshd could not be started"
+fi
+
+declare -A R=()   # results: key -> number
+if [ -n "$skip" ]; then
+    say "SKIPPING the OpenSSH side: $skip"
+else
+    say "sshd pid $sshd_pid on 127.0.0.1:$PORT ($("$SSHD" -V 2>&1 | head -1 || true))"
+    q=(-o LogLevel=ERROR)
+    R[default_cipher]=$(timeout 30 ssh "${common[@]}" -v "${ed_key[@]}" "$user@127.0.0.1" true 2>&1 </dev/null |
+        sed -n 's/.*kex: client->server cipher: \([^ ]*\).*/\1/p' | head -1)
+
+    say "making a $SIZE_MIB MiB random file"
+    head -c "$SIZE" /dev/urandom >"$tmp/big.bin"
+
+    # scp DIRECTION CIPHER_LABEL [cipher options]: prints the median seconds of $RUNS runs.
+    scp_runs() {
+        local dir=$1 label=$2; shift 2
+        local times=() i t0 t1 src dst
+        for i in $(seq "$RUNS"); do
+            rm -f "$tmp/up.bin" "$tmp/down.bin"
+            if [ "$dir" = up ]; then src=$tmp/big.bin dst="$user@127.0.0.1:$tmp/up.bin" out=$tmp/up.bin
+            else src="$user@127.0.0.1:$tmp/big.bin" dst=$tmp/down.bin out=$tmp/down.bin; fi
+            # Write back earlier runs' dirty pages first, so that no run pays for another's.
+            timeout 120 sync || true
+            t0=$EPOCHREALTIME
+            timeout "$SCP_TIMEOUT" scp -q "${common[@]}" "${q[@]}" "${ed_key[@]}" "$@" "$src" "$dst" </dev/null ||
+                { say "scp $dir $label failed"; return 1; }
+            t1=$EPOCHREALTIME
+            [ "$(stat -c %s "$out")" = "$SIZE" ] || { say "scp $dir $label: wrong size"; return 1; }
+            if [ "$i" = 1 ] && [ "$dir" = up ] && [ "$label" = default ]; then
+                cmp -s "$tmp/big.bin" "$out" || { say "scp copy differs"; return 1; }
+            fi
+            times+=("$(elapsed "$t0" "$t1")")
+            say "  scp $dir ($label) run $i: ${times[-1]} s"
+        done
+        printf '%s\n' "${times[@]}" | quantile 0.5
+    }
+    for dir in up down; do
+        if s=$(scp_runs "$dir" default); then R[scp_${dir}_default]=$(awk -v s="$s" -v n="$SIZE" 'BEGIN { print n / s / 1e6 }'); fi
+        if s=$(scp_runs "$dir" gcm -c aes128-gcm@openssh.com); then R[scp_${dir}_gcm]=$(awk -v s="$s" -v n="$SIZE" 'BEGIN { print n / s / 1e6 }'); fi
+    done
+    rm -f "$tmp/up.bin" "$tmp/down.bin" "$tmp/big.bin"
+
+    # `ssh host true`, N times each with ed25519 and RSA-3072 keys (client and host).
+    ssh_true() {
+        local label=$1; shift
+        local times=() i t0 t1
+        for i in $(seq "$N_SSH"); do
+            t0=$EPOCHREALTIME
+            timeout 30 ssh "${common[@]}" "${q[@]}" "$@" "$user@127.0.0.1" true </dev/null ||
+                { say "ssh true ($label) failed"; return 1; }
+            t1=$EPOCHREALTIME
+            times+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN { print (b - a) * 1000 }')")
+        done
+        printf '%s %s\n' "$(printf '%s\n' "${times[@]}" | quantile 0.5)" "$(printf '%s\n' "${times[@]}" | quantile 0.9)"
+    }
+    say "timing ssh host true, $N_SSH times each"
+    if m=$(ssh_true ed25519 "${ed_key[@]}"); then read -r R[ssh_ed_med] R[ssh_ed_p90] <<<"$m"; fi
+    if m=$(ssh_true rsa3072 "${rsa_key[@]}"); then read -r R[ssh_rsa_med] R[ssh_rsa_p90] <<<"$m"; fi
+
+    # Round trips through an open ssh channel, measured by the ovtp bench binary.
+    echo_cmd="timeout 120 ssh"
+    for a in "${common[@]}" "${q[@]}" "${ed_key[@]}" "$user@127.0.0.1" cat; do
+        echo_cmd+=" '${a//\'/\'\\\'\'}'"  # single-quoted for sh -c
+    done
+fi
+
+# --- ovtp's matching figures, from the bench binary ---------------------------------
+say "running the ovtp bench (messages, connect, files)"
+tsv=$tmp/ovtp.tsv
+(
+    cd "$repo"
+    export OVTP_BENCH_ONLY=messages,connect,files OVTP_BENCH_TSV="$tsv"
+    if [ -n "${echo_cmd:-}" ]; then
+        export OVTP_BENCH_ECHO_CMD="$echo_cmd" OVTP_BENCH_ECHO_LABEL="ssh channel to cat"
+    fi
+    [ -n "$quick" ] && export OVTP_BENCH_QUICK=1
+    timeout 1200 cargo bench --bench ovtp 2>&1 >"$tmp/ovtp.out" | grep -v '^ *\(Compiling\|Finished\|Running\)' >&2 || true
+) || true
+[ -s "$tsv" ] || { say "the ovtp bench did not produce figures"; cat "$tmp/ovtp.out" >&2 || true; exit 1; }
+v() { awk -F'\t' -v k="$1" '$1 == k { print $2 }' "$tsv"; }
+echo
+cat "$tmp/ovtp.out"
+
+# --- the comparison --------------------------------------------------------------
+sshv=$(ssh -V 2>&1)
+gib=$(awk -v m="$SIZE_MIB" 'BEGIN { printf (m % 1024 ? "%d MiB" : "%d GiB"), (m % 1024 ? m : m / 1024) }')
+echo
+echo "ovtp vs OpenSSH, $(nproc) cores, $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1), Linux $(uname -r)"
+echo "$sshv; scp over SFTP (OpenSSH >= 9 default); default cipher: ${R[default_cipher]:-n/a}"
+echo "1-minute load average: $load_start at start, $(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo "?") at end (other work on the machine skews the figures)"
+[ -n "$skip" ] && echo "OpenSSH side skipped: $skip"
+echo
+echo "| measurement | ovtp | OpenSSH | ovtp / OpenSSH |"
+echo "|---|---|---|---|"
+row() { echo "| $1 | $2 | $3 | $4 |"; }
+up=$(v file.upload.mbps); down=$(v file.download.mbps)
+na="n/a (file transfer not in this build)"
+for cipher in default gcm; do
+    label=$([ $cipher = default ] && echo "${R[default_cipher]:-default cipher}" || echo "aes128-gcm@openssh.com")
+    row "upload $gib, MB/s (scp, $label)" "$( [ -n "$up" ] && fmt "$up" 0 || echo "$na")" \
+        "$(fmt "${R[scp_up_$cipher]:-}" 0)" "$(ratio "$up" "${R[scp_up_$cipher]:-}")"
+    row "download $gib, MB/s (scp, $label)" "$( [ -n "$down" ] && fmt "$down" 0 || echo "$na")" \
+        "$(fmt "${R[scp_down_$cipher]:-}" 0)" "$(ratio "$down" "${R[scp_down_$cipher]:-}")"
+done
+c3m=$(v connect3072.median_ms); c3p=$(v connect3072.p90_ms)
+c2m=$(v connect2048.median_ms); c2p=$(v connect2048.p90_ms)
+row "new connection, median ms: ovtp RSA-3072 handshake + 1 message / \`ssh host true\` ed25519" \
+    "$(fmt "$c3m")" "$(fmt "${R[ssh_ed_med]:-}")" "$(ratio "$c3m" "${R[ssh_ed_med]:-}")"
+row "new connection, p90 ms: same" "$(fmt "$c3p")" "$(fmt "${R[ssh_ed_p90]:-}")" "$(ratio "$c3p" "${R[ssh_ed_p90]:-}")"
+row "new connection, median ms: ovtp RSA-3072 / \`ssh host true\` RSA-3072 keys" \
+    "$(fmt "$c3m")" "$(fmt "${R[ssh_rsa_med]:-}")" "$(ratio "$c3m" "${R[ssh_rsa_med]:-}")"
+row "new connection, median ms: ovtp RSA-2048 / \`ssh host true\` ed25519" \
+    "$(fmt "$c2m")" "$(fmt "${R[ssh_ed_med]:-}")" "$(ratio "$c2m" "${R[ssh_ed_med]:-}")"
+for k in msg100 msg16k; do
+    name=$([ $k = msg100 ] && echo "100 B" || echo "16 KiB")
+    o=$(v $k.ovtp.median_us); e=$(v $k.echo.median_us); t=$(v $k.tcp.median_us)
+    row "$name round trip on an open connection, median µs (ssh: channel to \`cat\`)" \
+        "$(fmt "$o")" "$(fmt "$e")" "$(ratio "$o" "$e")"
+    row "$name round trip, raw TCP ping-pong in the same run, median µs" "$(fmt "$t")" "" "ovtp/TCP $(ratio "$o" "$t")"
+done
+echo
+echo "Ratios: for MB/s above 1 means ovtp is faster; for times below 1 means ovtp is faster."
+echo "ovtp connection figures are in-process (no program start-up); \`ssh host true\` includes starting the ssh client and running \`true\` remotely."
