@@ -339,6 +339,8 @@ impl Client {
             match pipeline(&mut ch, items, &ids, &mut replies, wait) {
                 Ok(()) => {
                     self.channel = Some(ch);
+                    // `pipeline` returns Ok only once its in-flight queue is empty,
+                    // that is, after it stored a reply for every unanswered item.
                     return Ok(replies
                         .into_iter()
                         .map(|r| r.expect("pipeline fills every reply"))

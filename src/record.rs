@@ -28,6 +28,7 @@ pub const FLAG_FIN: u8 = 0x01;
 
 /// HMAC-SHA256 of the concatenated `parts` under `key`.
 pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC accepts keys of any length (RFC 2104 hashes long ones), so this cannot fail.
     let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     for p in parts {
         mac.update(p);
@@ -198,6 +199,8 @@ impl Sealer {
             out.extend_from_slice(p);
         }
         out.resize(ct_start + ct_len, 0);
+        // ct_len is the plaintext rounded up to the next whole block (always
+        // at least one byte of padding), which is exactly what PKCS#7 needs.
         cbc::Encryptor::<Aes256>::new((&self.enc).into(), &iv.into())
             .encrypt_padded::<Pkcs7>(&mut out[ct_start..], pt_len)
             .expect("buffer sized for padding");
@@ -293,6 +296,7 @@ impl Opener {
         let ct_start = RECORD_HEADER + IV_LEN;
         let ct_end = len - TAG_LEN;
         let (head, tag) = body.split_at_mut(ct_end);
+        // HMAC accepts keys of any length, so this cannot fail.
         let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.mac).expect("any key length");
         mac.update(&mac_header(
             self.dir,
@@ -304,6 +308,7 @@ impl Opener {
         mac.update(&head[RECORD_HEADER..]);
         // Constant-time comparison, before any decryption.
         mac.verify_slice(tag).map_err(|_| Error::BadRecord)?;
+        // RECORD_HEADER..ct_start is IV_LEN bytes by construction of ct_start.
         let iv: [u8; IV_LEN] = head[RECORD_HEADER..ct_start]
             .try_into()
             .expect("fixed slice");
