@@ -68,6 +68,42 @@ trap 'exit 130' INT TERM
 say() { printf '%s\n' "$*" >&2; }
 
 # --- seconds between two $EPOCHREALTIME stamps, statistics ---------------------
+# CPU seconds the whole machine has been busy (all cores and processes; user,
+# nice, system, irq, softirq, steal), from /proc/stat in USER_HZ (100) ticks.
+machine_busy() { awk '$1 == "cpu" { printf "%.2f", ($2 + $3 + $4 + $7 + $8 + $9) / 100; exit }' /proc/stat; }
+# CPU seconds of the reaped children of the (sub)shell $1 (scp, which reaps
+# its ssh), from /proc/PID/stat cutime cstime.
+children_cpu() { awk '{ printf "%.2f", ($16 + $17) / 100 }' "/proc/$1/stat"; }
+# CPU seconds (utime + stime) of the descendants of the sshd listener (the
+# connection's sshd processes and the SFTP server), sampled every 10 ms until
+# the file $1 exists (the listener does not collect their times in cutime, as
+# checked with `perf record -a`). A process that exits loses at most its last
+# 10 ms. Bash built-ins only, so the sampling costs little CPU.
+sshd_tree_cpu() {
+    local stop=$1 p st f sum=0 tick
+    local -A seen=()
+    local -a queue kids
+    exec {tick}<> <(:)
+    while :; do
+        queue=()
+        read -r -a queue 2>/dev/null <"/proc/$sshd_pid/task/$sshd_pid/children" || true
+        while [ ${#queue[@]} -gt 0 ]; do
+            p=${queue[0]}; queue=("${queue[@]:1}")
+            if read -r st 2>/dev/null <"/proc/$p/stat"; then
+                read -r -a f <<<"${st##*) }"
+                seen[$p]=$((f[11] + f[12]))  # utime, stime (fields 14, 15)
+                kids=()
+                read -r -a kids 2>/dev/null <"/proc/$p/task/$p/children" || true
+                queue+=("${kids[@]}")
+            fi
+        done
+        [ -e "$stop" ] && break
+        read -r -t 0.01 -u "$tick" || true
+    done
+    exec {tick}<&-
+    for p in "${!seen[@]}"; do sum=$((sum + seen[$p])); done
+    awk -v t="$sum" 'BEGIN { printf "%.2f", t / 100 }'
+}
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", b - a }'; }
 # quantile Q (0..1) of the numbers on stdin, the same rule as the Rust bench
 quantile() { sort -g | awk -v q="$1" '{ v[NR - 1] = $1 } END { if (NR) { i = int((NR - 1) * q + 0.5); print v[i] } }'; }
@@ -206,32 +242,49 @@ else
     say "making a $SIZE_MIB MiB random file on $files_place"
     head -c "$SIZE" /dev/urandom >"$files/big.bin"
 
-    # scp DIRECTION CIPHER_LABEL [cipher options]: prints the median seconds of $RUNS runs.
+    # scp DIRECTION CIPHER_LABEL [cipher options]: prints the median seconds of
+    # $RUNS runs, and the median CPU seconds the whole machine was busy per run.
     scp_runs() {
         local dir=$1 label=$2; shift 2
-        local times=() i t0 t1 src dst
+        local times=() busy=() cpu=() i t0 t1 b0 b1 c0 c1 sc src dst me=$BASHPID
         for i in $(seq "$RUNS"); do
             rm -f "$files/up.bin" "$files/down.bin"
             if [ "$dir" = up ]; then src=$files/big.bin dst="$user@127.0.0.1:$files/up.bin" out=$files/up.bin
             else src="$user@127.0.0.1:$files/big.bin" dst=$files/down.bin out=$files/down.bin; fi
             # Write back earlier runs' dirty pages first, so that no run pays for another's.
             timeout 120 sync || true
-            t0=$EPOCHREALTIME
+            rm -f "$tmp/stop"
+            sshd_tree_cpu "$tmp/stop" >"$tmp/sshd_cpu" &
+            local sampler=$!
+            c0=$(children_cpu "$me"); b0=$(machine_busy); t0=$EPOCHREALTIME
             timeout "$SCP_TIMEOUT" scp -q "${common[@]}" "${q[@]}" "${ed_key[@]}" "$@" "$src" "$dst" </dev/null ||
                 { say "scp $dir $label failed"; return 1; }
-            t1=$EPOCHREALTIME
+            t1=$EPOCHREALTIME; b1=$(machine_busy); c1=$(children_cpu "$me")
+            # Let the connection's sshd processes finish, then stop the sampler.
+            for _ in $(seq 50); do pgrep -P "$sshd_pid" >/dev/null || break; sleep 0.05; done
+            touch "$tmp/stop"; wait "$sampler" || true
+            sc=$(cat "$tmp/sshd_cpu")
             [ "$(stat -c %s "$out")" = "$SIZE" ] || { say "scp $dir $label: wrong size"; return 1; }
             if [ "$i" = 1 ] && [ "$dir" = up ] && [ "$label" = default ]; then
                 cmp -s "$files/big.bin" "$out" || { say "scp copy differs"; return 1; }
             fi
             times+=("$(elapsed "$t0" "$t1")")
-            say "  scp $dir ($label) run $i: ${times[-1]} s"
+            busy+=("$(elapsed "$b0" "$b1")")
+            cpu+=("$(awk -v a="$c0" -v b="$c1" -v c="$sc" 'BEGIN { print b - a + c }')")
+            say "  scp $dir ($label) run $i: ${times[-1]} s; CPU of scp+ssh+sshd ${cpu[-1]} s, whole machine ${busy[-1]} s"
         done
-        printf '%s\n' "${times[@]}" | quantile 0.5
+        echo "$(printf '%s\n' "${times[@]}" | quantile 0.5) $(printf '%s\n' "${cpu[@]}" | quantile 0.5) $(printf '%s\n' "${busy[@]}" | quantile 0.5)"
     }
     for dir in up down; do
-        if s=$(scp_runs "$dir" default); then R[scp_${dir}_default]=$(awk -v s="$s" -v n="$SIZE" 'BEGIN { print n / s / 1e6 }'); fi
-        if s=$(scp_runs "$dir" gcm -c aes128-gcm@openssh.com); then R[scp_${dir}_gcm]=$(awk -v s="$s" -v n="$SIZE" 'BEGIN { print n / s / 1e6 }'); fi
+        for cipher in default gcm; do
+            opt=(); [ $cipher = gcm ] && opt=(-c aes128-gcm@openssh.com)
+            if m=$(scp_runs "$dir" $cipher "${opt[@]}"); then
+                read -r s c b <<<"$m"
+                R[scp_${dir}_${cipher}]=$(awk -v s="$s" -v n="$SIZE" 'BEGIN { print n / s / 1e6 }')
+                R[scp_${dir}_${cipher}_ns]=$(awk -v c="$c" -v n="$SIZE" 'BEGIN { print c * 1e9 / n }')
+                R[scp_${dir}_${cipher}_others]=$(awk -v c="$c" -v b="$b" -v s="$s" 'BEGIN { x = (b - c) / s; print (x > 0 ? x : 0) }')
+            fi
+        done
     done
     rm -f "$files/up.bin" "$files/down.bin"
 
@@ -300,6 +353,22 @@ for cipher in default gcm; do
         "$(fmt "${R[scp_up_$cipher]:-}" 0)" "$(ratio "$up" "${R[scp_up_$cipher]:-}")"
     row "download $gib, MB/s (scp, $label)" "$( [ -n "$down" ] && fmt "$down" 0 || echo "$na")" \
         "$(fmt "${R[scp_down_$cipher]:-}" 0)" "$(ratio "$down" "${R[scp_down_$cipher]:-}")"
+done
+# CPU per byte moved, both ends (median run): ovtp client + server processes;
+# scp + ssh + the sshd session and SFTP server. Other processes' CPU meanwhile,
+# in cores, in brackets (other work on the machine skews the MB/s).
+for d in up down; do
+    name=$([ $d = up ] && echo upload || echo download)
+    size_b=$(v file.size_bytes)
+    o=$(awk -v a="$(v file.${name}.client.cpu_s)" -v b="$(v file.${name}.server.cpu_s)" -v n="$size_b" \
+        'BEGIN { if (a == "" || b == "" || n == "") print ""; else print (a + b) * 1e9 / n }')
+    oo=$(awk -v o="$(v file.${name}.others.cpu_s)" -v n="$size_b" -v r="$(v file.${name}.mbps)" \
+        'BEGIN { if (o == "" || r == "") print "?"; else printf "%.2f", o / (n / r / 1e6) }')
+    for cipher in default gcm; do
+        label=$([ $cipher = default ] && echo "${R[default_cipher]:-default cipher}" || echo "aes128-gcm@openssh.com")
+        row "$name, CPU ns per byte, both ends (scp, $label) [other processes, cores]" "$(fmt "$o" 2) [$oo]" \
+            "$(fmt "${R[scp_${d}_${cipher}_ns]:-}" 2) [$(fmt "${R[scp_${d}_${cipher}_others]:-}" 2)]" "$(ratio "$o" "${R[scp_${d}_${cipher}_ns]:-}")"
+    done
 done
 c3m=$(v connect3072.median_ms); c3p=$(v connect3072.p90_ms)
 c2m=$(v connect2048.median_ms); c2p=$(v connect2048.p90_ms)

@@ -302,6 +302,23 @@ fn process_cpu() -> Option<Duration> {
     Some(Duration::from_secs_f64(ticks as f64 / USER_HZ))
 }
 
+/// CPU time the whole machine spent busy (all cores, all processes: user,
+/// nice, system, irq, softirq, and steal, i.e. time taken by the hypervisor),
+/// from /proc/stat; 10 ms resolution.
+fn machine_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let f: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7)?;
+    Some(Duration::from_secs_f64(busy as f64 / USER_HZ))
+}
+
 /// Peak resident set size (VmHWM) of this process, KiB.
 fn peak_memory_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -825,7 +842,7 @@ fn child_client() -> BenchResult<()> {
             };
             println!("vmhwm_connected_kib {}", peak_memory_kib().unwrap_or(0));
             let monitor = ThreadMonitor::start();
-            let cpu0 = process_cpu();
+            let (cpu0, busy0) = (process_cpu(), machine_busy());
             let t0 = Instant::now();
             let report = if job == "upload" {
                 client.send_file_with(&local, &remote, opts, None)
@@ -834,6 +851,9 @@ fn child_client() -> BenchResult<()> {
             }
             .map_err(|e| format!("{job}: {e}"))?;
             let secs = t0.elapsed().as_secs_f64();
+            if let Some(b) = machine_busy().zip(busy0).map(|(a, b)| a.saturating_sub(b)) {
+                println!("machine_busy_s {}", b.as_secs_f64());
+            }
             print_cpu(cpu0, monitor.finish());
             println!("secs {secs}");
             println!("bytes {}", report.size);
@@ -1710,11 +1730,17 @@ fn bench_files(opts: &Opts, keys: &KeySet, r: &mut Report) -> BenchResult<()> {
                 .join(" + ")
         };
         let (ccpu, scpu) = (cpu(&med.client), cpu(&med.server));
+        // What the rest of the machine used meanwhile (other sessions' work).
+        let others = lookup(&med.client, "machine_busy_s").map(|b| (b - ccpu - scpu).max(0.0));
         let (cth, sth) = (
             TransferRun::threads(&med.client),
             TransferRun::threads(&med.server),
         );
         r.value(format!("{key}.client.cpu_s"), ccpu);
+        if let Some(o) = others {
+            r.value(format!("{key}.others.cpu_s"), o);
+            r.value(format!("{key}.machine_busy_s"), o + ccpu + scpu);
+        }
         r.value(format!("{key}.server.cpu_s"), scpu);
         for (side, th) in [("client", &cth), ("server", &sth)] {
             for (i, t) in th.iter().enumerate() {
@@ -1726,10 +1752,15 @@ fn bench_files(opts: &Opts, keys: &KeySet, r: &mut Report) -> BenchResult<()> {
             format!("  CPU seconds during the {dir_name} (median run)"),
             format!("client {ccpu:.2}, server {scpu:.2} in {:.2} s", med.secs),
             format!(
-                "{:.2} cores busy on average; busiest threads: client {}, server {} s",
+                "{:.2} cores busy on average; busiest threads: client {}, server {} s; \
+                 other processes meanwhile: {}",
                 (ccpu + scpu) / med.secs,
                 list(&cth),
-                list(&sth)
+                list(&sth),
+                others.map_or("n/a".into(), |o| format!(
+                    "{o:.2} CPU-s ({:.2} cores)",
+                    o / med.secs
+                ))
             ),
         );
         let max_of = |side: fn(&TransferRun) -> &Vec<(String, f64)>, k: &str| {
