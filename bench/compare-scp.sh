@@ -5,8 +5,11 @@
 # host keys and authorized_keys in a temp dir), times scp of one random file up
 # and down (default cipher and aes128-gcm@openssh.com), `ssh host true`
 # connection setup and round trips through an open ssh channel (`ssh host cat`),
-# then runs the ovtp bench binary for the matching figures and prints a table
-# with ratios. The sshd is killed by its pid on exit and the temp dir removed.
+# then runs the ovtp bench binary for the matching figures (the file rows move
+# the very same file) and prints a table with ratios and the targets of issue 6.
+# The file and both sides' copies live on /dev/shm (tmpfs) when it exists, so
+# that disk speed does not dominate either tool. The sshd is killed by its pid
+# on exit and the temp dirs removed.
 #
 # Usage: bench/compare-scp.sh
 # Environment:
@@ -31,6 +34,14 @@ SCP_TIMEOUT=$((SIZE / 10000000 + 30))
 repo=$(cd "$(dirname "$0")/.." && pwd)
 load_start=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo "?")
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ovtp-scp.XXXXXX")
+# The big file and its copies: on tmpfs (RAM) when there is one.
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+    files=$(mktemp -d /dev/shm/ovtp-scp.XXXXXX)
+    files_place="/dev/shm (tmpfs)"
+else
+    files=$tmp
+    files_place="$tmp (no /dev/shm: disk speed may dominate)"
+fi
 sshd_pid=
 made_run_sshd=
 made_policy=
@@ -48,7 +59,7 @@ cleanup() {
     fi
     [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
     [ -n "$made_run_sshd" ] && rmdir /run/sshd 2>/dev/null
-    rm -rf "$tmp"
+    rm -rf "$tmp" "$files"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -57,6 +68,42 @@ trap 'exit 130' INT TERM
 say() { printf '%s\n' "$*" >&2; }
 
 # --- seconds between two $EPOCHREALTIME stamps, statistics ---------------------
+# CPU seconds the whole machine has been busy (all cores and processes; user,
+# nice, system, irq, softirq, steal), from /proc/stat in USER_HZ (100) ticks.
+machine_busy() { awk '$1 == "cpu" { printf "%.2f", ($2 + $3 + $4 + $7 + $8 + $9) / 100; exit }' /proc/stat; }
+# CPU seconds of the reaped children of the (sub)shell $1 (scp, which reaps
+# its ssh), from /proc/PID/stat cutime cstime.
+children_cpu() { awk '{ printf "%.2f", ($16 + $17) / 100 }' "/proc/$1/stat"; }
+# CPU seconds (utime + stime) of the descendants of the sshd listener (the
+# connection's sshd processes and the SFTP server), sampled every 10 ms until
+# the file $1 exists (the listener does not collect their times in cutime, as
+# checked with `perf record -a`). A process that exits loses at most its last
+# 10 ms. Bash built-ins only, so the sampling costs little CPU.
+sshd_tree_cpu() {
+    local stop=$1 p st f sum=0 tick
+    local -A seen=()
+    local -a queue kids
+    exec {tick}<> <(:)
+    while :; do
+        queue=()
+        read -r -a queue 2>/dev/null <"/proc/$sshd_pid/task/$sshd_pid/children" || true
+        while [ ${#queue[@]} -gt 0 ]; do
+            p=${queue[0]}; queue=("${queue[@]:1}")
+            if read -r st 2>/dev/null <"/proc/$p/stat"; then
+                read -r -a f <<<"${st##*) }"
+                seen[$p]=$((f[11] + f[12]))  # utime, stime (fields 14, 15)
+                kids=()
+                read -r -a kids 2>/dev/null <"/proc/$p/task/$p/children" || true
+                queue+=("${kids[@]}")
+            fi
+        done
+        [ -e "$stop" ] && break
+        read -r -t 0.01 -u "$tick" || true
+    done
+    exec {tick}<&-
+    for p in "${!seen[@]}"; do sum=$((sum + seen[$p])); done
+    awk -v t="$sum" 'BEGIN { printf "%.2f", t / 100 }'
+}
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", b - a }'; }
 # quantile Q (0..1) of the numbers on stdin, the same rule as the Rust bench
 quantile() { sort -g | awk -v q="$1" '{ v[NR - 1] = $1 } END { if (NR) { i = int((NR - 1) * q + 0.5); print v[i] } }'; }
@@ -90,9 +137,10 @@ fi
 for tool in ssh scp ssh-keygen timeout awk; do
     command -v "$tool" >/dev/null || skip="${skip:-$tool is missing}"
 done
-avail_kib=$(df -Pk "$tmp" | awk 'NR == 2 { print $4 }')
-if [ -z "$skip" ] && [ "$avail_kib" -lt $((SIZE / 1024 * 3 + 102400)) ]; then
-    skip="not enough free space in $tmp for 3 copies of $SIZE_MIB MiB"
+avail_kib=$(df -Pk "$files" | awk 'NR == 2 { print $4 }')
+if [ "$avail_kib" -lt $((SIZE / 1024 * 3 + 102400)) ]; then
+    say "not enough free space in $files for 3 copies of $SIZE_MIB MiB"
+    exit 1
 fi
 
 user=$(id -un)
@@ -191,37 +239,54 @@ else
     R[default_cipher]=$(timeout 30 ssh "${common[@]}" -v "${ed_key[@]}" "$user@127.0.0.1" true 2>&1 </dev/null |
         sed -n 's/.*kex: client->server cipher: \([^ ]*\).*/\1/p' | head -1)
 
-    say "making a $SIZE_MIB MiB random file"
-    head -c "$SIZE" /dev/urandom >"$tmp/big.bin"
+    say "making a $SIZE_MIB MiB random file on $files_place"
+    head -c "$SIZE" /dev/urandom >"$files/big.bin"
 
-    # scp DIRECTION CIPHER_LABEL [cipher options]: prints the median seconds of $RUNS runs.
+    # scp DIRECTION CIPHER_LABEL [cipher options]: prints the median seconds of
+    # $RUNS runs, and the median CPU seconds the whole machine was busy per run.
     scp_runs() {
         local dir=$1 label=$2; shift 2
-        local times=() i t0 t1 src dst
+        local times=() busy=() cpu=() i t0 t1 b0 b1 c0 c1 sc src dst me=$BASHPID
         for i in $(seq "$RUNS"); do
-            rm -f "$tmp/up.bin" "$tmp/down.bin"
-            if [ "$dir" = up ]; then src=$tmp/big.bin dst="$user@127.0.0.1:$tmp/up.bin" out=$tmp/up.bin
-            else src="$user@127.0.0.1:$tmp/big.bin" dst=$tmp/down.bin out=$tmp/down.bin; fi
+            rm -f "$files/up.bin" "$files/down.bin"
+            if [ "$dir" = up ]; then src=$files/big.bin dst="$user@127.0.0.1:$files/up.bin" out=$files/up.bin
+            else src="$user@127.0.0.1:$files/big.bin" dst=$files/down.bin out=$files/down.bin; fi
             # Write back earlier runs' dirty pages first, so that no run pays for another's.
             timeout 120 sync || true
-            t0=$EPOCHREALTIME
+            rm -f "$tmp/stop"
+            sshd_tree_cpu "$tmp/stop" >"$tmp/sshd_cpu" &
+            local sampler=$!
+            c0=$(children_cpu "$me"); b0=$(machine_busy); t0=$EPOCHREALTIME
             timeout "$SCP_TIMEOUT" scp -q "${common[@]}" "${q[@]}" "${ed_key[@]}" "$@" "$src" "$dst" </dev/null ||
                 { say "scp $dir $label failed"; return 1; }
-            t1=$EPOCHREALTIME
+            t1=$EPOCHREALTIME; b1=$(machine_busy); c1=$(children_cpu "$me")
+            # Let the connection's sshd processes finish, then stop the sampler.
+            for _ in $(seq 50); do pgrep -P "$sshd_pid" >/dev/null || break; sleep 0.05; done
+            touch "$tmp/stop"; wait "$sampler" || true
+            sc=$(cat "$tmp/sshd_cpu")
             [ "$(stat -c %s "$out")" = "$SIZE" ] || { say "scp $dir $label: wrong size"; return 1; }
             if [ "$i" = 1 ] && [ "$dir" = up ] && [ "$label" = default ]; then
-                cmp -s "$tmp/big.bin" "$out" || { say "scp copy differs"; return 1; }
+                cmp -s "$files/big.bin" "$out" || { say "scp copy differs"; return 1; }
             fi
             times+=("$(elapsed "$t0" "$t1")")
-            say "  scp $dir ($label) run $i: ${times[-1]} s"
+            busy+=("$(elapsed "$b0" "$b1")")
+            cpu+=("$(awk -v a="$c0" -v b="$c1" -v c="$sc" 'BEGIN { print b - a + c }')")
+            say "  scp $dir ($label) run $i: ${times[-1]} s; CPU of scp+ssh+sshd ${cpu[-1]} s, whole machine ${busy[-1]} s"
         done
-        printf '%s\n' "${times[@]}" | quantile 0.5
+        echo "$(printf '%s\n' "${times[@]}" | quantile 0.5) $(printf '%s\n' "${cpu[@]}" | quantile 0.5) $(printf '%s\n' "${busy[@]}" | quantile 0.5)"
     }
     for dir in up down; do
-        if s=$(scp_runs "$dir" default); then R[scp_${dir}_default]=$(awk -v s="$s" -v n="$SIZE" 'BEGIN { print n / s / 1e6 }'); fi
-        if s=$(scp_runs "$dir" gcm -c aes128-gcm@openssh.com); then R[scp_${dir}_gcm]=$(awk -v s="$s" -v n="$SIZE" 'BEGIN { print n / s / 1e6 }'); fi
+        for cipher in default gcm; do
+            opt=(); [ $cipher = gcm ] && opt=(-c aes128-gcm@openssh.com)
+            if m=$(scp_runs "$dir" $cipher "${opt[@]}"); then
+                read -r s c b <<<"$m"
+                R[scp_${dir}_${cipher}]=$(awk -v s="$s" -v n="$SIZE" 'BEGIN { print n / s / 1e6 }')
+                R[scp_${dir}_${cipher}_ns]=$(awk -v c="$c" -v n="$SIZE" 'BEGIN { print c * 1e9 / n }')
+                R[scp_${dir}_${cipher}_others]=$(awk -v c="$c" -v b="$b" -v s="$s" 'BEGIN { x = (b - c) / s; print (x > 0 ? x : 0) }')
+            fi
+        done
     done
-    rm -f "$tmp/up.bin" "$tmp/down.bin" "$tmp/big.bin"
+    rm -f "$files/up.bin" "$files/down.bin"
 
     # `ssh host true`, N times each with ed25519 and RSA-3072 keys (client and host).
     ssh_true() {
@@ -248,17 +313,20 @@ else
 fi
 
 # --- ovtp's matching figures, from the bench binary ---------------------------------
-say "running the ovtp bench (messages, connect, files)"
+say "running the ovtp bench (ceiling, messages, connect, files)"
 tsv=$tmp/ovtp.tsv
+# The file rows move the same file as scp (made here when the OpenSSH side was skipped).
+[ -f "$files/big.bin" ] || head -c "$SIZE" /dev/urandom >"$files/big.bin"
 (
     cd "$repo"
-    export OVTP_BENCH_ONLY=messages,connect,files OVTP_BENCH_TSV="$tsv"
+    export OVTP_BENCH_ONLY=ceiling,messages,connect,files OVTP_BENCH_TSV="$tsv" OVTP_BENCH_FILE="$files/big.bin"
     if [ -n "${echo_cmd:-}" ]; then
         export OVTP_BENCH_ECHO_CMD="$echo_cmd" OVTP_BENCH_ECHO_LABEL="ssh channel to cat"
     fi
     [ -n "$quick" ] && export OVTP_BENCH_QUICK=1
     timeout 1200 cargo bench --bench ovtp 2>&1 >"$tmp/ovtp.out" | grep -v '^ *\(Compiling\|Finished\|Running\)' >&2 || true
 ) || true
+rm -f "$files/big.bin"
 [ -s "$tsv" ] || { say "the ovtp bench did not produce figures"; cat "$tmp/ovtp.out" >&2 || true; exit 1; }
 v() { awk -F'\t' -v k="$1" '$1 == k { print $2 }' "$tsv"; }
 echo
@@ -270,6 +338,7 @@ gib=$(awk -v m="$SIZE_MIB" 'BEGIN { printf (m % 1024 ? "%d MiB" : "%d GiB"), (m 
 echo
 echo "ovtp vs OpenSSH, $(nproc) cores, $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1), Linux $(uname -r)"
 echo "$sshv; scp over SFTP (OpenSSH >= 9 default); default cipher: ${R[default_cipher]:-n/a}"
+echo "file: $SIZE_MIB MiB random, the same file for scp and ovtp, all copies on $files_place"
 echo "1-minute load average: $load_start at start, $(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo "?") at end (other work on the machine skews the figures)"
 [ -n "$skip" ] && echo "OpenSSH side skipped: $skip"
 echo
@@ -277,13 +346,29 @@ echo "| measurement | ovtp | OpenSSH | ovtp / OpenSSH |"
 echo "|---|---|---|---|"
 row() { echo "| $1 | $2 | $3 | $4 |"; }
 up=$(v file.upload.mbps); down=$(v file.download.mbps)
-na="n/a (file transfer not in this build)"
+na="n/a (no figure from the ovtp bench)"
 for cipher in default gcm; do
     label=$([ $cipher = default ] && echo "${R[default_cipher]:-default cipher}" || echo "aes128-gcm@openssh.com")
     row "upload $gib, MB/s (scp, $label)" "$( [ -n "$up" ] && fmt "$up" 0 || echo "$na")" \
         "$(fmt "${R[scp_up_$cipher]:-}" 0)" "$(ratio "$up" "${R[scp_up_$cipher]:-}")"
     row "download $gib, MB/s (scp, $label)" "$( [ -n "$down" ] && fmt "$down" 0 || echo "$na")" \
         "$(fmt "${R[scp_down_$cipher]:-}" 0)" "$(ratio "$down" "${R[scp_down_$cipher]:-}")"
+done
+# CPU per byte moved, both ends (median run): ovtp client + server processes;
+# scp + ssh + the sshd session and SFTP server. Other processes' CPU meanwhile,
+# in cores, in brackets (other work on the machine skews the MB/s).
+for d in up down; do
+    name=$([ $d = up ] && echo upload || echo download)
+    size_b=$(v file.size_bytes)
+    o=$(awk -v a="$(v file.${name}.client.cpu_s)" -v b="$(v file.${name}.server.cpu_s)" -v n="$size_b" \
+        'BEGIN { if (a == "" || b == "" || n == "") print ""; else print (a + b) * 1e9 / n }')
+    oo=$(awk -v o="$(v file.${name}.others.cpu_s)" -v n="$size_b" -v r="$(v file.${name}.mbps)" \
+        'BEGIN { if (o == "" || r == "") print "?"; else printf "%.2f", o / (n / r / 1e6) }')
+    for cipher in default gcm; do
+        label=$([ $cipher = default ] && echo "${R[default_cipher]:-default cipher}" || echo "aes128-gcm@openssh.com")
+        row "$name, CPU ns per byte, both ends (scp, $label) [other processes, cores]" "$(fmt "$o" 2) [$oo]" \
+            "$(fmt "${R[scp_${d}_${cipher}_ns]:-}" 2) [$(fmt "${R[scp_${d}_${cipher}_others]:-}" 2)]" "$(ratio "$o" "${R[scp_${d}_${cipher}_ns]:-}")"
+    done
 done
 c3m=$(v connect3072.median_ms); c3p=$(v connect3072.p90_ms)
 c2m=$(v connect2048.median_ms); c2p=$(v connect2048.p90_ms)
@@ -303,4 +388,33 @@ for k in msg100 msg16k; do
 done
 echo
 echo "Ratios: for MB/s above 1 means ovtp is faster; for times below 1 means ovtp is faster."
+echo
+# --- the targets of issue 6, judged on this run -----------------------------------
+# verdict VALUE OP LIMIT: "met" or "NOT met" ("n/a" without a value)
+verdict() { awk -v x="$1" -v op="$2" -v l="$3" 'BEGIN { if (x == "" || l == "") { print "n/a"; exit }
+    ok = (op == ">=") ? (x >= l) : (x <= l); print ok ? "met" : "NOT met" }'; }
+trow() { echo "| $1 | $2 | $3 |"; }
+div() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print ""; else print a / b }'; }
+echo "Targets of issue 6 in this run:"
+echo
+echo "| target | measured | verdict |"
+echo "|---|---|---|"
+for d in up down; do
+    name=$([ $d = up ] && echo upload || echo download)
+    o=$([ $d = up ] && echo "$up" || echo "$down")
+    r1=$(div "$o" "${R[scp_${d}_default]:-}"); r2=$(div "$o" "${R[scp_${d}_gcm]:-}")
+    trow "$name >= 1.6x scp (default cipher)" "$(fmt "$r1" 2)x ($(fmt "$o" 0) / $(fmt "${R[scp_${d}_default]:-}" 0) MB/s; vs scp aes128-gcm $(fmt "$r2" 2)x)" "$(verdict "$r1" '>=' 1.6)"
+    p=$(v file.${name}.pct_bound)
+    trow "$name >= 80% of the 2-core bound ($(fmt "$(v ceiling.transfer_bound.mbps)" 0) MB/s)" "$(fmt "$p" 0)%" "$(verdict "$p" '>=' 80)"
+    sk=$(v file.${name}.server.kib); ck=$(v file.${name}.client.kib)
+    mx=$(awk -v a="$sk" -v b="$ck" 'BEGIN { if (a == "" || b == "") print ""; else print (a > b ? a : b) / 1024 }')
+    trow "$name peak memory <= 16 MiB per side" "server $(fmt "$(div "$sk" 1024)") MiB, client $(fmt "$(div "$ck" 1024)") MiB" "$(verdict "$mx" '<=' 16)"
+done
+r=$(v msg100.ratio)
+trow "100 B round trip <= 1.3x raw TCP" "$(fmt "$r" 2)x ($(fmt "$(v msg100.ovtp.median_us)") / $(fmt "$(v msg100.tcp.median_us)") µs)" "$(verdict "$r" '<=' 1.3)"
+b=$(v batch100.per_s)
+trow ">= 30,000 msgs/s of 100 B (send_batch)" "$(fmt "$b" 0) /s ($(fmt "$(div "$b" 30000)" 2)x the target)" "$(verdict "$b" '>=' 30000)"
+r=$(div "$c3m" "${R[ssh_ed_med]:-}")
+trow "RSA-3072 new connection faster than \`ssh host true\` (medians)" "$(fmt "$r" 2)x ($(fmt "$c3m") / $(fmt "${R[ssh_ed_med]:-}") ms; vs RSA-3072 ssh keys $(ratio "$c3m" "${R[ssh_rsa_med]:-}"))" "$(verdict "$r" '<=' 1)"
+trow "RSA-3072 handshake: only the RSA operations needed (2 per side)" "client $(fmt "$(v connect3072.client_private_ops)"), server $(fmt "$(v connect3072.server_private_ops)") private-key ops" "$(verdict "$(v connect3072.server_private_ops)" '<=' 2)"
 echo "ovtp connection figures are in-process (no program start-up); \`ssh host true\` includes starting the ssh client and running \`true\` remotely."

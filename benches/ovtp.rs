@@ -13,6 +13,8 @@
 //!   command that echoes its standard input (for example `ssh host cat`), with the
 //!   same method as the ovtp rows (run with `sh -c`; `OVTP_BENCH_ECHO_LABEL`
 //!   names it in the table).
+//! - `OVTP_BENCH_FILE=path`: the file rows move this file (left in place)
+//!   instead of making a random one (1 GiB; 128 MiB in quick mode).
 //!
 //! Every server binds 127.0.0.1:0. Every measuring loop stops at a count or a
 //! time budget, whichever comes first; child processes have a deadline after
@@ -26,8 +28,8 @@ use cbc::cipher::{Array, BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
 use hmac::{Hmac, KeyInit, Mac};
 use ovtp::record::FLAG_FIN;
 use ovtp::{
-    AuthorizedKeys, Client, ClientConfig, HostTrust, KeyPair, Payload, Reply, Request, Rng, Server,
-    ServerConfig, Stopper,
+    AuthorizedKeys, Client, ClientConfig, HostTrust, KeyPair, Outgoing, Payload, Reply, Request,
+    Rng, Server, ServerConfig, Stopper,
 };
 use sha2::Sha256;
 use std::collections::BTreeSet;
@@ -45,6 +47,8 @@ use std::time::{Duration, Instant};
 const RECORD: usize = 1024 * 1024;
 /// Size of the file in the file rows.
 const FILE_SIZE: u64 = 1 << 30;
+/// ... in quick mode.
+const QUICK_FILE_SIZE: u64 = 128 << 20;
 /// Small message sizes of the round-trip rows.
 const SMALL_SIZES: [usize; 2] = [100, 16 * 1024];
 /// RSA sizes of the connection rows.
@@ -68,6 +72,7 @@ struct Opts {
     tsv: Option<PathBuf>,
     echo_cmd: Option<String>,
     echo_label: String,
+    file: Option<PathBuf>,
 }
 
 impl Opts {
@@ -87,6 +92,7 @@ impl Opts {
             echo_cmd: nonempty("OVTP_BENCH_ECHO_CMD"),
             echo_label: nonempty("OVTP_BENCH_ECHO_LABEL")
                 .unwrap_or_else(|| "OVTP_BENCH_ECHO_CMD".into()),
+            file: nonempty("OVTP_BENCH_FILE").map(PathBuf::from),
         }
     }
 
@@ -187,10 +193,6 @@ struct Report {
 }
 
 impl Report {
-    fn row(&mut self, section: &'static str, what: impl Into<String>, value: impl Into<String>) {
-        self.row_note(section, what, value, "");
-    }
-
     fn row_note(
         &mut self,
         section: &'static str,
@@ -300,6 +302,23 @@ fn process_cpu() -> Option<Duration> {
     Some(Duration::from_secs_f64(ticks as f64 / USER_HZ))
 }
 
+/// CPU time the whole machine spent busy (all cores, all processes: user,
+/// nice, system, irq, softirq, and steal, i.e. time taken by the hypervisor),
+/// from /proc/stat; 10 ms resolution.
+fn machine_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let f: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7)?;
+    Some(Duration::from_secs_f64(busy as f64 / USER_HZ))
+}
+
 /// Peak resident set size (VmHWM) of this process, KiB.
 fn peak_memory_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -319,8 +338,12 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> BenchResult<TempDir> {
+        Self::new_in(&std::env::temp_dir(), tag)
+    }
+
+    fn new_in(base: &Path, tag: &str) -> BenchResult<TempDir> {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
+        let p = base.join(format!(
             "ovtp-bench-{tag}-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
@@ -359,11 +382,15 @@ impl KeySet {
     }
 }
 
-/// Echo handler: data and text come back unchanged.
+/// Echo handler: data and text come back unchanged; file offers, requests and
+/// arrivals are accepted (the file rows).
 fn echo(req: Request<'_>) -> Reply {
     match req.payload {
         Payload::Data(d) => Reply::ok(d),
         Payload::Text(t) => Reply::ok(t),
+        Payload::FileOffer { .. } | Payload::FileRequest { .. } | Payload::FileReceived { .. } => {
+            Reply::ok("")
+        }
         _ => Reply::new(1, "unexpected payload"),
     }
 }
@@ -502,6 +529,11 @@ const CHILD_ADDR: &str = "OVTP_BENCH_CHILD_ADDR";
 const CHILD_JOB: &str = "OVTP_BENCH_CHILD_JOB";
 const CHILD_SECS: &str = "OVTP_BENCH_CHILD_SECS";
 const CHILD_MAX: &str = "OVTP_BENCH_CHILD_MAX";
+/// Server: its files directory. Client: the local file of an upload or download.
+const CHILD_FILES: &str = "OVTP_BENCH_CHILD_FILES";
+const CHILD_LOCAL: &str = "OVTP_BENCH_CHILD_LOCAL";
+/// Client: the remote name of an upload or download.
+const CHILD_REMOTE: &str = "OVTP_BENCH_CHILD_REMOTE";
 
 /// This binary re-executed in a child role, so that its peak memory is its
 /// own. It reports on stdout as `key value` lines; a watchdog kills it at its
@@ -584,6 +616,15 @@ struct ServerProcess {
 impl ServerProcess {
     /// Start it; it is killed if still running after `limit`.
     fn start(keys: &KeySet, limit: Duration) -> BenchResult<ServerProcess> {
+        Self::start_with(keys, limit, None)
+    }
+
+    /// Start it with `files` as its files directory (uploads and downloads).
+    fn start_with(
+        keys: &KeySet,
+        limit: Duration,
+        files: Option<&Path>,
+    ) -> BenchResult<ServerProcess> {
         let dir = TempDir::new("child")?;
         keys.server
             .save(&dir.join("server.key"), true)
@@ -599,7 +640,11 @@ impl ServerProcess {
             .add(keys.client.public(), "bench client")
             .map_err(err("authorized_keys"))?;
         let dir_s = dir.0.to_string_lossy().into_owned();
-        let mut proc = ChildProc::spawn("server", &[(CHILD_DIR, dir_s)], limit)?;
+        let mut env = vec![(CHILD_DIR, dir_s)];
+        if let Some(f) = files {
+            env.push((CHILD_FILES, f.to_string_lossy().into_owned()));
+        }
+        let mut proc = ChildProc::spawn("server", &env, limit)?;
         let line = proc.read_line()?;
         let addr: SocketAddr = line
             .parse()
@@ -610,13 +655,24 @@ impl ServerProcess {
     /// Run `job` in a client child process against this server; returns what
     /// it reported (always including `vmhwm_kib`).
     fn run_client(&self, job: &str, b: Budget) -> BenchResult<Vec<(String, f64)>> {
-        let env = [
+        self.run_client_with(job, b, &[])
+    }
+
+    /// `run_client` with more environment for the job.
+    fn run_client_with(
+        &self,
+        job: &str,
+        b: Budget,
+        extra: &[(&str, String)],
+    ) -> BenchResult<Vec<(String, f64)>> {
+        let mut env = vec![
             (CHILD_DIR, self.dir.0.to_string_lossy().into_owned()),
             (CHILD_ADDR, self.addr.to_string()),
             (CHILD_JOB, job.to_string()),
             (CHILD_SECS, b.time.as_secs_f64().to_string()),
             (CHILD_MAX, b.max.to_string()),
         ];
+        env.extend(extra.iter().cloned());
         let limit = b.time + Duration::from_secs(60);
         let out = ChildProc::spawn("client", &env, limit)?.finish(limit);
         match lookup(&out, "vmhwm_kib") {
@@ -627,7 +683,13 @@ impl ServerProcess {
 
     /// Stop it; returns its peak resident memory (KiB).
     fn finish(self) -> Option<u64> {
-        lookup(&self.proc.finish(Duration::from_secs(40)), "vmhwm_kib").map(|v| v as u64)
+        lookup(&self.finish_report(), "vmhwm_kib").map(|v| v as u64)
+    }
+
+    /// Stop it; returns everything it reported (`vmhwm_kib`, `cpu_s`,
+    /// `thread0_s`.. for its busiest threads).
+    fn finish_report(self) -> Vec<(String, f64)> {
+        self.proc.finish(Duration::from_secs(40))
     }
 }
 
@@ -640,9 +702,13 @@ fn child_server() -> BenchResult<()> {
     let dir = PathBuf::from(child_env(CHILD_DIR)?);
     let keys = KeyPair::load(&dir.join("server.key")).map_err(err("server key"))?;
     let ak = AuthorizedKeys::new(dir.join("authorized_keys"));
-    // File rows: set the server's files directory in this config once it exists.
-    let server =
-        Server::bind_with("127.0.0.1:0", keys, ak, server_config(), echo).map_err(err("bind"))?;
+    let config = ServerConfig {
+        files_dir: std::env::var_os(CHILD_FILES).map(PathBuf::from),
+        ..server_config()
+    };
+    let monitor = ThreadMonitor::start();
+    let cpu0 = process_cpu();
+    let server = Server::bind_with("127.0.0.1:0", keys, ak, config, echo).map_err(err("bind"))?;
     let stopper = server.stopper().map_err(err("stopper"))?;
     println!("{}", server.local_addr().map_err(err("local_addr"))?);
     std::io::stdout().flush().map_err(err("stdout"))?;
@@ -653,8 +719,86 @@ fn child_server() -> BenchResult<()> {
     let _ = std::io::stdin().read_to_end(&mut sink);
     stopper.stop();
     let _ = thread.join();
+    print_cpu(cpu0, monitor.finish());
     println!("vmhwm_kib {}", peak_memory_kib().unwrap_or(0));
     Ok(())
+}
+
+/// Report this process's CPU time since `cpu0` and its busiest threads'.
+fn print_cpu(cpu0: Option<Duration>, threads: Vec<Duration>) {
+    if let Some(c) = process_cpu().zip(cpu0).map(|(a, b)| a.saturating_sub(b)) {
+        println!("cpu_s {}", c.as_secs_f64());
+    }
+    for (i, t) in threads.iter().take(4).enumerate() {
+        println!("thread{i}_s {}", t.as_secs_f64());
+    }
+}
+
+/// Samples the CPU time of every thread of this process every 10 ms (from
+/// /proc/self/task/*/schedstat), so that threads which have exited are still
+/// counted (up to the last 10 ms of their life). Its own thread is left out.
+struct ThreadMonitor {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Vec<Duration>>,
+}
+
+impl ThreadMonitor {
+    fn start() -> ThreadMonitor {
+        fn sample(
+            me: &str,
+            base: &std::collections::HashMap<String, u64>,
+            seen: &mut std::collections::HashMap<String, u64>,
+        ) {
+            let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+                return;
+            };
+            for e in dir.flatten() {
+                let tid = e.file_name().to_string_lossy().into_owned();
+                if tid == me {
+                    continue;
+                }
+                let ns = std::fs::read_to_string(e.path().join("schedstat"))
+                    .ok()
+                    .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
+                if let Some(ns) = ns {
+                    let used = ns.saturating_sub(base.get(&tid).copied().unwrap_or(0));
+                    let v = seen.entry(tid).or_insert(0);
+                    *v = (*v).max(used);
+                }
+            }
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        // CPU already spent by the threads that exist now is not counted.
+        let mut base = std::collections::HashMap::new();
+        sample("", &std::collections::HashMap::new(), &mut base);
+        let thread = std::thread::spawn(move || {
+            let me = std::fs::read_link("/proc/thread-self")
+                .ok()
+                .and_then(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+                .unwrap_or_default();
+            let mut seen = std::collections::HashMap::new();
+            while !flag.load(Ordering::SeqCst) {
+                sample(&me, &base, &mut seen);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            sample(&me, &base, &mut seen);
+            let mut v: Vec<Duration> = seen
+                .into_values()
+                .filter(|&ns| ns >= 5_000_000)
+                .map(Duration::from_nanos)
+                .collect();
+            v.sort_unstable_by(|a, b| b.cmp(a));
+            v
+        });
+        ThreadMonitor { stop, thread }
+    }
+
+    /// CPU time of each thread that used at least 5 ms since `start`, busiest first.
+    fn finish(self) -> Vec<Duration> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap_or_default()
+    }
 }
 
 /// The client side of [`ServerProcess::run_client`]: one job, then `vmhwm_kib`.
@@ -688,7 +832,38 @@ fn child_client() -> BenchResult<()> {
             println!("total_s {}", st.total.as_secs_f64());
             println!("median_s {}", st.median.as_secs_f64());
         }
-        // File rows: "upload" / "download" jobs go here (see `bench_files`).
+        // One file transfer, timed from the request to the verified end.
+        job @ ("upload" | "download") => {
+            let local = PathBuf::from(child_env(CHILD_LOCAL)?);
+            let remote = child_env(CHILD_REMOTE)?;
+            let opts = ovtp::TransferOptions {
+                overwrite: false,
+                resume: false,
+            };
+            println!("vmhwm_connected_kib {}", peak_memory_kib().unwrap_or(0));
+            let monitor = ThreadMonitor::start();
+            let (cpu0, busy0) = (process_cpu(), machine_busy());
+            let t0 = Instant::now();
+            let report = if job == "upload" {
+                client.send_file_with(&local, &remote, opts, None)
+            } else {
+                client.get_file_with(&remote, &local, opts, None)
+            }
+            .map_err(|e| format!("{job}: {e}"))?;
+            let secs = t0.elapsed().as_secs_f64();
+            if let Some(b) = machine_busy().zip(busy0).map(|(a, b)| a.saturating_sub(b)) {
+                println!("machine_busy_s {}", b.as_secs_f64());
+            }
+            print_cpu(cpu0, monitor.finish());
+            println!("secs {secs}");
+            println!("bytes {}", report.size);
+            // The first 4 bytes of the verified SHA-256, so the parent can
+            // check that both directions moved the same file.
+            println!(
+                "sha256_prefix {}",
+                u32::from_be_bytes(report.sha256[..4].try_into().unwrap_or_default())
+            );
+        }
         other => return Err(format!("unknown job {other:?}")),
     }
     drop(client);
@@ -757,8 +932,6 @@ fn bench_ceiling(opts: &Opts, r: &mut Report) -> BenchResult<()> {
     let key = [7u8; 32];
     let iv = [9u8; 16];
     let mut buf: Vec<u8> = (0..RECORD).map(|i| (i * 31) as u8).collect();
-    let mut n = 0usize;
-    let mut spent = Spent::new();
     let run = |f: &mut dyn FnMut() -> BenchResult<()>| -> BenchResult<(f64, Spent)> {
         let mut s = Spent::new();
         let t = s.time(|| sample(b, f))?;
@@ -806,45 +979,94 @@ fn bench_ceiling(opts: &Opts, r: &mut Report) -> BenchResult<()> {
         s,
         "DESIGN.md §6: ~1,530",
     );
+    // Plain SHA-256: what each side of a file transfer spends on the file digest.
+    let (bytes, s) = run(&mut || {
+        black_box(<Sha256 as sha2::Digest>::digest(&buf[..]));
+        Ok(())
+    })?;
+    let sha = ceiling_row(
+        r,
+        "sha256",
+        "SHA-256 (file digest), one core, 1 MiB",
+        bytes,
+        s,
+        "each side of a file transfer hashes the whole file once",
+    );
 
-    // The library's own record path: Sealer::seal and Opener::open, 1 MiB records.
-    let ((mut sealer, _), (_, mut opener)) =
-        ovtp::record::SessionKeys::from_secrets_for_testing(&[1; 32], &[2; 32], &[3; 32]);
+    // The library's own record path: Sealer::seal and Opener::open, 1 MiB
+    // records. Each figure comes from whole loops, with the thread's CPU time
+    // read once before and once after a loop (the kernel brings a running
+    // thread's /proc runtime up to date only at scheduler events, so reading
+    // it around single 1-2 ms calls is noisy): loop A copies a frame, loop B
+    // seals and copies, loop C seals, copies and opens; seal = B - A and
+    // open = C - B, per record.
     let mut rng = Rng::system();
     let plaintext = vec![0x5au8; RECORD];
     let (mut frame, mut body) = (Vec::with_capacity(RECORD + 128), Vec::new());
-    let mut open_spent = Spent::new();
-    sample(b, || {
-        frame.clear();
-        spent
-            .time(|| sealer.seal(&mut rng, 0x10, FLAG_FIN, &plaintext, &mut frame))
-            .map_err(err("seal"))?;
-        body.clear();
-        body.extend_from_slice(&frame[4..]);
-        let len = open_spent
-            .time(|| opener.open(&mut body).map(|rec| rec.plaintext.len()))
-            .map_err(err("open"))?;
-        if len != RECORD {
-            return Err("opened record has the wrong length".into());
+    let keys = || ovtp::record::SessionKeys::from_secrets_for_testing(&[1; 32], &[2; 32], &[3; 32]);
+    let mut loop_spent = |with_seal: bool, with_open: bool| -> BenchResult<(Spent, usize)> {
+        let ((mut sealer, _), (_, mut opener)) = keys();
+        // Loop A copies a sealed frame too, so that it moves the same bytes.
+        if !with_seal {
+            frame.clear();
+            sealer
+                .seal(&mut rng, 0x10, FLAG_FIN, &plaintext, &mut frame)
+                .map_err(err("seal"))?;
         }
-        n += 1;
-        Ok(())
-    })?;
-    let bytes = (RECORD * n) as f64;
+        let mut spent = Spent::new();
+        let n = spent
+            .time(|| {
+                sample(b, || {
+                    if with_seal {
+                        frame.clear();
+                        sealer
+                            .seal(&mut rng, 0x10, FLAG_FIN, &plaintext, &mut frame)
+                            .map_err(err("seal"))?;
+                    }
+                    body.clear();
+                    body.extend_from_slice(&frame[4..]);
+                    if with_open {
+                        let len = opener
+                            .open(&mut body)
+                            .map(|rec| rec.plaintext.len())
+                            .map_err(err("open"))?;
+                        if len != RECORD {
+                            return Err("opened record has the wrong length".into());
+                        }
+                    }
+                    black_box(&body);
+                    Ok(())
+                })
+            })?
+            .len();
+        Ok((spent, n))
+    };
+    let (a, b_, c) = (
+        loop_spent(false, false)?,
+        loop_spent(true, false)?,
+        loop_spent(true, true)?,
+    );
+    // Per record: (wall, cpu) of each loop, and the differences.
+    let per = |(s, n): (Spent, usize)| (s.wall / n as u32, s.cpu.map(|c| c / n as u32));
+    let diff = |x: (Duration, Option<Duration>), y: (Duration, Option<Duration>)| Spent {
+        wall: x.0.saturating_sub(y.0),
+        cpu: x.1.zip(y.1).map(|(p, q)| p.saturating_sub(q)),
+    };
+    let (pa, pb, pc) = (per(a), per(b_), per(c));
     let etm = ceiling_row(
         r,
         "seal",
         "encrypt-then-MAC (record::Sealer::seal), 1 MiB records",
-        bytes,
-        spent,
+        RECORD as f64,
+        diff(pb, pa),
         "DESIGN.md §6: ~500 (64 KiB chunks); includes the copy into the frame and a getrandom IV",
     );
     let vtd = ceiling_row(
         r,
         "open",
         "verify-then-decrypt (record::Opener::open), 1 MiB",
-        bytes,
-        open_spent,
+        RECORD as f64,
+        diff(pc, pb),
         "DESIGN.md §6: ~1,230; in place",
     );
 
@@ -862,22 +1084,27 @@ fn bench_ceiling(opts: &Opts, r: &mut Report) -> BenchResult<()> {
         ),
     );
 
-    // The bound for a transfer when sender and receiver share this machine:
-    // every byte is sealed once, crosses loopback once and is opened once; with
-    // perfect overlap the cores are the limit.
+    // The bound for a file transfer when sender and receiver share this machine:
+    // every byte is hashed (SHA-256) and sealed by the sender, crosses loopback
+    // once, and is opened and hashed by the receiver; with perfect overlap over
+    // the cores, the total CPU per byte is the limit.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let ns_per_byte = 1e3 / etm + 1e3 / vtd + tcp_cpu_ns;
+    let (sha_ns, seal_ns, open_ns) = (1e3 / sha, 1e3 / etm, 1e3 / vtd);
+    let ns_per_byte = 2.0 * sha_ns + seal_ns + open_ns + tcp_cpu_ns;
     let bound = cores * 1e3 / ns_per_byte;
+    let without_hash = cores * 1e3 / (seal_ns + open_ns + tcp_cpu_ns);
+    r.value("ceiling.cpu_ns_per_byte", ns_per_byte);
     r.value("ceiling.transfer_bound.mbps", bound);
+    r.value("ceiling.record_bound.mbps", without_hash);
     r.row_note(
         "ceiling",
-        format!("transfer bound, both ends on {cores} cores (estimate)"),
+        format!("file transfer bound, both ends on {cores} cores (estimate)"),
         format!("{} MB/s", thousands(bound)),
         format!(
-            "{cores} cores / ({:.2} seal + {:.2} open + {:.2} TCP ns of CPU per byte); disk and page cache not counted",
-            1e3 / etm,
-            1e3 / vtd,
-            tcp_cpu_ns
+            "{cores} cores / ({sha_ns:.2} SHA-256 + {seal_ns:.2} seal + {open_ns:.2} open + {sha_ns:.2} SHA-256 + {tcp_cpu_ns:.2} TCP = {ns_per_byte:.2} ns of CPU per byte); \
+             without the file digests {} MB/s; the sealing thread alone caps one stream at {} MB/s; file I/O not counted",
+            thousands(without_hash),
+            thousands(etm)
         ),
     );
     Ok(())
@@ -1060,6 +1287,56 @@ fn bench_messages(opts: &Opts, keys: &KeySet, r: &mut Report) -> BenchResult<()>
             );
         }
     }
+    Ok(())
+}
+
+/// Messages of 100 B with `Client::send_batch` on one open connection (pipelined).
+fn bench_batch(opts: &Opts, keys: &KeySet, r: &mut Report) -> BenchResult<()> {
+    const SIZE: usize = 100;
+    const PER_BATCH: usize = 1_000;
+    let batches = if opts.quick { 5 } else { 20 };
+    let server = LocalServer::start(keys)?;
+    let mut client = server.connect(keys)?;
+    let msg = vec![0x42u8; SIZE];
+    let items = vec![Outgoing::Data(&msg); PER_BATCH];
+    let mut batch = || -> BenchResult<()> {
+        let replies = client.send_batch(&items).map_err(err("send_batch"))?;
+        if replies.len() != PER_BATCH || replies.iter().any(|r| !r.is_ok() || r.body.len() != SIZE)
+        {
+            return Err("bad batch replies".into());
+        }
+        Ok(())
+    };
+    batch()?; // warm-up
+    let cpu0 = process_cpu();
+    let st = Stats::of(sample(
+        Budget {
+            time: Duration::from_secs(60),
+            max: batches,
+        },
+        &mut batch,
+    )?);
+    let cpu = process_cpu()
+        .zip(cpu0)
+        .map_or(Duration::ZERO, |(a, b)| a.saturating_sub(b));
+    let n = st.n * PER_BATCH;
+    let rate = n as f64 / st.total.as_secs_f64();
+    let cpu_us = us(cpu) / n as f64;
+    r.value("batch100.per_s", rate);
+    r.value("batch100.n", n as f64);
+    r.value("batch100.cpu_us", cpu_us);
+    r.row_note(
+        "messages",
+        format!("100 B messages, send_batch of {}, one connection", thousands(PER_BATCH as f64)),
+        format!("{} msg/s", thousands(rate)),
+        format!(
+            "{} messages echoed in {} batches; median batch {:.1} ms; CPU {cpu_us:.1} µs per message, both ends; \
+             issue 6 target: >= 30,000/s",
+            thousands(n as f64),
+            st.n,
+            ms(st.median)
+        ),
+    );
     Ok(())
 }
 
@@ -1273,44 +1550,329 @@ fn bench_memory(opts: &Opts, keys: &KeySet, r: &mut Report) -> BenchResult<()> {
 // Section: files (upload / download of 1 GiB)
 // ---------------------------------------------------------------------------
 
-/// FILE TRANSFER ROWS: fill in when `Client::send_file(local, remote, progress)`
-/// and `Client::get_file(remote, local, progress)` exist. The pieces are ready:
-///
-/// 1. `let dir = TempDir::new("files")?;` then
-///    `make_random_file(&dir.join("big"), FILE_SIZE)?` (check free space first:
-///    the source plus two copies).
-/// 2. Give `child_server()` its files directory (one line, marked there) and add
-///    `"upload"` / `"download"` jobs to `child_client()` (marked there) that call
-///    `send_file` / `get_file` with the path passed in a new env variable and
-///    print `secs <elapsed>`.
-/// 3. Here: `let server = ServerProcess::start(keys, Duration::from_secs(600))?;`,
-///    `server.run_client("upload", b)?`, then `"download"`; compare the bytes;
-///    `server.finish()` gives the server's peak RSS, each job's output its own.
-/// 4. Rows: MB/s each way (`FILE_SIZE as f64 / secs / 1e6`, keys
-///    `file.upload.mbps` / `file.download.mbps`, which `bench/compare-scp.sh`
-///    already reads), that as a percentage of `r.get("ceiling.seal.mbps")` and of
-///    `r.get("ceiling.transfer_bound.mbps")`, and peak RSS per side
-///    (keys `file.server.kib` / `file.client.kib`).
-fn bench_files(_opts: &Opts, _keys: &KeySet, r: &mut Report) -> BenchResult<()> {
-    const NA: &str = "n/a (file transfer not in this build)";
-    let gib = FILE_SIZE >> 30;
-    r.row("files", format!("upload {gib} GiB over 127.0.0.1"), NA);
-    r.row("files", format!("download {gib} GiB over 127.0.0.1"), NA);
-    let ceiling = r.get("ceiling.seal.mbps").map_or_else(
-        || "n/a".to_string(),
-        |c| format!("n/a (ceiling {} MB/s)", thousands(c)),
-    );
-    r.row(
+/// One file transfer job, as the client and server processes reported it.
+struct TransferRun {
+    secs: f64,
+    client: Vec<(String, f64)>,
+    server: Vec<(String, f64)>,
+}
+
+impl TransferRun {
+    fn threads(side: &[(String, f64)]) -> Vec<f64> {
+        (0..4)
+            .filter_map(|i| lookup(side, &format!("thread{i}_s")))
+            .collect()
+    }
+}
+
+/// Free space (KiB) of the file system holding `path`, from `df` (std has no statvfs).
+fn free_kib(path: &Path) -> Option<u64> {
+    let out = Command::new("df").arg("-Pk").arg(path).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().nth(1)?.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// CPU nanoseconds per byte of reading `path` (1 MiB reads) and of writing
+/// `bytes` to a new file beside `scratch` (deleted again), on this thread.
+fn file_io_cost(path: &Path, scratch: &Path, bytes: u64) -> BenchResult<(f64, f64)> {
+    let mut buf = vec![0x77u8; RECORD];
+    let mut spent = Spent::new();
+    let mut f = std::fs::File::open(path).map_err(err("open"))?;
+    let mut read = 0u64;
+    spent.time(|| -> BenchResult<()> {
+        loop {
+            match f.read(&mut buf).map_err(err("read"))? {
+                0 => return Ok(()),
+                n => read += n as u64,
+            }
+        }
+    })?;
+    let read_ns = spent
+        .cpu
+        .map_or(f64::NAN, |c| c.as_secs_f64() * 1e9 / read.max(1) as f64);
+    let mut spent = Spent::new();
+    let mut w = std::fs::File::create(scratch).map_err(err("create"))?;
+    let mut written = 0u64;
+    let result = spent.time(|| -> BenchResult<()> {
+        while written < bytes {
+            w.write_all(&buf).map_err(err("write"))?;
+            written += RECORD as u64;
+        }
+        Ok(())
+    });
+    drop(w);
+    let _ = std::fs::remove_file(scratch);
+    result?;
+    let write_ns = spent
+        .cpu
+        .map_or(f64::NAN, |c| c.as_secs_f64() * 1e9 / written as f64);
+    Ok((read_ns, write_ns))
+}
+
+fn bench_files(opts: &Opts, keys: &KeySet, r: &mut Report) -> BenchResult<()> {
+    // On tmpfs (RAM) when there is one, so that disk speed does not dominate.
+    let shm = Path::new("/dev/shm");
+    let (base, place) = if shm.is_dir() {
+        (shm.to_path_buf(), "/dev/shm (tmpfs)".to_string())
+    } else {
+        let t = std::env::temp_dir();
+        let place = format!("{} (no /dev/shm: disk speed may dominate)", t.display());
+        (t, place)
+    };
+    let dir = TempDir::new_in(&base, "files")?;
+    let (server_dir, client_dir) = (dir.join("server"), dir.join("client"));
+    for d in [&server_dir, &client_dir] {
+        std::fs::create_dir_all(d).map_err(err("creating a files dir"))?;
+    }
+    let (source, size, origin) = match &opts.file {
+        Some(p) => {
+            let size = std::fs::metadata(p).map_err(err("OVTP_BENCH_FILE"))?.len();
+            (p.clone(), size, format!("OVTP_BENCH_FILE {}", p.display()))
+        }
+        None => {
+            let size = if opts.quick {
+                QUICK_FILE_SIZE
+            } else {
+                FILE_SIZE
+            };
+            let p = dir.join("source.bin");
+            (p, size, format!("random, made on {place}"))
+        }
+    };
+    // Room for the source, the server's copy and the downloaded copy.
+    let need_kib = (3 * size) / 1024 + 64 * 1024;
+    if let Some(free) = free_kib(&base)
+        && free < need_kib
+    {
+        return Err(format!(
+            "files: {} has {} MiB free, {} MiB needed",
+            base.display(),
+            free / 1024,
+            need_kib / 1024
+        ));
+    }
+    if opts.file.is_none() {
+        eprintln!("  (making a {} file on {place})", size_label(size));
+        make_random_file(&source, size)?;
+    }
+    let (read_ns, write_ns) = file_io_cost(&source, &dir.join("scratch"), size.min(256 << 20))?;
+
+    let runs = if opts.quick { 1 } else { 3 };
+    // Each transfer must keep at least 20 MB/s.
+    let limit = Duration::from_secs(60 + size / 20_000_000);
+    let job = |name: &str, local: &Path| -> BenchResult<TransferRun> {
+        let server = ServerProcess::start_with(keys, limit, Some(&server_dir))?;
+        let out = server.run_client_with(
+            name,
+            Budget {
+                time: limit,
+                max: 1,
+            },
+            &[
+                (CHILD_LOCAL, local.to_string_lossy().into_owned()),
+                (CHILD_REMOTE, "big.bin".to_string()),
+            ],
+        );
+        let server = server.finish_report();
+        let client = out?;
+        let secs = lookup(&client, "secs").ok_or("no transfer time")?;
+        if lookup(&client, "bytes") != Some(size as f64) {
+            return Err(format!("{name}: wrong size"));
+        }
+        Ok(TransferRun {
+            secs,
+            client,
+            server,
+        })
+    };
+    let remote_copy = server_dir.join("big.bin");
+    let local_copy = client_dir.join("big.bin");
+    let (mut ups, mut downs) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        eprintln!("  (upload {}/{runs})", i + 1);
+        let _ = std::fs::remove_file(&remote_copy);
+        ups.push(job("upload", &source)?);
+    }
+    for i in 0..runs {
+        eprintln!("  (download {}/{runs})", i + 1);
+        let _ = std::fs::remove_file(&local_copy);
+        downs.push(job("download", &local_copy)?);
+    }
+    let digests: BTreeSet<u64> = ups
+        .iter()
+        .chain(&downs)
+        .filter_map(|t| lookup(&t.client, "sha256_prefix").map(|v| v as u64))
+        .collect();
+    // Delete the big files now (the temp dir goes with them on return).
+    for p in [&remote_copy, &local_copy] {
+        let _ = std::fs::remove_file(p);
+    }
+    if opts.file.is_none() {
+        let _ = std::fs::remove_file(&source);
+    }
+    if digests.len() != 1 {
+        return Err("files: uploads and downloads moved different contents".into());
+    }
+
+    let label = size_label(size);
+    let seal = r.get("ceiling.seal.mbps");
+    let bound = r.get("ceiling.transfer_bound.mbps");
+    let bound_io = r.get("ceiling.cpu_ns_per_byte").map(|ns| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        cores * 1e3 / (ns + read_ns + write_ns)
+    });
+    r.value("file.size_bytes", size as f64);
+    r.value("file.io.read_ns_per_byte", read_ns);
+    r.value("file.io.write_ns_per_byte", write_ns);
+    r.row_note(
         "files",
-        "upload as % of the encrypt-then-MAC ceiling",
-        ceiling,
+        "test file",
+        format!("{label}, {origin}"),
+        format!(
+            "server files_dir and download target on {place}; {runs} run(s) each way, each with a \
+             new server process and a new client process; all copies deleted afterwards"
+        ),
     );
-    r.row("files", "peak RSS during the transfer, server / client", NA);
+    let mut rates = Vec::new();
+    for (dir_name, runs_of) in [("upload", &ups), ("download", &downs)] {
+        let mut v: Vec<&TransferRun> = runs_of.iter().collect();
+        v.sort_by(|a, b| b.secs.total_cmp(&a.secs));
+        let med = v[v.len() / 2];
+        let rate = |t: &TransferRun| size as f64 / t.secs / 1e6;
+        let (lo, hi) = (rate(v[0]), rate(v[v.len() - 1]));
+        let m = rate(med);
+        rates.push(m);
+        let key = format!("file.{dir_name}");
+        r.value(format!("{key}.mbps"), m);
+        r.row_note(
+            "files",
+            format!("{dir_name} {label} over 127.0.0.1 (server, client processes)"),
+            format!("{} MB/s", thousands(m)),
+            format!(
+                "median of {} (range {}-{} MB/s); {:.2} s from request to verified end",
+                v.len(),
+                thousands(lo),
+                thousands(hi),
+                med.secs
+            ),
+        );
+        let cpu = |side: &[(String, f64)]| lookup(side, "cpu_s").unwrap_or(f64::NAN);
+        let list = |t: &[f64]| {
+            t.iter()
+                .map(|x| format!("{x:.2}"))
+                .collect::<Vec<_>>()
+                .join(" + ")
+        };
+        let (ccpu, scpu) = (cpu(&med.client), cpu(&med.server));
+        // What the rest of the machine used meanwhile (other sessions' work).
+        let others = lookup(&med.client, "machine_busy_s").map(|b| (b - ccpu - scpu).max(0.0));
+        let (cth, sth) = (
+            TransferRun::threads(&med.client),
+            TransferRun::threads(&med.server),
+        );
+        r.value(format!("{key}.client.cpu_s"), ccpu);
+        if let Some(o) = others {
+            r.value(format!("{key}.others.cpu_s"), o);
+            r.value(format!("{key}.machine_busy_s"), o + ccpu + scpu);
+        }
+        r.value(format!("{key}.server.cpu_s"), scpu);
+        for (side, th) in [("client", &cth), ("server", &sth)] {
+            for (i, t) in th.iter().enumerate() {
+                r.value(format!("{key}.{side}.thread{i}_s"), *t);
+            }
+        }
+        r.row_note(
+            "files",
+            format!("  CPU seconds during the {dir_name} (median run)"),
+            format!("client {ccpu:.2}, server {scpu:.2} in {:.2} s", med.secs),
+            format!(
+                "{:.2} cores busy on average; busiest threads: client {}, server {} s; \
+                 other processes meanwhile: {}",
+                (ccpu + scpu) / med.secs,
+                list(&cth),
+                list(&sth),
+                others.map_or("n/a".into(), |o| format!(
+                    "{o:.2} CPU-s ({:.2} cores)",
+                    o / med.secs
+                ))
+            ),
+        );
+        let max_of = |side: fn(&TransferRun) -> &Vec<(String, f64)>, k: &str| {
+            runs_of
+                .iter()
+                .filter_map(|t| lookup(side(t), k))
+                .fold(0.0f64, f64::max)
+        };
+        let (skib, ckib, cbase) = (
+            max_of(|t| &t.server, "vmhwm_kib"),
+            max_of(|t| &t.client, "vmhwm_kib"),
+            max_of(|t| &t.client, "vmhwm_connected_kib"),
+        );
+        r.value(format!("{key}.server.kib"), skib);
+        r.value(format!("{key}.client.kib"), ckib);
+        r.value(format!("{key}.client_connected.kib"), cbase);
+        r.row_note(
+            "files",
+            format!("  peak RSS during the {dir_name}, server / client process"),
+            format!("{} / {}", mib(skib as u64), mib(ckib as u64)),
+            format!(
+                "VmHWM of each process over its whole life (one transfer each), highest of the runs; \
+                 client after connecting, before the transfer: {}; tmpfs file pages are not counted; \
+                 issue 6 target: <= 16 MiB per side",
+                mib(cbase as u64)
+            ),
+        );
+    }
+    let pct = |x: f64, of: Option<f64>| of.map(|o| 100.0 * x / o);
+    let show = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{a:.0}% / {b:.0}%"),
+        _ => "n/a (run the ceiling section too)".to_string(),
+    };
+    let (up, down) = (rates[0], rates[1]);
+    for (k, p) in [
+        ("file.upload.pct_seal", pct(up, seal)),
+        ("file.download.pct_seal", pct(down, seal)),
+        ("file.upload.pct_bound", pct(up, bound)),
+        ("file.download.pct_bound", pct(down, bound)),
+    ] {
+        if let Some(p) = p {
+            r.value(k, p);
+        }
+    }
+    r.row_note(
+        "files",
+        "upload / download as % of the encrypt-then-MAC ceiling",
+        show(pct(up, seal), pct(down, seal)),
+        seal.map_or(String::new(), |c| {
+            format!("record::Sealer::seal on one core: {} MB/s", thousands(c))
+        }),
+    );
+    r.row_note(
+        "files",
+        "upload / download as % of the 2-core file transfer bound",
+        show(pct(up, bound), pct(down, bound)),
+        match (bound, bound_io) {
+            (Some(b), Some(bio)) => format!(
+                "bound {} MB/s (ceiling section); counting also the tmpfs read ({read_ns:.2} ns/B) and write \
+                 ({write_ns:.2} ns/B) measured here: {} MB/s; issue 6 target: >= 80%",
+                thousands(b),
+                thousands(bio)
+            ),
+            _ => String::new(),
+        },
+    );
     Ok(())
 }
 
+fn size_label(size: u64) -> String {
+    if size >= 1 << 30 && size.is_multiple_of(1 << 30) {
+        format!("{} GiB", size >> 30)
+    } else {
+        format!("{} MiB", size >> 20)
+    }
+}
+
 /// A file of `size` random-looking bytes (from the system RNG, 1 MiB at a time).
-#[allow(dead_code)] // used by the file rows once file transfer lands
 fn make_random_file(path: &Path, size: u64) -> BenchResult<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(err("create"))?);
     let mut rng = Rng::system();
@@ -1358,6 +1920,7 @@ fn run(opts: &Opts) -> BenchResult<Report> {
     if opts.wants("messages") {
         // Key size does not matter once the session is up.
         bench_messages(opts, &keysets[0], &mut r)?;
+        bench_batch(opts, &keysets[0], &mut r)?;
     }
     if opts.wants("connect") {
         for ks in &keysets {
