@@ -173,6 +173,10 @@ struct ReplyCache {
     map: HashMap<CacheKey, CacheEntry>,
     order: VecDeque<CacheKey>,
     bytes: usize,
+    /// Entries at the front of `order` already looked at for bodies to drop:
+    /// the next drop starts after them instead of rescanning (which made each
+    /// request cost a scan of the whole cache once it was over budget).
+    scanned: usize,
 }
 
 impl ReplyCache {
@@ -180,20 +184,20 @@ impl ReplyCache {
     /// their ids (a retry then gets REPLY_LOST, never a second handler run);
     /// over the entry budget, the oldest ids are forgotten.
     fn evict(&mut self) {
-        for key in &self.order {
-            if self.bytes <= REPLY_CACHE_BYTES {
-                break;
-            }
+        while self.bytes > REPLY_CACHE_BYTES && self.scanned < self.order.len() {
+            let key = &self.order[self.scanned];
             if let Some(CacheEntry::Done(r)) = self.map.get_mut(key)
                 && !r.body.is_empty()
             {
                 self.bytes -= r.body.len();
                 *r = Arc::new(Reply::new(status::REPLY_LOST, ""));
             }
+            self.scanned += 1;
         }
         let mut budget = self.order.len();
         while self.map.len() > REPLY_CACHE_ENTRIES && budget > 0 {
             budget -= 1;
+            self.scanned = self.scanned.saturating_sub(1);
             let Some(key) = self.order.pop_front() else {
                 break;
             };
