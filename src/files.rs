@@ -58,10 +58,8 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Resolve `name` under `root` for writing: parents are created inside `root`,
-/// and the resolved parent must still be inside `root` after following links.
-/// An existing target that is a symlink or not a regular file is refused.
-pub(crate) fn resolve_for_write(root: &Path, name: &str) -> Result<PathBuf, Refusal> {
+/// Check `name` and join it to the canonical `root`: (root, target).
+fn checked_target(root: &Path, name: &str) -> Result<(PathBuf, PathBuf), Refusal> {
     check_name(name).map_err(|m| refuse(status::BAD_NAME, m))?;
     let root = root.canonicalize().map_err(|e| {
         refuse(
@@ -70,6 +68,14 @@ pub(crate) fn resolve_for_write(root: &Path, name: &str) -> Result<PathBuf, Refu
         )
     })?;
     let target = root.join(name);
+    Ok((root, target))
+}
+
+/// Resolve `name` under `root` for writing: parents are created inside `root`,
+/// and the resolved parent must still be inside `root` after following links.
+/// An existing target that is a symlink or not a regular file is refused.
+pub(crate) fn resolve_for_write(root: &Path, name: &str) -> Result<PathBuf, Refusal> {
+    let (root, target) = checked_target(root, name)?;
     let parent = target.parent().unwrap_or(&root).to_path_buf();
     // Refuse before creating anything if an existing ancestor escapes the root.
     let mut existing = parent.clone();
@@ -101,14 +107,7 @@ pub(crate) fn resolve_for_write(root: &Path, name: &str) -> Result<PathBuf, Refu
 /// Resolve `name` under `root` for reading: it must exist, be a regular file,
 /// and lie inside `root` after following links.
 pub(crate) fn resolve_for_read(root: &Path, name: &str) -> Result<PathBuf, Refusal> {
-    check_name(name).map_err(|m| refuse(status::BAD_NAME, m))?;
-    let root = root.canonicalize().map_err(|e| {
-        refuse(
-            status::IO_ERROR,
-            format!("files directory unavailable: {e}"),
-        )
-    })?;
-    let target = root.join(name);
+    let (root, target) = checked_target(root, name)?;
     if !target.exists() {
         return Err(refuse(status::NOT_FOUND, "no such file"));
     }

@@ -101,6 +101,14 @@ fn slow_wait(base: Duration, bytes: u64) -> Duration {
     base.saturating_add(Duration::from_millis(bytes / 50_000))
 }
 
+/// FILE_END: `total u64 || sha256 [32]`, nothing after.
+fn parse_file_end(mut r: Reader<'_>) -> Result<(u64, [u8; 32])> {
+    let total = u64_at(&mut r, "total length")?;
+    let digest: [u8; 32] = r.array("sha256")?;
+    r.finish("file end")?;
+    Ok((total, digest))
+}
+
 fn u64_at(r: &mut Reader<'_>, what: &'static str) -> Result<u64> {
     Ok(u64::from_be_bytes(r.array(what)?))
 }
@@ -471,9 +479,7 @@ pub(crate) fn serve_put(
                         }
                     }
                     REC_FILE_END => {
-                        let total = u64_at(&mut r, "total length")?;
-                        let digest: [u8; 32] = r.array("sha256")?;
-                        r.finish("file end")?;
+                        let (total, digest) = parse_file_end(r)?;
                         return Ok((total, digest, rec.flags));
                     }
                     _ => return Err(Error::Malformed("unexpected record during an upload")),
@@ -913,9 +919,7 @@ pub(crate) fn get_once(
                         ticker.tick(pos, size, false);
                     }
                     REC_FILE_END => {
-                        let total = u64_at(&mut r, "total length")?;
-                        let digest: [u8; 32] = r.array("sha256")?;
-                        r.finish("file end")?;
+                        let (total, digest) = parse_file_end(r)?;
                         return Ok((total, digest, rec.flags));
                     }
                     _ => return Err(Error::Malformed("unexpected record during a download")),
