@@ -26,7 +26,7 @@ use aes::Aes256;
 use cbc::cipher::consts::U16;
 use cbc::cipher::{Array, BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
 use hmac::{Hmac, KeyInit, Mac};
-use ovtp::record::FLAG_FIN;
+use ovtp::hooks::msg::FLAG_FIN;
 use ovtp::{
     AuthorizedKeys, Client, ClientConfig, HostTrust, KeyPair, Outgoing, Payload, Reply, Request,
     Rng, Server, ServerConfig, Stopper,
@@ -708,7 +708,8 @@ fn child_server() -> BenchResult<()> {
     };
     let monitor = ThreadMonitor::start();
     let cpu0 = process_cpu();
-    let server = Server::bind_with("127.0.0.1:0", keys, ak, config, echo).map_err(err("bind"))?;
+    let server = Server::bind_with("127.0.0.1:0", keys, ak, config, ovtp::ServeFiles(echo))
+        .map_err(err("bind"))?;
     let stopper = server.stopper().map_err(err("stopper"))?;
     println!("{}", server.local_addr().map_err(err("local_addr"))?);
     std::io::stdout().flush().map_err(err("stdout"))?;
@@ -1003,7 +1004,7 @@ fn bench_ceiling(opts: &Opts, r: &mut Report) -> BenchResult<()> {
     let mut rng = Rng::system();
     let plaintext = vec![0x5au8; RECORD];
     let (mut frame, mut body) = (Vec::with_capacity(RECORD + 128), Vec::new());
-    let keys = || ovtp::record::SessionKeys::from_secrets_for_testing(&[1; 32], &[2; 32], &[3; 32]);
+    let keys = || ovtp::hooks::SessionKeys::from_secrets_for_testing(&[1; 32], &[2; 32], &[3; 32]);
     let mut loop_spent = |with_seal: bool, with_open: bool| -> BenchResult<(Spent, usize)> {
         let ((mut sealer, _), (_, mut opener)) = keys();
         // Loop A copies a sealed frame too, so that it moves the same bytes.

@@ -41,7 +41,7 @@ fn main() -> ovtp::Result<()> {
     println!(
         "status: {}, response: {}",
         reply.status,
-        ovtp::error::escape_control(&reply.text())
+        ovtp::escape_control(&reply.text())
     );
     Ok(())
 }

@@ -33,7 +33,7 @@ fn main() -> ovtp::Result<()> {
                 println!(
                     "[server] message from {}: {}",
                     req.client,
-                    ovtp::error::escape_control(&text)
+                    ovtp::escape_control(&text)
                 );
                 Reply::ok(format!("received {} characters", text.chars().count()))
             }

@@ -22,7 +22,7 @@
 //!
 //! Exits non-zero if a check fails.
 
-use ovtp::server::Event;
+use ovtp::Event;
 use ovtp::{
     AuthorizedKeys, Client, ClientConfig, FailureBudget, HostTrust, KeyPair, Payload, Reply,
     Request, Rng, Server, ServerConfig, TransferOptions,
@@ -139,14 +139,14 @@ fn serve(dir: &Path, mode: &str) {
         keys.clone(),
         AuthorizedKeys::new(dir.join("authorized_keys")),
         config,
-        move |req: Request<'_>| match req.payload {
+        ovtp::ServeFiles(move |req: Request<'_>| match req.payload {
             Payload::Text(t) => {
                 let len = t.len();
                 *seen.lock().unwrap().entry(t).or_insert(0) += 1;
                 Reply::ok(format!("ack {len}"))
             }
             _ => Reply::ok(""),
-        },
+        }),
     )
     .unwrap();
     println!("listening {}", server.local_addr().unwrap());
@@ -503,7 +503,7 @@ fn admission(dir: &Path, mode: &str, key: &KeyPair, pin: &HostTrust, failures: &
     let stop = AtomicBool::new(false);
     let (reopened, floods) = (AtomicU64::new(0), AtomicU64::new(0));
     let stranger = KeyPair::generate(2048).unwrap();
-    let (_, hello) = ovtp::handshake::ClientStart::new(&stranger, &mut Rng::system()).unwrap();
+    let (_, hello) = ovtp::hooks::ClientStart::new(&stranger, &mut Rng::system()).unwrap();
     let outcome = std::thread::scope(|s| {
         // Holders: 64 silent sockets, each re-opened as soon as it is closed.
         s.spawn(|| {

@@ -89,6 +89,9 @@ pub const REPLY_CACHE_ENTRIES: usize = 16 * 1024;
 pub const REPLY_CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// Longest remote file name, in bytes (PATH_MAX on Linux).
 pub const MAX_NAME_LEN: usize = 4096;
+/// Longest last component of a name that is written: the partial file
+/// `.NAME.ovtp-part` beside it adds 11 bytes and must fit in NAME_MAX (255).
+pub const MAX_LAST_COMPONENT: usize = 255 - 11;
 /// How often, at most, a progress callback is called.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 /// Times the client re-sends a request after a lost connection, on a new connection.

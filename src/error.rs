@@ -5,6 +5,7 @@
 //! peer cannot learn which check failed. Do not send `Debug` output of an error
 //! to a peer; send the fixed alert codes of [`AlertCode`] instead.
 
+use crate::status::{self, AlertCode};
 use std::fmt;
 use std::io;
 
@@ -99,74 +100,6 @@ pub enum Error {
     },
 }
 
-/// Codes carried in a plaintext alert frame (before or instead of a session) or
-/// in an encrypted close record. They are part of the protocol; see PROTOCOL.md.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum AlertCode {
-    /// The server has reached its connection cap; try again later.
-    Busy,
-    /// The client key is not in the server's `authorized_keys`.
-    Unauthorized,
-    /// The peer speaks another protocol version.
-    Version,
-    /// The handshake failed (bad frame, bad signature, timeout).
-    HandshakeFailed,
-    /// The server is shutting down.
-    ShuttingDown,
-    /// A limit was exceeded.
-    TooLarge,
-    /// Any other protocol error.
-    Protocol,
-    /// A code this build does not know.
-    Unknown(u8),
-}
-
-impl AlertCode {
-    /// The wire value.
-    pub fn to_u8(self) -> u8 {
-        match self {
-            AlertCode::Busy => 1,
-            AlertCode::Unauthorized => 2,
-            AlertCode::Version => 3,
-            AlertCode::HandshakeFailed => 4,
-            AlertCode::ShuttingDown => 5,
-            AlertCode::TooLarge => 6,
-            AlertCode::Protocol => 7,
-            AlertCode::Unknown(v) => v,
-        }
-    }
-
-    /// Parse a wire value; unknown values are kept.
-    pub fn from_u8(v: u8) -> Self {
-        match v {
-            1 => AlertCode::Busy,
-            2 => AlertCode::Unauthorized,
-            3 => AlertCode::Version,
-            4 => AlertCode::HandshakeFailed,
-            5 => AlertCode::ShuttingDown,
-            6 => AlertCode::TooLarge,
-            7 => AlertCode::Protocol,
-            other => AlertCode::Unknown(other),
-        }
-    }
-}
-
-impl fmt::Display for AlertCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AlertCode::Busy => f.write_str("server busy"),
-            AlertCode::Unauthorized => f.write_str("key not authorized"),
-            AlertCode::Version => f.write_str("protocol version mismatch"),
-            AlertCode::HandshakeFailed => f.write_str("handshake failed"),
-            AlertCode::ShuttingDown => f.write_str("server shutting down"),
-            AlertCode::TooLarge => f.write_str("limit exceeded"),
-            AlertCode::Protocol => f.write_str("protocol error"),
-            AlertCode::Unknown(v) => write!(f, "unknown alert {v}"),
-        }
-    }
-}
-
 /// Replace control characters so that peer-supplied text cannot move the
 /// cursor or hide output on a terminal (compare scp's CVE-2019-6109).
 pub fn escape_control(s: &str) -> String {
@@ -229,7 +162,7 @@ impl fmt::Display for Error {
             }
             Error::ShuttingDown => f.write_str("server is shutting down"),
             Error::Remote { status, message } => {
-                let name = crate::message::status::reserved_name(*status)
+                let name = status::reserved_name(*status)
                     .map(str::to_string)
                     .unwrap_or_else(|| format!("status {status}"));
                 write!(f, "server answered {name}: {}", escape_control(message))

@@ -53,37 +53,71 @@
 //! # }
 //! ```
 //!
-//! The layers, bottom up: [`wire`] (frames and a bounds-checked reader),
-//! [`record`] (key derivation, sealing and opening records), [`handshake`]
-//! (states that consume each other, no I/O), then the socket-owning server and
-//! client, [`transfer`] (file streaming) and [`files`] (name confinement,
-//! partial files). [`constants`] holds every limit with the reason for it.
+//! ## Layers
+//!
+//! The rule: `proto/` reads and writes every protocol byte and makes every
+//! decision on peer input, and has no sockets, files or threads
+//! (`tests/layers.rs` fails if it gains any). Everything above only drives
+//! it and moves bytes.
+//!
+//! | layer | what | properties it holds (PROTOCOL.md 13) |
+//! |---|---|---|
+//! | `proto/codec.rs` | frames, bounds-checked reader, [`Body`](proto::codec::Body) | lengths checked before allocation; no trailing bytes |
+//! | `proto/handshake.rs` | handshake states | versioned; mutual authentication; no private-key work before the client's signature verifies; pinning before signing |
+//! | `proto/schedule.rs` | HKDF, session keys | four independent keys |
+//! | `proto/record.rs` | `Sealer`, `Opener` | encrypt-then-MAC, tag checked before decryption; replay, reorder, reflection fail; sequence numbers never wrap |
+//! | `proto/msg.rs` | wire codes, typed bodies, message assembly | unknown flags refused; one message type per message; message size bounded |
+//! | `proto/transfer.rs` | file `Sender`, `Receiver` | contiguous chunks inside the announced size; resume only on a matching prefix; FILE_END verdict |
+//! | `io/` | connection with deadlines, channel, file pipes | every read and write bounded in time |
+//! | `server/` | admission, session loop, reply cache, file operations, [`Handler`] | connection cap, stranger pool; at-most-once; files refused unless the handler allows them |
+//! | `client/` | [`Client`], retries | server key pinned; retries reuse the request id |
+//! | `store/` | name confinement, partial files, commit, name locks | names confined; nothing partial under a final name |
+//! | `keys.rs`, `trust.rs` | keys, `authorized_keys`, `known_hosts` | private keys 0600; keys re-read on change |
 
-mod channel;
-pub mod client;
+mod client;
 pub mod constants;
-pub mod error;
-pub mod files;
-pub mod gate;
-pub mod handshake;
-pub mod keys;
-pub mod message;
-pub mod rand;
-pub mod record;
-pub mod server;
-pub mod transfer;
-pub mod trust;
-pub mod wire;
+mod error;
+mod io;
+mod keys;
+mod message;
+mod proto;
+mod rand;
+mod server;
+pub mod status;
+mod store;
+mod trust;
 
-pub use client::{Client, ClientConfig, HostTrust, Outgoing};
-pub use error::{AlertCode, Error, Result};
-pub use gate::FailureBudget;
+pub use client::{
+    Client, ClientConfig, HostTrust, Outgoing, PIPELINE_WINDOW_BYTES, normalize_host,
+};
+pub use error::{Error, Result, escape_control};
 pub use keys::{Fingerprint, KeyPair, PublicKey};
-pub use message::{Payload, Reply, Request, status};
+pub use message::{FileDigest, FileReport, Payload, Progress, Reply, Request, TransferOptions};
 pub use rand::Rng;
-pub use server::{Server, ServerConfig, Stopper};
-pub use transfer::{FileDigest, FileReport, TransferOptions};
-pub use trust::{AuthorizedKeys, HostCheck, KnownHosts};
+pub use server::admission::{FailureBudget, MIN_STRANGER_AGE};
+pub use server::{Event, EventSink, Handler, ServeFiles, Server, ServerConfig, Stopper};
+pub use status::AlertCode;
+pub use store::{PARTIAL_SUFFIX, check_name, check_name_for_write, hex, partial_path};
+pub use trust::{
+    AuthorizedKeys, HostCheck, KnownHosts, authorized_key_line, parse_authorized_keys,
+    parse_known_hosts,
+};
+
+/// Internals for tests, fuzz targets and benchmarks (cargo feature
+/// `test-hooks`): the protocol core's states and codecs. Not a stable API.
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub mod hooks {
+    pub use crate::proto::codec::{Body, split_frame};
+    pub use crate::proto::handshake::{
+        ClientAwaitAuth, ClientStart, ServerAwaitAuth, ServerHalf, ServerVerified, Session,
+        alert_frame, client_hello_key,
+    };
+    pub use crate::proto::msg;
+    pub use crate::proto::record::{Opener, Record, Sealer};
+    pub use crate::proto::schedule::{DIR_CLIENT_TO_SERVER, DIR_SERVER_TO_CLIENT, SessionKeys};
+    pub use crate::proto::transfer::{Receiver, Refusal, Sender, Start, Verdict};
+}
 
 /// The README's code examples, compiled as doctests so they cannot rot.
 #[doc = include_str!("../README.md")]

@@ -1,60 +1,9 @@
-//! What a handler sees and returns: requests and replies.
+//! What a handler sees and returns (requests and replies), and what a
+//! client's file transfers take and report.
 
 use crate::keys::Fingerprint;
+use crate::status;
 use std::net::SocketAddr;
-
-/// Status codes. `OK` (0) is success; 1..=0xFEFF belong to applications; the
-/// range from 0xFF00 is reserved for ovtp itself.
-pub mod status {
-    /// Success.
-    pub const OK: u16 = 0;
-    /// A generic application error.
-    pub const ERROR: u16 = 1;
-    /// The request was malformed (for example a text message that is not UTF-8).
-    pub const BAD_REQUEST: u16 = 0xFF00;
-    /// The handler panicked; the connection and the server keep running.
-    pub const HANDLER_PANICKED: u16 = 0xFF01;
-    /// The request was handled before, but its reply is no longer remembered.
-    pub const REPLY_LOST: u16 = 0xFF02;
-    /// The operation is not supported by this server (for example file
-    /// transfer on a server without a files directory).
-    pub const UNSUPPORTED: u16 = 0xFF03;
-    /// The remote file name is invalid or leads outside the files directory.
-    pub const BAD_NAME: u16 = 0xFF10;
-    /// The remote file exists and overwriting was not requested.
-    pub const FILE_EXISTS: u16 = 0xFF11;
-    /// The remote file does not exist.
-    pub const NOT_FOUND: u16 = 0xFF12;
-    /// The server could not read or write the file (disk full, permissions...).
-    pub const IO_ERROR: u16 = 0xFF13;
-    /// The received file's length or SHA-256 did not match; nothing was kept.
-    pub const DIGEST_MISMATCH: u16 = 0xFF14;
-    /// Another transfer to the same name is in progress.
-    pub const NAME_BUSY: u16 = 0xFF15;
-    /// The file is larger than the server accepts.
-    pub const TOO_LARGE: u16 = 0xFF16;
-    /// The sender abandoned the transfer; the partial file is kept for resuming.
-    pub const ABORTED: u16 = 0xFF17;
-
-    /// A short name for a reserved status, if it is one.
-    pub fn reserved_name(code: u16) -> Option<&'static str> {
-        match code {
-            BAD_REQUEST => Some("bad request"),
-            HANDLER_PANICKED => Some("handler panicked"),
-            REPLY_LOST => Some("already handled; reply no longer available"),
-            UNSUPPORTED => Some("unsupported operation"),
-            BAD_NAME => Some("bad file name"),
-            FILE_EXISTS => Some("file exists"),
-            NOT_FOUND => Some("no such file"),
-            IO_ERROR => Some("server I/O error"),
-            DIGEST_MISMATCH => Some("length or digest mismatch"),
-            NAME_BUSY => Some("another transfer to this name is in progress"),
-            TOO_LARGE => Some("file too large"),
-            ABORTED => Some("transfer aborted"),
-            _ => None,
-        }
-    }
-}
 
 /// The body of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,3 +96,46 @@ impl<B: Into<Vec<u8>>> From<(u16, B)> for Reply {
         Reply::new(status, body)
     }
 }
+
+/// Options of an upload or download.
+#[derive(Debug, Clone, Copy)]
+pub struct TransferOptions {
+    /// Replace the destination if it exists (default: refuse).
+    pub overwrite: bool,
+    /// Continue from a partial file left by an interrupted transfer (default: yes).
+    pub resume: bool,
+}
+
+impl Default for TransferOptions {
+    fn default() -> Self {
+        TransferOptions {
+            overwrite: false,
+            resume: true,
+        }
+    }
+}
+
+/// What a finished transfer reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileReport {
+    /// Size of the file in bytes.
+    pub size: u64,
+    /// SHA-256 of the whole file, checked by the receiver.
+    pub sha256: [u8; 32],
+    /// Bytes that were already present from an interrupted transfer and not sent again.
+    pub resumed_from: u64,
+    /// For uploads, the server handler's final reply; for downloads, `Reply::ok("")`.
+    pub reply: Reply,
+}
+
+/// Size and SHA-256 of a remote file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDigest {
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the contents.
+    pub sha256: [u8; 32],
+}
+
+/// A progress callback: `(bytes done, total)`, called at most every 100 ms and at the end.
+pub type Progress<'a> = Option<&'a mut dyn FnMut(u64, u64)>;

@@ -2,9 +2,7 @@
 //! vectors only, a seeded deterministic generator.
 
 use crate::error::{Error, Result};
-use hmac::{Hmac, KeyInit, Mac};
 use rsa::rand_core::{TryCryptoRng, TryRng};
-use sha2::Sha256;
 
 /// Where random bytes come from.
 ///
@@ -15,7 +13,11 @@ pub struct Rng(Inner);
 
 enum Inner {
     System,
-    Seeded { key: [u8; 32], counter: u64 },
+    #[cfg(any(test, feature = "test-hooks"))]
+    Seeded {
+        key: [u8; 32],
+        counter: u64,
+    },
 }
 
 impl Rng {
@@ -25,7 +27,8 @@ impl Rng {
     }
 
     /// A deterministic generator: block `i` is HMAC-SHA256(seed, "ovtp test drbg" || i).
-    /// For test vectors only.
+    /// For test vectors only (cargo feature `test-hooks`).
+    #[cfg(any(test, feature = "test-hooks"))]
     #[doc(hidden)]
     pub fn from_seed(seed: [u8; 32]) -> Self {
         Rng(Inner::Seeded {
@@ -40,10 +43,12 @@ impl Rng {
             Inner::System => getrandom::fill(dest).map_err(|e| {
                 Error::Io(std::io::Error::other(format!("random source failed: {e}")))
             }),
+            #[cfg(any(test, feature = "test-hooks"))]
             Inner::Seeded { key, counter } => {
                 for chunk in dest.chunks_mut(32) {
                     // Cannot fail: HMAC accepts keys of any length (RFC 2104).
-                    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
+                    use hmac::{Hmac, KeyInit, Mac};
+                    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key)
                         .expect("HMAC takes keys of any length");
                     mac.update(b"ovtp test drbg");
                     mac.update(&counter.to_be_bytes());
@@ -68,6 +73,7 @@ impl std::fmt::Debug for Rng {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
             Inner::System => f.write_str("Rng::system"),
+            #[cfg(any(test, feature = "test-hooks"))]
             Inner::Seeded { .. } => f.write_str("Rng::seeded"),
         }
     }

@@ -115,7 +115,7 @@ fn unauthorized_client_is_refused_and_costs_no_private_key_operation() {
 fn client_with_a_stolen_public_key_but_no_private_key_is_refused_after_a_signature_check() {
     // A stranger presents the authorized client's public key but signs with its own private key.
     // We simulate by driving the handshake states directly with mismatched keys.
-    use ovtp::handshake::{ClientStart, ServerAwaitAuth};
+    use ovtp::hooks::{ClientStart, ServerAwaitAuth};
     use ovtp::{KeyPair, Rng};
     let srv_keys = server_keys();
     let client_pub_only = client_keys();

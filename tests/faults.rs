@@ -9,11 +9,11 @@
 mod common;
 
 use common::*;
+use ovtp::Event;
 use ovtp::constants::MAX_HANDSHAKE_FRAME;
-use ovtp::handshake::{ClientStart, Session};
-use ovtp::record::FLAG_FIN;
-use ovtp::server::Event;
-use ovtp::transfer::{OP_GET, OP_PUT};
+use ovtp::hooks::msg::FLAG_FIN;
+use ovtp::hooks::msg::{OP_GET, OP_PUT};
+use ovtp::hooks::{ClientStart, Session};
 use ovtp::{
     AlertCode, Client, ClientConfig, Error, FailureBudget, KeyPair, Payload, Reply, Request, Rng,
     ServerConfig,
@@ -145,7 +145,7 @@ impl RawPeer {
     fn record(&mut self, rtype: u8, pt: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         self.session
-            .sealer
+            .sealer()
             .seal(&mut self.rng, rtype, FLAG_FIN, pt, &mut out)
             .unwrap();
         out
@@ -159,7 +159,7 @@ impl RawPeer {
     /// Receive one record: (type, plaintext).
     fn recv(&mut self) -> (u8, Vec<u8>) {
         let mut body = read_frame(&mut self.s).unwrap();
-        let rec = self.session.opener.open(&mut body).unwrap();
+        let rec = self.session.opener().open(&mut body).unwrap();
         (rec.rtype, rec.plaintext.to_vec())
     }
 
@@ -526,7 +526,7 @@ fn hold_the_cap(max_unauthenticated: usize) -> (usize, ovtp::Result<Duration>) {
         .collect();
     // Held past the gate's grace period for new connections (a silent socket
     // becomes evictable once it has had time to say hello and did not).
-    std::thread::sleep(ovtp::gate::MIN_STRANGER_AGE + Duration::from_millis(100));
+    std::thread::sleep(ovtp::MIN_STRANGER_AGE + Duration::from_millis(100));
     let mut open = 0;
     for mut s in &held {
         s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();

@@ -60,7 +60,7 @@ fn file_server(tweak: impl FnOnce(&mut ServerConfig)) -> FileServer {
                         path.exists(),
                         "FileReceived before the file has its final name"
                     );
-                    format!("received {name} {size} {}", ovtp::files::hex(sha256))
+                    format!("received {name} {size} {}", ovtp::hex(sha256))
                 }
                 Payload::FileRequest {
                     name, digest_only, ..
@@ -94,6 +94,46 @@ fn leftovers(dir: &Path) -> Vec<String> {
         }
     }
     out
+}
+
+#[test]
+fn a_message_handler_that_answers_everything_ok_cannot_be_made_to_accept_or_serve_files() {
+    let dir = TempDir::new("files");
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("kept.txt"), b"private").unwrap();
+    let config = ServerConfig {
+        files_dir: Some(files.clone()),
+        ..quick_server()
+    };
+    // A closure is a handler for messages only, however it answers.
+    let catch_all = |_: Request<'_>| Reply::ok("yes to everything");
+    let srv = TestServer::start_handler(config, Arc::new(AtomicUsize::new(0)), catch_all);
+    let local = TempDir::new("local");
+    let src = write(&local, "src", b"payload");
+    let mut c = srv.client();
+    let refused = |r: ovtp::Result<_>| match r {
+        Err(Error::Remote { status, .. }) => status,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert_eq!(
+        refused(c.send_file(&src, "new.txt").map(|_| ())),
+        status::UNSUPPORTED
+    );
+    assert!(!files.join("new.txt").exists());
+    assert!(leftovers(&files).is_empty());
+    let dst = local.join("dst");
+    assert_eq!(
+        refused(c.get_file("kept.txt", &dst).map(|_| ())),
+        status::UNSUPPORTED
+    );
+    assert!(!dst.exists());
+    assert_eq!(
+        refused(c.file_digest("kept.txt").map(|_| ())),
+        status::UNSUPPORTED
+    );
+    // Messages are still answered, on the same connection.
+    assert_eq!(c.send_message("hi").unwrap().text(), "yes to everything");
 }
 
 #[test]
@@ -214,7 +254,7 @@ fn names_outside_the_files_directory_are_refused() {
         );
     }
     // ...and by the server when a client sends them anyway (the server checks on its own).
-    let err = ovtp::files::check_name("../x").unwrap_err();
+    let err = ovtp::check_name("../x").unwrap_err();
     assert!(err.contains(".."));
     #[cfg(unix)]
     {

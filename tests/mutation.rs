@@ -35,9 +35,9 @@
 mod common;
 
 use common::{Action, Dir, TempDir, proxy, quick_client};
-use ovtp::server::Event;
+use ovtp::Event;
 use ovtp::{
-    AuthorizedKeys, Client, Error, HostTrust, KeyPair, Payload, Reply, Request, Server,
+    AuthorizedKeys, Client, Error, HostTrust, KeyPair, Payload, Reply, Request, ServeFiles, Server,
     ServerConfig, TransferOptions,
 };
 use sha2::{Digest, Sha256};
@@ -156,8 +156,14 @@ impl Rig {
                 _ => Reply::ok(""),
             }
         };
-        let server =
-            Server::bind_with("127.0.0.1:0", keys.clone(), authorized, config, handler).unwrap();
+        let server = Server::bind_with(
+            "127.0.0.1:0",
+            keys.clone(),
+            authorized,
+            config,
+            ServeFiles(handler),
+        )
+        .unwrap();
         let addr = server.local_addr().unwrap();
         let stopper = server.stopper().unwrap();
         let thread = Some(std::thread::spawn(move || server.run()));

@@ -22,7 +22,7 @@
 //!   against a real `Server` over TCP, and checks that the server answers with
 //!   exactly the stored plaintexts: the hand-written layouts are the code's.
 
-use ovtp::handshake::{ClientStart, ServerAwaitAuth};
+use ovtp::hooks::{ClientStart, ServerAwaitAuth};
 use ovtp::{Error, KeyPair, Rng};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -372,11 +372,13 @@ fn generate() -> String {
     let h2 = transcript_hash(&[ch, sh, wrapped_c, sig_c, wrapped_s]);
     let h3 = transcript_hash(&[ch, sh, wrapped_c, sig_c, wrapped_s, sig_s]);
     assert_eq!(
-        c_session.transcript, h3,
+        *c_session.transcript(),
+        h3,
         "client's H3 differs from PROTOCOL.md's"
     );
     assert_eq!(
-        s_session.transcript, h3,
+        *s_session.transcript(),
+        h3,
         "server's H3 differs from PROTOCOL.md's"
     );
     let ikm = [secret_c.as_slice(), secret_s.as_slice()].concat();
@@ -454,16 +456,16 @@ fn generate() -> String {
     let mut emit = |out: &mut Out, rec: Rec, crng: &mut Rng, srng: &mut Rng| {
         let (sealer, opener, rng, dir, seq) = if rec.c2s {
             (
-                &mut c_session.sealer,
-                &mut s_session.opener,
+                c_session.sealer(),
+                s_session.opener(),
                 crng,
                 "c2s",
                 &mut c_seq,
             )
         } else {
             (
-                &mut s_session.sealer,
-                &mut c_session.opener,
+                s_session.sealer(),
+                c_session.opener(),
                 srng,
                 "s2c",
                 &mut s_seq,
@@ -1172,7 +1174,7 @@ fn read_frame(s: &mut std::net::TcpStream, max: usize) -> Vec<u8> {
 
 #[test]
 fn file_exchange_vectors_are_what_a_real_server_speaks() {
-    use ovtp::{AuthorizedKeys, Payload, Reply, Request, Server, ServerConfig};
+    use ovtp::{AuthorizedKeys, Payload, Reply, Request, ServeFiles, Server, ServerConfig};
     use std::io::Write;
     let v = Vectors::load();
     let client = KeyPair::from_pem(CLIENT_PEM).unwrap();
@@ -1192,10 +1194,10 @@ fn file_exchange_vectors_are_what_a_real_server_speaks() {
         server_keys.clone(),
         authorized,
         config,
-        |req: Request<'_>| match req.payload {
+        ServeFiles(|req: Request<'_>| match req.payload {
             Payload::FileReceived { .. } => Reply::ok(PUT_REPLY),
             _ => Reply::ok(""),
-        },
+        }),
     )
     .unwrap();
     let addr = server.local_addr().unwrap();
@@ -1238,13 +1240,16 @@ fn file_exchange_vectors_are_what_a_real_server_speaks() {
         if name.starts_with("record.c2s.") {
             let mut out = Vec::new();
             session
-                .sealer
+                .sealer()
                 .seal(&mut rng, rtype, flags, &plaintext, &mut out)
                 .unwrap();
             sock.write_all(&out).unwrap();
         } else {
             let mut body = read_frame(&mut sock, MAX_RECORD_FRAME);
-            let got = session.opener.open(&mut body).expect("server record opens");
+            let got = session
+                .opener()
+                .open(&mut body)
+                .expect("server record opens");
             assert_eq!(
                 (got.rtype, got.flags, hex(got.plaintext)),
                 (rtype, flags, hex(&plaintext)),

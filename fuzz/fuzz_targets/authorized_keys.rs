@@ -2,7 +2,7 @@
 //! `authorized_key_line`, parses to the same key and comment on one line.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use ovtp::trust::{authorized_key_line, parse_authorized_keys};
+use ovtp::{authorized_key_line, parse_authorized_keys};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -2,7 +2,7 @@
 //! directory when joined to it, and has no component that could escape it.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use ovtp::files::{PARTIAL_SUFFIX, check_name};
+use ovtp::{PARTIAL_SUFFIX, check_name};
 use std::path::{Component, Path};
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use ovtp::constants::{MAX_HANDSHAKE_FRAME, MAX_RECORD_FRAME};
-use ovtp::wire::split_frame;
+use ovtp::hooks::split_frame;
 
 fuzz_target!(|data: &[u8]| {
     for max in [MAX_HANDSHAKE_FRAME, MAX_RECORD_FRAME] {

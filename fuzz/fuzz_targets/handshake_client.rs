@@ -4,8 +4,8 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use ovtp::constants::MAX_HANDSHAKE_FRAME;
-use ovtp::handshake::ClientStart;
-use ovtp::wire::split_frame;
+use ovtp::hooks::ClientStart;
+use ovtp::hooks::split_frame;
 use ovtp::{Error, KeyPair, PublicKey, Rng};
 use std::sync::OnceLock;
 
@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let before = client.private_operations();
     match state.read_server_auth(auth, &mut rng) {
-        Ok(session) => assert!(&session.peer == server),
+        Ok(session) => assert!(&session.peer() == server),
         Err(Error::Malformed("key transport" | "wrapped secret has the wrong length")) => {}
         Err(_) => assert_eq!(
             client.private_operations(),

@@ -2,7 +2,7 @@
 //! parses to the same host and fingerprint.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use ovtp::trust::parse_known_hosts;
+use ovtp::parse_known_hosts;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -6,8 +6,8 @@
 use hmac::{Hmac, KeyInit, Mac};
 use libfuzzer_sys::fuzz_target;
 use ovtp::constants::MAX_RECORD_FRAME;
-use ovtp::record::{DIR_CLIENT_TO_SERVER, Opener, Sealer, SessionKeys};
-use ovtp::wire::split_frame;
+use ovtp::hooks::{DIR_CLIENT_TO_SERVER, Opener, Sealer, SessionKeys};
+use ovtp::hooks::split_frame;
 use ovtp::{Error, Rng};
 use sha2::Sha256;
 

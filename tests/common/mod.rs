@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 use ovtp::{
-    AuthorizedKeys, Client, ClientConfig, HostTrust, KeyPair, Reply, Request, Server, ServerConfig,
-    Stopper,
+    AuthorizedKeys, Client, ClientConfig, Handler, HostTrust, KeyPair, Reply, Request, ServeFiles,
+    Server, ServerConfig, Stopper,
 };
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -98,6 +98,16 @@ impl TestServer {
     where
         H: Fn(Request<'_>) -> Reply + Send + Sync + 'static,
     {
+        // Test servers let their closure decide file operations too.
+        Self::start_handler(config, calls, ServeFiles(handler))
+    }
+
+    /// A server with any [`Handler`], as given.
+    pub fn start_handler(
+        config: ServerConfig,
+        calls: Arc<AtomicUsize>,
+        handler: impl Handler,
+    ) -> TestServer {
         let dir = TempDir::new("srv");
         let authorized = dir.join("authorized_keys");
         let ak = AuthorizedKeys::new(&authorized);

@@ -4,12 +4,12 @@
 use crate::args::Args;
 use crate::progress::Display;
 use crate::{Fail, Run, exit};
-use ovtp::error::escape_control;
-use ovtp::files::{check_name, hex};
+use ovtp::Progress;
+use ovtp::escape_control;
 use ovtp::status::{self, reserved_name};
-use ovtp::transfer::Progress;
 use ovtp::{Client, ClientConfig, Error, Fingerprint, HostCheck, HostTrust, KeyPair};
 use ovtp::{FileReport, TransferOptions};
+use ovtp::{check_name, hex};
 use std::collections::HashSet;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -33,7 +33,7 @@ pub fn connect(a: &Args, host: &str) -> Result<Client, Fail> {
         ));
     }
     let keys = KeyPair::load(&key_path).map_err(Fail::local)?;
-    let host = ovtp::client::normalize_host(host).map_err(Fail::local)?;
+    let host = ovtp::normalize_host(host).map_err(Fail::local)?;
     let known = crate::known_hosts(a)?;
     let trust = match (a.value("--fingerprint"), a.flag("--accept-new")) {
         (Some(_), true) => return Err(Fail::usage("give --fingerprint or --accept-new, not both")),
@@ -378,7 +378,7 @@ pub fn get(a: &Args) -> Run {
     let label = local
         .file_name()
         .map_or(shown.clone(), |n| n.to_string_lossy().into_owned());
-    let partial = ovtp::files::partial_path(&local);
+    let partial = ovtp::partial_path(&local);
     let had_partial = std::fs::symlink_metadata(&partial).is_ok();
     let result = with_progress(&label, |progress| {
         client.get_file_with(remote, &local, opts, progress)

@@ -19,7 +19,7 @@ mod progress;
 mod serve;
 
 use args::Args;
-use ovtp::error::escape_control;
+use ovtp::escape_control;
 use ovtp::{AuthorizedKeys, Error, Fingerprint, HostCheck, KeyPair, KnownHosts, PublicKey};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -378,7 +378,7 @@ pub fn known_hosts(a: &Args) -> Result<KnownHosts, Fail> {
 
 fn trust(a: &Args) -> Run {
     let pos = a.positionals(2, 2, "HOST[:PORT] FINGERPRINT")?;
-    let host = ovtp::client::normalize_host(&pos[0]).map_err(Fail::local)?;
+    let host = ovtp::normalize_host(&pos[0]).map_err(Fail::local)?;
     let fp: Fingerprint = pos[1].parse().map_err(Fail::local)?;
     let file = known_hosts(a)?;
     let path = file.path().display();

@@ -3,7 +3,7 @@
 //! each time the library reports progress (at most every 100 ms). Nothing is
 //! shown when standard error is not a terminal.
 
-use ovtp::error::escape_control;
+use ovtp::escape_control;
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};

@@ -2,14 +2,14 @@
 
 use crate::args::Args;
 use crate::{Fail, Run, exit, file_in_home};
+use ovtp::Event;
 use ovtp::constants::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE, DEFAULT_MAX_UNAUTHENTICATED, DEFAULT_RSA_BITS,
 };
-use ovtp::error::escape_control;
-use ovtp::files::hex;
-use ovtp::server::Event;
+use ovtp::escape_control;
+use ovtp::hex;
 use ovtp::status::reserved_name;
-use ovtp::{Error, KeyPair, Payload, Reply, Request, Server, ServerConfig};
+use ovtp::{Error, KeyPair, Payload, Reply, Request, ServeFiles, Server, ServerConfig};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -99,10 +99,11 @@ pub fn serve(a: &Args) -> Run {
     let keys = server_key(a, &log)?;
     let listen = a.value("--listen").unwrap_or(DEFAULT_LISTEN);
     let fingerprint = keys.fingerprint();
-    let server = Server::bind_with(listen, keys, authorized, config.clone(), move |r| {
-        handler.handle(r)
-    })
-    .map_err(|e| bind_error(listen, e))?;
+    // Files are served only with --dir (no files directory refuses them all),
+    // and then the handler below decides each file operation.
+    let serve = ServeFiles(move |r: Request<'_>| handler.handle(r));
+    let server = Server::bind_with(listen, keys, authorized, config.clone(), serve)
+        .map_err(|e| bind_error(listen, e))?;
     let addr = server.local_addr().map_err(Fail::net)?;
     log.note(
         Level::Quiet,

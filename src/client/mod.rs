@@ -1,15 +1,21 @@
 //! The blocking client: connects, pins the server's key, and sends requests
 //! over one connection, reconnecting and retrying when a connection is lost.
 
-use crate::channel::{Channel, Conn, REC_REQUEST, REC_RESPONSE};
+pub mod transfer;
+
 use crate::constants::*;
-use crate::error::{AlertCode, Error, Result};
-use crate::handshake::{ClientStart, Session};
+use crate::error::{Error, Result};
+use crate::io::channel::Channel;
+use crate::io::conn::Conn;
 use crate::keys::{Fingerprint, KeyPair, PublicKey};
-use crate::message::Reply;
+use crate::message::{FileDigest, FileReport, Progress, Reply, TransferOptions};
+use crate::proto::handshake::{ClientStart, Session};
+use crate::proto::msg::{
+    OP_DATA, OP_TEXT, REC_REQUEST, REC_RESPONSE, RESPONSE_HEADER, Request, RequestId,
+};
 use crate::rand::Rng;
-use crate::server::{OP_DATA, OP_TEXT, RESPONSE_HEADER};
-use crate::transfer::{self, FileDigest, FileReport, Progress, TransferOptions};
+use crate::status::AlertCode;
+use crate::store;
 use crate::trust::{HostCheck, KnownHosts};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
@@ -121,17 +127,8 @@ impl Client {
         };
         // A busy server or a connection cut while it was being set up is worth
         // another try, as for requests.
-        let mut tries = 0;
-        loop {
-            match client.reconnect() {
-                Ok(()) => return Ok(client),
-                Err(e) if tries < client.config.retries && retryable(&e) => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(50 << tries.min(5)));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        retrying(client.config.retries, |_| client.reconnect())?;
+        Ok(client)
     }
 
     /// `host:port` as used for `known_hosts`.
@@ -205,7 +202,7 @@ impl Client {
         if let HostTrust::AcceptNew(file) = &self.trust {
             // Record the key now that the server has proven it holds it; re-check,
             // since another process may have recorded a key meanwhile.
-            let actual = session.peer.fingerprint();
+            let actual = session.peer().fingerprint();
             match file.check(&self.host, &actual)? {
                 HostCheck::Match => {}
                 HostCheck::Unknown => file.add(&self.host, &actual)?,
@@ -218,7 +215,7 @@ impl Client {
                 }
             }
         }
-        self.server_key = Some(session.peer.clone());
+        self.server_key = Some(session.peer().clone());
         Ok(conn.into_channel(session, Rng::system(), self.config.max_message_size))
     }
 
@@ -267,38 +264,21 @@ impl Client {
     /// same id, so the server can recognize it) while the failure is retryable.
     fn with_retries<T>(
         &mut self,
-        mut attempt: impl FnMut(&mut Channel, &[u8; REQUEST_ID_LEN], u32) -> Result<T>,
+        mut attempt: impl FnMut(&mut Channel, &RequestId, u32) -> Result<T>,
     ) -> Result<T> {
-        let id: [u8; REQUEST_ID_LEN] = self.rng.array()?;
-        let mut tries = 0;
-        loop {
-            let result = match self.channel.take() {
-                Some(ch) => Ok(ch),
-                None => self.open_connection(),
+        let id: RequestId = self.rng.array()?;
+        retrying(self.config.retries, |tries| {
+            let mut ch = match self.channel.take() {
+                Some(ch) => ch,
+                None => self.open_connection()?,
+            };
+            let r = attempt(&mut ch, &id, tries);
+            // Keep the connection unless it failed underneath us.
+            if !matches!(r, Err(ref e) if is_connection_error(e)) {
+                self.channel = Some(ch);
             }
-            .and_then(|mut ch| {
-                let r = attempt(&mut ch, &id, tries);
-                // Keep the connection unless it failed underneath us.
-                if !matches!(r, Err(ref e) if is_connection_error(e)) {
-                    self.channel = Some(ch);
-                }
-                r
-            });
-            match result {
-                Ok(v) => return Ok(v),
-                Err(e) if tries < self.config.retries && retryable(&e) => {
-                    self.channel = None;
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(50 << tries.min(5)));
-                }
-                Err(e) => {
-                    if is_connection_error(&e) {
-                        self.channel = None;
-                    }
-                    return Err(e);
-                }
-            }
-        }
+            r
+        })
     }
 
     /// Send many messages without waiting a round trip for each: requests are
@@ -322,37 +302,18 @@ impl Client {
         }
         let mut replies: Vec<Option<Reply>> = vec![None; items.len()];
         let wait = self.config.io_timeout;
-        let mut tries = 0;
-        loop {
+        retrying(self.config.retries, |_| {
             let mut ch = match self.channel.take() {
                 Some(ch) => ch,
-                None => match self.open_connection() {
-                    Ok(ch) => ch,
-                    Err(e) if tries < self.config.retries && retryable(&e) => {
-                        tries += 1;
-                        std::thread::sleep(Duration::from_millis(50 << tries.min(5)));
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                },
+                None => self.open_connection()?,
             };
-            match pipeline(&mut ch, items, &ids, &mut replies, wait) {
-                Ok(()) => {
-                    self.channel = Some(ch);
-                    // `pipeline` returns Ok only once its in-flight queue is empty,
-                    // that is, after it stored a reply for every unanswered item.
-                    return Ok(replies
-                        .into_iter()
-                        .map(|r| r.expect("pipeline fills every reply"))
-                        .collect());
-                }
-                Err(e) if tries < self.config.retries && retryable(&e) => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(50 << tries.min(5)));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+            pipeline(&mut ch, items, &ids, &mut replies, wait)?;
+            self.channel = Some(ch);
+            Ok(())
+        })?;
+        // `pipeline` returns Ok only once its in-flight queue is empty, that
+        // is, after it stored a reply for every unanswered item.
+        Ok(replies.into_iter().flatten().collect())
     }
 
     /// Upload `local` to the server's files directory as `remote`, refusing
@@ -370,7 +331,7 @@ impl Client {
         mut progress: Progress<'_>,
     ) -> Result<FileReport> {
         let local = transfer::local_file(local.as_ref())?;
-        crate::files::check_name(remote).map_err(Error::InvalidInput)?;
+        store::check_name(remote).map_err(Error::InvalidInput)?;
         let wait = self.config.io_timeout;
         self.with_retries(|ch, id, tries| {
             // A retry continues what the failed attempt left on the server.
@@ -378,7 +339,7 @@ impl Client {
                 resume: opts.resume || tries > 0,
                 ..opts
             };
-            transfer::put_once(ch, id, &local, remote, opts, wait, &mut progress)
+            transfer::put_once(ch, id, (&local, remote), opts, wait, &mut progress)
         })
     }
 
@@ -396,7 +357,7 @@ impl Client {
         opts: TransferOptions,
         mut progress: Progress<'_>,
     ) -> Result<FileReport> {
-        crate::files::check_name(remote).map_err(Error::InvalidInput)?;
+        store::check_name(remote).map_err(Error::InvalidInput)?;
         let local = local.as_ref().to_path_buf();
         let wait = self.config.io_timeout;
         self.with_retries(|ch, id, tries| {
@@ -404,15 +365,30 @@ impl Client {
                 resume: opts.resume || tries > 0,
                 ..opts
             };
-            transfer::get_once(ch, id, remote, &local, opts, wait, &mut progress)
+            transfer::get_once(ch, id, (remote, &local), opts, wait, &mut progress)
         })
     }
 
     /// Size and SHA-256 of a file in the server's files directory.
     pub fn file_digest(&mut self, remote: &str) -> Result<FileDigest> {
-        crate::files::check_name(remote).map_err(Error::InvalidInput)?;
+        store::check_name(remote).map_err(Error::InvalidInput)?;
         let wait = self.config.io_timeout;
         self.with_retries(|ch, id, _| transfer::digest_once(ch, id, remote, wait))
+    }
+}
+
+/// Run `attempt` until it succeeds or fails for good: a lost connection or a
+/// busy server is tried again, up to `retries` times, after a growing pause.
+fn retrying<T>(retries: u32, mut attempt: impl FnMut(u32) -> Result<T>) -> Result<T> {
+    let mut tries = 0;
+    loop {
+        match attempt(tries) {
+            Err(e) if tries < retries && retryable(&e) => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50 << tries.min(5)));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -468,7 +444,7 @@ impl Outgoing<'_> {
 fn pipeline(
     ch: &mut Channel,
     items: &[Outgoing<'_>],
-    ids: &[[u8; REQUEST_ID_LEN]],
+    ids: &[RequestId],
     replies: &mut [Option<Reply>],
     wait: Duration,
 ) -> Result<()> {
@@ -483,8 +459,7 @@ fn pipeline(
             if !in_flight.is_empty() && in_flight_bytes + size > PIPELINE_WINDOW_BYTES {
                 break;
             }
-            let mut header = ids[i].to_vec();
-            header.push(items[i].op());
+            let header = Request::header(&ids[i], items[i].op());
             ch.queue(REC_REQUEST, &header, items[i].bytes())?;
             in_flight.push_back((i, size));
             in_flight_bytes += size;
@@ -499,26 +474,23 @@ fn pipeline(
     }
 }
 
-fn read_reply(ch: &mut Channel, id: &[u8; REQUEST_ID_LEN], wait: Duration) -> Result<Reply> {
+fn read_reply(ch: &mut Channel, id: &RequestId, wait: Duration) -> Result<Reply> {
     let msg = ch
         .recv(Instant::now() + wait, RESPONSE_HEADER)?
         .ok_or(Error::Closed("waiting for a reply"))?;
     if msg.rtype != REC_RESPONSE {
         return Err(Error::Malformed("expected a response record"));
     }
-    crate::transfer::parse_response(id, &msg.payload)
+    transfer::parse_response(id, &msg.payload)
 }
 
 fn exchange(
     ch: &mut Channel,
-    id: &[u8; REQUEST_ID_LEN],
+    id: &RequestId,
     op: u8,
     body: &[u8],
     wait: Duration,
 ) -> Result<Reply> {
-    let mut header = Vec::with_capacity(REQUEST_ID_LEN + 1);
-    header.extend_from_slice(id);
-    header.push(op);
-    ch.send(REC_REQUEST, &header, body)?;
+    ch.send(REC_REQUEST, &Request::header(id, op), body)?;
     read_reply(ch, id, wait)
 }

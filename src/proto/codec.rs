@@ -5,18 +5,18 @@
 use crate::error::{Error, Result};
 
 /// Reads fields from a frame body; every read is bounds-checked.
-pub(crate) struct Reader<'a> {
+pub struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    pub(crate) fn new(buf: &'a [u8]) -> Self {
+    pub fn new(buf: &'a [u8]) -> Self {
         Reader { buf, pos: 0 }
     }
 
     /// The next `n` bytes, or `Malformed(what)` if fewer remain.
-    pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8]> {
+    pub fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8]> {
         if self.buf.len() - self.pos < n {
             return Err(Error::Malformed(what));
         }
@@ -25,22 +25,26 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    pub(crate) fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N]> {
+    pub fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N]> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N, what)?);
         Ok(out)
     }
 
-    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8> {
+    pub fn u8(&mut self, what: &'static str) -> Result<u8> {
         Ok(self.take(1, what)?[0])
     }
 
-    pub(crate) fn u16(&mut self, what: &'static str) -> Result<u16> {
+    pub fn u16(&mut self, what: &'static str) -> Result<u16> {
         Ok(u16::from_be_bytes(self.array(what)?))
     }
 
+    pub fn u64(&mut self, what: &'static str) -> Result<u64> {
+        Ok(u64::from_be_bytes(self.array(what)?))
+    }
+
     /// A field with a u16 length prefix, refused if longer than `max`.
-    pub(crate) fn vec16(&mut self, max: usize, what: &'static str) -> Result<&'a [u8]> {
+    pub fn vec16(&mut self, max: usize, what: &'static str) -> Result<&'a [u8]> {
         let len = usize::from(self.u16(what)?);
         if len > max {
             return Err(Error::TooLarge {
@@ -53,19 +57,43 @@ impl<'a> Reader<'a> {
     }
 
     /// Everything not read yet.
-    pub(crate) fn rest(&mut self) -> &'a [u8] {
+    pub fn rest(&mut self) -> &'a [u8] {
         let out = &self.buf[self.pos..];
         self.pos = self.buf.len();
         out
     }
 
     /// Fails if bytes are left over: a frame must be exactly its fields.
-    pub(crate) fn finish(self, what: &'static str) -> Result<()> {
+    pub fn finish(self, what: &'static str) -> Result<()> {
         if self.pos == self.buf.len() {
             Ok(())
         } else {
             Err(Error::Malformed(what))
         }
+    }
+}
+
+/// A message body with its encoding beside its decoding. [`Body::decode`] is
+/// the one way bodies are parsed: it refuses bytes left over after the fields.
+pub trait Body<'a>: Sized {
+    /// Names the body in errors.
+    const WHAT: &'static str;
+    /// Append the encoding to `out`.
+    fn encode(&self, out: &mut Vec<u8>);
+    /// Read the fields from `r`.
+    fn read(r: &mut Reader<'a>) -> Result<Self>;
+    /// Decode exactly `bytes`: every field, nothing after.
+    fn decode(bytes: &'a [u8]) -> Result<Self> {
+        let mut r = Reader::new(bytes);
+        let body = Self::read(&mut r)?;
+        r.finish(Self::WHAT)?;
+        Ok(body)
+    }
+    /// The encoding as a new vector.
+    fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
     }
 }
 
@@ -107,6 +135,7 @@ pub(crate) fn check_frame_len(prefix: [u8; 4], max: usize) -> Result<usize> {
 
 /// Read one frame body from a byte slice (used by fuzzing and by tests):
 /// returns the body and the bytes after it.
+#[cfg(any(test, feature = "test-hooks"))]
 pub fn split_frame(input: &[u8], max: usize) -> Result<(&[u8], &[u8])> {
     let mut r = Reader::new(input);
     let len = check_frame_len(r.array("length prefix")?, max)?;

@@ -17,27 +17,18 @@
 //! H1, H2, H3 are SHA-256 over the label and each transcript element
 //! length-prefixed (see [`Transcript`]); PROTOCOL.md gives the exact bytes.
 
+use super::codec::{Body, Reader, frame, put_vec16};
+use super::msg::{ALERT, Alert, CLIENT_AUTH, CLIENT_HELLO, SERVER_AUTH, SERVER_HELLO};
+use super::record::{Opener, Sealer};
+use super::schedule::SessionKeys;
 use crate::constants::*;
-use crate::error::{AlertCode, Error, Result};
+use crate::error::{Error, Result};
 use crate::keys::{KeyPair, PublicKey};
 use crate::rand::Rng;
-use crate::record::{Opener, Sealer, SessionKeys};
-use crate::wire::{Reader, frame, put_vec16};
+use crate::status::AlertCode;
 use cbc::cipher::zeroize::Zeroizing;
 use sha2::{Digest, Sha256};
 
-/// Handshake frame type: the client's first frame.
-pub const CLIENT_HELLO: u8 = 1;
-/// Handshake frame type: the server's hello.
-pub const SERVER_HELLO: u8 = 2;
-/// Handshake frame type: the client's key transport and signature.
-pub const CLIENT_AUTH: u8 = 3;
-/// Handshake frame type: the server's key transport and signature.
-pub const SERVER_AUTH: u8 = 4;
-/// Plaintext alert (refusal) frame, possible at any point before the session.
-pub const ALERT: u8 = 0x15;
-/// Longest alert message, in bytes.
-pub const MAX_ALERT_MESSAGE: usize = 512;
 /// Longest wrapped secret or signature (a 4096-bit modulus).
 const MAX_RSA_BLOCK: usize = MAX_RSA_BITS / 8;
 
@@ -55,7 +46,7 @@ impl Transcript {
 
     fn absorb(&mut self, element: &[u8]) {
         self.0
-            .update(crate::wire::frame_len(element.len()).to_be_bytes());
+            .update(super::codec::frame_len(element.len()).to_be_bytes());
         self.0.update(element);
     }
 
@@ -97,13 +88,9 @@ fn parse_plain<'a>(body: &'a [u8], expected: u8) -> Result<Reader<'a>> {
     }
     match r.u8("frame type")? {
         ALERT => {
-            let code = AlertCode::from_u8(r.u8("alert code")?);
-            let message = r.vec16(MAX_ALERT_MESSAGE, "alert message")?;
+            let alert = Alert::read(&mut r)?;
             r.finish("alert")?;
-            Err(Error::Refused {
-                code,
-                message: String::from_utf8_lossy(message).into_owned(),
-            })
+            Err(alert.into_error())
         }
         t if t == expected => Ok(r),
         _ => Err(Error::Malformed("unexpected handshake frame type")),
@@ -113,18 +100,8 @@ fn parse_plain<'a>(body: &'a [u8], expected: u8) -> Result<Reader<'a>> {
 /// A plaintext alert frame (with length prefix): a refusal before any session exists.
 pub fn alert_frame(code: AlertCode, message: &str) -> Vec<u8> {
     let mut b = plain_header(ALERT);
-    b.push(code.to_u8());
-    put_vec16(&mut b, truncate_utf8(message, MAX_ALERT_MESSAGE).as_bytes());
+    Alert::new(code, message).encode(&mut b);
     frame(&b)
-}
-
-/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
-pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 fn hello(frame_type: u8, nonce: &[u8; NONCE_LEN], key: &PublicKey) -> Vec<u8> {
@@ -174,14 +151,42 @@ fn unwrap_secret(keys: &KeyPair, rng: &mut Rng, wrapped: &[u8]) -> Result<Zeroiz
 /// An established session: the record keys of both directions, the peer's key
 /// and the final transcript hash (a public session identifier).
 pub struct Session {
-    /// Seals records we send.
-    pub sealer: Sealer,
-    /// Opens records we receive.
-    pub opener: Opener,
+    sealer: Sealer,
+    opener: Opener,
+    peer: PublicKey,
+    // Read by the test vectors; kept in every build as the session's identifier.
+    #[cfg_attr(not(any(test, feature = "test-hooks")), allow(dead_code))]
+    transcript: [u8; 32],
+}
+
+impl Session {
     /// The peer's authenticated public key.
-    pub peer: PublicKey,
-    /// SHA-256 of the whole transcript.
-    pub transcript: [u8; 32],
+    pub fn peer(&self) -> &PublicKey {
+        &self.peer
+    }
+
+    /// SHA-256 of the whole transcript: a public session identifier.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn transcript(&self) -> &[u8; 32] {
+        &self.transcript
+    }
+
+    /// Seals records we send.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn sealer(&mut self) -> &mut Sealer {
+        &mut self.sealer
+    }
+
+    /// Opens records we receive.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn opener(&mut self) -> &mut Opener {
+        &mut self.opener
+    }
+
+    /// The record layer of both directions and the peer's key.
+    pub fn into_parts(self) -> (Sealer, Opener, PublicKey) {
+        (self.sealer, self.opener, self.peer)
+    }
 }
 
 /// Client, before the server's hello.
@@ -306,55 +311,91 @@ impl ServerAwaitAuth {
         ))
     }
 
-    /// The authorized client's key.
-    pub fn client_key(&self) -> &PublicKey {
-        &self.client_key
-    }
-
-    /// Read the ClientAuth. The client's signature is verified (a public-key
-    /// operation) before the server decrypts anything with its private key.
-    pub fn read_client_auth(mut self, body: &[u8], rng: &mut Rng) -> Result<(Session, Vec<u8>)> {
+    /// Read the ClientAuth and verify the client's signature (a public-key
+    /// operation). Only a verified state can reach the server's private key.
+    pub fn verify_client_auth(mut self, body: &[u8]) -> Result<ServerVerified> {
         let (wrapped, signature) = parse_auth(body, CLIENT_AUTH)?;
         self.transcript.absorb(wrapped);
         let h1 = self.transcript.hash();
         self.client_key
             .verify_pss(&signed_message(LABEL_CLIENT_SIG, &h1), signature)?;
-        // Only now, with the client proven, does the server use its private key.
-        // Unwrapping the client's secret and signing our half are independent,
-        // so they run on two threads: one private-key operation off the
-        // critical path of every handshake. (The unwrap draws its blinding
-        // from the system; `rng` alone decides what goes on the wire.)
-        let keys = &self.keys;
-        let (client_secret, ours) = std::thread::scope(|scope| {
-            let unwrap = scope.spawn(|| unwrap_secret(keys, &mut Rng::system(), wrapped));
-            let ours = (|| {
-                self.transcript.absorb(signature);
-                let secret = Zeroizing::new(rng.array::<SECRET_LEN>()?);
-                let wrapped_s = self.client_key.oaep_encrypt(rng, secret.as_slice())?;
-                self.transcript.absorb(&wrapped_s);
-                let h2 = self.transcript.hash();
-                let signature_s = keys.sign_pss(rng, &signed_message(LABEL_SERVER_SIG, &h2))?;
-                Ok::<_, Error>((secret, wrapped_s, signature_s))
-            })();
-            let client_secret = unwrap
-                .join()
-                .unwrap_or(Err(Error::Malformed("key transport")));
-            (client_secret, ours)
-        });
-        let (client_secret, (secret, wrapped_s, signature_s)) = (client_secret?, ours?);
-        self.transcript.absorb(&signature_s);
+        self.transcript.absorb(signature);
+        Ok(ServerVerified {
+            keys: self.keys,
+            client_key: self.client_key,
+            transcript: self.transcript,
+            wrapped: wrapped.to_vec(),
+        })
+    }
+
+    /// [`ServerAwaitAuth::verify_client_auth`], then both private-key
+    /// operations one after the other, then [`ServerVerified::finish`]. The
+    /// server runs the two operations in parallel instead (`server::session`).
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn read_client_auth(self, body: &[u8], rng: &mut Rng) -> Result<(Session, Vec<u8>)> {
+        let verified = self.verify_client_auth(body)?;
+        let client_secret = verified.unwrap_client_secret(&mut Rng::system())?;
+        let ours = verified.sign(rng)?;
+        Ok(verified.finish(&client_secret, ours))
+    }
+}
+
+/// Server, with the client's signature verified: two independent private-key
+/// operations remain, [`ServerVerified::unwrap_client_secret`] and
+/// [`ServerVerified::sign`]; both take `&self`, so they can run at once.
+pub struct ServerVerified {
+    keys: KeyPair,
+    client_key: PublicKey,
+    transcript: Transcript,
+    wrapped: Vec<u8>,
+}
+
+/// The server's half of the key transport: its secret, wrapped to the
+/// client, and its signature over the transcript.
+pub struct ServerHalf {
+    secret: Zeroizing<[u8; SECRET_LEN]>,
+    wrapped: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+impl ServerVerified {
+    /// Unwrap the client's secret with the server's private key. The
+    /// blinding comes from `rng`; nothing drawn here goes on the wire.
+    pub fn unwrap_client_secret(&self, rng: &mut Rng) -> Result<Zeroizing<Vec<u8>>> {
+        unwrap_secret(&self.keys, rng, &self.wrapped)
+    }
+
+    /// Draw the server's secret, wrap it to the client and sign the transcript.
+    pub fn sign(&self, rng: &mut Rng) -> Result<ServerHalf> {
+        let mut transcript = self.transcript.clone();
+        let secret = Zeroizing::new(rng.array::<SECRET_LEN>()?);
+        let wrapped = self.client_key.oaep_encrypt(rng, secret.as_slice())?;
+        transcript.absorb(&wrapped);
+        let h2 = transcript.hash();
+        let signature = self
+            .keys
+            .sign_pss(rng, &signed_message(LABEL_SERVER_SIG, &h2))?;
+        Ok(ServerHalf {
+            secret,
+            wrapped,
+            signature,
+        })
+    }
+
+    /// The session, and the ServerAuth frame to send.
+    pub fn finish(mut self, client_secret: &[u8], ours: ServerHalf) -> (Session, Vec<u8>) {
+        self.transcript.absorb(&ours.wrapped);
+        self.transcript.absorb(&ours.signature);
         let h3 = self.transcript.hash();
         let (sealer, opener) =
-            SessionKeys::derive(&client_secret, secret.as_slice(), &h3).server_halves();
-        let out = frame(&auth(SERVER_AUTH, &wrapped_s, &signature_s));
-        Ok((
-            Session {
-                sealer,
-                opener,
-                peer: self.client_key,
-                transcript: h3,
-            },
-            out,
-        ))
+            SessionKeys::derive(client_secret, ours.secret.as_slice(), &h3).server_halves();
+        let out = frame(&auth(SERVER_AUTH, &ours.wrapped, &ours.signature));
+        let session = Session {
+            sealer,
+            opener,
+            peer: self.client_key,
+            transcript: h3,
+        };
+        (session, out)
     }
 }

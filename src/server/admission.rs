@@ -15,10 +15,15 @@
 //!   at once, without an alert. A client from that address that presents an
 //!   authorized key is still served: the penalty only ever costs strangers.
 
+use super::{Event, Shared, lock};
+use crate::constants::{LEN_PREFIX, MAX_HANDSHAKE_FRAME};
+use crate::io::conn::Conn;
+use crate::proto::handshake::client_hello_key;
+use crate::status::AlertCode;
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
 /// How long a new connection is safe from eviction: time to send its hello
 /// even on a loaded server. It also bounds how fast strangers can cycle
 /// through the pool: at most `max_unauthenticated` per this period.
@@ -166,6 +171,121 @@ impl Gate {
     /// Connections currently in the stranger pool.
     pub(crate) fn strangers(&self) -> usize {
         self.strangers.len()
+    }
+}
+
+/// Decide on a newcomer before it gets a thread: over the connection cap it
+/// is told "busy"; otherwise the stranger pool admits it (perhaps evicting an
+/// older stranger) or refuses it. `Some` holds its reserved slot and id.
+pub(crate) fn admit(shared: &Shared, stream: TcpStream) -> Option<(TcpStream, SocketAddr, u64)> {
+    let peer = stream.peer_addr().ok()?;
+    // Reserve a slot; over the cap, answer "busy" at once and close.
+    if shared.active.fetch_add(1, Ordering::SeqCst) >= shared.config.max_connections {
+        let busy = "too many connections; try again later";
+        return refuse(shared, stream, peer, Some((AlertCode::Busy, busy)));
+    }
+    let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
+    // With the stranger pool full, look at what the newcomer has already
+    // sent: a client sends its hello right after connecting, so it is
+    // usually here by now. An authorized key goes straight past the
+    // pool; an unknown one is refused without taking a place.
+    let full = lock(&shared.gate).is_full();
+    let peeked = if full {
+        peek_hello(shared, &stream)
+    } else {
+        Peeked::Nothing
+    };
+    let admitted = match peeked {
+        Peeked::Authorized => Admit::Yes { evict: None },
+        Peeked::Unauthorized => {
+            lock(&shared.gate).leave(id, peer.ip(), true, Instant::now());
+            let why = "client key is not in authorized_keys";
+            return refuse(shared, stream, peer, Some((AlertCode::Unauthorized, why)));
+        }
+        Peeked::Nothing => lock(&shared.gate).admit(id, peer.ip(), Instant::now()),
+    };
+    match admitted {
+        // A penalized address gets not even an alert; others learn to retry.
+        Admit::No { quiet } => {
+            let busy = "too many connections being set up; try again";
+            let alert = (!quiet).then_some((AlertCode::Busy, busy));
+            return refuse(shared, stream, peer, alert);
+        }
+        Admit::Yes {
+            evict: Some(victim),
+        } => {
+            if let Some(s) = lock(&shared.conns).get(&victim) {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+        Admit::Yes { evict: None } => {}
+    }
+    Some((stream, peer, id))
+}
+
+/// Give back the reserved slot, report, and close, with the alert if any.
+fn refuse<T>(
+    shared: &Shared,
+    stream: TcpStream,
+    peer: SocketAddr,
+    alert: Option<(AlertCode, &str)>,
+) -> Option<T> {
+    shared.active.fetch_sub(1, Ordering::SeqCst);
+    shared.emit(Event::Busy { peer });
+    if let Some((code, message)) = alert {
+        let quick = Duration::from_millis(500);
+        let _ = stream.set_write_timeout(Some(quick));
+        if let Ok(conn) = Conn::new(stream, quick) {
+            conn.refuse(code, message);
+        }
+    }
+    None
+}
+
+/// What a newcomer has sent before it was given a thread.
+enum Peeked {
+    /// A complete hello naming a key in `authorized_keys`.
+    Authorized,
+    /// A complete hello naming any other key.
+    Unauthorized,
+    /// Nothing usable yet (silence, a partial frame, garbage).
+    Nothing,
+}
+
+/// How long the accept loop looks for a newcomer's hello when the stranger
+/// pool is full. Short: the accept loop serves everyone.
+const HELLO_PEEK: Duration = Duration::from_millis(2);
+
+/// Peek (without consuming) at a newcomer's first frame, for at most HELLO_PEEK.
+fn peek_hello(shared: &Shared, stream: &TcpStream) -> Peeked {
+    let deadline = Instant::now() + HELLO_PEEK;
+    let mut buf = vec![0u8; LEN_PREFIX + MAX_HANDSHAKE_FRAME];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return Peeked::Nothing;
+        }
+        let n = match stream.peek(&mut buf) {
+            Ok(n) if n > 0 => n,
+            _ => return Peeked::Nothing,
+        };
+        if n >= LEN_PREFIX {
+            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if len == 0 || len > MAX_HANDSHAKE_FRAME {
+                return Peeked::Nothing;
+            }
+            if n >= LEN_PREFIX + len {
+                return match client_hello_key(&buf[LEN_PREFIX..LEN_PREFIX + len]) {
+                    Ok(key) if shared.authorized.contains(&key).unwrap_or(false) => {
+                        Peeked::Authorized
+                    }
+                    Ok(_) => Peeked::Unauthorized,
+                    Err(_) => Peeked::Nothing,
+                };
+            }
+        }
+        // A partial frame: give the rest a moment.
+        std::thread::sleep(Duration::from_micros(100));
     }
 }
 

@@ -1,0 +1,290 @@
+//! The client's side of file operations: one attempt of an upload (it
+//! sends), a download (it receives) or a digest request over a channel. The
+//! retry loop around them is `Client::with_retries`.
+
+use crate::constants::DEFAULT_MAX_MESSAGE;
+use crate::error::{Error, Result};
+use crate::io::channel::{Channel, OwnedRecord};
+use crate::io::pipes::{self, Problem, Sent, Ticker};
+use crate::message::{FileDigest, FileReport, Progress, Reply, TransferOptions};
+use crate::proto::codec::Body;
+use crate::proto::msg::{
+    Assembler, DigestReply, Get, Op, Put, REC_FILE_READY, REC_REQUEST, REC_RESPONSE,
+    ReadyToReceive, ReadyToSend, Request, RequestId, Response,
+};
+use crate::proto::transfer::{Receiver, Start, Verdict};
+use crate::status;
+use crate::store::partial;
+use sha2::Digest;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Parse a RESPONSE message for request `id`.
+pub(crate) fn parse_response(id: &RequestId, payload: &[u8]) -> Result<Reply> {
+    let response = Response::decode(payload)?;
+    if &response.id != id {
+        return Err(Error::Malformed("response to a different request"));
+    }
+    Ok(Reply::new(response.status, response.body))
+}
+
+fn remote(reply: Reply) -> Error {
+    Error::Remote {
+        status: reply.status,
+        message: reply.text(),
+    }
+}
+
+/// Read a RESPONSE that began with `first` and may span records.
+fn recv_response(
+    ch: &mut Channel,
+    id: &RequestId,
+    first: OwnedRecord,
+    wait: Duration,
+) -> Result<Reply> {
+    let mut message = Assembler::new(DEFAULT_MAX_MESSAGE);
+    let mut rec = first;
+    loop {
+        if rec.rtype != REC_RESPONSE {
+            return Err(Error::Malformed("bad response continuation"));
+        }
+        if let Some((_, payload)) = message.push(rec.rtype, rec.flags, rec.plaintext())? {
+            return parse_response(id, &payload);
+        }
+        rec = ch.recv_record(Instant::now() + wait)?;
+    }
+}
+
+/// The first answer to a file request: FILE_READY (returned), or a RESPONSE
+/// (a refusal, or on a retry the stored final reply).
+fn ready_or_reply(
+    ch: &mut Channel,
+    id: &RequestId,
+    wait: Duration,
+    slow: Duration,
+) -> Result<std::result::Result<OwnedRecord, Reply>> {
+    let rec = ch.recv_record_by(Instant::now() + slow)?;
+    match rec.rtype {
+        REC_FILE_READY => Ok(Ok(rec)),
+        REC_RESPONSE => recv_response(ch, id, rec, wait).map(Err),
+        _ => Err(Error::Malformed("expected FILE_READY or a response")),
+    }
+}
+
+fn send_request(ch: &mut Channel, id: &RequestId, op: Op<'_>) -> Result<()> {
+    ch.send(REC_REQUEST, &Request { id: *id, op }.to_vec(), &[])
+}
+
+/// One upload attempt over `ch`.
+pub(crate) fn put_once(
+    ch: &mut Channel,
+    id: &RequestId,
+    (local, name): (&Path, &str),
+    opts: TransferOptions,
+    wait: Duration,
+    progress: &mut Progress<'_>,
+) -> Result<FileReport> {
+    let local_err = |e| Error::File {
+        path: local.to_path_buf(),
+        source: e,
+    };
+    let mut file = File::open(local).map_err(local_err)?;
+    let size = file.metadata().map_err(local_err)?.len();
+    let (overwrite, resume) = (opts.overwrite, opts.resume);
+    let put = Put {
+        name,
+        size,
+        overwrite,
+        resume,
+    };
+    send_request(ch, id, Op::Put(put))?;
+    let ready = match ready_or_reply(ch, id, wait, pipes::slow_wait(wait, size))? {
+        Ok(rec) => ReadyToReceive::decode(rec.plaintext())?,
+        // Refused, or (on a retry) already finished: the stored final reply.
+        Err(reply) if reply.is_ok() => {
+            let (size, sha256) = partial::digest_file(local).map_err(local_err)?;
+            let resumed_from = size;
+            return Ok(FileReport {
+                size,
+                sha256,
+                resumed_from,
+                reply,
+            });
+        }
+        Err(reply) => return Err(remote(reply)),
+    };
+    let (mut sender, hasher) =
+        pipes::resume_sender(&mut file, size, ready.offset, &ready.prefix).map_err(local_err)?;
+    let mut ticker = Ticker::new(progress);
+    let sha256 = match pipes::send_file(ch, &mut file, &mut sender, hasher, true, &mut ticker)? {
+        Sent::Done(digest) => digest,
+        Sent::Shrank => {
+            let _ = ch.recv_record(Instant::now() + wait); // the server's ABORTED
+            let msg = format!("{} shrank while it was being sent", local.display());
+            return Err(Error::InvalidInput(msg));
+        }
+        Sent::ReadFailed(e) => return Err(local_err(e)),
+        // The server answered early (disk full, bad offset): we stopped sending.
+        Sent::Answered(rec) => {
+            let reply = recv_response(ch, id, rec, wait)?;
+            pipes::abort(ch, &sender)?;
+            return Err(remote(reply));
+        }
+    };
+    ticker.tick(size, size, true);
+    let rec = ch.recv_record_by(Instant::now() + pipes::slow_wait(wait, size))?;
+    let reply = recv_response(ch, id, rec, wait)?;
+    // Same rule as for a replayed final reply: only OK is success. (A non-OK
+    // status from the handler's FileReceived means it rejected a stored file.)
+    if !reply.is_ok() {
+        return Err(remote(reply));
+    }
+    let resumed_from = sender.start();
+    Ok(FileReport {
+        size,
+        sha256,
+        resumed_from,
+        reply,
+    })
+}
+
+/// One download attempt over `ch` into `local` (via its partial file).
+pub(crate) fn get_once(
+    ch: &mut Channel,
+    id: &RequestId,
+    (name, local): (&str, &Path),
+    opts: TransferOptions,
+    wait: Duration,
+    progress: &mut Progress<'_>,
+) -> Result<FileReport> {
+    if !opts.overwrite && local.exists() {
+        return Err(Error::Exists(local.to_path_buf()));
+    }
+    let partial = partial::partial_path(local);
+    let partial_err = |e| Error::File {
+        path: partial.clone(),
+        source: e,
+    };
+    let (mut file, offset, mut hasher) =
+        partial::open_partial(&partial, opts.resume, u64::MAX).map_err(partial_err)?;
+    let (prefix, resume) = (hasher.clone().finalize().into(), opts.resume);
+    send_request(
+        ch,
+        id,
+        Op::Get(Get {
+            name,
+            offset,
+            prefix,
+            resume,
+        }),
+    )?;
+    let ready = match ready_or_reply(ch, id, wait, pipes::slow_wait(wait, offset))? {
+        Ok(rec) => ReadyToSend::decode(rec.plaintext())?,
+        Err(reply) => {
+            // Refused: do not leave behind an empty partial file we just created.
+            if offset == 0 {
+                drop(file);
+                let _ = fs::remove_file(&partial);
+            }
+            return Err(remote(reply));
+        }
+    };
+    let mut receiver = Receiver::new(offset, ready.size);
+    match receiver.start(ready.start) {
+        Ok(Start::Continue) => {}
+        Ok(Start::Restart) => hasher = partial::restart(&mut file).map_err(partial_err)?,
+        Err(_) => {
+            return Err(Error::Malformed(
+                "server resumed at an offset we did not offer",
+            ));
+        }
+    }
+    let mut ticker = Ticker::new(progress);
+    let got = pipes::receive_file(
+        ch,
+        &mut file,
+        hasher,
+        &mut receiver,
+        (wait, Duration::ZERO),
+        &mut ticker,
+        &mut |_, problem| match problem {
+            // Our disk failed: stop here (the caller drops the connection).
+            Problem::Write(e) => Err(partial_err(io::Error::other(e))),
+            Problem::Chunk(_) => Err(Error::Malformed("file chunk at an unexpected offset")),
+        },
+    )?;
+    if let Some(e) = got.write_error {
+        return Err(partial_err(e));
+    }
+    match receiver.end(&got.end, &got.stored) {
+        Verdict::Aborted => Err(Error::Remote {
+            status: status::ABORTED,
+            message: "the file changed on the server during the download; try again".into(),
+        }),
+        Verdict::Mismatch => {
+            drop(file);
+            let _ = fs::remove_file(&partial);
+            let (pos, size) = (receiver.position(), ready.size);
+            Err(Error::DigestMismatch(format!("got {pos} of {size} bytes")))
+        }
+        Verdict::Complete => {
+            commit_download(&partial, file, local, opts.overwrite)?;
+            ticker.tick(ready.size, ready.size, true);
+            let (size, sha256, resumed_from) = (ready.size, got.stored, ready.start);
+            Ok(FileReport {
+                size,
+                sha256,
+                resumed_from,
+                reply: Reply::ok(""),
+            })
+        }
+    }
+}
+
+fn commit_download(partial: &Path, file: File, local: &Path, overwrite: bool) -> Result<()> {
+    partial::commit(partial, file, local, overwrite).map_err(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            Error::Exists(local.to_path_buf())
+        } else {
+            Error::File {
+                path: local.to_path_buf(),
+                source: e,
+            }
+        }
+    })
+}
+
+/// One digest request over `ch`.
+pub(crate) fn digest_once(
+    ch: &mut Channel,
+    id: &RequestId,
+    name: &str,
+    wait: Duration,
+) -> Result<FileDigest> {
+    send_request(ch, id, Op::Digest(name))?;
+    let rec = ch.recv_record_by(Instant::now() + wait.saturating_mul(10))?;
+    if rec.rtype != REC_RESPONSE {
+        return Err(Error::Malformed("expected a response"));
+    }
+    let reply = recv_response(ch, id, rec, wait)?;
+    if !reply.is_ok() {
+        return Err(remote(reply));
+    }
+    let DigestReply { size, sha256 } = DigestReply::decode(&reply.body)?;
+    Ok(FileDigest { size, sha256 })
+}
+
+/// Check a local path argument early, with a message that names it.
+pub(crate) fn local_file(path: &Path) -> Result<PathBuf> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::InvalidInput(format!("{}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(Error::InvalidInput(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(path.to_path_buf())
+}

@@ -1,0 +1,8 @@
+//! The I/O layer under the server and the client: [`conn`] owns the socket
+//! and its deadlines, [`channel`] moves sealed records and whole messages
+//! over it, [`pipes`] streams files with a reader or writer thread beside
+//! the connection's own.
+
+pub mod channel;
+pub mod conn;
+pub mod pipes;

@@ -1,0 +1,355 @@
+//! Moving a file over a channel: a reader thread that reads and hashes
+//! while the connection thread seals and writes, a writer thread that writes
+//! and hashes while the connection thread reads and opens, and the two loops
+//! that drive `proto::transfer`'s [`Sender`] and [`Receiver`]. Upload and
+//! download use both alike; memory stays at a few chunks.
+
+use super::channel::{Channel, OwnedRecord};
+use crate::constants::*;
+use crate::error::{Error, Result};
+use crate::message::Progress;
+use crate::proto::codec::Body;
+use crate::proto::msg::{
+    FILE_DATA_HEADER, FLAG_FIN, FileData, FileEnd, REC_FILE_DATA, REC_FILE_END,
+};
+use crate::proto::transfer::{Receiver, Refusal, Sender, Start};
+use crate::store::partial;
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+/// Calls a progress callback at most every [`PROGRESS_INTERVAL`].
+pub(crate) struct Ticker<'a, 'b> {
+    f: &'b mut Progress<'a>,
+    last: Option<Instant>,
+}
+
+impl<'a, 'b> Ticker<'a, 'b> {
+    pub(crate) fn new(f: &'b mut Progress<'a>) -> Self {
+        Ticker { f, last: None }
+    }
+
+    pub(crate) fn tick(&mut self, done: u64, total: u64, force: bool) {
+        if let Some(f) = self.f.as_mut()
+            && (force || self.last.is_none_or(|t| t.elapsed() >= PROGRESS_INTERVAL))
+        {
+            f(done, total);
+            self.last = Some(Instant::now());
+        }
+    }
+}
+
+/// How long to wait for a peer that must first read `bytes` of a file (hash a
+/// prefix, or sync a whole file): the I/O timeout plus 20 ms per MB, i.e. it
+/// may go as slowly as 50 MB/s before we give up.
+pub(crate) fn slow_wait(base: Duration, bytes: u64) -> Duration {
+    base.saturating_add(Duration::from_millis(bytes / 50_000))
+}
+
+/// Read up to `buf.len()` bytes, retrying on interruption; 0 only at end of file.
+fn read_some(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match file.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// The sender of `file` (`size` bytes) for a receiver that holds `offer`
+/// bytes whose SHA-256 it `reported`, and the digest state at the start.
+/// The file is positioned where the data starts.
+pub(crate) fn resume_sender(
+    file: &mut File,
+    size: u64,
+    offer: u64,
+    reported: &[u8; 32],
+) -> io::Result<(Sender, Sha256)> {
+    let mut own = None;
+    if let Some(len) = Sender::prefix_to_check(size, offer) {
+        let (n, hasher) = partial::hash_prefix(file, len)?;
+        if n == len {
+            own = Some(hasher);
+        }
+    }
+    let digest = own.as_ref().map(|h| h.clone().finalize().into());
+    let sender = Sender::new(size, offer, reported, digest);
+    let hasher = match own {
+        Some(h) if sender.start() > 0 => h,
+        _ => Sha256::new(),
+    };
+    file.seek(SeekFrom::Start(sender.start()))?;
+    Ok((sender, hasher))
+}
+
+/// How a streamed send ended.
+pub(crate) enum Sent {
+    /// Everything and FILE_END were sent; the SHA-256 of the whole file.
+    Done([u8; 32]),
+    /// The file ended early; a FILE_END with ABORT was sent.
+    Shrank,
+    /// Reading the file failed; nothing more was sent.
+    ReadFailed(io::Error),
+    /// The peer sent a record (an early answer) while we were sending; we stopped.
+    Answered(OwnedRecord),
+}
+
+/// What the reading thread hands to the sealing thread.
+enum Chunk {
+    Data(Vec<u8>, usize),
+    Shrank,
+    Failed(io::Error),
+    End([u8; 32]),
+}
+
+/// The reading thread: each chunk `sender` asks for, read and hashed.
+fn read_chunks(
+    file: &mut File,
+    mut sender: Sender,
+    mut hasher: Sha256,
+    chunks: mpsc::SyncSender<Chunk>,
+    spare: mpsc::Receiver<Vec<u8>>,
+) {
+    while let Some(want) = sender.next_len() {
+        let mut buf = spare.try_recv().unwrap_or_else(|_| vec![0u8; FILE_CHUNK]);
+        let n = match read_some(file, &mut buf[..want]) {
+            Ok(0) if want > 0 => return drop(chunks.send(Chunk::Shrank)),
+            Ok(n) => n,
+            Err(e) => return drop(chunks.send(Chunk::Failed(e))),
+        };
+        sender.chunk(&buf[..n]);
+        hasher.update(&buf[..n]);
+        if chunks.send(Chunk::Data(buf, n)).is_err() {
+            return; // the sealing side stopped
+        }
+    }
+    let _ = chunks.send(Chunk::End(hasher.finalize().into()));
+}
+
+fn send_end(ch: &mut Channel, end: &FileEnd) -> Result<()> {
+    ch.send_record(REC_FILE_END, end.flags(), &[&end.to_vec()])
+}
+
+/// Send the file from `sender`'s start as FILE_DATA records, then FILE_END.
+/// With `watch_peer`, stop as soon as the peer sends something (an early
+/// refusal) and hand that record back.
+pub(crate) fn send_file(
+    ch: &mut Channel,
+    file: &mut File,
+    sender: &mut Sender,
+    hasher: Sha256,
+    watch_peer: bool,
+    ticker: &mut Ticker<'_, '_>,
+) -> Result<Sent> {
+    std::thread::scope(|scope| {
+        let (chunks, from_reader) = mpsc::sync_channel::<Chunk>(2);
+        let (recycle, spare) = mpsc::channel::<Vec<u8>>();
+        let reading = sender.clone();
+        scope.spawn(move || read_chunks(file, reading, hasher, chunks, spare));
+        for chunk in from_reader {
+            match chunk {
+                Chunk::Data(buf, n) => {
+                    let data = sender
+                        .chunk(&buf[..n])
+                        .ok_or(Error::Malformed("file chunk"))?;
+                    let offset = data.offset.to_be_bytes();
+                    ch.send_record(REC_FILE_DATA, FLAG_FIN, &[&offset, data.bytes])?;
+                    let _ = recycle.send(buf);
+                    ticker.tick(sender.position(), sender.size(), false);
+                    if watch_peer && ch.peer_has_data() {
+                        let rec = ch.recv_record(Instant::now() + Duration::from_secs(5))?;
+                        return Ok(Sent::Answered(rec));
+                    }
+                }
+                Chunk::Shrank => return send_end(ch, &sender.abort()).map(|()| Sent::Shrank),
+                Chunk::Failed(e) => return Ok(Sent::ReadFailed(e)),
+                Chunk::End(digest) => {
+                    let end = sender.end(digest).ok_or(Error::Malformed("file end"))?;
+                    return send_end(ch, &end).map(|()| Sent::Done(digest));
+                }
+            }
+        }
+        Err(Error::Malformed("file reader stopped unexpectedly"))
+    })
+}
+
+/// Send FILE_END with ABORT for a transfer stopped at `sender`'s position.
+pub(crate) fn abort(ch: &mut Channel, sender: &Sender) -> Result<()> {
+    send_end(ch, &sender.abort())
+}
+
+/// Work for the writing thread of a receiver.
+enum SinkMsg {
+    /// The sender starts over: truncate the partial file and the digest.
+    Restart,
+    /// A FILE_DATA record: write and hash its bytes after the offset.
+    Data(OwnedRecord),
+}
+
+/// The receiving side's second thread: it writes and hashes chunks while the
+/// first thread verifies and decrypts the next record. After a write error it
+/// keeps taking (and dropping) chunks, so the first thread never blocks on it.
+struct Sink {
+    tx: mpsc::SyncSender<SinkMsg>,
+    back: mpsc::Receiver<OwnedRecord>,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl Sink {
+    fn send(&self, msg: SinkMsg) -> Result<()> {
+        self.tx
+            .send(msg)
+            .map_err(|_| Error::Malformed("file writer stopped unexpectedly"))
+    }
+
+    /// The first write error, as text, once one happened.
+    fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Hand written buffers back to the channel for reuse.
+    fn recycle(&self, ch: &mut Channel) {
+        while let Ok(rec) = self.back.try_recv() {
+            ch.recycle(rec);
+        }
+    }
+}
+
+/// The writing thread: writes and hashes until the channel closes.
+fn write_chunks(
+    file: &mut File,
+    mut hasher: Sha256,
+    rx: mpsc::Receiver<SinkMsg>,
+    back: mpsc::Sender<OwnedRecord>,
+    failure: &Mutex<Option<String>>,
+) -> (Sha256, Option<io::Error>) {
+    let mut error: Option<io::Error> = None;
+    for msg in rx {
+        let result = match &msg {
+            _ if error.is_some() => Ok(()),
+            SinkMsg::Restart => partial::restart(file).map(|h| hasher = h),
+            SinkMsg::Data(rec) => {
+                let bytes = &rec.plaintext()[FILE_DATA_HEADER..];
+                file.write_all(bytes).map(|()| hasher.update(bytes))
+            }
+        };
+        if let Err(e) = result {
+            *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            error = Some(e);
+        }
+        if let SinkMsg::Data(rec) = msg {
+            let _ = back.send(rec);
+        }
+    }
+    (hasher, error)
+}
+
+/// Run `receive` with a writing thread for `file`; returns its result, the
+/// digest state after everything written, and the first write error.
+fn with_sink<R>(
+    file: &mut File,
+    hasher: Sha256,
+    receive: impl FnOnce(&Sink) -> R,
+) -> (R, Sha256, Option<io::Error>) {
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::sync_channel::<SinkMsg>(2);
+        let (back_tx, back) = mpsc::channel::<OwnedRecord>();
+        let failure = Arc::new(Mutex::new(None));
+        let failure_w = failure.clone();
+        let writer = scope.spawn(move || write_chunks(file, hasher, rx, back_tx, &failure_w));
+        let sink = Sink { tx, back, failure };
+        let result = receive(&sink);
+        drop(sink); // ends the writer's loop
+        let (hasher, error) = writer.join().unwrap_or_else(|_| {
+            let panicked = io::Error::other("file writer panicked");
+            (Sha256::new(), Some(panicked))
+        });
+        (result, hasher, error)
+    })
+}
+
+/// Why a receive could not take a chunk.
+pub(crate) enum Problem {
+    /// The receiver refused it (offset or size).
+    Chunk(Refusal),
+    /// Writing to the partial file failed.
+    Write(String),
+}
+
+/// How a receive ended.
+pub(crate) struct Received {
+    /// The sender's FILE_END.
+    pub(crate) end: FileEnd,
+    /// SHA-256 of what was stored.
+    pub(crate) stored: [u8; 32],
+    /// The first write error.
+    pub(crate) write_error: Option<io::Error>,
+}
+
+/// Receive FILE_DATA records until FILE_END into `file` (positioned after the
+/// bytes `receiver` holds), each checked by `receiver`. `refuse` is told of
+/// the first problem: `Ok` means read and discard the rest until FILE_END
+/// (the caller has answered), an error ends the transfer. The first record
+/// may take `first_slack` longer (the sender hashes its prefix first); after
+/// it, each MiB must arrive within another `io_timeout`, so a peer trickling
+/// tiny records cannot hold a connection.
+pub(crate) fn receive_file(
+    ch: &mut Channel,
+    file: &mut File,
+    hasher: Sha256,
+    receiver: &mut Receiver,
+    (io_timeout, first_slack): (Duration, Duration),
+    ticker: &mut Ticker<'_, '_>,
+    refuse: &mut dyn FnMut(&mut Channel, Problem) -> Result<()>,
+) -> Result<Received> {
+    let (ended, hasher, write_error) = with_sink(file, hasher, |sink| {
+        let (started, mut received, mut refused) = (Instant::now(), 0u64, false);
+        loop {
+            sink.recycle(ch);
+            let earned = 1 + u32::try_from(received / FILE_CHUNK as u64).unwrap_or(u32::MAX - 1);
+            let progress = started + io_timeout.saturating_mul(earned);
+            let rec = if received == 0 {
+                ch.recv_record_by((Instant::now() + io_timeout).min(progress) + first_slack)?
+            } else {
+                ch.recv_record(progress)?
+            };
+            received += rec.plaintext().len() as u64;
+            if rec.rtype == REC_FILE_END {
+                return FileEnd::from_record(rec.flags, rec.plaintext());
+            } else if rec.rtype != REC_FILE_DATA {
+                return Err(Error::Malformed("unexpected record during a file transfer"));
+            }
+            let chunk = FileData::decode(rec.plaintext())?;
+            if refused {
+                continue; // draining after a refusal
+            }
+            let problem = match receiver.data(&chunk) {
+                Err(refusal) => Some(Problem::Chunk(refusal)),
+                Ok(start) => {
+                    if start == Some(Start::Restart) {
+                        sink.send(SinkMsg::Restart)?;
+                    }
+                    sink.send(SinkMsg::Data(rec))?;
+                    ticker.tick(receiver.position(), receiver.size(), false);
+                    sink.failure().map(Problem::Write)
+                }
+            };
+            if let Some(problem) = problem {
+                refuse(ch, problem)?;
+                refused = true;
+            }
+        }
+    });
+    let end = ended?;
+    let stored = hasher.finalize().into();
+    Ok(Received {
+        end,
+        stored,
+        write_error,
+    })
+}

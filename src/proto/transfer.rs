@@ -1,0 +1,282 @@
+//! Transfers of files as two state machines with no I/O (PROTOCOL.md 7.7): one
+//! [`Sender`] and one [`Receiver`], used alike by upload (the client sends)
+//! and download (the server sends). The layers above read and write the
+//! file, hash it, and move the records; these decide what the peer's
+//! offsets, resume offers and FILE_END mean.
+
+use super::msg::{FileData, FileEnd};
+use crate::constants::FILE_CHUNK;
+
+/// The sending side: where to start, which chunk comes next, how to end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    size: u64,
+    start: u64,
+    pos: u64,
+    sent_any: bool,
+}
+
+impl Sender {
+    /// How many bytes of its own file a sender must hash to judge the
+    /// receiver's offer to resume at `offer`; `None` when the offer cannot be
+    /// taken (nothing held, or more than the file).
+    pub fn prefix_to_check(size: u64, offer: u64) -> Option<u64> {
+        (offer > 0 && offer <= size).then_some(offer)
+    }
+
+    /// A sender of a `size`-byte file. It continues at the receiver's `offer`
+    /// only when `own`, the SHA-256 of its own first `offer` bytes (read in
+    /// full), equals the digest the receiver `reported`; otherwise it starts
+    /// over at 0.
+    pub fn new(size: u64, offer: u64, reported: &[u8; 32], own: Option<[u8; 32]>) -> Self {
+        let take = Sender::prefix_to_check(size, offer).is_some() && own.as_ref() == Some(reported);
+        let start = if take { offer } else { 0 };
+        Sender {
+            size,
+            start,
+            pos: start,
+            sent_any: false,
+        }
+    }
+
+    /// The file's size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Where the data starts.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Bytes sent so far, counted from the start of the file.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// The length of the next chunk to read, or `None` when all is sent. An
+    /// empty file still sends one empty chunk, so the receiver learns where
+    /// the data starts.
+    pub fn next_len(&self) -> Option<usize> {
+        let left = self.size - self.pos;
+        if left == 0 && self.sent_any {
+            return None;
+        }
+        Some(left.min(FILE_CHUNK as u64) as usize)
+    }
+
+    /// The FILE_DATA for `bytes`, read at the current position; advances.
+    /// Returns `None` if more bytes are offered than the file has left.
+    pub fn chunk<'a>(&mut self, bytes: &'a [u8]) -> Option<FileData<'a>> {
+        if bytes.len() as u64 > self.size - self.pos {
+            return None;
+        }
+        let chunk = FileData {
+            offset: self.pos,
+            bytes,
+        };
+        self.pos += bytes.len() as u64;
+        self.sent_any = true;
+        Some(chunk)
+    }
+
+    /// The FILE_END once everything was sent, with the SHA-256 of the whole file.
+    pub fn end(&self, sha256: [u8; 32]) -> Option<FileEnd> {
+        (self.pos == self.size && self.sent_any).then_some(FileEnd {
+            total: self.size,
+            sha256,
+            abort: false,
+        })
+    }
+
+    /// The FILE_END that abandons the transfer where it stands.
+    pub fn abort(&self) -> FileEnd {
+        FileEnd {
+            total: self.pos,
+            sha256: [0; 32],
+            abort: true,
+        }
+    }
+}
+
+/// What the receiver does with its partial file when the data starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Keep the bytes held; the data continues after them.
+    Continue,
+    /// The sender starts over at 0: drop the bytes held.
+    Restart,
+}
+
+/// Why a receiver refuses a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not where the data was expected (a gap, an overlap, an offer not made).
+    Offset,
+    /// Past the size the sender announced.
+    TooLarge,
+}
+
+/// The verdict on FILE_END.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every byte arrived, in order, and the length and SHA-256 match: commit.
+    Complete,
+    /// The sender abandoned the transfer; the partial file may be resumed.
+    Aborted,
+    /// Length or SHA-256 differ: nothing may be kept.
+    Mismatch,
+}
+
+/// The receiving side: it accepts only contiguous chunks inside the
+/// announced size, starting at its own offer or at 0, and judges FILE_END.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receiver {
+    offered: u64,
+    size: u64,
+    pos: Option<u64>,
+}
+
+impl Receiver {
+    /// A receiver holding `offered` bytes of a `size`-byte file.
+    pub fn new(offered: u64, size: u64) -> Self {
+        Receiver {
+            offered,
+            size,
+            pos: None,
+        }
+    }
+
+    /// The sender says where it starts: at our offer, or at 0.
+    pub fn start(&mut self, at: u64) -> Result<Start, Refusal> {
+        let start = match at {
+            _ if self.pos.is_some() => return Err(Refusal::Offset),
+            0 if self.offered > 0 => Start::Restart,
+            at if at == self.offered => Start::Continue,
+            _ => return Err(Refusal::Offset),
+        };
+        self.pos = Some(at);
+        Ok(start)
+    }
+
+    /// A FILE_DATA chunk. Before the start is known (an upload), the first
+    /// chunk's offset is the start; `Some` tells what to do with the partial.
+    pub fn data(&mut self, chunk: &FileData<'_>) -> Result<Option<Start>, Refusal> {
+        let start = match self.pos {
+            None => Some(self.start(chunk.offset)?),
+            Some(pos) if pos == chunk.offset => None,
+            Some(_) => return Err(Refusal::Offset),
+        };
+        let end = chunk.offset.checked_add(chunk.bytes.len() as u64);
+        match end {
+            Some(end) if end <= self.size => {
+                self.pos = Some(end);
+                Ok(start)
+            }
+            _ => Err(Refusal::TooLarge),
+        }
+    }
+
+    /// The size the sender announced.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Bytes of the file held so far (the offer until the data starts).
+    pub fn position(&self) -> u64 {
+        self.pos.unwrap_or(self.offered)
+    }
+
+    /// Judge FILE_END given the SHA-256 of what was stored.
+    pub fn end(&self, end: &FileEnd, stored: &[u8; 32]) -> Verdict {
+        if end.abort {
+            Verdict::Aborted
+        } else if self.pos == Some(end.total) && end.total == self.size && *stored == end.sha256 {
+            Verdict::Complete
+        } else {
+            Verdict::Mismatch
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(offset: u64, bytes: &[u8]) -> FileData<'_> {
+        FileData { offset, bytes }
+    }
+
+    #[test]
+    fn sender_resumes_only_when_its_own_prefix_matches() {
+        let reported = [7; 32];
+        assert_eq!(Sender::new(10, 4, &reported, Some([7; 32])).start(), 4);
+        assert_eq!(Sender::new(10, 4, &reported, Some([8; 32])).start(), 0);
+        assert_eq!(Sender::new(10, 4, &reported, None).start(), 0);
+        assert_eq!(Sender::prefix_to_check(10, 11), None);
+        assert_eq!(Sender::prefix_to_check(10, 0), None);
+    }
+
+    #[test]
+    fn sender_sends_an_empty_file_as_one_empty_chunk_then_ends() {
+        let mut s = Sender::new(0, 0, &[0; 32], None);
+        assert_eq!(s.end([1; 32]), None, "no end before the first chunk");
+        assert_eq!(s.next_len(), Some(0));
+        assert_eq!(s.chunk(&[]), Some(data(0, &[])));
+        assert_eq!(s.next_len(), None);
+        assert_eq!(s.chunk(&[1]), None, "more than the file");
+        assert_eq!(s.end([1; 32]).map(|e| e.total), Some(0));
+    }
+
+    #[test]
+    fn receiver_takes_only_contiguous_chunks_inside_the_size() {
+        let mut r = Receiver::new(0, 10);
+        assert_eq!(r.data(&data(0, &[0; 4])), Ok(Some(Start::Continue)));
+        assert_eq!(r.data(&data(5, &[0; 1])), Err(Refusal::Offset), "gap");
+        assert_eq!(r.data(&data(3, &[0; 1])), Err(Refusal::Offset), "overlap");
+        assert_eq!(r.data(&data(4, &[0; 7])), Err(Refusal::TooLarge));
+        assert_eq!(r.data(&data(u64::MAX, &[0; 1])), Err(Refusal::Offset));
+        assert_eq!(r.data(&data(4, &[0; 6])), Ok(None));
+        assert_eq!(r.position(), 10);
+    }
+
+    #[test]
+    fn receiver_starts_at_its_offer_or_over_at_zero_and_nowhere_else() {
+        assert_eq!(
+            Receiver::new(4, 10).data(&data(4, &[1])),
+            Ok(Some(Start::Continue))
+        );
+        assert_eq!(
+            Receiver::new(4, 10).data(&data(0, &[1])),
+            Ok(Some(Start::Restart))
+        );
+        assert_eq!(
+            Receiver::new(4, 10).data(&data(2, &[1])),
+            Err(Refusal::Offset)
+        );
+        assert_eq!(Receiver::new(0, 10).start(3), Err(Refusal::Offset));
+        let mut r = Receiver::new(4, 10);
+        assert_eq!(r.start(4), Ok(Start::Continue));
+        assert_eq!(r.start(4), Err(Refusal::Offset), "a second start");
+    }
+
+    #[test]
+    fn file_end_is_complete_only_with_every_byte_and_the_right_digest() {
+        let end = |total, sha256, abort| FileEnd {
+            total,
+            sha256,
+            abort,
+        };
+        let mut r = Receiver::new(0, 3);
+        r.data(&data(0, b"abc")).unwrap();
+        assert_eq!(r.end(&end(3, [5; 32], false), &[5; 32]), Verdict::Complete);
+        assert_eq!(r.end(&end(3, [5; 32], false), &[6; 32]), Verdict::Mismatch);
+        assert_eq!(r.end(&end(2, [5; 32], false), &[5; 32]), Verdict::Mismatch);
+        assert_eq!(r.end(&end(3, [5; 32], true), &[5; 32]), Verdict::Aborted);
+        let short = Receiver::new(0, 3);
+        assert_eq!(
+            short.end(&end(3, [5; 32], false), &[5; 32]),
+            Verdict::Mismatch
+        );
+    }
+}

@@ -1,0 +1,280 @@
+//! The server's file operations: PUT (it receives), GET (it sends) and
+//! DIGEST, each checked against the files directory, the handler's verdict
+//! and the name locks before any data moves (PROTOCOL.md 7.7).
+
+use crate::error::{Error, Result};
+use crate::io::channel::Channel;
+use crate::io::pipes::{self, Problem, Sent, Ticker};
+use crate::message::{Payload, Reply};
+use crate::proto::codec::Body;
+use crate::proto::msg::{
+    DigestReply, FLAG_FIN, Get, Put, REC_FILE_READY, REC_RESPONSE, ReadyToReceive, ReadyToSend,
+    RequestId, Response,
+};
+use crate::proto::transfer::{Receiver, Refusal, Verdict};
+use crate::status;
+use crate::store::locks::{NameGuard, NameLocks, Owner};
+use crate::store::{names, partial};
+use sha2::Digest;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What the server needs from its shared state to serve file requests.
+pub(crate) struct FileContext<'a> {
+    pub(crate) root: Option<&'a Path>,
+    pub(crate) max_file_size: Option<u64>,
+    pub(crate) io_timeout: Duration,
+    pub(crate) locks: &'a NameLocks,
+    pub(crate) handler: &'a dyn Fn(Payload) -> Reply,
+    /// This request and connection, for the name lock.
+    pub(crate) owner: Owner,
+    /// Close another connection of ours (a retry supersedes a stale attempt).
+    pub(crate) supersede: &'a dyn Fn(u64),
+    /// Remember an upload's final reply for retries; called before it is sent,
+    /// so that a reply lost on the wire is still found by the retry.
+    pub(crate) remember: &'a dyn Fn(&Reply),
+}
+
+/// Send `reply` as the RESPONSE to `id`, and return it.
+pub(crate) fn respond(ch: &mut Channel, id: &RequestId, reply: Reply) -> Result<Reply> {
+    ch.send(
+        REC_RESPONSE,
+        &Response::header(id, reply.status),
+        &reply.body,
+    )?;
+    Ok(reply)
+}
+
+fn refusal((code, msg): names::Refusal) -> Reply {
+    Reply::new(code, msg)
+}
+
+fn io_reply(e: io::Error) -> Reply {
+    Reply::new(status::IO_ERROR, format!("server file error: {e}"))
+}
+
+fn root<'a>(ctx: &FileContext<'a>) -> std::result::Result<&'a Path, Reply> {
+    ctx.root.ok_or_else(|| {
+        Reply::new(
+            status::UNSUPPORTED,
+            "this server does not accept file transfers",
+        )
+    })
+}
+
+/// The checks before an upload may start: files directory, size, name, existing target.
+fn put_target(ctx: &FileContext<'_>, put: &Put<'_>) -> std::result::Result<PathBuf, Reply> {
+    let root = root(ctx)?;
+    if let Some(max) = ctx.max_file_size
+        && put.size > max
+    {
+        let msg = format!("{} bytes; this server accepts at most {max}", put.size);
+        return Err(Reply::new(status::TOO_LARGE, msg));
+    }
+    let target = names::resolve_for_write(root, put.name).map_err(refusal)?;
+    if !put.overwrite && target.exists() {
+        let msg = format!("{} exists; ask to overwrite to replace it", put.name);
+        return Err(Reply::new(status::FILE_EXISTS, msg));
+    }
+    Ok(target)
+}
+
+/// Take the name lock. If the holder is this very request on an older
+/// connection (the client lost it and retried, but this server has not noticed
+/// yet), close that connection and wait briefly for the name to free.
+fn lock_name<'a>(ctx: &FileContext<'a>, target: &Path) -> Option<NameGuard<'a>> {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        match ctx.locks.try_lock(target, &ctx.owner) {
+            Ok(guard) => return Some(guard),
+            Err(holder) if holder.request == ctx.owner.request && Instant::now() < until => {
+                (ctx.supersede)(holder.conn);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Serve a PUT. Returns the final reply (already sent to the client), or an
+/// error if the connection failed; the partial file is then kept for resuming.
+pub(crate) fn serve_put(
+    ctx: &FileContext<'_>,
+    ch: &mut Channel,
+    id: &RequestId,
+    put: &Put<'_>,
+) -> Result<Reply> {
+    let target = match put_target(ctx, put) {
+        Ok(target) => target,
+        Err(reply) => return respond(ch, id, reply),
+    };
+    let Some(_guard) = lock_name(ctx, &target) else {
+        let msg = format!("another upload to {} is in progress", put.name);
+        return respond(ch, id, Reply::new(status::NAME_BUSY, msg));
+    };
+    let (name, size) = (put.name.to_string(), put.size);
+    let offer = (ctx.handler)(Payload::FileOffer { name, size });
+    if !offer.is_ok() {
+        return respond(ch, id, offer);
+    }
+    let partial = partial::partial_path(&target);
+    let (mut file, offset, hasher) = match partial::open_partial(&partial, put.resume, size) {
+        Ok(opened) => opened,
+        Err(e) => {
+            let msg = format!("cannot create the file: {e}");
+            return respond(ch, id, Reply::new(status::IO_ERROR, msg));
+        }
+    };
+    let prefix = hasher.clone().finalize().into();
+    let ready = ReadyToReceive { offset, prefix }.to_vec();
+    ch.send_record(REC_FILE_READY, FLAG_FIN, &[&ready])?;
+
+    let mut receiver = Receiver::new(offset, size);
+    let mut early: Option<Reply> = None;
+    let pace = (ctx.io_timeout, pipes::slow_wait(Duration::ZERO, offset));
+    let got = pipes::receive_file(
+        ch,
+        &mut file,
+        hasher,
+        &mut receiver,
+        pace,
+        &mut Ticker::new(&mut None),
+        &mut |ch, problem| {
+            // Tell the sender now; it stops and ends with FILE_END (drained).
+            drop(fs::remove_file(&partial));
+            early = Some(respond(ch, id, problem_reply(problem))?);
+            Ok(())
+        },
+    )?;
+    if let Some(reply) = early {
+        return Ok(reply); // already sent
+    }
+    if let Some(e) = got.write_error {
+        // A write failed after the last chunk was handed over.
+        drop(fs::remove_file(&partial));
+        return respond(ch, id, io_reply(e));
+    }
+    let reply = match receiver.end(&got.end, &got.stored) {
+        Verdict::Aborted => {
+            let msg = "upload abandoned by the sender; partial file kept for resuming";
+            return respond(ch, id, Reply::new(status::ABORTED, msg));
+        }
+        Verdict::Mismatch => {
+            drop(fs::remove_file(&partial));
+            let (pos, got) = (receiver.position(), partial::hex(&got.stored));
+            let msg = format!("received {pos} of {size} bytes, sha256 {got}; nothing kept");
+            Reply::new(status::DIGEST_MISMATCH, msg)
+        }
+        Verdict::Complete => commit_upload(ctx, put, &partial, file, target, got.stored),
+    };
+    (ctx.remember)(&reply);
+    respond(ch, id, reply)
+}
+
+fn problem_reply(problem: Problem) -> Reply {
+    match problem {
+        Problem::Chunk(Refusal::Offset) => {
+            Reply::new(status::BAD_REQUEST, "file chunk at an unexpected offset")
+        }
+        Problem::Chunk(Refusal::TooLarge) => {
+            Reply::new(status::TOO_LARGE, "more data than the announced size")
+        }
+        Problem::Write(e) => Reply::new(status::IO_ERROR, format!("server file error: {e}")),
+    }
+}
+
+/// Give a verified upload its final name, then let the handler answer it.
+fn commit_upload(
+    ctx: &FileContext<'_>,
+    put: &Put<'_>,
+    partial: &Path,
+    file: File,
+    target: PathBuf,
+    sha256: [u8; 32],
+) -> Reply {
+    match partial::commit(partial, file, &target, put.overwrite) {
+        Ok(()) => (ctx.handler)(Payload::FileReceived {
+            name: put.name.to_string(),
+            path: target,
+            size: put.size,
+            sha256,
+        }),
+        Err(e) => {
+            drop(fs::remove_file(partial));
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                let msg = "the file appeared meanwhile; not replaced";
+                Reply::new(status::FILE_EXISTS, msg)
+            } else {
+                io_reply(e)
+            }
+        }
+    }
+}
+
+/// Resolve `name` for reading, and let the handler decide.
+fn readable(
+    ctx: &FileContext<'_>,
+    name: &str,
+    digest_only: bool,
+) -> std::result::Result<(PathBuf, u64), Reply> {
+    let path = names::resolve_for_read(root(ctx)?, name).map_err(refusal)?;
+    let size = fs::metadata(&path).map_err(io_reply)?.len();
+    let name = name.to_string();
+    let verdict = (ctx.handler)(Payload::FileRequest {
+        name,
+        size,
+        digest_only,
+    });
+    if !verdict.is_ok() {
+        return Err(verdict);
+    }
+    Ok((path, size))
+}
+
+/// Serve a GET: stream the file, or answer with a refusal.
+pub(crate) fn serve_get(
+    ctx: &FileContext<'_>,
+    ch: &mut Channel,
+    id: &RequestId,
+    get: &Get<'_>,
+) -> Result<Reply> {
+    let opened = readable(ctx, get.name, false)
+        .and_then(|(path, _)| File::open(path).map_err(io_reply))
+        .and_then(|f| Ok((f.metadata().map_err(io_reply)?.len(), f)));
+    let (size, mut file) = match opened {
+        Ok(v) => v,
+        Err(reply) => return respond(ch, id, reply),
+    };
+    let offer = if get.resume { get.offset } else { 0 };
+    let (mut sender, hasher) = pipes::resume_sender(&mut file, size, offer, &get.prefix)?;
+    let start = sender.start();
+    let ready = ReadyToSend { size, start }.to_vec();
+    ch.send_record(REC_FILE_READY, FLAG_FIN, &[&ready])?;
+    let mut no_progress = None;
+    let mut ticker = Ticker::new(&mut no_progress);
+    match pipes::send_file(ch, &mut file, &mut sender, hasher, false, &mut ticker)? {
+        Sent::Done(_) => Ok(Reply::ok("")),
+        Sent::Shrank => {
+            let msg = "file changed during the download";
+            Ok(Reply::new(status::ABORTED, msg))
+        }
+        Sent::ReadFailed(e) => Err(Error::Io(e)),
+        Sent::Answered(_) => Err(Error::Malformed("unexpected record during a download")),
+    }
+}
+
+/// Serve a DIGEST request.
+pub(crate) fn serve_digest(
+    ctx: &FileContext<'_>,
+    ch: &mut Channel,
+    id: &RequestId,
+    name: &str,
+) -> Result<Reply> {
+    let reply = readable(ctx, name, true)
+        .and_then(|(path, _)| partial::digest_file(&path).map_err(io_reply))
+        .map(|(size, sha256)| Reply::ok(DigestReply { size, sha256 }.to_vec()))
+        .unwrap_or_else(|r| r);
+    respond(ch, id, reply)
+}

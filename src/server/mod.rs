@@ -1,0 +1,260 @@
+//! The blocking server: one thread per connection under a hard cap, a
+//! deadline on every read, and the user's handler called for each request.
+//!
+//! - [`config`]: limits, timeouts and the event observer;
+//! - [`admission`]: the connection cap and the stranger pool, before any thread;
+//! - [`session`]: the handshake and request loop of one connection;
+//! - [`reply_cache`]: at-most-once replies;
+//! - [`files`]: PUT, GET and DIGEST against the store;
+//! - [`handler`]: what the embedding program answers.
+
+pub mod admission;
+pub mod config;
+pub mod files;
+pub mod handler;
+pub mod reply_cache;
+pub mod session;
+
+pub use config::{Event, EventSink, ServerConfig};
+pub use handler::{Handler, ServeFiles};
+
+use crate::error::{Error, Result};
+use crate::keys::{Fingerprint, KeyPair};
+use crate::store::locks::NameLocks;
+use crate::trust::AuthorizedKeys;
+use admission::Gate;
+use reply_cache::ReplyCache;
+use std::collections::HashMap;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// State shared by the accept loop and every connection thread.
+pub(crate) struct Shared {
+    pub(crate) keys: KeyPair,
+    pub(crate) authorized: AuthorizedKeys,
+    pub(crate) handler: Box<dyn Handler>,
+    pub(crate) config: ServerConfig,
+    pub(crate) stop: AtomicBool,
+    pub(crate) active: AtomicUsize,
+    pub(crate) next_id: AtomicU64,
+    pub(crate) conns: Mutex<HashMap<u64, TcpStream>>,
+    pub(crate) replies: ReplyCache,
+    pub(crate) names: NameLocks,
+    pub(crate) gate: Mutex<Gate>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave the data
+    // inconsistent (each critical section is a single insert/remove), so
+    // recover from poisoning instead of taking the server down.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    pub(crate) fn emit(&self, event: Event<'_>) {
+        if let Some(sink) = &self.config.events {
+            sink(&event);
+        }
+    }
+}
+
+/// A handle that stops a running server from another thread.
+#[derive(Clone)]
+pub struct Stopper {
+    shared: Arc<Shared>,
+    wake: SocketAddr,
+}
+
+impl std::fmt::Debug for Stopper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stopper").field("addr", &self.wake).finish()
+    }
+}
+
+impl Stopper {
+    /// Stop accepting, let requests in progress finish, close idle connections;
+    /// `Server::run` then returns.
+    pub fn stop(&self) {
+        if self.shared.stop.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Wake the accept loop with a throwaway connection.
+        let _ = TcpStream::connect_timeout(&self.wake, Duration::from_secs(1));
+        // Reads in connection threads return end-of-file; a request being
+        // handled still gets its reply written.
+        for s in lock(&self.shared.conns).values() {
+            let _ = s.shutdown(Shutdown::Read);
+        }
+    }
+}
+
+/// A bound server, ready to [`run`](Server::run).
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.listener.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Bind with the default [`ServerConfig`]. `handler` is a [`Handler`]:
+    /// a closure `Fn(Request) -> Reply` serves messages and refuses files.
+    pub fn bind(
+        addr: impl ToSocketAddrs,
+        keys: KeyPair,
+        authorized: AuthorizedKeys,
+        handler: impl Handler,
+    ) -> Result<Self> {
+        Self::bind_with(addr, keys, authorized, ServerConfig::default(), handler)
+    }
+
+    /// Bind with an explicit configuration.
+    pub fn bind_with(
+        addr: impl ToSocketAddrs,
+        keys: KeyPair,
+        authorized: AuthorizedKeys,
+        config: ServerConfig,
+        handler: impl Handler,
+    ) -> Result<Self> {
+        let listener = TcpListener::bind(addr)?;
+        Self::from_listener(listener, keys, authorized, config, handler)
+    }
+
+    /// Serve on a listener the caller bound (and perhaps configured) itself.
+    pub fn from_listener(
+        listener: TcpListener,
+        keys: KeyPair,
+        authorized: AuthorizedKeys,
+        config: ServerConfig,
+        handler: impl Handler,
+    ) -> Result<Self> {
+        if config.max_connections == 0 {
+            return Err(Error::InvalidInput(
+                "max_connections must be at least 1".into(),
+            ));
+        }
+        let gate = Gate::new(config.max_unauthenticated, config.failure_budget);
+        let shared = Arc::new(Shared {
+            keys,
+            authorized,
+            handler: Box::new(handler),
+            config,
+            stop: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
+            next_id: AtomicU64::new(0),
+            conns: Mutex::new(HashMap::new()),
+            replies: ReplyCache::default(),
+            names: NameLocks::default(),
+            gate: Mutex::new(gate),
+        });
+        Ok(Server { listener, shared })
+    }
+
+    /// The address the server listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// The server key's fingerprint.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.shared.keys.fingerprint()
+    }
+
+    /// A handle to stop the server from another thread.
+    pub fn stopper(&self) -> Result<Stopper> {
+        let mut wake = self.local_addr()?;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        Ok(Stopper {
+            shared: self.shared.clone(),
+            wake,
+        })
+    }
+
+    /// Connections that have not yet presented an authorized key.
+    pub fn unauthenticated_connections(&self) -> usize {
+        lock(&self.shared.gate).strangers()
+    }
+
+    /// Number of connection threads currently running.
+    pub fn active_connections(&self) -> usize {
+        self.shared.active.load(Ordering::SeqCst)
+    }
+
+    /// Accept and serve until stopped. Returns after the accept loop ends and
+    /// connection threads have finished (or `io_timeout` passed).
+    pub fn run(self) -> Result<()> {
+        let shared = self.shared;
+        for incoming in self.listener.incoming() {
+            if shared.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let stream = match incoming {
+                Ok(s) => s,
+                // Out of file descriptors and similar: back off briefly, keep serving.
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            if let Some((stream, peer, id)) = admission::admit(&shared, stream) {
+                spawn_connection(&shared, stream, peer, id);
+            }
+        }
+        // Wait for connection threads to wind down (bounded).
+        let until = Instant::now() + shared.config.io_timeout;
+        while shared.active.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+}
+
+/// Give an admitted connection its thread (it holds its slot until it ends).
+fn spawn_connection(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, id: u64) {
+    if let Ok(clone) = stream.try_clone() {
+        lock(&shared.conns).insert(id, clone);
+    }
+    let worker = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("ovtp-conn-{id}"))
+        .spawn(move || {
+            let _slot = Slot {
+                shared: &worker,
+                id,
+            };
+            session::serve_connection(&worker, stream, peer, id);
+        });
+    if spawned.is_err() {
+        lock(&shared.conns).remove(&id);
+        lock(&shared.gate).leave(id, peer.ip(), false, Instant::now());
+        shared.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Releases a connection slot when the thread ends, even by panic.
+struct Slot<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        // Also on a panic before the handshake ended: never leave a stale stranger.
+        lock(&self.shared.gate).promote(self.id);
+        lock(&self.shared.conns).remove(&self.id);
+        self.shared.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}

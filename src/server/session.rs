@@ -1,0 +1,314 @@
+//! One connection, from handshake to close: the handshake driven over the
+//! socket (with the server's two private-key operations in parallel), then
+//! the request loop that answers each request at most once.
+
+use super::files::{self, FileContext};
+use super::handler::dispatch;
+use super::reply_cache::{CacheKey, Claim};
+use super::{Event, Shared, lock};
+use crate::constants::*;
+use crate::error::{Error, Result};
+use crate::io::channel::Channel;
+use crate::io::conn::Conn;
+use crate::keys::Fingerprint;
+use crate::message::{Payload, Reply, Request};
+use crate::proto::codec::Body;
+use crate::proto::handshake::{ServerAwaitAuth, Session};
+use crate::proto::msg::{self, Op, REC_REQUEST, REC_RESPONSE, REQUEST_HEADER, Response};
+use crate::rand::Rng;
+use crate::status::{self, AlertCode};
+use crate::store::locks::Owner;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Serve one accepted connection until it ends.
+pub(crate) fn serve_connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: u64) {
+    let config = &shared.config;
+    let Ok(mut conn) = Conn::new(stream, config.io_timeout) else {
+        return;
+    };
+    let mut rng = connection_rng(shared);
+    let outcome = handshake(shared, &mut conn, &mut rng, id);
+    lock(&shared.gate).leave(id, peer.ip(), outcome.is_err(), Instant::now());
+    let channel = match outcome {
+        Ok(session) => conn.into_channel(session, rng, config.max_message_size),
+        Err(error) => {
+            shared.emit(Event::HandshakeFailed {
+                peer,
+                error: &error,
+            });
+            let (code, message) = alert_for(&error);
+            conn.refuse(code, &message);
+            return;
+        }
+    };
+    let client = channel.peer.fingerprint();
+    shared.emit(Event::Connected {
+        peer,
+        client: &client,
+    });
+    let result = serve_requests(shared, id, channel, peer, &client);
+    shared.emit(Event::Disconnected {
+        peer,
+        client: &client,
+        error: result.as_ref().err(),
+    });
+}
+
+#[cfg(feature = "test-hooks")]
+fn connection_rng(shared: &Shared) -> Rng {
+    match shared.config.test_rng_seed {
+        Some(seed) => Rng::from_seed(seed),
+        None => Rng::system(),
+    }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn connection_rng(_: &Shared) -> Rng {
+    Rng::system()
+}
+
+/// The alert code a peer is told for a failed handshake, and a short message
+/// that reveals nothing the peer does not already know.
+fn alert_for(err: &Error) -> (AlertCode, String) {
+    let (code, text) = match err {
+        Error::NotAuthorized { .. } => (
+            AlertCode::Unauthorized,
+            "client key is not in authorized_keys",
+        ),
+        Error::Version { .. } => {
+            let text = format!("this server speaks ovtp protocol version {PROTOCOL_VERSION}");
+            return (AlertCode::Version, text);
+        }
+        Error::TooLarge { .. } => (AlertCode::TooLarge, "size limit exceeded"),
+        Error::ShuttingDown => (AlertCode::ShuttingDown, "server is shutting down"),
+        Error::Timeout(_) => (AlertCode::HandshakeFailed, "timed out"),
+        _ => (AlertCode::HandshakeFailed, "handshake failed"),
+    };
+    (code, text.to_string())
+}
+
+fn handshake(shared: &Shared, conn: &mut Conn, rng: &mut Rng, id: u64) -> Result<Session> {
+    let deadline = Instant::now() + shared.config.handshake_timeout;
+    let hello = conn.read_frame(MAX_HANDSHAKE_FRAME, deadline, "handshake")?;
+    if shared.stop.load(Ordering::SeqCst) {
+        return Err(Error::ShuttingDown);
+    }
+    let (state, reply) = ServerAwaitAuth::read_client_hello(&shared.keys, &hello, rng, |key| {
+        let authorized = shared.authorized.contains(key)?;
+        if authorized {
+            lock(&shared.gate).promote(id);
+        }
+        Ok(authorized)
+    })?;
+    conn.write_all(&reply)?;
+    let auth = conn.read_frame(MAX_HANDSHAKE_FRAME, deadline, "handshake")?;
+    let verified = state.verify_client_auth(&auth)?;
+    // Only now, with the client proven, does the server use its private key.
+    // Unwrapping the client's secret and signing our half are independent, so
+    // they run on two threads: one private-key operation off the critical
+    // path of every handshake. (The unwrap draws its blinding from the
+    // system; `rng` alone decides what goes on the wire.)
+    let (client_secret, ours) = std::thread::scope(|scope| {
+        let unwrap = scope.spawn(|| verified.unwrap_client_secret(&mut Rng::system()));
+        let ours = verified.sign(rng);
+        let secret = unwrap
+            .join()
+            .unwrap_or(Err(Error::Malformed("key transport")));
+        (secret, ours)
+    });
+    let (session, reply) = verified.finish(&client_secret?, ours?);
+    conn.write_all(&reply)?;
+    Ok(session)
+}
+
+fn serve_requests(
+    shared: &Shared,
+    conn_id: u64,
+    mut ch: Channel,
+    peer: SocketAddr,
+    client: &Fingerprint,
+) -> Result<()> {
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            let _ = ch.send_alert(AlertCode::ShuttingDown, "server is shutting down");
+            return Ok(());
+        }
+        let deadline = Instant::now() + shared.config.idle_timeout;
+        let message = match ch.recv(deadline, REQUEST_HEADER) {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(refuse_message(shared, &mut ch, e)),
+        };
+        if message.rtype != REC_REQUEST {
+            let _ = ch.send_alert(AlertCode::Protocol, "expected a request");
+            return Err(Error::Malformed("expected a request record"));
+        }
+        let started = Instant::now();
+        let request = msg::Request::decode(&message.payload)?;
+        let caller = Caller {
+            shared,
+            client,
+            peer,
+        };
+        let (status, replayed) = match &request.op {
+            Op::Put(_) | Op::Get(_) | Op::Digest(_) => {
+                (serve_file_op(&caller, conn_id, &mut ch, &request)?, false)
+            }
+            _ => {
+                let (reply, replayed) = answer(&caller, &request);
+                // Pipelined requests already waiting: answer them all, then write once.
+                let header = Response::header(&request.id, reply.status);
+                ch.queue(REC_RESPONSE, &header, &reply.body)?;
+                if !ch.has_buffered_input() {
+                    ch.flush()?;
+                }
+                (reply.status, replayed)
+            }
+        };
+        shared.emit(Event::Request {
+            peer,
+            client,
+            op: op_name(&request.op),
+            bytes: message.payload.len() - REQUEST_HEADER,
+            status,
+            elapsed: started.elapsed(),
+            replayed,
+        });
+    }
+}
+
+/// A message that could not be received: tell the peer when it is too large
+/// (and read what it is still sending, so it sees the alert), then close.
+fn refuse_message(shared: &Shared, ch: &mut Channel, e: Error) -> Error {
+    if let Error::TooLarge { .. } = e {
+        let _ = ch.send_alert(
+            AlertCode::TooLarge,
+            "message larger than the server accepts",
+        );
+        let most = 2 * shared.config.max_message_size as u64;
+        ch.conn.linger(Duration::from_secs(2), most);
+    }
+    e
+}
+
+/// Who asks: the server, the client's key and its address.
+struct Caller<'a> {
+    shared: &'a Shared,
+    client: &'a Fingerprint,
+    peer: SocketAddr,
+}
+
+impl Caller<'_> {
+    /// Call the handler; a panic answers HANDLER_PANICKED and harms nothing else.
+    fn call(&self, payload: Payload) -> Reply {
+        let request = Request {
+            client: self.client,
+            peer_addr: self.peer,
+            payload,
+        };
+        let handler = &*self.shared.handler;
+        match catch_unwind(AssertUnwindSafe(|| dispatch(handler, request))) {
+            Ok(reply) => reply,
+            Err(_) => Reply::new(
+                status::HANDLER_PANICKED,
+                "the server's handler failed on this request",
+            ),
+        }
+    }
+
+    fn key(&self, request: &msg::Request<'_>) -> CacheKey {
+        (self.client.clone(), request.id)
+    }
+}
+
+/// File operations stream their own records; an upload's final reply is
+/// remembered so that a retry after a lost reply is answered, not repeated.
+fn serve_file_op(
+    caller: &Caller<'_>,
+    conn_id: u64,
+    ch: &mut Channel,
+    request: &msg::Request<'_>,
+) -> Result<u16> {
+    let shared = caller.shared;
+    let key = caller.key(request);
+    if let Op::Put(_) = request.op
+        && let Some(reply) = shared.replies.stored(&key)
+    {
+        return files::respond(ch, &request.id, (*reply).clone()).map(|r| r.status);
+    }
+    let handler = |payload: Payload| caller.call(payload);
+    let remember = |reply: &Reply| shared.replies.remember(key.clone(), reply.clone());
+    let supersede = |conn: u64| {
+        if let Some(s) = lock(&shared.conns).get(&conn) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    };
+    let ctx = FileContext {
+        root: shared.config.files_dir.as_deref(),
+        max_file_size: shared.config.max_file_size,
+        io_timeout: shared.config.io_timeout,
+        locks: &shared.names,
+        handler: &handler,
+        owner: Owner {
+            request: key.clone(),
+            conn: conn_id,
+        },
+        supersede: &supersede,
+        remember: &remember,
+    };
+    let reply = match &request.op {
+        Op::Put(put) => files::serve_put(&ctx, ch, &request.id, put)?,
+        Op::Get(get) => files::serve_get(&ctx, ch, &request.id, get)?,
+        Op::Digest(name) => files::serve_digest(&ctx, ch, &request.id, name)?,
+        _ => return Err(Error::Malformed("not a file operation")),
+    };
+    Ok(reply.status)
+}
+
+fn op_name(op: &Op<'_>) -> &'static str {
+    match op {
+        Op::Text(_) => "text",
+        Op::Data(_) => "data",
+        Op::Put(_) => "put",
+        Op::Get(_) => "get",
+        Op::Digest(_) => "digest",
+        Op::Unknown(_) => "unknown",
+    }
+}
+
+/// Answer a message at most once: a retry with the same id gets the first reply.
+fn answer(caller: &Caller<'_>, request: &msg::Request<'_>) -> (Arc<Reply>, bool) {
+    let replies = &caller.shared.replies;
+    let key = caller.key(request);
+    if let Claim::Answered(reply) = replies.claim(&key, caller.shared.config.io_timeout) {
+        return (reply, true);
+    }
+    let reply = Arc::new(match message_payload(&request.op) {
+        Ok(payload) => caller.call(payload),
+        Err(reply) => reply,
+    });
+    replies.finish(key, reply.clone());
+    (reply, false)
+}
+
+fn message_payload(op: &Op<'_>) -> std::result::Result<Payload, Reply> {
+    match op {
+        Op::Text(body) => match std::str::from_utf8(body) {
+            Ok(s) => Ok(Payload::Text(s.to_owned())),
+            Err(e) => Err(Reply::new(
+                status::BAD_REQUEST,
+                format!("text message is not valid UTF-8: {e}"),
+            )),
+        },
+        Op::Data(body) => Ok(Payload::Data(body.to_vec())),
+        Op::Unknown(other) => Err(Reply::new(
+            status::UNSUPPORTED,
+            format!("unknown operation {other}"),
+        )),
+        _ => Err(Reply::new(status::BAD_REQUEST, "not a message")),
+    }
+}

@@ -1,0 +1,187 @@
+//! Name confinement: a remote name is checked, then resolved inside the
+//! files directory so that neither `..`, an absolute path, a control
+//! character nor a symlink can lead outside it (PROTOCOL.md 7.7.8).
+
+use crate::constants::{MAX_LAST_COMPONENT, MAX_NAME_LEN};
+use crate::status;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Suffix of partial files; names ending in it are refused as remote names so a
+/// client can never address (or clobber) another transfer's partial file.
+pub const PARTIAL_SUFFIX: &str = ".ovtp-part";
+
+/// A refusal the server sends as a status and message.
+pub(crate) type Refusal = (u16, String);
+
+fn refuse(code: u16, msg: impl Into<String>) -> Refusal {
+    (code, msg.into())
+}
+
+/// Check a remote name's syntax: relative, `/`-separated, no empty, `.` or `..`
+/// components, no NUL, control characters or backslashes, not a partial file.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("empty file name".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!("file name longer than {MAX_NAME_LEN} bytes"));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control() || *c == '\\') {
+        return Err(format!(
+            "file name contains the forbidden character {:?}",
+            c
+        ));
+    }
+    if name.starts_with('/') {
+        return Err(
+            "absolute paths are not allowed; names are relative to the server's files directory"
+                .into(),
+        );
+    }
+    for part in name.split('/') {
+        match part {
+            "" => return Err("file name has an empty path component".into()),
+            "." | ".." => return Err("file name may not contain '.' or '..' components".into()),
+            p if p.ends_with(PARTIAL_SUFFIX) => {
+                return Err(format!(
+                    "names ending in {PARTIAL_SUFFIX} are reserved for partial transfers"
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// [`check_name`], and the last component short enough for the partial file
+/// beside it (`.NAME.ovtp-part` must fit in 255 bytes): the rule for names
+/// that are written.
+pub fn check_name_for_write(name: &str) -> Result<(), String> {
+    check_name(name)?;
+    let last = name.rsplit('/').next().unwrap_or(name);
+    if last.len() > MAX_LAST_COMPONENT {
+        return Err(format!(
+            "the last component of a file name may be at most {MAX_LAST_COMPONENT} bytes"
+        ));
+    }
+    Ok(())
+}
+
+/// Check `name` and join it to the canonical `root`: (root, target).
+fn checked_target(root: &Path, name: &str) -> Result<(PathBuf, PathBuf), Refusal> {
+    check_name(name).map_err(|m| refuse(status::BAD_NAME, m))?;
+    let root = root.canonicalize().map_err(|e| {
+        refuse(
+            status::IO_ERROR,
+            format!("files directory unavailable: {e}"),
+        )
+    })?;
+    let target = root.join(name);
+    Ok((root, target))
+}
+
+/// Resolve `name` under `root` for writing: parents are created inside `root`,
+/// and the resolved parent must still be inside `root` after following links.
+/// An existing target that is a symlink or not a regular file is refused.
+pub(crate) fn resolve_for_write(root: &Path, name: &str) -> Result<PathBuf, Refusal> {
+    check_name_for_write(name).map_err(|m| refuse(status::BAD_NAME, m))?;
+    let (root, target) = checked_target(root, name)?;
+    let parent = target.parent().unwrap_or(&root).to_path_buf();
+    // Refuse before creating anything if an existing ancestor escapes the root.
+    let mut existing = parent.clone();
+    while !existing.exists() {
+        existing = existing
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| root.clone());
+    }
+    confined(&root, &existing)?;
+    fs::create_dir_all(&parent)
+        .map_err(|e| refuse(status::IO_ERROR, format!("cannot create directory: {e}")))?;
+    let parent = confined(&root, &parent)?;
+    let file_name = target
+        .file_name()
+        .ok_or_else(|| refuse(status::BAD_NAME, "no file name"))?;
+    let target = parent.join(file_name);
+    if let Ok(meta) = fs::symlink_metadata(&target)
+        && !meta.file_type().is_file()
+    {
+        return Err(refuse(
+            status::BAD_NAME,
+            "the target exists and is not a regular file",
+        ));
+    }
+    Ok(target)
+}
+
+/// Resolve `name` under `root` for reading: it must exist, be a regular file,
+/// and lie inside `root` after following links.
+pub(crate) fn resolve_for_read(root: &Path, name: &str) -> Result<PathBuf, Refusal> {
+    let (root, target) = checked_target(root, name)?;
+    if !target.exists() {
+        return Err(refuse(status::NOT_FOUND, "no such file"));
+    }
+    let real = confined(&root, &target)?;
+    if !fs::metadata(&real).map(|m| m.is_file()).unwrap_or(false) {
+        return Err(refuse(status::BAD_NAME, "not a regular file"));
+    }
+    Ok(real)
+}
+
+fn confined(root: &Path, path: &Path) -> Result<PathBuf, Refusal> {
+    let real = path
+        .canonicalize()
+        .map_err(|e| refuse(status::IO_ERROR, format!("cannot resolve path: {e}")))?;
+    if real.starts_with(root) {
+        Ok(real)
+    } else {
+        Err(refuse(
+            status::BAD_NAME,
+            "the name leads outside the files directory (symlink)",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_escape_or_smuggle_are_refused() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "a//b",
+            "a\0b",
+            "a\nb",
+            "a\u{1b}[2Jb",
+            "a\\b",
+            ".x.ovtp-part",
+            "dir/.y.ovtp-part",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in [
+            "a",
+            "a.txt",
+            "dir/sub/file.bin",
+            "..a",
+            "a..",
+            "ünïcode name.txt",
+        ] {
+            assert!(check_name(good).is_ok(), "{good:?} refused");
+        }
+        assert!(check_name(&"a".repeat(MAX_NAME_LEN + 1)).is_err());
+        // The partial file `.NAME.ovtp-part` must fit in a 255-byte component.
+        assert!(check_name_for_write(&format!("d/{}", "a".repeat(244))).is_ok());
+        assert!(check_name_for_write(&format!("d/{}", "a".repeat(245))).is_err());
+        assert!(
+            check_name(&"a".repeat(245)).is_ok(),
+            "reading needs no partial file"
+        );
+    }
+}

@@ -1,0 +1,131 @@
+//! Partial files beside their target, prefix digests for resume, and the
+//! verify-then-rename commit that makes a file appear whole or not at all.
+
+use super::names::PARTIAL_SUFFIX;
+use sha2::{Digest, Sha256};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+/// The partial file beside `target`: `.<file name>.ovtp-part`.
+pub fn partial_path(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    target.with_file_name(format!(".{name}{PARTIAL_SUFFIX}"))
+}
+
+/// Open the partial file for a transfer. With `resume`, an existing regular
+/// partial file is kept and its length and digest returned (the hasher is
+/// positioned after the prefix); otherwise it is created empty. Never follows
+/// a symlink planted at the partial file's name.
+pub(crate) fn open_partial(
+    path: &Path,
+    resume: bool,
+    max_len: u64,
+) -> io::Result<(File, u64, Sha256)> {
+    if let Ok(meta) = fs::symlink_metadata(path) {
+        if !meta.file_type().is_file() {
+            return Err(io::Error::other("partial file is not a regular file"));
+        }
+        if resume && meta.len() <= max_len {
+            let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+            let (len, hasher) = hash_prefix(&mut file, meta.len())?;
+            file.seek(SeekFrom::Start(len))?;
+            return Ok((file, len, hasher));
+        }
+        fs::remove_file(path)?;
+    }
+    // create_new does not follow a symlink someone raced into place.
+    let file = create_private(path)?;
+    Ok((file, 0, Sha256::new()))
+}
+
+fn create_private(path: &Path) -> io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.read(true).write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)
+}
+
+/// Start the partial file over (the sender's file changed since the prefix was written).
+pub(crate) fn restart(file: &mut File) -> io::Result<Sha256> {
+    file.set_len(0)?;
+    file.seek(SeekFrom::Start(0))?;
+    Ok(Sha256::new())
+}
+
+/// Hash the first `len` bytes of `file` (from its start); returns the bytes
+/// actually hashed (less if the file is shorter) and the running hasher.
+pub fn hash_prefix(file: &mut File, len: u64) -> io::Result<(u64, Sha256)> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut done = 0u64;
+    while done < len {
+        let want = buf.len().min((len - done) as usize);
+        let n = match file.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        done += n as u64;
+    }
+    Ok((done, hasher))
+}
+
+/// Size and SHA-256 of a whole file.
+pub fn digest_file(path: &Path) -> io::Result<(u64, [u8; 32])> {
+    let mut file = File::open(path)?;
+    let (len, hasher) = hash_prefix(&mut file, u64::MAX)?;
+    Ok((len, hasher.finalize().into()))
+}
+
+/// Make a verified partial file the target: sync its data, then rename it into
+/// place (or, without `overwrite`, link it so an existing target is never
+/// replaced), then sync the directory so the new name survives a crash.
+pub(crate) fn commit(partial: &Path, file: File, target: &Path, overwrite: bool) -> io::Result<()> {
+    file.sync_all()?;
+    drop(file);
+    if overwrite {
+        fs::rename(partial, target)?;
+    } else {
+        match fs::hard_link(partial, target) {
+            Ok(()) => fs::remove_file(partial)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+            // Filesystems without hard links: check, then rename (a small race
+            // with another writer outside ovtp; ovtp's own writers hold a name lock).
+            Err(_) if !target.exists() => fs::rename(partial, target)?,
+            Err(_) => return Err(io::Error::from(io::ErrorKind::AlreadyExists)),
+        }
+    }
+    if let Some(dir) = target.parent() {
+        // Not every platform can open a directory for syncing; the rename is done either way.
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Hex of a digest, for messages and logs.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_path_sits_beside_the_target() {
+        assert_eq!(
+            partial_path(Path::new("/srv/files/a/b.txt")),
+            Path::new("/srv/files/a/.b.txt.ovtp-part")
+        );
+    }
+}
