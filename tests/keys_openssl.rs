@@ -1,9 +1,12 @@
 //! Interoperability of key files and fingerprints with the `openssl` command.
 //! Skipped (with a message) where `openssl` is not installed.
 
+mod common;
+
+use common::TempDir;
 use ovtp::{KeyPair, PublicKey};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// Run `openssl` with `args`, feeding `stdin`; panics unless it succeeds. Returns stdout.
@@ -51,23 +54,14 @@ fn chmod(path: &Path, mode: u32) {
 #[cfg(not(unix))]
 fn chmod(_: &Path, _: u32) {}
 
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn keys_interoperate_with_openssl() {
     if Command::new("openssl").arg("version").output().is_err() {
         println!("skipping: openssl not found");
         return;
     }
-    let dir = TempDir(std::env::temp_dir().join(format!("ovtp-openssl-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let path = |name: &str| dir.0.join(name);
+    let dir = TempDir::new("openssl");
+    let path = |name: &str| dir.join(name);
 
     // A key made by openssl loads, in PKCS#8 and in PKCS#1 form.
     let k = path("openssl.key");

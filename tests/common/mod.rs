@@ -1,5 +1,6 @@
-//! Shared test scaffolding: cached keys, temp dirs, a server on 127.0.0.1:0,
-//! and a frame-aware man-in-the-middle proxy.
+//! Shared test scaffolding: cached keys, temp dirs (tempdir.rs, shared with
+//! the benchmarks), a server on 127.0.0.1:0, and a frame-aware
+//! man-in-the-middle proxy.
 #![allow(dead_code)]
 
 use ovtp::{
@@ -8,11 +9,14 @@ use ovtp::{
 };
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+mod tempdir;
+pub use tempdir::TempDir;
 
 /// Three 2048-bit key pairs, generated once per test binary: server, client, stranger.
 pub fn keys() -> &'static [KeyPair; 4] {
@@ -34,36 +38,6 @@ pub fn stranger_keys() -> KeyPair {
 }
 pub fn other_server_keys() -> KeyPair {
     keys()[3].clone()
-}
-
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "ovtp-test-{}-{}-{}",
-            tag,
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A running test server. Stops (and joins) on drop.

@@ -1,0 +1,45 @@
+//! A fresh directory, removed on drop: the one copy for the tests (through
+//! `tests/common`) and the benchmarks (`benches/ovtp`, which includes this file
+//! by path).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// `ovtp-test-{tag}-{pid}-{n}` under the system temp dir; panics if it
+    /// cannot be made.
+    pub fn new(tag: &str) -> TempDir {
+        Self::try_new_in(&std::env::temp_dir(), &format!("test-{tag}"))
+            .expect("creating a temp dir")
+    }
+
+    /// `ovtp-{tag}-{pid}-{n}` under `base`, emptied first if it exists.
+    pub fn try_new_in(base: &Path, tag: &str) -> std::io::Result<TempDir> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = base.join(format!(
+            "ovtp-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p)?;
+        Ok(TempDir(p))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
