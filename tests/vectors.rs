@@ -220,6 +220,41 @@ fn drbg_block(seed: &[u8], i: u64) -> [u8; 32] {
     hmac_sha256(seed, &[b"ovtp test drbg", &i.to_be_bytes()])
 }
 
+/// A generator for the `rsa` crate that hands out the given block on its first
+/// draw, which must ask for exactly those 32 bytes, and the system's randomness
+/// after it. OAEP draws its seed first, and PSS its salt first (then blinding
+/// values, which do not change the signature): so the caller chooses both.
+struct Scripted(Option<[u8; 32]>);
+
+impl rsa::rand_core::TryRng for Scripted {
+    type Error = std::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        let mut b = [0u8; 4];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        let mut b = [0u8; 8];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        match self.0.take() {
+            Some(first) => {
+                assert_eq!(dst.len(), 32, "the first draw is a 32-byte seed or salt");
+                dst.copy_from_slice(&first);
+            }
+            None => getrandom::fill(dst).expect("system randomness"),
+        }
+        Ok(())
+    }
+}
+
+impl rsa::rand_core::TryCryptoRng for Scripted {}
+
 // Message payloads, written out by hand from PROTOCOL.md (the library's
 // encoders are private): the live test below checks that a real server speaks
 // exactly these bytes.
@@ -324,13 +359,16 @@ unencrypted PKCS#8 PEM made once with
 Randomness: each side draws from a deterministic generator (ovtp::Rng::from_seed,
 for test vectors only). Block i (i = 0, 1, 2, ...) is
     HMAC-SHA256(key = seed, \"ovtp test drbg\" || u64be(i))
-and each draw of n <= 32 bytes takes the first n bytes of the next block. The
-rsa crate draws from the same generator (OAEP seeds, PSS salts, blinding; the
-server's unwrap of the client secret runs on its own thread with blinding from the
-system, which cannot change its result), so beyond the first draws the sequence is specific to this code: nonce_c is client
-block 0, secret_c client block 1, nonce_s server block 0. RSA-OAEP and RSA-PSS
-are randomized: check wrapped secrets and signatures by decrypting and
-verifying. Everything else is a deterministic function of the values given here.";
+and each draw of n <= 32 bytes takes the first n bytes of the next block. Each
+side's first four blocks are, in order: its nonce (block 0), its secret (block 1:
+secret_c of the client, secret_s of the server), the RSA-OAEP seed that wraps
+that secret (block 2) and the RSA-PSS salt of its signature (block 3). So both
+auth frames reproduce byte for byte with an OAEP and a PSS that take the seed
+and the salt from the caller. After block 3 the rsa crate draws blinding values
+from the same generator (the server unwraps the client's secret on a thread of
+its own, with blinding from the system, which cannot change the result), so the
+later blocks (request ids, record IVs) are specific to this code; each IV is in
+its frame. Everything else is a deterministic function of the values given here.";
 
 fn generate() -> String {
     let client = KeyPair::from_pem(CLIENT_PEM).expect("client key");
@@ -921,7 +959,47 @@ fn test_vectors_open_with_an_independent_check() {
     let secret_s = oaep_unwrap(&client_rsa, wrapped_s);
     v.expect("client_auth.secret", &secret_c);
     v.expect("server_auth.secret", &secret_s);
+    v.expect("server_auth.secret", &drbg_block(&server_seed, 1));
     assert_eq!((secret_c.len(), secret_s.len()), (32, 32));
+
+    // Both auth frames reproduce byte for byte: each side's OAEP seed is block 2
+    // of its generator and its PSS salt block 3.
+    let reproduce = |seed: &[u8], to: &rsa::PublicKey, signer: &rsa::PrivateKey, secret, msg| {
+        let wrapped = to
+            .oaep_encrypt_with_rng::<sha2::Sha256, _>(
+                &mut Scripted(Some(drbg_block(seed, 2))),
+                secret,
+            )
+            .unwrap();
+        let signature = signer
+            .pss_sign_with_rng::<sha2::Sha256, _>(&mut Scripted(Some(drbg_block(seed, 3))), msg)
+            .unwrap();
+        (wrapped, signature)
+    };
+    let client_msg = [&b"ovtp/1 client signature"[..], &h1].concat();
+    let server_msg = [&b"ovtp/1 server signature"[..], &h2].concat();
+    assert!(
+        reproduce(
+            &client_seed,
+            &server_pub,
+            &client_rsa,
+            &secret_c,
+            &client_msg
+        ) == (wrapped_c.to_vec(), sig_c.to_vec()),
+        "ClientAuth: OAEP with client block 2 as seed and PSS with client block 3 as salt \
+         do not give wrapped_c and sig_c"
+    );
+    assert!(
+        reproduce(
+            &server_seed,
+            &client_pub,
+            &server_rsa,
+            &secret_s,
+            &server_msg
+        ) == (wrapped_s.to_vec(), sig_s.to_vec()),
+        "ServerAuth: OAEP with server block 2 as seed and PSS with server block 3 as salt \
+         do not give wrapped_s and sig_s"
+    );
     let ikm = [secret_c, secret_s].concat();
     v.expect("hkdf.ikm", &ikm);
     v.expect("hkdf.prk", &hmac_sha256(&h3, &[&ikm]));
