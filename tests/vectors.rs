@@ -21,8 +21,21 @@
 //!   file records of the vector file (whose payloads this file encodes by hand)
 //!   against a real `Server` over TCP, and checks that the server answers with
 //!   exactly the stored plaintexts: the hand-written layouts are the code's.
+//!
+//! `tests/vectors/negative/` holds negative vectors in the manner of age's
+//! testkit: one small text file per case, frames that a receiver must reject and
+//! the error kind it must give (PROTOCOL.md 15.2). Each is made from the frames
+//! of `handshake.txt` by the edit its header describes (`negatives` below).
+//! - `negative_vectors_match_their_generator` remakes them and compares them
+//!   with the folder byte for byte (`OVTP_REGENERATE_VECTORS=1` rewrites it).
+//! - `negative_vectors_are_rejected_with_the_expected_errors` reads every file
+//!   of the folder, feeds its frames to the library (`split_frame`, then the
+//!   handshake states or a record opener keyed as in `handshake.txt`) and
+//!   requires the error kind of its `expect:` line.
 
-use ovtp::hooks::{ClientStart, ServerAwaitAuth};
+// The library's internals these tests drive (test hooks), all in this one block.
+use ovtp::hooks::{ClientStart, ServerAwaitAuth, SessionKeys, split_frame};
+
 use ovtp::{Error, KeyPair, Rng};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -220,6 +233,41 @@ fn drbg_block(seed: &[u8], i: u64) -> [u8; 32] {
     hmac_sha256(seed, &[b"ovtp test drbg", &i.to_be_bytes()])
 }
 
+/// A generator for the `rsa` crate that hands out the given block on its first
+/// draw, which must ask for exactly those 32 bytes, and the system's randomness
+/// after it. OAEP draws its seed first, and PSS its salt first (then blinding
+/// values, which do not change the signature): so the caller chooses both.
+struct Scripted(Option<[u8; 32]>);
+
+impl rsa::rand_core::TryRng for Scripted {
+    type Error = std::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        let mut b = [0u8; 4];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        let mut b = [0u8; 8];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        match self.0.take() {
+            Some(first) => {
+                assert_eq!(dst.len(), 32, "the first draw is a 32-byte seed or salt");
+                dst.copy_from_slice(&first);
+            }
+            None => getrandom::fill(dst).expect("system randomness"),
+        }
+        Ok(())
+    }
+}
+
+impl rsa::rand_core::TryCryptoRng for Scripted {}
+
 // Message payloads, written out by hand from PROTOCOL.md (the library's
 // encoders are private): the live test below checks that a real server speaks
 // exactly these bytes.
@@ -324,13 +372,16 @@ unencrypted PKCS#8 PEM made once with
 Randomness: each side draws from a deterministic generator (ovtp::Rng::from_seed,
 for test vectors only). Block i (i = 0, 1, 2, ...) is
     HMAC-SHA256(key = seed, \"ovtp test drbg\" || u64be(i))
-and each draw of n <= 32 bytes takes the first n bytes of the next block. The
-rsa crate draws from the same generator (OAEP seeds, PSS salts, blinding; the
-server's unwrap of the client secret runs on its own thread with blinding from the
-system, which cannot change its result), so beyond the first draws the sequence is specific to this code: nonce_c is client
-block 0, secret_c client block 1, nonce_s server block 0. RSA-OAEP and RSA-PSS
-are randomized: check wrapped secrets and signatures by decrypting and
-verifying. Everything else is a deterministic function of the values given here.";
+and each draw of n <= 32 bytes takes the first n bytes of the next block. Each
+side's first four blocks are, in order: its nonce (block 0), its secret (block 1:
+secret_c of the client, secret_s of the server), the RSA-OAEP seed that wraps
+that secret (block 2) and the RSA-PSS salt of its signature (block 3). So both
+auth frames reproduce byte for byte with an OAEP and a PSS that take the seed
+and the salt from the caller. After block 3 the rsa crate draws blinding values
+from the same generator (the server unwraps the client's secret on a thread of
+its own, with blinding from the system, which cannot change the result), so the
+later blocks (request ids, record IVs) are specific to this code; each IV is in
+its frame. Everything else is a deterministic function of the values given here.";
 
 fn generate() -> String {
     let client = KeyPair::from_pem(CLIENT_PEM).expect("client key");
@@ -697,7 +748,7 @@ fn generate() -> String {
 }
 
 /// Where the stored file and the code's output first differ, for the failure message.
-fn describe_difference(stored: &str, generated: &str) -> String {
+fn describe_difference(file: &str, stored: &str, generated: &str) -> String {
     let clip = |s: &str, from: usize| -> String {
         let from = from.saturating_sub(20).min(s.len());
         let to = (from + 100).min(s.len());
@@ -707,7 +758,7 @@ fn describe_difference(stored: &str, generated: &str) -> String {
     };
     let (a, b): (Vec<&str>, Vec<&str>) = (stored.lines().collect(), generated.lines().collect());
     let mut report = format!(
-        "tests/vectors/handshake.txt no longer matches what the code produces \
+        "{file} no longer matches what the code produces \
          ({} lines stored, {} generated).\n",
         a.len(),
         b.len()
@@ -743,6 +794,18 @@ fn describe_difference(stored: &str, generated: &str) -> String {
     report
 }
 
+fn regenerating() -> bool {
+    std::env::var(REGENERATE_VAR).as_deref() == Ok("1")
+}
+
+/// Write a vector file beside and rename it, so that no test reads half a file.
+fn write_whole(path: &str, text: &str) {
+    let tmp = format!("{path}.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+    eprintln!("{REGENERATE_VAR}=1: rewrote {path}");
+}
+
 #[test]
 fn test_vectors_match_the_code_byte_for_byte() {
     let generated = generate();
@@ -752,12 +815,8 @@ fn test_vectors_match_the_code_byte_for_byte() {
         "generating the vectors twice gave different output: something draws from \
          a source other than the seeded generators"
     );
-    if std::env::var(REGENERATE_VAR).as_deref() == Ok("1") {
-        // Written beside and renamed, so the other test never reads half a file.
-        let tmp = format!("{VECTOR_FILE}.tmp");
-        std::fs::write(&tmp, &generated).unwrap();
-        std::fs::rename(&tmp, VECTOR_FILE).unwrap();
-        eprintln!("{REGENERATE_VAR}=1: rewrote {VECTOR_FILE}");
+    if regenerating() {
+        write_whole(VECTOR_FILE, &generated);
         return;
     }
     let stored = std::fs::read_to_string(VECTOR_FILE).unwrap_or_else(|e| {
@@ -766,7 +825,10 @@ fn test_vectors_match_the_code_byte_for_byte() {
         )
     });
     if stored != generated {
-        panic!("{}", describe_difference(&stored, &generated));
+        panic!(
+            "{}",
+            describe_difference("tests/vectors/handshake.txt", &stored, &generated)
+        );
     }
 }
 
@@ -778,7 +840,7 @@ struct Vectors(HashMap<String, String>, Vec<String>);
 impl Vectors {
     fn load() -> Self {
         // While the file is being rewritten, check what is being written.
-        let text = if std::env::var(REGENERATE_VAR).as_deref() == Ok("1") {
+        let text = if regenerating() {
             generate()
         } else {
             std::fs::read_to_string(VECTOR_FILE).expect("vector file")
@@ -923,7 +985,47 @@ fn test_vectors_open_with_an_independent_check() {
     let secret_s = oaep_unwrap(&client_rsa, wrapped_s);
     v.expect("client_auth.secret", &secret_c);
     v.expect("server_auth.secret", &secret_s);
+    v.expect("server_auth.secret", &drbg_block(&server_seed, 1));
     assert_eq!((secret_c.len(), secret_s.len()), (32, 32));
+
+    // Both auth frames reproduce byte for byte: each side's OAEP seed is block 2
+    // of its generator and its PSS salt block 3.
+    let reproduce = |seed: &[u8], to: &rsa::PublicKey, signer: &rsa::PrivateKey, secret, msg| {
+        let wrapped = to
+            .oaep_encrypt_with_rng::<sha2::Sha256, _>(
+                &mut Scripted(Some(drbg_block(seed, 2))),
+                secret,
+            )
+            .unwrap();
+        let signature = signer
+            .pss_sign_with_rng::<sha2::Sha256, _>(&mut Scripted(Some(drbg_block(seed, 3))), msg)
+            .unwrap();
+        (wrapped, signature)
+    };
+    let client_msg = [&b"ovtp/1 client signature"[..], &h1].concat();
+    let server_msg = [&b"ovtp/1 server signature"[..], &h2].concat();
+    assert!(
+        reproduce(
+            &client_seed,
+            &server_pub,
+            &client_rsa,
+            &secret_c,
+            &client_msg
+        ) == (wrapped_c.to_vec(), sig_c.to_vec()),
+        "ClientAuth: OAEP with client block 2 as seed and PSS with client block 3 as salt \
+         do not give wrapped_c and sig_c"
+    );
+    assert!(
+        reproduce(
+            &server_seed,
+            &client_pub,
+            &server_rsa,
+            &secret_s,
+            &server_msg
+        ) == (wrapped_s.to_vec(), sig_s.to_vec()),
+        "ServerAuth: OAEP with server block 2 as seed and PSS with server block 3 as salt \
+         do not give wrapped_s and sig_s"
+    );
     let ikm = [secret_c, secret_s].concat();
     v.expect("hkdf.ikm", &ikm);
     v.expect("hkdf.prk", &hmac_sha256(&h3, &[&ikm]));
@@ -1268,4 +1370,560 @@ fn file_exchange_vectors_are_what_a_real_server_speaks() {
     stopper.stop();
     running.join().unwrap().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------- negative vectors
+
+const NEGATIVE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/negative");
+
+/// Plaintext handshake frame type of an alert (PROTOCOL.md 4.6).
+const PLAIN_ALERT: u8 = 0x15;
+
+// The receivers a negative vector is fed to (its `at:` line): who receives the
+// frames, and what that receiver expects next.
+/// The server, before anything was received: the frame is its first.
+const AT_SERVER_HELLO: &str = "server ClientHello";
+/// The server, after handshake.txt's ClientHello (it answered with handshake.txt's ServerHello).
+const AT_SERVER_AUTH: &str = "server ClientAuth";
+/// The client, after sending handshake.txt's ClientHello.
+const AT_CLIENT_HELLO: &str = "client ServerHello";
+/// The client, after handshake.txt's ServerHello (it answered with handshake.txt's ClientAuth).
+const AT_CLIENT_AUTH: &str = "client ServerAuth";
+/// The server's record opener of handshake.txt's session (c2s keys), at sequence number 0.
+const AT_SERVER_RECORD: &str = "server record";
+/// The client's record opener of handshake.txt's session (s2c keys), at sequence number 0.
+const AT_CLIENT_RECORD: &str = "client record";
+
+// What this implementation does after each error (the `# then:` line).
+const THEN_ALERT_2: &str = "the server answers plaintext alert 2 (Unauthorized) and closes";
+const THEN_ALERT_3: &str = "the server answers plaintext alert 3 (Version) and closes";
+const THEN_ALERT_4: &str = "the server answers plaintext alert 4 (HandshakeFailed) and closes";
+const THEN_ALERT_6: &str = "the server answers plaintext alert 6 (TooLarge) and closes";
+const THEN_CLIENT_CLOSES: &str = "the client closes the connection without an alert";
+const THEN_SILENT_CLOSE: &str = "the server closes the connection without an alert";
+
+const NEGATIVE_HEADER: &str = "\
+ovtp negative test vector: frames that a receiver must reject (PROTOCOL.md 15.2).
+Made by tests/vectors.rs from tests/vectors/handshake.txt; do not edit by hand
+(OVTP_REGENERATE_VECTORS=1 cargo test --test vectors rewrites the folder).
+`at` names the receiver and what it expects next; the `frame` lines (whole
+frames, length prefix included) are fed to it in order: all but the last are
+accepted, the last fails with the error kind of `expect`. `# then` says what
+this implementation does next. Body offsets count from the first byte after
+the length prefix.";
+
+/// Frames that a receiver must reject, derived from the positive vectors by a
+/// documented edit, with the error they must produce.
+struct Negative {
+    file: &'static str,
+    what: &'static str,
+    how: &'static str,
+    then: &'static str,
+    at: &'static str,
+    expect: &'static str,
+    frames: Vec<Vec<u8>>,
+}
+
+impl Negative {
+    fn text(&self) -> String {
+        let mut out = Out::default();
+        out.comment(&format!(
+            "{NEGATIVE_HEADER}\n\n{}\n{}\n{}",
+            wrap("what: ", self.what),
+            wrap("how: ", self.how),
+            wrap("then: ", self.then)
+        ));
+        out.text("at", self.at);
+        out.text("expect", self.expect);
+        for frame in &self.frames {
+            out.bytes("frame", frame);
+        }
+        out.0
+    }
+}
+
+/// `label` and `text`, wrapped at 78 columns (with the `# ` of a comment).
+fn wrap(label: &str, text: &str) -> String {
+    let mut lines = vec![label.trim_end().to_string()];
+    for word in text.split(' ') {
+        let line = lines.last_mut().unwrap();
+        if line.len() + 1 + word.len() > 76 {
+            lines.push(format!("  {word}"));
+        } else {
+            line.push(' ');
+            line.push_str(word);
+        }
+    }
+    lines.join("\n")
+}
+
+/// `body` with its 4-byte length prefix.
+fn framed(body: &[u8]) -> Vec<u8> {
+    [&u32::try_from(body.len()).unwrap().to_be_bytes()[..], body].concat()
+}
+
+/// A length prefix announcing `len` bytes, without the body.
+fn length_prefix(len: usize) -> Vec<u8> {
+    u32::try_from(len).unwrap().to_be_bytes().to_vec()
+}
+
+/// A copy of `frame` with body byte `at` XORed with `mask`.
+fn flipped(frame: &[u8], at: usize, mask: u8) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    out[4 + at] ^= mask;
+    out
+}
+
+/// The negative vectors, each made from handshake.txt's frames by the edit its `how` describes.
+fn negatives(v: &Vectors) -> Vec<Negative> {
+    let ch = v.bytes("client_hello.frame");
+    let ca = v.bytes("client_auth.frame");
+    let sa = v.bytes("server_auth.frame");
+    let record = |name: &str| v.bytes(&format!("record.{name}.frame"));
+    let ch_body = &ch[4..];
+    // A ClientHello of handshake.txt with another `pk_c` field (body offset 39).
+    let hello_with_key = |key: &[u8]| framed(&[&ch_body[..39], &vec16(key)].concat());
+    let plain_alert = |code: u8, message: &str| {
+        framed(
+            &[
+                &MAGIC[..],
+                &VERSION.to_be_bytes(),
+                &[PLAIN_ALERT, code],
+                &vec16(message.as_bytes()),
+            ]
+            .concat(),
+        )
+    };
+    let spki_c = v.bytes("client.spki");
+    let too_long_key = [&spki_c[..], &vec![0u8; 1025 - spki_c.len()]].concat();
+    let c2s0 = record("c2s.0");
+    // In a record frame the ciphertext runs from byte 22 (after the length prefix,
+    // type, flags and IV) to the tag, which is the last 32 bytes.
+    let (ct_start, ct_end) = (4 + 2 + 16, c2s0.len() - 32);
+    let wrapped_c_last = 9 + 256 - 1; // body offset of wrapped_c's last byte (2048-bit keys)
+    let negative = |file, what, how, then, at, expect, frames| Negative {
+        file,
+        what,
+        how,
+        then,
+        at,
+        expect,
+        frames,
+    };
+    vec![
+        negative(
+            "handshake-bad-magic.txt",
+            "a ClientHello whose magic is \"OVTQ\"",
+            "client_hello.frame with body byte 3 (the last byte of the magic) changed from 50 to 51",
+            THEN_ALERT_3,
+            AT_SERVER_HELLO,
+            "Version 0",
+            vec![flipped(&ch, 3, 0x01)],
+        ),
+        negative(
+            "handshake-wrong-version.txt",
+            "a ClientHello of protocol version 2",
+            "client_hello.frame with body bytes 4-5 (the version) changed from 00 01 to 00 02",
+            THEN_ALERT_3,
+            AT_SERVER_HELLO,
+            "Version 2",
+            vec![flipped(&ch, 5, 0x03)],
+        ),
+        negative(
+            "handshake-unknown-frame-type.txt",
+            "a ClientHello whose frame type is 9, which no handshake frame has",
+            "client_hello.frame with body byte 6 (the type) changed from 01 to 09",
+            THEN_ALERT_4,
+            AT_SERVER_HELLO,
+            "Malformed",
+            vec![flipped(&ch, 6, 0x08)],
+        ),
+        negative(
+            "handshake-hello-trailing-byte.txt",
+            "a ClientHello with one byte after its last field",
+            "client_hello.frame with a byte 00 appended to the body and the length prefix raised by one",
+            THEN_ALERT_4,
+            AT_SERVER_HELLO,
+            "Malformed",
+            vec![framed(&[ch_body, &[0]].concat())],
+        ),
+        negative(
+            "handshake-public-key-too-long.txt",
+            "a ClientHello whose public key field is 1,025 bytes, one more than MAX_PUBLIC_KEY_DER: \
+             a size error, not a key error, because the field's length is refused before its content is read",
+            "client_hello.frame with pk_c (body offset 39) replaced by client.spki followed by zero bytes, \
+             1,025 bytes in all; length prefixes adjusted",
+            THEN_ALERT_6,
+            AT_SERVER_HELLO,
+            "TooLarge",
+            vec![hello_with_key(&too_long_key)],
+        ),
+        negative(
+            "handshake-public-key-truncated.txt",
+            "a ClientHello whose public key is not a whole SubjectPublicKeyInfo",
+            "client_hello.frame with the last byte of pk_c removed (a 293-byte key); length prefixes adjusted",
+            THEN_ALERT_4,
+            AT_SERVER_HELLO,
+            "Key",
+            vec![hello_with_key(&spki_c[..spki_c.len() - 1])],
+        ),
+        negative(
+            "handshake-unauthorized-key.txt",
+            "a well-formed ClientHello naming a key that the server does not authorize \
+             (the server of these vectors authorizes client.spki only)",
+            "client_hello.frame with pk_c replaced by server.spki (same length)",
+            THEN_ALERT_2,
+            AT_SERVER_HELLO,
+            "NotAuthorized",
+            vec![hello_with_key(&v.bytes("server.spki"))],
+        ),
+        negative(
+            "frame-empty.txt",
+            "a frame of length 0",
+            "the length prefix 00000000 alone",
+            THEN_ALERT_4,
+            AT_SERVER_HELLO,
+            "Malformed",
+            vec![vec![0; 4]],
+        ),
+        negative(
+            "frame-handshake-length-over-limit.txt",
+            "a handshake frame announced one byte longer than MAX_HANDSHAKE_FRAME (16,384): refused \
+             from its length prefix alone, before the body is read or allocated",
+            "the length prefix 16,385 (00004001) without a body",
+            THEN_ALERT_6,
+            AT_SERVER_HELLO,
+            "TooLarge",
+            vec![length_prefix(MAX_HANDSHAKE_FRAME + 1)],
+        ),
+        negative(
+            "frame-record-length-over-limit.txt",
+            "a record frame announced one byte longer than MAX_RECORD_FRAME (1,048,706): refused \
+             from its length prefix alone, before the body is read or allocated",
+            "the length prefix 1,048,707 (00100083) without a body",
+            "between requests the server answers encrypted alert 6 (TooLarge), then closes with a \
+             lingering close (PROTOCOL.md 7.6); inside a file exchange it closes without an alert",
+            AT_SERVER_RECORD,
+            "TooLarge",
+            vec![length_prefix(MAX_RECORD_FRAME + 1)],
+        ),
+        negative(
+            "handshake-client-auth-signature-flipped.txt",
+            "a ClientAuth whose signature has one bit flipped",
+            "client_auth.frame with the low bit of its last byte (the last byte of sig_c) flipped",
+            THEN_ALERT_4,
+            AT_SERVER_AUTH,
+            "BadSignature",
+            vec![flipped(&ca, ca.len() - 5, 0x01)],
+        ),
+        negative(
+            "handshake-client-auth-wrapped-secret-flipped.txt",
+            "a ClientAuth whose wrapped secret has one bit flipped: the signature covers it (H1) and \
+             is verified before anything is decrypted, so this is a signature error",
+            "client_auth.frame with the low bit of body byte 264 (the last byte of wrapped_c) flipped",
+            THEN_ALERT_4,
+            AT_SERVER_AUTH,
+            "BadSignature",
+            vec![flipped(&ca, wrapped_c_last, 0x01)],
+        ),
+        negative(
+            "handshake-client-alert.txt",
+            "a plaintext alert 4 (HandshakeFailed) from the client in place of its ClientAuth",
+            "made from PROTOCOL.md 4.6: OVTP, version 1, type 15, code 04, message \"handshake failed\"",
+            THEN_ALERT_4,
+            AT_SERVER_AUTH,
+            "Refused 4",
+            vec![plain_alert(4, "handshake failed")],
+        ),
+        negative(
+            "handshake-server-auth-signature-flipped.txt",
+            "a ServerAuth whose signature has one bit flipped",
+            "server_auth.frame with the low bit of its last byte (the last byte of sig_s) flipped",
+            THEN_CLIENT_CLOSES,
+            AT_CLIENT_AUTH,
+            "BadSignature",
+            vec![flipped(&sa, sa.len() - 5, 0x01)],
+        ),
+        negative(
+            "handshake-alert-unauthorized.txt",
+            "a plaintext alert 2 (Unauthorized) in place of the ServerHello, as a server sends it \
+             to a key that is not in its authorized_keys",
+            "made from PROTOCOL.md 4.6: OVTP, version 1, type 15, code 02, message \
+             \"client key is not in authorized_keys\"",
+            THEN_CLIENT_CLOSES,
+            AT_CLIENT_HELLO,
+            "Refused 2",
+            vec![plain_alert(2, "client key is not in authorized_keys")],
+        ),
+        negative(
+            "record-tag-bit-flipped.txt",
+            "a record whose tag has one bit flipped",
+            "record.c2s.0.frame with the low bit of its last byte (the last byte of the tag) flipped",
+            THEN_SILENT_CLOSE,
+            AT_SERVER_RECORD,
+            "BadRecord",
+            vec![flipped(&c2s0, c2s0.len() - 5, 0x01)],
+        ),
+        negative(
+            "record-ciphertext-not-whole-blocks.txt",
+            "a record whose ciphertext is 31 bytes, not a multiple of 16",
+            "record.c2s.0.frame with the last ciphertext byte (the one before the tag) removed; \
+             length prefix lowered by one",
+            THEN_SILENT_CLOSE,
+            AT_SERVER_RECORD,
+            "BadRecord",
+            vec![framed(&[&c2s0[4..ct_end - 1], &c2s0[ct_end..]].concat())],
+        ),
+        negative(
+            "record-no-ciphertext.txt",
+            "a record without ciphertext: a 50-byte body, below the 66 of MIN_RECORD_FRAME",
+            "record.c2s.0.frame with its whole ciphertext removed; length prefix adjusted",
+            THEN_SILENT_CLOSE,
+            AT_SERVER_RECORD,
+            "BadRecord",
+            vec![framed(&[&c2s0[4..ct_start], &c2s0[ct_end..]].concat())],
+        ),
+        negative(
+            "record-replayed.txt",
+            "the same record twice: the second copy was sealed with sequence number 0, and 1 is due",
+            "record.c2s.0.frame, twice",
+            THEN_SILENT_CLOSE,
+            AT_SERVER_RECORD,
+            "BadRecord",
+            vec![c2s0.clone(), c2s0.clone()],
+        ),
+        negative(
+            "record-reordered.txt",
+            "the second record of a direction sent first",
+            "record.c2s.1.frame alone, where record.c2s.0.frame is due",
+            THEN_SILENT_CLOSE,
+            AT_SERVER_RECORD,
+            "BadRecord",
+            vec![record("c2s.1")],
+        ),
+        negative(
+            "record-dropped.txt",
+            "a record missing from the stream",
+            "record.c2s.0.frame, then record.c2s.2.frame (record.c2s.1.frame left out)",
+            THEN_SILENT_CLOSE,
+            AT_SERVER_RECORD,
+            "BadRecord",
+            vec![c2s0.clone(), record("c2s.2")],
+        ),
+        negative(
+            "record-reflected.txt",
+            "a record of the client's sent back to the client",
+            "record.c2s.0.frame, where the client expects record.s2c.0.frame",
+            THEN_CLIENT_CLOSES,
+            AT_CLIENT_RECORD,
+            "BadRecord",
+            vec![c2s0.clone()],
+        ),
+    ]
+}
+
+/// The error kind a negative vector's `expect:` line names: the `Error` variant,
+/// with the peer's version for `Version` and the alert code for `Refused`.
+fn error_kind(e: &Error) -> String {
+    match e {
+        Error::Malformed(_) => "Malformed".into(),
+        Error::TooLarge { .. } => "TooLarge".into(),
+        Error::Version { theirs, .. } => format!("Version {theirs}"),
+        Error::BadRecord => "BadRecord".into(),
+        Error::BadSignature => "BadSignature".into(),
+        Error::Key(_) => "Key".into(),
+        Error::NotAuthorized { .. } => "NotAuthorized".into(),
+        Error::Refused { code, .. } => format!("Refused {}", code.to_u8()),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A negative vector file: its `at`, its `expect` and its frames.
+fn parse_negative(file: &str, text: &str) -> (String, String, Vec<Vec<u8>>) {
+    let (mut at, mut expect, mut frames) = (None, None, Vec::new());
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, value) = line
+            .split_once(": ")
+            .unwrap_or_else(|| panic!("{file}: not `name: value`: {line}"));
+        match name {
+            "at" => at = Some(value.to_string()),
+            "expect" => expect = Some(value.to_string()),
+            "frame" => frames.push(unhex(file, value)),
+            _ => panic!("{file}: unknown field `{name}`"),
+        }
+    }
+    let at = at.unwrap_or_else(|| panic!("{file}: no `at:` line"));
+    let expect = expect.unwrap_or_else(|| panic!("{file}: no `expect:` line"));
+    assert!(!frames.is_empty(), "{file}: no `frame:` line");
+    (at, expect, frames)
+}
+
+/// Feed a negative vector's frames to the receiver `at` names (PROTOCOL.md 15.2),
+/// through the library's framing, handshake states and record opener: every
+/// frame but the last must be accepted; returns what the last one gives.
+fn feed(file: &str, at: &str, frames: &[Vec<u8>], v: &Vectors) -> Result<(), Error> {
+    let client = KeyPair::from_pem(CLIENT_PEM).unwrap();
+    let server = KeyPair::from_pem(SERVER_PEM).unwrap();
+    let seeded = |who: &str| Rng::from_seed(v.bytes(&format!("{who}.seed")).try_into().unwrap());
+    let authorized = |k: &ovtp::PublicKey| Ok(k == client.public());
+    let pinned = |k: &ovtp::PublicKey| {
+        if k == server.public() {
+            Ok(())
+        } else {
+            Err(Error::InvalidInput("not the vector server key".into()))
+        }
+    };
+    let stored_body = |name: &str| v.bytes(name)[4..].to_vec();
+    let max = if at.ends_with(" record") {
+        MAX_RECORD_FRAME
+    } else {
+        MAX_HANDSHAKE_FRAME
+    };
+    let split = |frame: &[u8]| -> Result<Vec<u8>, Error> {
+        let (body, rest) = split_frame(frame, max)?;
+        assert!(rest.is_empty(), "{file}: bytes after a frame");
+        Ok(body.to_vec())
+    };
+    let (last, earlier) = frames.split_last().unwrap();
+    if !at.ends_with(" record") {
+        assert!(earlier.is_empty(), "{file}: one handshake frame per vector");
+    }
+    match at {
+        AT_SERVER_HELLO => {
+            let body = split(last)?;
+            ServerAwaitAuth::read_client_hello(&server, &body, &mut seeded("server"), authorized)
+                .map(drop)
+        }
+        AT_SERVER_AUTH => {
+            let mut rng = seeded("server");
+            let (state, hello) = ServerAwaitAuth::read_client_hello(
+                &server,
+                &stored_body("client_hello.frame"),
+                &mut rng,
+                authorized,
+            )
+            .unwrap();
+            assert_eq!(
+                hello,
+                v.bytes("server_hello.frame"),
+                "the vector ServerHello"
+            );
+            state.read_client_auth(&split(last)?, &mut rng).map(drop)
+        }
+        AT_CLIENT_HELLO | AT_CLIENT_AUTH => {
+            let mut rng = seeded("client");
+            let (state, hello) = ClientStart::new(&client, &mut rng).unwrap();
+            assert_eq!(
+                hello,
+                v.bytes("client_hello.frame"),
+                "the vector ClientHello"
+            );
+            if at == AT_CLIENT_HELLO {
+                return state
+                    .read_server_hello(&split(last)?, &mut rng, pinned)
+                    .map(drop);
+            }
+            let (state, auth) = state
+                .read_server_hello(&stored_body("server_hello.frame"), &mut rng, pinned)
+                .unwrap();
+            assert_eq!(auth, v.bytes("client_auth.frame"), "the vector ClientAuth");
+            state.read_server_auth(&split(last)?, &mut rng).map(drop)
+        }
+        AT_SERVER_RECORD | AT_CLIENT_RECORD => {
+            let value = |name: &str| -> [u8; 32] { v.bytes(name).try_into().unwrap() };
+            let ((_, client_opener), (_, server_opener)) = SessionKeys::from_secrets_for_testing(
+                &value("client_auth.secret"),
+                &value("server_auth.secret"),
+                &value("transcript.h3"),
+            );
+            let mut opener = if at == AT_SERVER_RECORD {
+                server_opener
+            } else {
+                client_opener
+            };
+            let mut open = |frame: &[u8]| opener.open(&mut split(frame)?).map(drop);
+            for (i, frame) in earlier.iter().enumerate() {
+                open(frame).unwrap_or_else(|e| panic!("{file}: frame {} must open: {e}", i + 1));
+            }
+            open(last)
+        }
+        _ => panic!("{file}: unknown receiver `at: {at}`"),
+    }
+}
+
+/// The `.txt` files of tests/vectors/negative/, by name.
+fn negative_files() -> std::collections::BTreeMap<String, String> {
+    std::fs::read_dir(NEGATIVE_DIR)
+        .unwrap_or_else(|e| panic!("{NEGATIVE_DIR}: {e}"))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|x| x == "txt"))
+        .map(|path| {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&path).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn negative_vectors_match_their_generator() {
+    let cases = negatives(&Vectors::load());
+    if regenerating() {
+        std::fs::create_dir_all(NEGATIVE_DIR).unwrap();
+        for stale in negative_files().keys() {
+            if !cases.iter().any(|c| c.file == stale) {
+                std::fs::remove_file(format!("{NEGATIVE_DIR}/{stale}")).unwrap();
+            }
+        }
+        for case in &cases {
+            write_whole(&format!("{NEGATIVE_DIR}/{}", case.file), &case.text());
+        }
+        return;
+    }
+    let stored = negative_files();
+    let made: Vec<&str> = cases.iter().map(|c| c.file).collect();
+    assert_eq!(
+        stored.keys().collect::<Vec<_>>(),
+        made.iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        "tests/vectors/negative/ holds other files than tests/vectors.rs makes; \
+         regenerate with {REGENERATE_VAR}=1 cargo test --test vectors"
+    );
+    for case in &cases {
+        let text = case.text();
+        if stored[case.file] != text {
+            let file = format!("tests/vectors/negative/{}", case.file);
+            panic!("{}", describe_difference(&file, &stored[case.file], &text));
+        }
+    }
+}
+
+#[test]
+fn negative_vectors_are_rejected_with_the_expected_errors() {
+    let v = Vectors::load();
+    // While the folder is being rewritten, check what is being written.
+    let files = if regenerating() {
+        negatives(&v)
+            .into_iter()
+            .map(|c| (c.file.to_string(), c.text()))
+            .collect()
+    } else {
+        negative_files()
+    };
+    assert!(files.len() >= 20, "the negative vectors are missing");
+    for (file, text) in &files {
+        let (at, expect, frames) = parse_negative(file, text);
+        match feed(file, &at, &frames, &v) {
+            Ok(()) => panic!("{file}: the last frame was accepted; expected {expect}"),
+            Err(e) => assert!(
+                error_kind(&e) == expect,
+                "{file}: expected {expect}, got {} ({e})",
+                error_kind(&e)
+            ),
+        }
+    }
 }
