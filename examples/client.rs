@@ -12,12 +12,8 @@
 use ovtp::{AuthorizedKeys, Client, HostTrust, KeyPair, KnownHosts};
 
 fn main() -> ovtp::Result<()> {
-    let message = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "my_cool_message".into());
-    let server = std::env::args()
-        .nth(2)
-        .unwrap_or_else(|| "127.0.0.1:8888".into());
+    let message = std::env::args().nth(1).unwrap_or_else(|| "my_cool_message".into());
+    let server = std::env::args().nth(2).unwrap_or_else(|| "127.0.0.1:8888".into());
     let dir = std::env::temp_dir().join("ovtp-demo");
     std::fs::create_dir_all(&dir)?;
     let key_path = dir.join("client_key");
@@ -30,18 +26,11 @@ fn main() -> ovtp::Result<()> {
         keys
     };
     if AuthorizedKeys::new(dir.join("authorized_keys")).add(keys.public(), "demo client")? {
-        eprintln!(
-            "authorized the demo client key in {}",
-            dir.join("authorized_keys").display()
-        );
+        eprintln!("authorized the demo client key in {}", dir.join("authorized_keys").display());
     }
     let trust = HostTrust::AcceptNew(KnownHosts::new(dir.join("known_hosts")));
     let mut client = Client::connect(&server, keys, trust)?;
     let reply = client.send_message(&message)?;
-    println!(
-        "status: {}, response: {}",
-        reply.status,
-        ovtp::escape_control(&reply.text())
-    );
+    println!("status: {}, response: {}", reply.status, ovtp::escape_control(&reply.text()));
     Ok(())
 }

@@ -24,26 +24,24 @@ fn main() -> ovtp::Result<()> {
     let authorized = AuthorizedKeys::new(dir.join("authorized_keys"));
     authorized.add(client_keys.public(), "demo client")?;
 
-    let server = Server::bind(
-        "127.0.0.1:0",
-        server_keys,
-        authorized,
-        |req: Request<'_>| match req.payload {
-            Payload::Text(text) => {
-                println!(
-                    "[server] message from {}: {}",
-                    req.client,
-                    ovtp::escape_control(&text)
-                );
-                Reply::ok(format!("received {} characters", text.chars().count()))
+    let server =
+        Server::bind("127.0.0.1:0", server_keys, authorized, |req: Request<'_>| {
+            match req.payload {
+                Payload::Text(text) => {
+                    println!(
+                        "[server] message from {}: {}",
+                        req.client,
+                        ovtp::escape_control(&text)
+                    );
+                    Reply::ok(format!("received {} characters", text.chars().count()))
+                }
+                Payload::Data(data) => {
+                    println!("[server] {} bytes from {}", data.len(), req.client);
+                    Reply::ok(format!("received {} bytes", data.len()))
+                }
+                _ => Reply::new(1, "unsupported"),
             }
-            Payload::Data(data) => {
-                println!("[server] {} bytes from {}", data.len(), req.client);
-                Reply::ok(format!("received {} bytes", data.len()))
-            }
-            _ => Reply::new(1, "unsupported"),
-        },
-    )?;
+        })?;
     let addr = server.local_addr()?;
     println!("[server] listening on {addr}, key {}", server.fingerprint());
     let stopper = server.stopper()?;
@@ -51,22 +49,11 @@ fn main() -> ovtp::Result<()> {
 
     let trust = HostTrust::AcceptNew(KnownHosts::new(dir.join("known_hosts")));
     let mut client = Client::connect(&addr.to_string(), client_keys, trust)?;
-    println!(
-        "[client] connected; server key {}",
-        client.server_fingerprint().expect("connected")
-    );
+    println!("[client] connected; server key {}", client.server_fingerprint().expect("connected"));
     let reply = client.send_message("my_cool_message")?;
-    println!(
-        "[client] status {}, response: {}",
-        reply.status,
-        reply.text()
-    );
+    println!("[client] status {}, response: {}", reply.status, reply.text());
     let reply = client.send_data(&[0u8, 1, 2, 255])?;
-    println!(
-        "[client] status {}, response: {}",
-        reply.status,
-        reply.text()
-    );
+    println!("[client] status {}, response: {}", reply.status, reply.text());
 
     drop(client);
     stopper.stop();

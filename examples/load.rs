@@ -128,10 +128,7 @@ fn serve(dir: &Path, mode: &str) {
     };
     if mode == "before" {
         config.max_unauthenticated = config.max_connections;
-        config.failure_budget = FailureBudget {
-            burst: 0,
-            window: config.failure_budget.window,
-        };
+        config.failure_budget = FailureBudget { burst: 0, window: config.failure_budget.window };
     }
     let seen = counts.clone();
     let server = Server::bind_with(
@@ -192,12 +189,7 @@ struct ServerProcess {
 }
 
 fn status_field(text: &str, name: &str) -> Option<u64> {
-    text.lines()
-        .find(|l| l.starts_with(name))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    text.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 impl ServerProcess {
@@ -211,15 +203,8 @@ impl ServerProcess {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening ")
-            .unwrap()
-            .parse()
-            .unwrap();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        let addr = line.trim().strip_prefix("listening ").unwrap().parse().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let peak_threads = Arc::new(AtomicUsize::new(0));
         let peak_rss_kib = Arc::new(AtomicU64::new(0));
@@ -240,14 +225,7 @@ impl ServerProcess {
                 std::thread::sleep(Duration::from_millis(5));
             }
         });
-        ServerProcess {
-            child,
-            addr,
-            stop,
-            peak_threads,
-            peak_rss_kib,
-            monitor: Some(monitor),
-        }
+        ServerProcess { child, addr, stop, peak_threads, peak_rss_kib, monitor: Some(monitor) }
     }
 
     /// VmHWM (peak resident memory, KiB) as the kernel reports it now.
@@ -262,12 +240,7 @@ impl ServerProcess {
     fn finish(mut self) -> HashMap<String, String> {
         drop(self.child.stdin.take());
         let mut out = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
+        self.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
         self.child.wait().unwrap();
         self.stop.store(true, Ordering::Relaxed);
         self.monitor.take().unwrap().join().unwrap();
@@ -283,12 +256,8 @@ impl ServerProcess {
 // ------------------------------------------------------------- 1. load
 
 fn file_content(client: usize, file: usize, len: usize) -> Vec<u8> {
-    let mut rng = Rng::from_seed(
-        [client as u8, file as u8, 7, 7, 7, 7, 7, 7]
-            .repeat(4)
-            .try_into()
-            .unwrap(),
-    );
+    let mut rng =
+        Rng::from_seed([client as u8, file as u8, 7, 7, 7, 7, 7, 7].repeat(4).try_into().unwrap());
     let mut out = vec![0u8; len];
     rng.fill(&mut out).unwrap();
     out
@@ -303,10 +272,7 @@ fn load(dir: &Path, keys: &[KeyPair], pin: &HostTrust, failures: &Failures) {
             let bytes = file_content(c, f, len);
             let path = local.join(format!("c{c}-f{f}"));
             std::fs::write(&path, &bytes).unwrap();
-            expected.push((
-                PathBuf::from(format!("c{c}/f{f}.bin")),
-                Sha256::digest(&bytes).into(),
-            ));
+            expected.push((PathBuf::from(format!("c{c}/f{f}.bin")), Sha256::digest(&bytes).into()));
         }
     }
     let server = ServerProcess::start(dir, "load");
@@ -359,10 +325,7 @@ fn load(dir: &Path, keys: &[KeyPair], pin: &HostTrust, failures: &Failures) {
                                 .send_file_with(
                                     local.join(format!("c{c}-f{f}")),
                                     &format!("c{c}/f{f}.bin"),
-                                    TransferOptions {
-                                        overwrite: false,
-                                        resume: false,
-                                    },
+                                    TransferOptions { overwrite: false, resume: false },
                                     None,
                                 )
                                 .map_err(|e| format!("client {c} file {f}: {e}"))?;
@@ -388,10 +351,8 @@ fn load(dir: &Path, keys: &[KeyPair], pin: &HostTrust, failures: &Failures) {
     });
     let elapsed = started.elapsed();
     let hwm = server.hwm_kib();
-    let (threads, rss) = (
-        server.peak_threads.load(Ordering::Relaxed),
-        server.peak_rss_kib.load(Ordering::Relaxed),
-    );
+    let (threads, rss) =
+        (server.peak_threads.load(Ordering::Relaxed), server.peak_rss_kib.load(Ordering::Relaxed));
     let summary = server.finish();
 
     let all: Vec<String> = sent.into_iter().flatten().collect();
@@ -443,10 +404,7 @@ fn load(dir: &Path, keys: &[KeyPair], pin: &HostTrust, failures: &Failures) {
             failures.lock().unwrap().push(what);
         }
     };
-    check(
-        all.len() == total,
-        format!("{} of {total} messages acknowledged", all.len()),
-    );
+    check(all.len() == total, format!("{} of {total} messages acknowledged", all.len()));
     check(
         summary["handled"] == total.to_string(),
         format!("handled {} of {total}", summary["handled"]),
@@ -455,10 +413,7 @@ fn load(dir: &Path, keys: &[KeyPair], pin: &HostTrust, failures: &Failures) {
         summary["unique"] == total.to_string(),
         format!("{} unique of {total}", summary["unique"]),
     );
-    check(
-        summary["max"] == "1",
-        format!("a message was handled {} times", summary["max"]),
-    );
+    check(summary["max"] == "1", format!("a message was handled {} times", summary["max"]));
     check(
         summary["digest"] == set_digest(all.iter()),
         "the server handled a different set of messages than was sent".into(),
@@ -471,10 +426,7 @@ fn load(dir: &Path, keys: &[KeyPair], pin: &HostTrust, failures: &Failures) {
         threads <= THREADS_PER_CONNECTION * ovtp::constants::DEFAULT_MAX_CONNECTIONS + THREAD_SLACK,
         format!("{threads} server threads"),
     );
-    check(
-        hwm <= MEMORY_BOUND_MIB * 1024,
-        format!("server VmHWM {hwm} KiB"),
-    );
+    check(hwm <= MEMORY_BOUND_MIB * 1024, format!("server VmHWM {hwm} KiB"));
     check(
         summary["private_ops"] == (2 * summary["connected"].parse::<u64>().unwrap()).to_string(),
         "private-key operations other than two per authenticated connection".into(),
@@ -507,9 +459,8 @@ fn admission(dir: &Path, mode: &str, key: &KeyPair, pin: &HostTrust, failures: &
     let outcome = std::thread::scope(|s| {
         // Holders: 64 silent sockets, each re-opened as soon as it is closed.
         s.spawn(|| {
-            let mut held: Vec<Option<TcpStream>> = (0..ovtp::constants::DEFAULT_MAX_CONNECTIONS)
-                .map(|_| None)
-                .collect();
+            let mut held: Vec<Option<TcpStream>> =
+                (0..ovtp::constants::DEFAULT_MAX_CONNECTIONS).map(|_| None).collect();
             let until = Instant::now() + Duration::from_secs(60);
             while !stop.load(Ordering::Relaxed) && Instant::now() < until {
                 for slot in held.iter_mut() {
@@ -584,9 +535,10 @@ fn admission(dir: &Path, mode: &str, key: &KeyPair, pin: &HostTrust, failures: &
         summary["connected"],
     );
     if summary["private_ops"] != (2 * summary["connected"].parse::<u64>().unwrap()).to_string() {
-        failures.lock().unwrap().push(format!(
-            "{mode}/{who}: strangers caused private-key operations"
-        ));
+        failures
+            .lock()
+            .unwrap()
+            .push(format!("{mode}/{who}: strangers caused private-key operations"));
     }
     if mode == "after" && served.is_none_or(|t| t > ADMISSION_BOUND) {
         failures.lock().unwrap().push(format!(

@@ -44,11 +44,7 @@ impl Handler for Archive {
     }
     fn file_received(&self, request: Request<'_>) -> Reply {
         if let Payload::FileReceived { name, size, .. } = &request.payload {
-            println!(
-                "stored {} ({size} bytes) from {}",
-                escape_control(name),
-                request.client
-            );
+            println!("stored {} ({size} bytes) from {}", escape_control(name), request.client);
         }
         Reply::ok("stored")
     }
@@ -64,17 +60,12 @@ fn load_or_generate(path: &Path) -> ovtp::Result<KeyPair> {
     let keys = KeyPair::generate(3072)?;
     keys.save(path, false)?;
     keys.public().save(&path.with_extension("pub"))?;
-    eprintln!(
-        "generated a throwaway key pair: {} (and .pub)",
-        path.display()
-    );
+    eprintln!("generated a throwaway key pair: {} (and .pub)", path.display());
     Ok(keys)
 }
 
 fn main() -> ovtp::Result<()> {
-    let listen = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8888".into());
+    let listen = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8888".into());
     let dir = std::env::temp_dir().join("ovtp-demo");
     std::fs::create_dir_all(&dir)?;
     let keys = load_or_generate(&dir.join("server_key"))?;
@@ -84,10 +75,7 @@ fn main() -> ovtp::Result<()> {
     let server = match files {
         None => Server::bind(&listen, keys, authorized, print_message)?,
         Some(dir) => {
-            let config = ServerConfig {
-                files_dir: Some(dir),
-                ..ServerConfig::default()
-            };
+            let config = ServerConfig { files_dir: Some(dir), ..ServerConfig::default() };
             Server::bind_with(&listen, keys, authorized, config, Archive)?
         }
     };

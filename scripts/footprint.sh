@@ -51,7 +51,7 @@ LC_ALL=C awk -f scripts/rust-lines.awk $files >"$tmp/lines"
 for f in $files; do
     printf '%6d  %s\n' "$(grep -c "^C:$f:" "$tmp/lines" || true)" "$f"
 done
-lib=$(grep -c '^C:src/[a-z_]*\.rs:' "$tmp/lines" || true)
+lib=$(grep '^C:src/' "$tmp/lines" | grep -vc '^C:src/bin/' || true)
 cli=$(grep -c '^C:src/bin/' "$tmp/lines" || true)
 text=$(grep -c '^S:' "$tmp/lines" || true)
 echo "total: $((lib + cli)) lines of code (library $lib, command line $cli);" \

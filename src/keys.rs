@@ -104,9 +104,9 @@ impl PublicKey {
             "RSA PUBLIC KEY" => rsa::PublicKey::from_pkcs1_pem(pem)
                 .map_err(|e| Error::Key(format!("bad PKCS#1 public key: {e}")))
                 .and_then(Self::from_rsa),
-            l if l.contains("PRIVATE KEY") => Err(Error::Key(
-                "this is a private key, where a public key is expected".into(),
-            )),
+            l if l.contains("PRIVATE KEY") => {
+                Err(Error::Key("this is a private key, where a public key is expected".into()))
+            }
             other => Err(Error::Key(format!(
                 "PEM type \"{other}\" is not a public key (expected BEGIN PUBLIC KEY)"
             ))),
@@ -155,9 +155,7 @@ impl PublicKey {
         if sig.len() != self.key.size() {
             return Err(Error::BadSignature);
         }
-        self.key
-            .pss_verify::<Sha256>(msg, sig)
-            .map_err(|_| Error::BadSignature)
+        self.key.pss_verify::<Sha256>(msg, sig).map_err(|_| Error::BadSignature)
     }
 
     /// Encrypt `msg` to this key with RSA-OAEP (SHA-256, empty label).
@@ -190,10 +188,7 @@ pub struct Fingerprint(String);
 impl Fingerprint {
     /// The fingerprint of an SPKI DER public key.
     pub fn of_der(spki_der: &[u8]) -> Self {
-        Fingerprint(format!(
-            "SHA256:{}",
-            Base64Unpadded::encode_string(&Sha256::digest(spki_der))
-        ))
+        Fingerprint(format!("SHA256:{}", Base64Unpadded::encode_string(&Sha256::digest(spki_der))))
     }
 
     /// The text form, `SHA256:...`.
@@ -261,11 +256,7 @@ impl KeyPair {
 
     fn from_rsa(private: rsa::PrivateKey) -> Result<Self> {
         let public = PublicKey::from_rsa(private.to_public_key())?;
-        Ok(KeyPair {
-            private: Arc::new(private),
-            public,
-            private_ops: Arc::new(AtomicU64::new(0)),
-        })
+        Ok(KeyPair { private: Arc::new(private), public, private_ops: Arc::new(AtomicU64::new(0)) })
     }
 
     /// Parse an unencrypted private key: PKCS#8 (`BEGIN PRIVATE KEY`) or
@@ -424,9 +415,7 @@ fn read_open_capped(
     kind: fn(String) -> Error,
     mut buf: Vec<u8>,
 ) -> Result<Vec<u8>> {
-    file.take(limit + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| io_error(path, e))?;
+    file.take(limit + 1).read_to_end(&mut buf).map_err(|e| io_error(path, e))?;
     if buf.len() as u64 > limit {
         return Err(kind(format!(
             "{} is larger than {limit} bytes; refusing to read it",
@@ -464,10 +453,7 @@ fn read_capped_secret(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>> {
 fn temp_path(path: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = path
-        .file_name()
-        .map(|s| s.to_string_lossy())
-        .unwrap_or_default();
+    let name = path.file_name().map(|s| s.to_string_lossy()).unwrap_or_default();
     path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
@@ -615,10 +601,7 @@ mod tests {
             // Non-canonical: the last character carries bits beyond the 32 bytes.
             format!("SHA256:{}B", a(42)),
         ] {
-            assert!(
-                matches!(bad.parse::<Fingerprint>(), Err(Error::InvalidInput(_))),
-                "{bad}"
-            );
+            assert!(matches!(bad.parse::<Fingerprint>(), Err(Error::InvalidInput(_))), "{bad}");
         }
     }
 
@@ -629,10 +612,7 @@ mod tests {
         let sig = kp.sign_pss(&mut rng, b"transcript").unwrap();
         assert_eq!(sig.len(), 256);
         kp.public().verify_pss(b"transcript", &sig).unwrap();
-        assert!(matches!(
-            kp.public().verify_pss(b"transcripT", &sig),
-            Err(Error::BadSignature)
-        ));
+        assert!(matches!(kp.public().verify_pss(b"transcripT", &sig), Err(Error::BadSignature)));
         let mut tampered = sig.clone();
         tampered[100] ^= 1;
         assert!(matches!(
@@ -652,10 +632,7 @@ mod tests {
         assert_eq!(kp.oaep_decrypt(&mut rng, &ct).unwrap().as_slice(), &[7; 32]);
         let mut bad = ct.clone();
         bad[5] ^= 1;
-        assert!(matches!(
-            kp.oaep_decrypt(&mut rng, &bad),
-            Err(Error::Malformed("key transport"))
-        ));
+        assert!(matches!(kp.oaep_decrypt(&mut rng, &bad), Err(Error::Malformed("key transport"))));
     }
 
     #[test]
@@ -714,10 +691,7 @@ mod tests {
         assert!(PublicKey::from_der(&trailing).is_err());
         // The same key under the RSASSA-PSS algorithm identifier (no parameters):
         // `rsa` accepts it, but it is another encoding of the key, so we do not.
-        assert_eq!(
-            &der[4..19],
-            b"\x30\x0d\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01\x05\x00"
-        );
+        assert_eq!(&der[4..19], b"\x30\x0d\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01\x05\x00");
         let len = u16::from_be_bytes([der[2], der[3]]) - 2;
         let mut pss = vec![0x30, 0x82];
         pss.extend_from_slice(&len.to_be_bytes());
@@ -733,18 +707,10 @@ mod tests {
         let enc =
             "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n";
         let e = KeyPair::from_pem(enc).unwrap_err().to_string();
-        assert!(
-            e.contains("unencrypted") && e.contains("openssl pkey"),
-            "{e}"
-        );
+        assert!(e.contains("unencrypted") && e.contains("openssl pkey"), "{e}");
         let legacy = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\
                       DEK-Info: AES-128-CBC,00\n\nMIIB\n-----END RSA PRIVATE KEY-----\n";
-        assert!(
-            KeyPair::from_pem(legacy)
-                .unwrap_err()
-                .to_string()
-                .contains("unencrypted")
-        );
+        assert!(KeyPair::from_pem(legacy).unwrap_err().to_string().contains("unencrypted"));
         assert!(KeyPair::from_pem("hello").is_err());
         assert!(PublicKey::from_pem("hello").is_err());
     }
@@ -778,9 +744,7 @@ mod tests {
         let e = KeyPair::load(&dir.join("missing")).unwrap_err().to_string();
         assert!(e.contains("missing"), "{e}");
         fs::write(dir.join("junk.pub"), "junk").unwrap();
-        let e = PublicKey::load(&dir.join("junk.pub"))
-            .unwrap_err()
-            .to_string();
+        let e = PublicKey::load(&dir.join("junk.pub")).unwrap_err().to_string();
         assert!(e.contains("junk.pub"), "{e}");
     }
 

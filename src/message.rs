@@ -69,10 +69,7 @@ pub struct Reply {
 impl Reply {
     /// A reply with status and body.
     pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
-        Reply {
-            status,
-            body: body.into(),
-        }
+        Reply { status, body: body.into() }
     }
 
     /// A successful reply.
@@ -108,10 +105,7 @@ pub struct TransferOptions {
 
 impl Default for TransferOptions {
     fn default() -> Self {
-        TransferOptions {
-            overwrite: false,
-            resume: true,
-        }
+        TransferOptions { overwrite: false, resume: true }
     }
 }
 

@@ -31,10 +31,7 @@ impl Rng {
     #[cfg(any(test, feature = "test-hooks"))]
     #[doc(hidden)]
     pub fn from_seed(seed: [u8; 32]) -> Self {
-        Rng(Inner::Seeded {
-            key: seed,
-            counter: 0,
-        })
+        Rng(Inner::Seeded { key: seed, counter: 0 })
     }
 
     /// Fill `dest` with random bytes.
@@ -95,15 +92,11 @@ impl TryRng for Rng {
     type Error = RngError;
 
     fn try_next_u32(&mut self) -> std::result::Result<u32, RngError> {
-        self.array::<4>()
-            .map(u32::from_le_bytes)
-            .map_err(|_| RngError)
+        self.array::<4>().map(u32::from_le_bytes).map_err(|_| RngError)
     }
 
     fn try_next_u64(&mut self) -> std::result::Result<u64, RngError> {
-        self.array::<8>()
-            .map(u64::from_le_bytes)
-            .map_err(|_| RngError)
+        self.array::<8>().map(u64::from_le_bytes).map_err(|_| RngError)
     }
 
     fn try_fill_bytes(&mut self, dst: &mut [u8]) -> std::result::Result<(), RngError> {

@@ -82,19 +82,14 @@ fn parse_key_line(line: &str) -> std::result::Result<(PublicKey, String), String
 
 /// Parse the text of an `authorized_keys` file into keys and their comments.
 pub fn parse_authorized_keys(text: &str) -> Result<Vec<(PublicKey, String)>> {
-    entries(text)
-        .map(|(n, line)| parse_key_line(line).map_err(|m| line_error(n, m)))
-        .collect()
+    entries(text).map(|(n, line)| parse_key_line(line).map_err(|m| line_error(n, m))).collect()
 }
 
 /// The `authorized_keys` line for a key (without the newline). Control
 /// characters in the comment become spaces, so a comment can never start a
 /// new line.
 pub fn authorized_key_line(key: &PublicKey, comment: &str) -> String {
-    let comment: String = comment
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let comment: String = comment.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     let comment = comment.trim();
     let b64 = Base64::encode_string(key.to_der());
     if comment.is_empty() {
@@ -140,10 +135,7 @@ fn append_line(path: &Path, existing: Option<&str>, line: &str, mode: u32) -> Re
     #[cfg(not(unix))]
     let _ = mode;
     // One write of the whole line, so concurrent appenders do not interleave.
-    options
-        .open(path)
-        .and_then(|mut f| f.write_all(data.as_bytes()))
-        .map_err(|e| io_error(path, e))
+    options.open(path).and_then(|mut f| f.write_all(data.as_bytes())).map_err(|e| io_error(path, e))
 }
 
 /// What identifies a version of a file without reading it.
@@ -160,11 +152,7 @@ impl Stamp {
         let inode = std::os::unix::fs::MetadataExt::ino(meta);
         #[cfg(not(unix))]
         let inode = 0;
-        Stamp {
-            modified: meta.modified().ok(),
-            len: meta.len(),
-            inode,
-        }
+        Stamp { modified: meta.modified().ok(), len: meta.len(), inode }
     }
 }
 
@@ -198,10 +186,7 @@ pub struct AddOutcome {
 impl AuthorizedKeys {
     /// Use the `authorized_keys` file at `path` (it need not exist yet).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        AuthorizedKeys {
-            path: path.into(),
-            cache: Mutex::new(None),
-        }
+        AuthorizedKeys { path: path.into(), cache: Mutex::new(None) }
     }
 
     /// The file's path.
@@ -233,10 +218,7 @@ impl AuthorizedKeys {
             None => Vec::new(),
         };
         let keys = Arc::new(keys);
-        *cache = Some(Cache {
-            stamp,
-            keys: keys.clone(),
-        });
+        *cache = Some(Cache { stamp, keys: keys.clone() });
         Ok(keys)
     }
 
@@ -298,10 +280,7 @@ impl AuthorizedKeys {
         };
         Ok(files
             .into_iter()
-            .map(|file| AddOutcome {
-                result: self.add_file(&file),
-                source: file,
-            })
+            .map(|file| AddOutcome { result: self.add_file(&file), source: file })
             .collect())
     }
 
@@ -365,20 +344,14 @@ impl AuthorizedKeys {
 
 impl fmt::Debug for AuthorizedKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthorizedKeys")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
+        f.debug_struct("AuthorizedKeys").field("path", &self.path).finish_non_exhaustive()
     }
 }
 
 /// Validate a `host:port` and lowercase it.
 fn normalize_host(host: &str) -> std::result::Result<String, String> {
     let bad = |why: &str| format!("\"{}\" is not a host:port ({why})", escape_control(host));
-    if host.is_empty()
-        || host
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '#')
-    {
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control() || c == '#') {
         return Err(bad("empty, or contains spaces, control characters or #"));
     }
     let (name, port) = host.rsplit_once(':').ok_or_else(|| bad("no port"))?;
@@ -400,10 +373,7 @@ pub fn parse_known_hosts(text: &str) -> Result<Vec<(String, Fingerprint, String)
             let (fp, comment) = split_field(rest);
             let host = normalize_host(host).map_err(|m| line_error(n, m))?;
             let fp = fp.parse::<Fingerprint>().map_err(|_| {
-                line_error(
-                    n,
-                    format!("\"{}\" is not a SHA256: fingerprint", escape_control(fp)),
-                )
+                line_error(n, format!("\"{}\" is not a SHA256: fingerprint", escape_control(fp)))
             })?;
             Ok((host, fp, comment.to_owned()))
         })
@@ -461,11 +431,7 @@ impl KnownHosts {
                 expected.get_or_insert(f);
             }
         }
-        Ok(
-            expected.map_or(HostCheck::Unknown, |expected| HostCheck::Changed {
-                expected,
-            }),
-        )
+        Ok(expected.map_or(HostCheck::Unknown, |expected| HostCheck::Changed { expected }))
     }
 
     /// Record `host` (`host:port`) with `fp`, appending a line (the file is
@@ -517,17 +483,10 @@ mod tests {
 
         let bad = format!("{text}ssh-rsa AAAA\n");
         let e = parse_authorized_keys(&bad).unwrap_err();
-        assert!(
-            matches!(&e, Error::TrustFile(m) if m.starts_with("line 7:")),
-            "{e}"
-        );
-        let e = parse_authorized_keys("ovtp-rsa !!!!\n")
-            .unwrap_err()
-            .to_string();
+        assert!(matches!(&e, Error::TrustFile(m) if m.starts_with("line 7:")), "{e}");
+        let e = parse_authorized_keys("ovtp-rsa !!!!\n").unwrap_err().to_string();
         assert!(e.contains("line 1") && e.contains("base64"), "{e}");
-        let e = parse_authorized_keys("\novtp-rsa AAAA\n")
-            .unwrap_err()
-            .to_string();
+        let e = parse_authorized_keys("\novtp-rsa AAAA\n").unwrap_err().to_string();
         assert!(e.contains("line 2"), "{e}");
     }
 
@@ -551,10 +510,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
         assert!(ak.contains(a.public()).unwrap());
         assert!(!ak.contains(b.public()).unwrap());
@@ -585,10 +541,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
         // No temporary files left behind.
         assert_eq!(fs::read_dir(dir.join("sub")).unwrap().count(), 1);
@@ -636,9 +589,7 @@ mod tests {
         let dir = TempDir::new();
         let path = dir.join("authorized_keys");
         fs::write(&path, vec![b'#'; MAX_TRUST_FILE as usize + 1]).unwrap();
-        let e = AuthorizedKeys::new(&path)
-            .contains(keys()[0].public())
-            .unwrap_err();
+        let e = AuthorizedKeys::new(&path).contains(keys()[0].public()).unwrap_err();
         assert!(matches!(e, Error::TrustFile(_)), "{e}");
     }
 
@@ -648,39 +599,23 @@ mod tests {
         let kh = KnownHosts::new(dir.join("client/known_hosts"));
         let [a, b, _] = keys();
         let (fa, fb) = (a.fingerprint(), b.fingerprint());
-        assert_eq!(
-            kh.check("Server.example:888", &fa).unwrap(),
-            HostCheck::Unknown
-        );
+        assert_eq!(kh.check("Server.example:888", &fa).unwrap(), HostCheck::Unknown);
         kh.add("Server.example:888", &fa).unwrap();
         kh.add("server.example:888", &fa).unwrap(); // same pair again: nothing to do
         kh.add("[::1]:888", &fb).unwrap();
-        assert_eq!(
-            kh.check("server.EXAMPLE:888", &fa).unwrap(),
-            HostCheck::Match
-        );
-        assert_eq!(
-            kh.check("server.example:889", &fa).unwrap(),
-            HostCheck::Unknown
-        );
+        assert_eq!(kh.check("server.EXAMPLE:888", &fa).unwrap(), HostCheck::Match);
+        assert_eq!(kh.check("server.example:889", &fa).unwrap(), HostCheck::Unknown);
         assert_eq!(
             kh.check("server.example:888", &fb).unwrap(),
-            HostCheck::Changed {
-                expected: fa.clone()
-            }
+            HostCheck::Changed { expected: fa.clone() }
         );
         assert_eq!(kh.check("[::1]:888", &fb).unwrap(), HostCheck::Match);
 
         let e = kh.add("server.example:888", &fb).unwrap_err();
-        assert!(
-            matches!(&e, Error::TrustFile(m) if m.contains("refusing")),
-            "{e}"
-        );
+        assert!(matches!(&e, Error::TrustFile(m) if m.contains("refusing")), "{e}");
         assert_eq!(
             kh.check("server.example:888", &fb).unwrap(),
-            HostCheck::Changed {
-                expected: fa.clone()
-            }
+            HostCheck::Changed { expected: fa.clone() }
         );
 
         let text = fs::read_to_string(kh.path()).unwrap();
@@ -692,18 +627,8 @@ mod tests {
             assert_eq!(mode, 0o644);
         }
 
-        for bad in [
-            "server.example",
-            "::1:888",
-            "a b:1",
-            "h:99999",
-            ":888",
-            "h:",
-        ] {
-            assert!(
-                matches!(kh.add(bad, &fa), Err(Error::InvalidInput(_))),
-                "{bad}"
-            );
+        for bad in ["server.example", "::1:888", "a b:1", "h:99999", ":888", "h:"] {
+            assert!(matches!(kh.add(bad, &fa), Err(Error::InvalidInput(_))), "{bad}");
         }
     }
 
@@ -712,17 +637,8 @@ mod tests {
         let fa = keys()[0].fingerprint();
         let text = format!("# hosts\n\nfoo:1 {fa} the foo server\n");
         let parsed = parse_known_hosts(&text).unwrap();
-        assert_eq!(
-            parsed,
-            [(
-                "foo:1".to_string(),
-                fa.clone(),
-                "the foo server".to_string()
-            )]
-        );
-        let e = parse_known_hosts(&format!("{text}foo:1 MD5:aa\n"))
-            .unwrap_err()
-            .to_string();
+        assert_eq!(parsed, [("foo:1".to_string(), fa.clone(), "the foo server".to_string())]);
+        let e = parse_known_hosts(&format!("{text}foo:1 MD5:aa\n")).unwrap_err().to_string();
         assert!(e.contains("line 4"), "{e}");
         assert!(parse_known_hosts(&format!("foo {fa}\n")).is_err());
 
@@ -731,11 +647,6 @@ mod tests {
         let kh = KnownHosts::new(dir.join("known_hosts"));
         fs::write(kh.path(), format!("foo:1 {fa}")).unwrap();
         kh.add("bar:2", &fa).unwrap();
-        assert_eq!(
-            parse_known_hosts(&fs::read_to_string(kh.path()).unwrap())
-                .unwrap()
-                .len(),
-            2
-        );
+        assert_eq!(parse_known_hosts(&fs::read_to_string(kh.path()).unwrap()).unwrap().len(), 2);
     }
 }

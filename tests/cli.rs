@@ -89,10 +89,7 @@ fn run(mut command: Command, home: &Home, what: &str, input: &[u8]) -> Out {
     let mut stdin = child.stdin.take().unwrap();
     let input = input.to_vec();
     std::thread::spawn(move || stdin.write_all(&input));
-    let (out, err) = (
-        collect(child.stdout.take().unwrap()),
-        collect(child.stderr.take().unwrap()),
-    );
+    let (out, err) = (collect(child.stdout.take().unwrap()), collect(child.stderr.take().unwrap()));
     let mut child = Kill(child);
     let until = Instant::now() + COMMAND_LIMIT;
     let status = loop {
@@ -105,11 +102,7 @@ fn run(mut command: Command, home: &Home, what: &str, input: &[u8]) -> Out {
     // The pipes close with the process; give the reader threads a moment.
     std::thread::sleep(Duration::from_millis(20));
     let text = |b: &Arc<Mutex<Vec<u8>>>| String::from_utf8_lossy(&b.lock().unwrap()).into_owned();
-    Out {
-        code: status.code().unwrap_or(-1),
-        stdout: text(&out),
-        stderr: text(&err),
-    }
+    Out { code: status.code().unwrap_or(-1), stdout: text(&out), stderr: text(&err) }
 }
 
 fn ok(home: &Home, args: &[&str]) -> Out {
@@ -172,10 +165,7 @@ impl Server {
             {
                 return line;
             }
-            assert!(
-                Instant::now() < until,
-                "no line with {needle:?} in:\n{text}"
-            );
+            assert!(Instant::now() < until, "no line with {needle:?} in:\n{text}");
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -183,10 +173,7 @@ impl Server {
 
 /// A client home and a server home, the client authorized; both keys 2048-bit for speed.
 fn pair(tag: &str) -> (Home, Home) {
-    let (server, client) = (
-        Home::new(&format!("{tag}-s")),
-        Home::new(&format!("{tag}-c")),
-    );
+    let (server, client) = (Home::new(&format!("{tag}-s")), Home::new(&format!("{tag}-c")));
     ok(&server, &["keygen", "--bits", "2048"]);
     ok(&client, &["keygen", "--bits", "2048"]);
     ok(&server, &["authorize", &client.s("id_rsa.pub")]);
@@ -197,50 +184,26 @@ fn pair(tag: &str) -> (Home, Home) {
 fn keygen_refuses_to_overwrite_and_fingerprint_matches_the_library() {
     let home = Home::new("keygen");
     let out = ok(&home, &["keygen", "--bits", "2048"]);
-    let fp = KeyPair::load(&home.join("id_rsa"))
-        .unwrap()
-        .fingerprint()
-        .to_string();
-    assert!(
-        out.stdout.contains(&format!("fingerprint: {fp}")),
-        "{}",
-        out.stdout
-    );
+    let fp = KeyPair::load(&home.join("id_rsa")).unwrap().fingerprint().to_string();
+    assert!(out.stdout.contains(&format!("fingerprint: {fp}")), "{}", out.stdout);
     assert!(out.stdout.contains(&home.s("id_rsa.pub")));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(home.join("id_rsa"))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = std::fs::metadata(home.join("id_rsa")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    let public = PublicKey::load(&home.join("id_rsa.pub"))
-        .unwrap()
-        .fingerprint()
-        .to_string();
+    let public = PublicKey::load(&home.join("id_rsa.pub")).unwrap().fingerprint().to_string();
     assert_eq!(public, fp);
     assert_eq!(ok(&home, &["fingerprint"]).stdout.trim(), fp);
-    assert_eq!(
-        ok(&home, &["fingerprint", &home.s("id_rsa")]).stdout.trim(),
-        fp
-    );
+    assert_eq!(ok(&home, &["fingerprint", &home.s("id_rsa")]).stdout.trim(), fp);
 
     let again = ovtp(&home, &["keygen", "--bits", "2048"], b"");
     assert_eq!(again.code, 73, "{}", again.stderr);
     assert!(again.stderr.contains("already exists") && again.stderr.contains("--force"));
-    assert_eq!(
-        ok(&home, &["fingerprint"]).stdout.trim(),
-        fp,
-        "the key was kept"
-    );
+    assert_eq!(ok(&home, &["fingerprint"]).stdout.trim(), fp, "the key was kept");
     ok(&home, &["keygen", "--bits", "2048", "--force"]);
-    assert_ne!(
-        ok(&home, &["fingerprint"]).stdout.trim(),
-        fp,
-        "--force replaced it"
-    );
+    assert_ne!(ok(&home, &["fingerprint"]).stdout.trim(), fp, "--force replaced it");
 
     let missing = ovtp(&home, &["fingerprint", &home.s("nope.pub")], b"");
     assert_eq!(missing.code, 74);
@@ -283,10 +246,7 @@ fn send_text_data_and_stdin_with_host_key_pinning() {
     // Pinning a fingerprint on the command line.
     let pin = ["send", addr, "x", "--fingerprint", &server.fingerprint];
     ok(&client, &pin);
-    let other = KeyPair::load(&client.join("id_rsa"))
-        .unwrap()
-        .fingerprint()
-        .to_string();
+    let other = KeyPair::load(&client.join("id_rsa")).unwrap().fingerprint().to_string();
     let out = ovtp(&client, &["send", addr, "x", "--fingerprint", &other], b"");
     assert_eq!(out.code, 65, "{}", out.stderr);
 
@@ -332,27 +292,17 @@ fn exec_answers_with_the_programs_status_and_output() {
     let started = Instant::now();
     let out = ovtp(&client, &["send", addr, "hang"], b"");
     assert_eq!((out.code, out.stdout.as_str()), (1, "timed out"));
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "killed after --exec-timeout"
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "killed after --exec-timeout");
     server.wait_line(false, "did not finish within 1 s");
     // The server still serves.
-    assert_eq!(
-        ok(&client, &["send", addr, "again"]).stdout,
-        format!("again {fp}")
-    );
+    assert_eq!(ok(&client, &["send", addr, "again"]).stdout, format!("again {fp}"));
     drop(server);
 
     // --exec is for messages: files are accepted without running the program.
     let dir = server_home.s("files");
     let server = Server::start(&server_home, &["--exec", "exit 5", "--dir", &dir]);
     std::fs::write(client.join("f"), b"file").unwrap();
-    let out = ovtp(
-        &client,
-        &["put", &server.addr, &client.s("f"), "--accept-new"],
-        b"",
-    );
+    let out = ovtp(&client, &["put", &server.addr, &client.s("f"), "--accept-new"], b"");
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(std::fs::read(server_home.join("files/f")).unwrap(), b"file");
     assert_eq!(ovtp(&client, &["send", &server.addr, "m"], b"").code, 5);
@@ -375,44 +325,25 @@ fn authorize_and_deauthorize_take_effect_without_restart() {
     server.wait_line(false, "not in authorized_keys");
 
     let sfp = ok(&stranger, &["fingerprint"]).stdout.trim().to_string();
-    let out = ok(
-        &server_home,
-        &["authorize", &keydir.0.display().to_string()],
-    );
-    assert!(
-        out.stdout.contains(&format!("added {sfp}")),
-        "{}",
-        out.stdout
-    );
+    let out = ok(&server_home, &["authorize", &keydir.0.display().to_string()]);
+    assert!(out.stdout.contains(&format!("added {sfp}")), "{}", out.stdout);
     assert!(out.stdout.contains("already present"), "{}", out.stdout);
     let out = ovtp(&server_home, &["authorize", &stranger.s("id_rsa")], b"");
     assert_eq!(out.code, 74, "a private key is refused: {}", out.stderr);
 
-    assert_eq!(
-        ok(&stranger, &["send", addr, "in", "--accept-new"]).stdout,
-        "ok"
-    );
+    assert_eq!(ok(&stranger, &["send", addr, "in", "--accept-new"]).stdout, "ok");
     let out = ok(&server_home, &["deauthorize", &sfp]);
     assert!(out.stdout.contains(&format!("removed {sfp}")));
     let out = ovtp(&stranger, &["send", addr, "out"], b"");
     assert_eq!(out.code, 66, "{}", out.stderr);
     assert_eq!(ovtp(&server_home, &["deauthorize", &sfp], b"").code, 1);
-    assert_eq!(
-        ok(&client, &["send", addr, "still", "--accept-new"]).stdout,
-        "ok"
-    );
+    assert_eq!(ok(&client, &["send", addr, "still", "--accept-new"]).stdout, "ok");
 
     // serve --add-keys --no-serve only adds.
     let fresh = Home::new("auth-fresh");
-    let out = ok(
-        &fresh,
-        &["serve", "--add-keys", &client.s("id_rsa.pub"), "--no-serve"],
-    );
+    let out = ok(&fresh, &["serve", "--add-keys", &client.s("id_rsa.pub"), "--no-serve"]);
     assert!(out.stdout.starts_with("added SHA256:"), "{}", out.stdout);
-    assert!(
-        !fresh.join("id_rsa").exists(),
-        "--no-serve made no server key"
-    );
+    assert!(!fresh.join("id_rsa").exists(), "--no-serve made no server key");
 }
 
 #[test]
@@ -421,20 +352,12 @@ fn trust_records_and_refuses_a_changed_key() {
     let fp1 = "SHA256:".to_string() + &"A".repeat(43);
     let fp2 = "SHA256:".to_string() + &"B".repeat(42) + "A";
     let out = ok(&home, &["trust", "Example.org", &fp1]);
-    assert!(
-        out.stdout.contains("added example.org:888"),
-        "{}",
-        out.stdout
-    );
+    assert!(out.stdout.contains("added example.org:888"), "{}", out.stdout);
     ok(&home, &["trust", "example.org:888", &fp1]);
     let out = ovtp(&home, &["trust", "example.org", &fp2], b"");
     assert_eq!(out.code, 65, "{}", out.stderr);
     for needle in [&fp1, &fp2, &home.s("known_hosts"), &"line 1".to_string()] {
-        assert!(
-            out.stderr.contains(needle.as_str()),
-            "{needle} in {}",
-            out.stderr
-        );
+        assert!(out.stderr.contains(needle.as_str()), "{needle} in {}", out.stderr);
     }
     let out = ovtp(&home, &["trust", "example.org", "SHA256:short"], b"");
     assert_eq!(out.code, 64);
@@ -464,9 +387,7 @@ fn a_first_serve_generates_the_server_key() {
     let home = Home::new("firstkey");
     let server = Server::start(&home, &[]);
     server.wait_line(false, "generated a new server key");
-    let fp = PublicKey::load(&home.join("id_rsa.pub"))
-        .unwrap()
-        .fingerprint();
+    let fp = PublicKey::load(&home.join("id_rsa.pub")).unwrap().fingerprint();
     assert_eq!(server.fingerprint, fp.to_string());
 }
 
@@ -505,35 +426,20 @@ fn usage_errors_and_help() {
         "get",
         "digest",
     ] {
-        assert!(
-            ok(&home, &[cmd, "--help"])
-                .stdout
-                .starts_with("Usage: ovtp"),
-            "{cmd}"
-        );
-        assert!(
-            ok(&home, &["help", cmd]).stdout.starts_with("Usage: ovtp"),
-            "{cmd}"
-        );
+        assert!(ok(&home, &[cmd, "--help"]).stdout.starts_with("Usage: ovtp"), "{cmd}");
+        assert!(ok(&home, &["help", cmd]).stdout.starts_with("Usage: ovtp"), "{cmd}");
     }
     let main = ok(&home, &["--help"]).stdout;
     assert!(main.contains("Exit codes") && main.contains("65"));
     for code in ["67", "73", "75"] {
-        assert!(
-            main.contains(&format!("\n  {code} ")),
-            "{code} in the table"
-        );
+        assert!(main.contains(&format!("\n  {code} ")), "{code} in the table");
     }
     assert!(ok(&home, &["--version"]).stdout.starts_with("ovtp "));
     let serve = ok(&home, &["serve", "--help"]).stdout;
     assert!(serve.contains("CAP_NET_BIND_SERVICE") && serve.contains("--stdin-close-stops"));
     assert!(serve.contains("WITHOUT --dir"));
     for cmd in ["put", "get"] {
-        assert!(
-            ok(&home, &[cmd, "--help"])
-                .stdout
-                .contains("Resuming is the default")
-        );
+        assert!(ok(&home, &[cmd, "--help"]).stdout.contains("Resuming is the default"));
     }
 }
 
@@ -553,10 +459,7 @@ fn content(len: usize, seed: u32) -> Vec<u8> {
 }
 
 fn sha_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A client, and a server with a files directory (its home's `files`).
@@ -564,10 +467,7 @@ fn file_pair(tag: &str) -> (Home, Home, Server) {
     let (server_home, client) = pair(tag);
     let dir = server_home.s("files");
     let server = Server::start(&server_home, &["--dir", &dir]);
-    assert_eq!(
-        ok(&client, &["send", &server.addr, "hi", "--accept-new"]).stdout,
-        "ok"
-    );
+    assert_eq!(ok(&client, &["send", &server.addr, "hi", "--accept-new"]).stdout, "ok");
     (server_home, client, server)
 }
 
@@ -582,68 +482,38 @@ fn put_get_and_digest_round_trip_a_file() {
 
     let out = ok(&client, &["put", addr, &client.s("upload.bin")]);
     assert_eq!(out.stdout, format!("upload.bin  {}  {sum}\n", data.len()));
-    assert!(
-        !out.stderr.contains('\r'),
-        "no progress into a pipe: {:?}",
-        out.stderr
-    );
-    assert_eq!(
-        std::fs::read(server_home.join("files/upload.bin")).unwrap(),
-        data
-    );
-    server.wait_line(
-        false,
-        &format!(
-            "file received upload.bin: {} bytes, sha256 {sum}",
-            data.len()
-        ),
-    );
+    assert!(!out.stderr.contains('\r'), "no progress into a pipe: {:?}", out.stderr);
+    assert_eq!(std::fs::read(server_home.join("files/upload.bin")).unwrap(), data);
+    server
+        .wait_line(false, &format!("file received upload.bin: {} bytes, sha256 {sum}", data.len()));
 
     let out = ok(&client, &["digest", addr, "upload.bin"]);
     assert_eq!(out.stdout, format!("{sum}  {}  upload.bin\n", data.len()));
 
     // Into a directory, under the remote name's last component.
-    let out = ok(
-        &client,
-        &["put", addr, &client.s("upload.bin"), "--to", "a/b/c.bin"],
-    );
+    let out = ok(&client, &["put", addr, &client.s("upload.bin"), "--to", "a/b/c.bin"]);
     assert_eq!(out.stdout, format!("a/b/c.bin  {}  {sum}\n", data.len()));
     let down = Home::new("files-down");
     let out = ok(&client, &["get", addr, "a/b/c.bin", &down.s("")]);
     assert!(!out.stderr.contains('\r'), "{:?}", out.stderr);
     let got = std::fs::read(down.join("c.bin")).unwrap();
     assert!(got == data, "downloaded bytes differ");
-    assert_eq!(
-        out.stdout,
-        format!("{}  {}  {sum}\n", down.join("c.bin").display(), data.len())
-    );
+    assert_eq!(out.stdout, format!("{}  {}  {sum}\n", down.join("c.bin").display(), data.len()));
     // Nothing but the file: no partial file left behind.
-    let names: Vec<_> = std::fs::read_dir(&down.0)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names: Vec<_> =
+        std::fs::read_dir(&down.0).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, ["c.bin"]);
 
     // Several files into a remote directory.
     std::fs::write(client.join("second.txt"), b"second").unwrap();
     let out = ok(
         &client,
-        &[
-            "put",
-            addr,
-            &client.s("upload.bin"),
-            &client.s("second.txt"),
-            "--to",
-            "many",
-        ],
+        &["put", addr, &client.s("upload.bin"), &client.s("second.txt"), "--to", "many"],
     );
     let second = sha_hex(b"second");
     assert_eq!(
         out.stdout,
-        format!(
-            "many/upload.bin  {}  {sum}\nmany/second.txt  6  {second}\n",
-            data.len()
-        )
+        format!("many/upload.bin  {}  {sum}\nmany/second.txt  6  {second}\n", data.len())
     );
 }
 
@@ -673,30 +543,15 @@ fn existing_files_are_kept_unless_forced() {
     // get: the local file exists.
     let target = client.join("local.bin");
     std::fs::write(&target, b"mine").unwrap();
-    let out = ovtp(
-        &client,
-        &["get", addr, "f.bin", &client.s("local.bin")],
-        b"",
-    );
+    let out = ovtp(&client, &["get", addr, "f.bin", &client.s("local.bin")], b"");
     assert_eq!(out.code, 73, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("exists") && out.stderr.contains("--force"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("exists") && out.stderr.contains("--force"), "{}", out.stderr);
     assert_eq!(std::fs::read(&target).unwrap(), b"mine");
-    ok(
-        &client,
-        &["get", addr, "f.bin", &client.s("local.bin"), "--force"],
-    );
+    ok(&client, &["get", addr, "f.bin", &client.s("local.bin"), "--force"]);
     assert_eq!(std::fs::read(&target).unwrap(), new);
 
     // A missing remote file: refused by the server, no partial file left here.
-    let out = ovtp(
-        &client,
-        &["get", addr, "nope.bin", &client.s("nope.bin")],
-        b"",
-    );
+    let out = ovtp(&client, &["get", addr, "nope.bin", &client.s("nope.bin")], b"");
     assert_eq!(out.code, 67, "{}", out.stderr);
     assert!(out.stderr.contains("no such file"), "{}", out.stderr);
     assert!(!client.join(".nope.bin.ovtp-part").exists());
@@ -727,11 +582,7 @@ fn names_with_dot_dot_are_refused_before_connecting() {
             out.stderr
         );
     }
-    let out = ovtp(
-        &home,
-        &["put", "127.0.0.1:9", &home.s("f"), "--to", "/etc/f"],
-        b"",
-    );
+    let out = ovtp(&home, &["put", "127.0.0.1:9", &home.s("f"), "--to", "/etc/f"], b"");
     assert_eq!(out.code, 64, "{}", out.stderr);
     assert!(out.stderr.contains("absolute"), "{}", out.stderr);
 }
@@ -749,10 +600,7 @@ fn a_server_without_dir_refuses_file_transfers() {
         "{}",
         out.stderr
     );
-    for args in [
-        &["get", addr, "f", &client.s("g")][..],
-        &["digest", addr, "f"],
-    ] {
+    for args in [&["get", addr, "f", &client.s("g")][..], &["digest", addr, "f"]] {
         let out = ovtp(&client, args, b"");
         assert_eq!(out.code, 67, "{args:?}: {}", out.stderr);
     }
@@ -765,29 +613,18 @@ fn progress_is_shown_on_a_terminal_only() {
     std::fs::write(client.join("p.bin"), content(2_000_000, 4)).unwrap();
     // Into a pipe: nothing of it.
     let out = ok(&client, &["put", &server.addr, &client.s("p.bin")]);
-    assert!(
-        !out.stderr.contains('\r') && !out.stderr.contains('%'),
-        "{:?}",
-        out.stderr
-    );
+    assert!(!out.stderr.contains('\r') && !out.stderr.contains('%'), "{:?}", out.stderr);
     // Under a pseudo-terminal (util-linux `script`), if this machine has one.
     if Command::new("script").arg("--version").output().is_err() {
         eprintln!("no `script` command: the pseudo-terminal check is skipped");
         return;
     }
-    let line = format!(
-        "{BIN} get {} p.bin {} --force",
-        server.addr,
-        client.s("p-copy.bin")
-    );
+    let line = format!("{BIN} get {} p.bin {} --force", server.addr, client.s("p-copy.bin"));
     let mut command = Command::new("script");
     command.args(["-q", "-e", "-c", &line, "/dev/null"]);
     let out = run(command, &client, "script", b"");
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     let shown = out.stdout;
-    assert!(
-        shown.contains('\r') && shown.contains("100%") && shown.contains("MB/s"),
-        "{shown:?}"
-    );
+    assert!(shown.contains('\r') && shown.contains("100%") && shown.contains("MB/s"), "{shown:?}");
     assert!(shown.contains("2.00 MB / 2.00 MB"), "{shown:?}");
 }

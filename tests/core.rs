@@ -18,10 +18,7 @@ fn message_and_binary_payload_round_trip() {
     let srv = TestServer::start(quick_server());
     let mut c = srv.client();
     let r = c.send_message("héllo, wörld").unwrap();
-    assert_eq!(
-        (r.status, r.text()),
-        (status::OK, "ok: héllo, wörld".to_string())
-    );
+    assert_eq!((r.status, r.text()), (status::OK, "ok: héllo, wörld".to_string()));
     let data: Vec<u8> = (0..=255u8).chain([0, 0xff, 0x80]).collect();
     let r = c.send_data(&data).unwrap();
     assert_eq!(r.status, 7);
@@ -36,10 +33,7 @@ fn many_requests_on_one_connection() {
     let srv = TestServer::start(quick_server());
     let mut c = srv.client();
     for i in 0..200 {
-        assert_eq!(
-            c.send_message(&format!("m{i}")).unwrap().text(),
-            format!("ok: m{i}")
-        );
+        assert_eq!(c.send_message(&format!("m{i}")).unwrap().text(), format!("ok: m{i}"));
     }
     assert_eq!(srv.calls(), 200);
     // One handshake only: the server did exactly 2 private-key operations (decrypt + sign).
@@ -48,15 +42,10 @@ fn many_requests_on_one_connection() {
 
 #[test]
 fn messages_larger_than_one_record_round_trip_and_oversized_ones_are_refused() {
-    let config = ServerConfig {
-        max_message_size: 3 << 20,
-        ..quick_server()
-    };
+    let config = ServerConfig { max_message_size: 3 << 20, ..quick_server() };
     let srv = TestServer::start(config);
     let mut c = srv.client();
-    let big: Vec<u8> = (0..(2usize << 20) + 12345)
-        .map(|i| (i * 7 % 251) as u8)
-        .collect();
+    let big: Vec<u8> = (0..(2usize << 20) + 12345).map(|i| (i * 7 % 251) as u8).collect();
     let r = c.send_data(&big).unwrap();
     assert_eq!(r.body.len(), big.len());
     assert_eq!(r.body[0], big[big.len() - 1]);
@@ -66,11 +55,7 @@ fn messages_larger_than_one_record_round_trip_and_oversized_ones_are_refused() {
     assert!(
         matches!(
             err,
-            Error::Refused {
-                code: AlertCode::TooLarge,
-                ..
-            } | Error::Io(_)
-                | Error::Closed(_)
+            Error::Refused { code: AlertCode::TooLarge, .. } | Error::Io(_) | Error::Closed(_)
         ),
         "{err}"
     );
@@ -84,18 +69,11 @@ fn unauthorized_client_is_refused_and_costs_no_private_key_operation() {
     let srv = TestServer::start(quick_server());
     let before = srv.keys.private_operations();
     for _ in 0..5 {
-        let err = Client::connect_with(
-            &srv.addr.to_string(),
-            stranger_keys(),
-            srv.pin(),
-            quick_client(),
-        )
-        .unwrap_err();
+        let err =
+            Client::connect_with(&srv.addr.to_string(), stranger_keys(), srv.pin(), quick_client())
+                .unwrap_err();
         match &err {
-            Error::Refused {
-                code: AlertCode::Unauthorized,
-                ..
-            } => {}
+            Error::Refused { code: AlertCode::Unauthorized, .. } => {}
             other => panic!("expected an unauthorized refusal, got {other}"),
         }
         assert!(err.to_string().contains("not authorized"), "{err}");
@@ -123,9 +101,7 @@ fn client_with_a_stolen_public_key_but_no_private_key_is_refused_after_a_signatu
     let (start, hello) = ClientStart::new(&client_pub_only, &mut rng).unwrap();
     let (server_state, shello) =
         ServerAwaitAuth::read_client_hello(&srv_keys, &hello[4..], &mut rng, |_| Ok(true)).unwrap();
-    let (_, auth) = start
-        .read_server_hello(&shello[4..], &mut rng, |_| Ok(()))
-        .unwrap();
+    let (_, auth) = start.read_server_hello(&shello[4..], &mut rng, |_| Ok(())).unwrap();
     // Replace the signature with one made by another key: it must not verify.
     let mut forged = auth.clone();
     let n = forged.len();
@@ -134,16 +110,12 @@ fn client_with_a_stolen_public_key_but_no_private_key_is_refused_after_a_signatu
     let (_s2, shello2) =
         ServerAwaitAuth::read_client_hello(&srv_keys, &hello2[4..], &mut rng, |_| Ok(true))
             .unwrap();
-    let (_, auth2) = start2
-        .read_server_hello(&shello2[4..], &mut rng, |_| Ok(()))
-        .unwrap();
+    let (_, auth2) = start2.read_server_hello(&shello2[4..], &mut rng, |_| Ok(())).unwrap();
     let sig_len = 256;
     forged[n - sig_len..].copy_from_slice(&auth2[auth2.len() - sig_len..]);
     let before = srv_keys.private_operations();
-    let err = server_state
-        .read_client_auth(&forged[4..], &mut rng)
-        .err()
-        .expect("forged auth accepted");
+    let err =
+        server_state.read_client_auth(&forged[4..], &mut rng).err().expect("forged auth accepted");
     assert!(matches!(err, Error::BadSignature), "{err}");
     assert_eq!(
         srv_keys.private_operations(),
@@ -212,15 +184,10 @@ fn server_whose_key_changed_is_refused_by_a_strict_client() {
     let t = std::thread::spawn(move || server.run());
     let old = server_keys().fingerprint().to_string();
     let new = other.fingerprint().to_string();
-    for trust in [
-        HostTrust::KnownHosts(kh.clone()),
-        HostTrust::AcceptNew(kh.clone()),
-    ] {
+    for trust in [HostTrust::KnownHosts(kh.clone()), HostTrust::AcceptNew(kh.clone())] {
         let err = Client::connect_with(&host, client_keys(), trust, quick_client()).unwrap_err();
         match &err {
-            Error::HostKeyChanged {
-                expected, actual, ..
-            } => {
+            Error::HostKeyChanged { expected, actual, .. } => {
                 assert_eq!((expected, actual), (&old, &new));
             }
             other => panic!("expected HostKeyChanged, got {other}"),
@@ -257,21 +224,10 @@ fn tamper_first_request(byte: usize, bit: u8) -> Arc<Mutator> {
 fn one_flipped_bit_in_a_captured_record_closes_the_connection_and_the_handler_never_sees_it() {
     let srv = TestServer::start(quick_server());
     // A record frame is: len(4) type(1) flags(1) iv(16) ciphertext(..) tag(32). Flip one bit in each field.
-    for (byte, bit) in [
-        (3usize, 0u8),
-        (4, 1),
-        (5, 0),
-        (10, 7),
-        (30, 3),
-        (60, 5),
-        (usize::MAX, 0),
-    ] {
+    for (byte, bit) in [(3usize, 0u8), (4, 1), (5, 0), (10, 7), (30, 3), (60, 5), (usize::MAX, 0)] {
         let calls = srv.calls();
         let proxy_addr = proxy(srv.addr, 1, tamper_first_request(byte, bit));
-        let config = ovtp::ClientConfig {
-            retries: 0,
-            ..quick_client()
-        };
+        let config = ovtp::ClientConfig { retries: 0, ..quick_client() };
         let mut c = Client::connect_with(&proxy_addr.to_string(), client_keys(), srv.pin(), config)
             .unwrap();
         let err = c.send_message("pay 100 to alice").unwrap_err();
@@ -279,11 +235,7 @@ fn one_flipped_bit_in_a_captured_record_closes_the_connection_and_the_handler_ne
             matches!(err, Error::Closed(_) | Error::Io(_) | Error::Timeout(_)),
             "byte {byte}: {err}"
         );
-        assert_eq!(
-            srv.calls(),
-            calls,
-            "byte {byte}: the handler saw a tampered request"
-        );
+        assert_eq!(srv.calls(), calls, "byte {byte}: the handler saw a tampered request");
     }
     // The server still serves an honest client.
     assert!(srv.client().send_message("still here").unwrap().is_ok());
@@ -293,17 +245,10 @@ fn one_flipped_bit_in_a_captured_record_closes_the_connection_and_the_handler_ne
 fn replayed_record_is_rejected_and_the_handler_runs_once() {
     let srv = TestServer::start(quick_server());
     let dup: Arc<Mutator> = Arc::new(|_c, dir, n, f: &[u8]| {
-        if dir == Dir::ToServer && n == 2 {
-            Action::Duplicate
-        } else {
-            Action::Forward(f.to_vec())
-        }
+        if dir == Dir::ToServer && n == 2 { Action::Duplicate } else { Action::Forward(f.to_vec()) }
     });
     let proxy_addr = proxy(srv.addr, 1, dup);
-    let config = ovtp::ClientConfig {
-        retries: 0,
-        ..quick_client()
-    };
+    let config = ovtp::ClientConfig { retries: 0, ..quick_client() };
     let mut c =
         Client::connect_with(&proxy_addr.to_string(), client_keys(), srv.pin(), config).unwrap();
     // The first copy is answered; the replayed copy makes the server close the connection.
@@ -323,18 +268,11 @@ fn reordered_and_dropped_records_are_rejected() {
     let srv = TestServer::start(quick_server());
     // Drop the first request record; the second request then arrives with the wrong sequence number.
     let drop_first: Arc<Mutator> = Arc::new(|_c, dir, n, f: &[u8]| {
-        if dir == Dir::ToServer && n == 2 {
-            Action::Drop
-        } else {
-            Action::Forward(f.to_vec())
-        }
+        if dir == Dir::ToServer && n == 2 { Action::Drop } else { Action::Forward(f.to_vec()) }
     });
     let proxy_addr = proxy(srv.addr, 1, drop_first);
-    let config = ovtp::ClientConfig {
-        retries: 0,
-        io_timeout: Duration::from_secs(1),
-        ..quick_client()
-    };
+    let config =
+        ovtp::ClientConfig { retries: 0, io_timeout: Duration::from_secs(1), ..quick_client() };
     let mut c =
         Client::connect_with(&proxy_addr.to_string(), client_keys(), srv.pin(), config).unwrap();
     assert!(c.send_message("lost").is_err());
@@ -356,11 +294,8 @@ fn reordered_and_dropped_records_are_rejected() {
         Action::Forward(f.to_vec())
     });
     let proxy_addr = proxy(srv.addr, 1, swap);
-    let config = ovtp::ClientConfig {
-        retries: 0,
-        io_timeout: Duration::from_millis(500),
-        ..quick_client()
-    };
+    let config =
+        ovtp::ClientConfig { retries: 0, io_timeout: Duration::from_millis(500), ..quick_client() };
     let mut c =
         Client::connect_with(&proxy_addr.to_string(), client_keys(), srv.pin(), config).unwrap();
     assert!(c.send_message("one").is_err()); // held back, times out
@@ -388,17 +323,11 @@ fn reflected_record_is_rejected() {
         Action::Forward(f.to_vec())
     });
     let proxy_addr = proxy(srv.addr, 1, reflect);
-    let config = ovtp::ClientConfig {
-        retries: 0,
-        ..quick_client()
-    };
+    let config = ovtp::ClientConfig { retries: 0, ..quick_client() };
     let mut c =
         Client::connect_with(&proxy_addr.to_string(), client_keys(), srv.pin(), config).unwrap();
     assert!(c.send_message("one").is_ok());
-    assert!(
-        c.send_message("two").is_err(),
-        "a reflected record was accepted"
-    );
+    assert!(c.send_message("two").is_err(), "a reflected record was accepted");
     assert_eq!(srv.calls(), 1);
 }
 
@@ -423,16 +352,12 @@ fn length_prefix_of_4_gib_is_rejected_without_allocating_it() {
 
 #[test]
 fn a_client_sending_one_byte_per_second_is_cut_off_at_the_handshake_deadline() {
-    let config = ServerConfig {
-        handshake_timeout: Duration::from_millis(1500),
-        ..quick_server()
-    };
+    let config = ServerConfig { handshake_timeout: Duration::from_millis(1500), ..quick_server() };
     let srv = TestServer::start(config);
     let addr = srv.addr;
     let slow = std::thread::spawn(move || {
         let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
         let started = Instant::now();
         // A valid-looking hello, one byte at a time, for at most 10 seconds.
         let hello = [0u8, 0, 1, 0, b'O', b'V', b'T', b'P', 0, 1, 1];
@@ -464,32 +389,17 @@ fn a_client_sending_one_byte_per_second_is_cut_off_at_the_handshake_deadline() {
 
 #[test]
 fn the_connection_cap_answers_busy_promptly() {
-    let config = ServerConfig {
-        max_connections: 2,
-        ..quick_server()
-    };
+    let config = ServerConfig { max_connections: 2, ..quick_server() };
     let srv = TestServer::start(config);
     let mut a = srv.client();
     let mut b = srv.client();
     a.send_message("a").unwrap();
     b.send_message("b").unwrap();
     let started = Instant::now();
-    let config = ovtp::ClientConfig {
-        retries: 0,
-        ..quick_client()
-    };
+    let config = ovtp::ClientConfig { retries: 0, ..quick_client() };
     let err =
         Client::connect_with(&srv.addr.to_string(), client_keys(), srv.pin(), config).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Refused {
-                code: AlertCode::Busy,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, Error::Refused { code: AlertCode::Busy, .. }), "{err}");
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "busy refusal took {:?}",
@@ -499,12 +409,8 @@ fn the_connection_cap_answers_busy_promptly() {
     drop(a);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        match Client::connect_with(
-            &srv.addr.to_string(),
-            client_keys(),
-            srv.pin(),
-            quick_client(),
-        ) {
+        match Client::connect_with(&srv.addr.to_string(), client_keys(), srv.pin(), quick_client())
+        {
             Ok(mut c) => {
                 assert!(c.send_message("in").unwrap().is_ok());
                 break;
@@ -551,20 +457,12 @@ fn a_retry_after_a_lost_reply_does_not_run_the_handler_twice() {
         }
     });
     let proxy_addr = proxy(srv.addr, 2, cut_reply);
-    let mut c = Client::connect_with(
-        &proxy_addr.to_string(),
-        client_keys(),
-        srv.pin(),
-        quick_client(),
-    )
-    .unwrap();
+    let mut c =
+        Client::connect_with(&proxy_addr.to_string(), client_keys(), srv.pin(), quick_client())
+            .unwrap();
     let r = c.send_message("transfer 100").unwrap();
     assert_eq!(r.text(), "ok: transfer 100");
-    assert_eq!(
-        srv.calls(),
-        1,
-        "the handler ran again for a retried request"
-    );
+    assert_eq!(srv.calls(), 1, "the handler ran again for a retried request");
 }
 
 #[test]
@@ -572,32 +470,14 @@ fn adding_and_removing_a_key_takes_effect_without_a_restart() {
     let srv = TestServer::start(quick_server());
     let ak = AuthorizedKeys::new(&srv.authorized);
     let stranger = stranger_keys();
-    let connect = || {
-        Client::connect_with(
-            &srv.addr.to_string(),
-            stranger.clone(),
-            srv.pin(),
-            quick_client(),
-        )
-    };
-    assert!(matches!(
-        connect().unwrap_err(),
-        Error::Refused {
-            code: AlertCode::Unauthorized,
-            ..
-        }
-    ));
+    let connect =
+        || Client::connect_with(&srv.addr.to_string(), stranger.clone(), srv.pin(), quick_client());
+    assert!(matches!(connect().unwrap_err(), Error::Refused { code: AlertCode::Unauthorized, .. }));
     assert!(ak.add(stranger.public(), "added later").unwrap());
     let mut c = connect().unwrap();
     assert!(c.send_message("now allowed").unwrap().is_ok());
     assert!(ak.remove(&stranger.fingerprint()).unwrap());
-    assert!(matches!(
-        connect().unwrap_err(),
-        Error::Refused {
-            code: AlertCode::Unauthorized,
-            ..
-        }
-    ));
+    assert!(matches!(connect().unwrap_err(), Error::Refused { code: AlertCode::Unauthorized, .. }));
 }
 
 #[test]
@@ -633,17 +513,10 @@ fn a_peer_with_another_protocol_version_gets_a_clear_error() {
             let _ = s.write_all(&frame);
         }
     });
-    let err = Client::connect_with(
-        &fake_addr.to_string(),
-        client_keys(),
-        srv.pin(),
-        quick_client(),
-    )
-    .unwrap_err();
-    assert!(
-        matches!(err, Error::Version { ours: 1, theirs: 2 }),
-        "{err}"
-    );
+    let err =
+        Client::connect_with(&fake_addr.to_string(), client_keys(), srv.pin(), quick_client())
+            .unwrap_err();
+    assert!(matches!(err, Error::Version { ours: 1, theirs: 2 }), "{err}");
     assert!(err.to_string().contains("version 2"));
 }
 
@@ -654,15 +527,8 @@ fn stopping_from_another_thread_makes_run_return() {
     c.send_message("before").unwrap();
     let started = Instant::now();
     srv.stop().unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "stop took {:?}",
-        started.elapsed()
-    );
-    let config = ovtp::ClientConfig {
-        retries: 0,
-        ..quick_client()
-    };
+    assert!(started.elapsed() < Duration::from_secs(3), "stop took {:?}", started.elapsed());
+    let config = ovtp::ClientConfig { retries: 0, ..quick_client() };
     assert!(
         c.send_message("after").is_err()
             || Client::connect_with(
@@ -677,23 +543,14 @@ fn stopping_from_another_thread_makes_run_return() {
 
 #[test]
 fn an_idle_connection_is_closed_after_the_idle_timeout() {
-    let config = ServerConfig {
-        idle_timeout: Duration::from_millis(300),
-        ..quick_server()
-    };
+    let config = ServerConfig { idle_timeout: Duration::from_millis(300), ..quick_server() };
     let srv = TestServer::start(config);
-    let config = ovtp::ClientConfig {
-        retries: 0,
-        ..quick_client()
-    };
+    let config = ovtp::ClientConfig { retries: 0, ..quick_client() };
     let mut c =
         Client::connect_with(&srv.addr.to_string(), client_keys(), srv.pin(), config).unwrap();
     c.send_message("a").unwrap();
     std::thread::sleep(Duration::from_millis(800));
-    assert!(
-        c.send_message("b").is_err(),
-        "idle connection was kept open"
-    );
+    assert!(c.send_message("b").is_err(), "idle connection was kept open");
     // With retries (the default), the client reconnects transparently.
     let mut c = srv.client();
     c.send_message("a").unwrap();
@@ -715,13 +572,8 @@ fn a_batch_of_messages_is_pipelined_and_answered_in_order() {
     assert_eq!(srv.calls(), 2000);
     // The connection is still usable for ordinary requests, and mixed batches work.
     let data = [1u8, 2, 3];
-    let replies = c
-        .send_batch(&[ovtp::Outgoing::Data(&data), ovtp::Outgoing::Text("x")])
-        .unwrap();
-    assert_eq!(
-        (replies[0].status, replies[0].body.clone()),
-        (7, vec![3, 2, 1])
-    );
+    let replies = c.send_batch(&[ovtp::Outgoing::Data(&data), ovtp::Outgoing::Text("x")]).unwrap();
+    assert_eq!((replies[0].status, replies[0].body.clone()), (7, vec![3, 2, 1]));
     assert_eq!(c.send_message("single").unwrap().text(), "ok: single");
 }
 
@@ -737,13 +589,9 @@ fn a_batch_interrupted_by_a_lost_connection_is_completed_without_running_any_han
         }
     });
     let proxy_addr = proxy(srv.addr, 3, cut);
-    let mut c = Client::connect_with(
-        &proxy_addr.to_string(),
-        client_keys(),
-        srv.pin(),
-        quick_client(),
-    )
-    .unwrap();
+    let mut c =
+        Client::connect_with(&proxy_addr.to_string(), client_keys(), srv.pin(), quick_client())
+            .unwrap();
     let texts: Vec<String> = (0..1000).map(|i| format!("m{i}")).collect();
     let items: Vec<ovtp::Outgoing<'_>> = texts.iter().map(|t| ovtp::Outgoing::Text(t)).collect();
     let replies = c.send_batch(&items).unwrap();

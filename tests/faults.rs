@@ -62,13 +62,7 @@ fn is_end(line: &str) -> bool {
 fn wait_for(log: &Log, n: usize, pred: impl Fn(&str) -> bool) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let lines: Vec<String> = log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| pred(l))
-            .cloned()
-            .collect();
+        let lines: Vec<String> = log.lock().unwrap().iter().filter(|l| pred(l)).cloned().collect();
         if lines.len() >= n || Instant::now() > deadline {
             return lines;
         }
@@ -93,16 +87,11 @@ impl Ends<'_> {
 }
 
 fn no_retry() -> ClientConfig {
-    ClientConfig {
-        retries: 0,
-        ..quick_client()
-    }
+    ClientConfig { retries: 0, ..quick_client() }
 }
 
 fn content(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| ((i * 37 + seed as usize * 11) % 251) as u8)
-        .collect()
+    (0..len).map(|i| ((i * 37 + seed as usize * 11) % 251) as u8).collect()
 }
 
 fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
@@ -144,10 +133,7 @@ impl RawPeer {
 
     fn record(&mut self, rtype: u8, pt: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        self.session
-            .sealer()
-            .seal(&mut self.rng, rtype, FLAG_FIN, pt, &mut out)
-            .unwrap();
+        self.session.sealer().seal(&mut self.rng, rtype, FLAG_FIN, pt, &mut out).unwrap();
         out
     }
 
@@ -193,10 +179,7 @@ fn final_names(dir: &Path) -> Vec<String> {
 fn served(srv: &TestServer) -> Duration {
     let t = Instant::now();
     let mut c = srv.client();
-    assert_eq!(
-        c.send_message("still here").unwrap().text(),
-        "ok: still here"
-    );
+    assert_eq!(c.send_message("still here").unwrap().text(), "ok: still here");
     t.elapsed()
 }
 
@@ -237,9 +220,7 @@ fn a_peer_that_disconnects_at_every_stage_of_the_handshake_is_reported_and_costs
                 s.write_all(&hello).unwrap();
                 let body = read_frame(&mut s).unwrap();
                 if i == 6 {
-                    let (_, auth) = start
-                        .read_server_hello(&body, &mut rng, |_| Ok(()))
-                        .unwrap();
+                    let (_, auth) = start.read_server_hello(&body, &mut rng, |_| Ok(())).unwrap();
                     s.write_all(&auth[..auth.len() / 2]).unwrap();
                 }
             }
@@ -268,13 +249,11 @@ fn cutting_proxy(upstream: SocketAddr, cut: (Dir, usize)) -> SocketAddr {
     proxy(
         upstream,
         1,
-        Arc::new(move |_, dir, n, f: &[u8]| {
-            if (dir, n) == cut {
-                Action::Close
-            } else {
-                Action::Forward(f.to_vec())
-            }
-        }),
+        Arc::new(
+            move |_, dir, n, f: &[u8]| {
+                if (dir, n) == cut { Action::Close } else { Action::Forward(f.to_vec()) }
+            },
+        ),
     )
 }
 
@@ -283,10 +262,7 @@ fn file_server(tag: &str, config: ServerConfig) -> (TestServer, PathBuf, Log) {
     let dir = TempDir::new(tag);
     let files = dir.0.clone();
     std::mem::forget(dir);
-    let (config, log) = logging(ServerConfig {
-        files_dir: Some(files.clone()),
-        ..config
-    });
+    let (config, log) = logging(ServerConfig { files_dir: Some(files.clone()), ..config });
     let calls = Arc::new(AtomicUsize::new(0));
     let srv = TestServer::start_with(config, calls, |req: Request<'_>| match req.payload {
         Payload::Text(t) => Reply::ok(format!("ok: {t}")),
@@ -315,10 +291,7 @@ fn a_peer_that_disconnects_at_every_stage_of_a_transfer_leaves_nothing_corrupt()
             Client::connect_with(&addr.to_string(), client_keys(), srv.pin(), no_retry()).unwrap();
         let err = c.send_file(&src, &name).unwrap_err();
         let text = err.to_string();
-        assert!(
-            matches!(err, Error::Closed(_) | Error::Io(_)),
-            "cut {cut:?}: {text}"
-        );
+        assert!(matches!(err, Error::Closed(_) | Error::Io(_)), "cut {cut:?}: {text}");
         assert!(
             text.contains("closed") || text.contains("reset") || text.contains("pipe"),
             "cut {cut:?}: the client's error does not say the connection was lost: {text}"
@@ -342,10 +315,7 @@ fn a_peer_that_disconnects_at_every_stage_of_a_transfer_leaves_nothing_corrupt()
                 end.starts_with("disconnected: connection closed by peer during"),
                 "cut {cut:?}: {end}"
             );
-            assert!(
-                !files.join(&name).exists(),
-                "cut {cut:?}: final name exists"
-            );
+            assert!(!files.join(&name).exists(), "cut {cut:?}: final name exists");
             let partial = files.join(format!(".{name}.ovtp-part"));
             // What was kept for resuming is a true prefix of the file.
             let kept = std::fs::read(&partial).unwrap_or_default();
@@ -371,17 +341,11 @@ fn a_peer_that_disconnects_at_every_stage_of_a_transfer_leaves_nothing_corrupt()
             Client::connect_with(&addr.to_string(), client_keys(), srv.pin(), no_retry()).unwrap();
         let dst = local.join(&format!("down{n}.bin"));
         let err = c.get_file("remote.bin", &dst).unwrap_err();
-        assert!(
-            matches!(err, Error::Closed(_) | Error::Io(_)),
-            "cut at server frame {n}: {err}"
-        );
+        assert!(matches!(err, Error::Closed(_) | Error::Io(_)), "cut at server frame {n}: {err}");
         assert!(!dst.exists(), "cut at server frame {n}: final name exists");
         drop(c);
         let end = ends.next();
-        assert!(
-            end == "disconnected cleanly" || end.starts_with("disconnected: "),
-            "{end}"
-        );
+        assert!(end == "disconnected cleanly" || end.starts_with("disconnected: "), "{end}");
         let report = srv.client().get_file("remote.bin", &dst).unwrap();
         assert_eq!(ends.next(), "disconnected cleanly");
         assert_eq!(report.sha256, digest);
@@ -395,10 +359,8 @@ fn a_peer_that_disconnects_at_every_stage_of_a_transfer_leaves_nothing_corrupt()
 
 #[test]
 fn slowloris_peers_during_the_handshake_are_cut_off_while_others_are_served() {
-    let (config, log) = logging(ServerConfig {
-        handshake_timeout: Duration::from_millis(1000),
-        ..quick_server()
-    });
+    let (config, log) =
+        logging(ServerConfig { handshake_timeout: Duration::from_millis(1000), ..quick_server() });
     let srv = TestServer::start(config);
     let (_, hello) = ClientStart::new(&client_keys(), &mut Rng::system()).unwrap();
     let addr = srv.addr;
@@ -435,25 +397,19 @@ fn slowloris_peers_during_the_handshake_are_cut_off_while_others_are_served() {
             assert_eq!(answer[11], AlertCode::HandshakeFailed.to_u8());
         }
     }
-    let timed_out = wait_for(&log, 6, |l| {
-        l == "handshake failed: timed out during handshake"
-    });
+    let timed_out = wait_for(&log, 6, |l| l == "handshake failed: timed out during handshake");
     assert_eq!(timed_out.len(), 6, "{:?}", log.lock().unwrap());
 }
 
 #[test]
 fn slowloris_peers_mid_transfer_are_cut_off_and_leave_no_file() {
-    let config = ServerConfig {
-        io_timeout: Duration::from_millis(1000),
-        ..quick_server()
-    };
+    let config = ServerConfig { io_timeout: Duration::from_millis(1000), ..quick_server() };
     let (srv, files, log) = file_server("slow-files", config);
     let server = srv.keys.clone();
 
     // 1. One record trickled a byte at a time.
     let mut a = RawPeer::connect(srv.addr, &server);
-    a.request(OP_PUT, &put_body("trickle.bin", 1 << 20))
-        .unwrap();
+    a.request(OP_PUT, &put_body("trickle.bin", 1 << 20)).unwrap();
     assert_eq!(a.recv().0, REC_FILE_READY);
     let mut chunk = 0u64.to_be_bytes().to_vec();
     chunk.extend_from_slice(&[7u8; 4096]);
@@ -511,11 +467,8 @@ fn slowloris_peers_mid_transfer_are_cut_off_and_leave_no_file() {
 /// Silent sockets up to the cap: how many does the server keep, and can an
 /// authorized client still get in?
 fn hold_the_cap(max_unauthenticated: usize) -> (usize, ovtp::Result<Duration>) {
-    let (config, _log) = logging(ServerConfig {
-        max_connections: 8,
-        max_unauthenticated,
-        ..quick_server()
-    });
+    let (config, _log) =
+        logging(ServerConfig { max_connections: 8, max_unauthenticated, ..quick_server() });
     let srv = TestServer::start(config);
     let held: Vec<TcpStream> = (0..8)
         .map(|_| {
@@ -558,16 +511,7 @@ fn a_peer_holding_connections_up_to_the_cap_cannot_keep_clients_out() {
     let (open, result) = hold_the_cap(8);
     assert_eq!(open, 8);
     let err = result.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Refused {
-                code: AlertCode::Busy,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, Error::Refused { code: AlertCode::Busy, .. }), "{err}");
     assert!(err.to_string().contains("busy"), "{err}");
 }
 
@@ -579,10 +523,7 @@ fn strangers_and_garbage_cost_no_private_key_operation_and_no_file_access() {
     let (config, log) = logging(ServerConfig {
         files_dir: Some(files.clone()),
         // Not rate-limited here: every attempt must reach the handshake code.
-        failure_budget: FailureBudget {
-            burst: 0,
-            window: Duration::from_secs(60),
-        },
+        failure_budget: FailureBudget { burst: 0, window: Duration::from_secs(60) },
         ..quick_server()
     });
     let srv = TestServer::start(config);
@@ -592,23 +533,10 @@ fn strangers_and_garbage_cost_no_private_key_operation_and_no_file_access() {
 
     // Unknown keys, through the real client: refused as unauthorized.
     for _ in 0..10 {
-        let err = Client::connect_with(
-            &srv.addr.to_string(),
-            stranger_keys(),
-            srv.pin(),
-            no_retry(),
-        )
-        .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Refused {
-                    code: AlertCode::Unauthorized,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        let err =
+            Client::connect_with(&srv.addr.to_string(), stranger_keys(), srv.pin(), no_retry())
+                .unwrap_err();
+        assert!(matches!(err, Error::Refused { code: AlertCode::Unauthorized, .. }), "{err}");
         attempts += 1;
     }
     // Garbage: random bytes, bad magic, another version, oversized and empty
@@ -667,16 +595,9 @@ fn strangers_and_garbage_cost_no_private_key_operation_and_no_file_access() {
     assert_eq!(lines.len(), attempts, "{lines:?}");
     assert!(lines.iter().all(|l| l.starts_with("handshake failed")));
     assert!(lines.iter().any(|l| l.contains("signature did not verify")));
-    assert_eq!(
-        server.private_operations(),
-        0,
-        "a stranger made the server use its private key"
-    );
+    assert_eq!(server.private_operations(), 0, "a stranger made the server use its private key");
     assert!(std::fs::read_dir(&files).unwrap().next().is_none());
-    assert_eq!(
-        std::fs::metadata(&files).unwrap().modified().unwrap(),
-        mtime
-    );
+    assert_eq!(std::fs::metadata(&files).unwrap().modified().unwrap(), mtime);
     // The counter does count: one authorized client costs two operations.
     served(&srv);
     assert_eq!(server.private_operations(), 2);
@@ -684,36 +605,17 @@ fn strangers_and_garbage_cost_no_private_key_operation_and_no_file_access() {
 
 #[test]
 fn an_authorized_hello_passes_a_pool_full_of_fresh_strangers_and_an_unknown_one_does_not() {
-    let srv = TestServer::start(ServerConfig {
-        max_unauthenticated: 2,
-        ..quick_server()
-    });
+    let srv = TestServer::start(ServerConfig { max_unauthenticated: 2, ..quick_server() });
     // Two silent sockets, too young to be evicted, fill the stranger pool.
-    let held: Vec<TcpStream> = (0..2)
-        .map(|_| TcpStream::connect(srv.addr).unwrap())
-        .collect();
+    let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(srv.addr).unwrap()).collect();
     std::thread::sleep(Duration::from_millis(50));
     let t = Instant::now();
     let mut c = Client::connect_with(&srv.addr.to_string(), client_keys(), srv.pin(), no_retry())
         .expect("an authorized client was kept out by a full stranger pool");
     assert!(c.send_message("in").unwrap().is_ok());
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
-    let err = Client::connect_with(
-        &srv.addr.to_string(),
-        stranger_keys(),
-        srv.pin(),
-        no_retry(),
-    )
-    .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Refused {
-                code: AlertCode::Unauthorized,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let err = Client::connect_with(&srv.addr.to_string(), stranger_keys(), srv.pin(), no_retry())
+        .unwrap_err();
+    assert!(matches!(err, Error::Refused { code: AlertCode::Unauthorized, .. }), "{err}");
     drop(held);
 }

@@ -11,9 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn content(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| ((i * 31 + seed as usize * 7) % 253) as u8)
-        .collect()
+    (0..len).map(|i| ((i * 31 + seed as usize * 7) % 253) as u8).collect()
 }
 
 fn sha(bytes: &[u8]) -> [u8; 32] {
@@ -33,50 +31,31 @@ fn file_server(tweak: impl FnOnce(&mut ServerConfig)) -> FileServer {
     let dir = TempDir::new("files");
     let files = dir.join("files");
     std::fs::create_dir_all(&files).unwrap();
-    let mut config = ServerConfig {
-        files_dir: Some(files.clone()),
-        ..quick_server()
-    };
+    let mut config = ServerConfig { files_dir: Some(files.clone()), ..quick_server() };
     tweak(&mut config);
     let events: Arc<Mutex<Vec<String>>> = Arc::default();
     let ev = events.clone();
-    let srv = TestServer::start_with(
-        config,
-        Arc::new(AtomicUsize::new(0)),
-        move |req: Request<'_>| {
+    let srv =
+        TestServer::start_with(config, Arc::new(AtomicUsize::new(0)), move |req: Request<'_>| {
             let line = match &req.payload {
                 Payload::FileOffer { name, size } if name.starts_with("quota") => {
                     ev.lock().unwrap().push(format!("refused {name} {size}"));
                     return Reply::new(42, "over quota");
                 }
                 Payload::FileOffer { name, size } => format!("offer {name} {size}"),
-                Payload::FileReceived {
-                    name,
-                    size,
-                    sha256,
-                    path,
-                } => {
-                    assert!(
-                        path.exists(),
-                        "FileReceived before the file has its final name"
-                    );
+                Payload::FileReceived { name, size, sha256, path } => {
+                    assert!(path.exists(), "FileReceived before the file has its final name");
                     format!("received {name} {size} {}", ovtp::hex(sha256))
                 }
-                Payload::FileRequest {
-                    name, digest_only, ..
-                } => format!("request {name} {digest_only}"),
+                Payload::FileRequest { name, digest_only, .. } => {
+                    format!("request {name} {digest_only}")
+                }
                 other => format!("{other:?}"),
             };
             ev.lock().unwrap().push(line);
             Reply::ok("stored")
-        },
-    );
-    FileServer {
-        srv,
-        files,
-        events,
-        _dir: dir,
-    }
+        });
+    FileServer { srv, files, events, _dir: dir }
 }
 
 fn write(dir: &TempDir, name: &str, bytes: &[u8]) -> PathBuf {
@@ -102,10 +81,7 @@ fn a_message_handler_that_answers_everything_ok_cannot_be_made_to_accept_or_serv
     let files = dir.join("files");
     std::fs::create_dir_all(&files).unwrap();
     std::fs::write(files.join("kept.txt"), b"private").unwrap();
-    let config = ServerConfig {
-        files_dir: Some(files.clone()),
-        ..quick_server()
-    };
+    let config = ServerConfig { files_dir: Some(files.clone()), ..quick_server() };
     // A closure is a handler for messages only, however it answers.
     let catch_all = |_: Request<'_>| Reply::ok("yes to everything");
     let srv = TestServer::start_handler(config, Arc::new(AtomicUsize::new(0)), catch_all);
@@ -116,22 +92,13 @@ fn a_message_handler_that_answers_everything_ok_cannot_be_made_to_accept_or_serv
         Err(Error::Remote { status, .. }) => status,
         other => panic!("expected a refusal, got {other:?}"),
     };
-    assert_eq!(
-        refused(c.send_file(&src, "new.txt").map(|_| ())),
-        status::UNSUPPORTED
-    );
+    assert_eq!(refused(c.send_file(&src, "new.txt").map(|_| ())), status::UNSUPPORTED);
     assert!(!files.join("new.txt").exists());
     assert!(leftovers(&files).is_empty());
     let dst = local.join("dst");
-    assert_eq!(
-        refused(c.get_file("kept.txt", &dst).map(|_| ())),
-        status::UNSUPPORTED
-    );
+    assert_eq!(refused(c.get_file("kept.txt", &dst).map(|_| ())), status::UNSUPPORTED);
     assert!(!dst.exists());
-    assert_eq!(
-        refused(c.file_digest("kept.txt").map(|_| ())),
-        status::UNSUPPORTED
-    );
+    assert_eq!(refused(c.file_digest("kept.txt").map(|_| ())), status::UNSUPPORTED);
     // Messages are still answered, on the same connection.
     assert_eq!(c.send_message("hi").unwrap().text(), "yes to everything");
 }
@@ -146,10 +113,7 @@ fn upload_and_download_round_trip_with_whole_file_digests() {
         let src = write(&local, &format!("src{i}"), &data);
         let name = format!("sub/dir/file{i}.bin");
         let report = c.send_file(&src, &name).unwrap();
-        assert_eq!(
-            (report.size, report.sha256, report.resumed_from),
-            (len as u64, sha(&data), 0)
-        );
+        assert_eq!((report.size, report.sha256, report.resumed_from), (len as u64, sha(&data), 0));
         assert_eq!(report.reply.text(), "stored");
         assert_eq!(std::fs::read(fs.files.join(&name)).unwrap(), data);
 
@@ -166,11 +130,7 @@ fn upload_and_download_round_trip_with_whole_file_digests() {
     // The handler heard of each upload before data flowed and again after it was verified.
     let ev = fs.events.lock().unwrap();
     assert_eq!(ev[0], "offer sub/dir/file0.bin 0");
-    assert!(
-        ev[1].starts_with("received sub/dir/file0.bin 0 e3b0c442"),
-        "{}",
-        ev[1]
-    );
+    assert!(ev[1].starts_with("received sub/dir/file0.bin 0 e3b0c442"), "{}", ev[1]);
     assert!(ev.iter().any(|e| e == "request sub/dir/file3.bin true"));
     assert!(ev.iter().any(|e| e == "request sub/dir/file3.bin false"));
 }
@@ -184,11 +144,7 @@ fn messages_and_files_share_one_connection() {
     assert!(c.send_message("before").unwrap().is_ok());
     c.send_file(&src, "a").unwrap();
     assert!(c.send_message("after").unwrap().is_ok());
-    assert_eq!(
-        fs.srv.keys.private_operations(),
-        2,
-        "more than one handshake"
-    );
+    assert_eq!(fs.srv.keys.private_operations(), 2, "more than one handshake");
 }
 
 #[test]
@@ -200,21 +156,9 @@ fn an_existing_file_is_not_overwritten_unless_asked() {
     let two = write(&local, "two", b"second");
     c.send_file(&one, "f").unwrap();
     let err = c.send_file(&two, "f").unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Remote {
-                status: status::FILE_EXISTS,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, Error::Remote { status: status::FILE_EXISTS, .. }), "{err}");
     assert_eq!(std::fs::read(fs.files.join("f")).unwrap(), b"first version");
-    let opts = TransferOptions {
-        overwrite: true,
-        ..Default::default()
-    };
+    let opts = TransferOptions { overwrite: true, ..Default::default() };
     c.send_file_with(&two, "f", opts, None).unwrap();
     assert_eq!(std::fs::read(fs.files.join("f")).unwrap(), b"second");
     // Downloads too: an existing local file is kept unless asked.
@@ -239,19 +183,8 @@ fn names_outside_the_files_directory_are_refused() {
     let src = write(&local, "x", b"payload");
     let mut c = fs.srv.client();
     // Syntactically bad names are refused by the client before sending...
-    for bad in [
-        "../x",
-        "/etc/passwd",
-        "a/../../x",
-        "a\nb",
-        "",
-        "a\0b",
-        ".x.ovtp-part",
-    ] {
-        assert!(
-            matches!(c.send_file(&src, bad), Err(Error::InvalidInput(_))),
-            "{bad:?}"
-        );
+    for bad in ["../x", "/etc/passwd", "a/../../x", "a\nb", "", "a\0b", ".x.ovtp-part"] {
+        assert!(matches!(c.send_file(&src, bad), Err(Error::InvalidInput(_))), "{bad:?}");
     }
     // ...and by the server when a client sends them anyway (the server checks on its own).
     let err = ovtp::check_name("../x").unwrap_err();
@@ -259,54 +192,15 @@ fn names_outside_the_files_directory_are_refused() {
     #[cfg(unix)]
     {
         let err = c.send_file(&src, "escape/x").unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Remote {
-                    status: status::BAD_NAME,
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        assert!(
-            !outside.join("x").exists(),
-            "a write escaped through a symlink"
-        );
+        assert!(matches!(err, Error::Remote { status: status::BAD_NAME, .. }), "{err}");
+        assert!(!outside.join("x").exists(), "a write escaped through a symlink");
         let err = c.get_file("secret-link", local.join("got")).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Remote {
-                    status: status::BAD_NAME,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, Error::Remote { status: status::BAD_NAME, .. }), "{err}");
         let err = c.file_digest("escape/secret").unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Remote {
-                    status: status::BAD_NAME,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, Error::Remote { status: status::BAD_NAME, .. }), "{err}");
     }
     let err = c.get_file("missing", local.join("m")).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Remote {
-                status: status::NOT_FOUND,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, Error::Remote { status: status::NOT_FOUND, .. }), "{err}");
     assert!(c.send_message("still fine").unwrap().is_ok());
 }
 
@@ -318,10 +212,7 @@ fn the_handler_can_refuse_an_offer_before_data_flows() {
     let mut c = fs.srv.client();
     let err = c.send_file(&src, "quota-exceeded.bin").unwrap_err();
     match &err {
-        Error::Remote {
-            status: 42,
-            message,
-        } => assert_eq!(message, "over quota"),
+        Error::Remote { status: 42, message } => assert_eq!(message, "over quota"),
         other => panic!("{other}"),
     }
     assert!(!fs.files.join("quota-exceeded.bin").exists());
@@ -335,16 +226,7 @@ fn a_server_without_a_files_directory_refuses_transfers() {
     let src = write(&local, "x", b"x");
     let mut c = srv.client();
     let err = c.send_file(&src, "x").unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Remote {
-                status: status::UNSUPPORTED,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, Error::Remote { status: status::UNSUPPORTED, .. }), "{err}");
     assert!(c.send_message("ok").unwrap().is_ok());
 }
 
@@ -354,16 +236,7 @@ fn a_file_larger_than_the_limit_is_refused_up_front() {
     let local = TempDir::new("local");
     let src = write(&local, "x", &content(1001, 0));
     let err = fs.srv.client().send_file(&src, "x").unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Remote {
-                status: status::TOO_LARGE,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, Error::Remote { status: status::TOO_LARGE, .. }), "{err}");
 }
 
 /// Cut connection 0 after `records` data records in `dir`.
@@ -379,10 +252,7 @@ fn cut_after(dir: Dir, records: usize) -> Arc<Mutator> {
 }
 
 fn no_retry() -> ovtp::ClientConfig {
-    ovtp::ClientConfig {
-        retries: 0,
-        ..quick_client()
-    }
+    ovtp::ClientConfig { retries: 0, ..quick_client() }
 }
 
 #[test]
@@ -392,20 +262,13 @@ fn an_interrupted_upload_leaves_nothing_under_the_final_name_and_resumes() {
     let data = content((5 << 20) + 99, 3);
     let src = write(&local, "src", &data);
     let proxy_addr = proxy(fs.srv.addr, 3, cut_after(Dir::ToServer, 2));
-    let mut c = Client::connect_with(
-        &proxy_addr.to_string(),
-        client_keys(),
-        fs.srv.pin(),
-        no_retry(),
-    )
-    .unwrap();
+    let mut c =
+        Client::connect_with(&proxy_addr.to_string(), client_keys(), fs.srv.pin(), no_retry())
+            .unwrap();
     let err = c.send_file(&src, "big.bin").unwrap_err();
     assert!(matches!(err, Error::Closed(_) | Error::Io(_)), "{err}");
     std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        !fs.files.join("big.bin").exists(),
-        "a partial upload appeared under the final name"
-    );
+    assert!(!fs.files.join("big.bin").exists(), "a partial upload appeared under the final name");
     let partial = fs.files.join(".big.bin.ovtp-part");
     let kept = std::fs::metadata(&partial).unwrap().len();
     assert!(kept > 0 && kept < data.len() as u64, "kept {kept}");
@@ -425,22 +288,15 @@ fn resuming_a_file_that_changed_meanwhile_starts_over() {
     let old = content(4 << 20, 5);
     let src = write(&local, "src", &old);
     let proxy_addr = proxy(fs.srv.addr, 3, cut_after(Dir::ToServer, 2));
-    let mut c = Client::connect_with(
-        &proxy_addr.to_string(),
-        client_keys(),
-        fs.srv.pin(),
-        no_retry(),
-    )
-    .unwrap();
+    let mut c =
+        Client::connect_with(&proxy_addr.to_string(), client_keys(), fs.srv.pin(), no_retry())
+            .unwrap();
     assert!(c.send_file(&src, "f").is_err());
     let mut new = old.clone();
     new[10] ^= 0xff; // changed inside the prefix the server already has
     std::fs::write(&src, &new).unwrap();
     let report = c.send_file(&src, "f").unwrap();
-    assert_eq!(
-        report.resumed_from, 0,
-        "resumed from a prefix that no longer matches"
-    );
+    assert_eq!(report.resumed_from, 0, "resumed from a prefix that no longer matches");
     assert_eq!(std::fs::read(fs.files.join("f")).unwrap(), new);
 }
 
@@ -451,23 +307,14 @@ fn a_lost_connection_during_upload_is_retried_and_resumed_automatically() {
     let data = content(4 << 20, 9);
     let src = write(&local, "src", &data);
     let proxy_addr = proxy(fs.srv.addr, 3, cut_after(Dir::ToServer, 2));
-    let mut c = Client::connect_with(
-        &proxy_addr.to_string(),
-        client_keys(),
-        fs.srv.pin(),
-        quick_client(),
-    )
-    .unwrap();
+    let mut c =
+        Client::connect_with(&proxy_addr.to_string(), client_keys(), fs.srv.pin(), quick_client())
+            .unwrap();
     let report = c.send_file(&src, "auto").unwrap();
     assert!(report.resumed_from > 0);
     assert_eq!(std::fs::read(fs.files.join("auto")).unwrap(), data);
-    let received = fs
-        .events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e.starts_with("received auto"))
-        .count();
+    let received =
+        fs.events.lock().unwrap().iter().filter(|e| e.starts_with("received auto")).count();
     assert_eq!(received, 1);
 }
 
@@ -479,21 +326,12 @@ fn an_interrupted_download_keeps_only_a_partial_file_and_resumes() {
     let local = TempDir::new("local");
     let dst = local.join("copy.bin");
     let proxy_addr = proxy(fs.srv.addr, 3, cut_after(Dir::ToClient, 2));
-    let mut c = Client::connect_with(
-        &proxy_addr.to_string(),
-        client_keys(),
-        fs.srv.pin(),
-        no_retry(),
-    )
-    .unwrap();
+    let mut c =
+        Client::connect_with(&proxy_addr.to_string(), client_keys(), fs.srv.pin(), no_retry())
+            .unwrap();
     assert!(c.get_file("remote.bin", &dst).is_err());
-    assert!(
-        !dst.exists(),
-        "a partial download appeared under the final name"
-    );
-    let kept = std::fs::metadata(local.join(".copy.bin.ovtp-part"))
-        .unwrap()
-        .len();
+    assert!(!dst.exists(), "a partial download appeared under the final name");
+    let kept = std::fs::metadata(local.join(".copy.bin.ovtp-part")).unwrap().len();
     assert!(kept > 0);
     let report = c.get_file("remote.bin", &dst).unwrap();
     assert_eq!(report.resumed_from, kept);
@@ -530,22 +368,13 @@ fn concurrent_uploads_to_one_name_do_not_interleave() {
     for r in &results {
         if let Err(e) = r {
             assert!(
-                matches!(
-                    e,
-                    Error::Remote {
-                        status: status::NAME_BUSY | status::FILE_EXISTS,
-                        ..
-                    }
-                ),
+                matches!(e, Error::Remote { status: status::NAME_BUSY | status::FILE_EXISTS, .. }),
                 "unexpected outcome {e}"
             );
         }
     }
     let stored = std::fs::read(fs.files.join("same")).unwrap();
-    assert!(
-        stored == a || stored == b,
-        "the stored file is a mix of both uploads"
-    );
+    assert!(stored == a || stored == b, "the stored file is a mix of both uploads");
 }
 
 #[test]
@@ -557,18 +386,10 @@ fn progress_is_reported_at_a_modest_rate_and_ends_at_the_total() {
     let mut c = fs.srv.client();
     let mut calls = Vec::new();
     let mut record = |done: u64, total: u64| calls.push((done, total));
-    c.send_file_with(&src, "p", TransferOptions::default(), Some(&mut record))
-        .unwrap();
+    c.send_file_with(&src, "p", TransferOptions::default(), Some(&mut record)).unwrap();
     assert!(!calls.is_empty());
-    assert_eq!(
-        *calls.last().unwrap(),
-        (data.len() as u64, data.len() as u64)
-    );
-    assert!(
-        calls.len() < 16,
-        "called {} times for 16 records",
-        calls.len()
-    );
+    assert_eq!(*calls.last().unwrap(), (data.len() as u64, data.len() as u64));
+    assert!(calls.len() < 16, "called {} times for 16 records", calls.len());
     assert!(calls.windows(2).all(|w| w[0].0 <= w[1].0));
 }
 
@@ -599,19 +420,13 @@ fn a_full_disk_on_the_server_is_reported_and_nothing_is_left_behind() {
     let mut c = fs.srv.client();
     let err = c.send_file(&src, "small/too-big.bin").unwrap_err();
     match &err {
-        Error::Remote {
-            status: status::IO_ERROR,
-            message,
-        } => {
+        Error::Remote { status: status::IO_ERROR, message } => {
             assert!(message.contains("No space left"), "{message}")
         }
         other => panic!("expected an I/O error from the server, got {other}"),
     }
     assert!(!mnt.join("too-big.bin").exists());
-    assert!(
-        leftovers(&mnt).is_empty(),
-        "partial file left on the full disk"
-    );
+    assert!(leftovers(&mnt).is_empty(), "partial file left on the full disk");
     // The connection and the server still work.
     assert!(c.send_message("after").unwrap().is_ok());
     let small = write(&local, "small", b"fits");
@@ -626,14 +441,8 @@ fn a_full_disk_on_the_server_is_reported_and_nothing_is_left_behind() {
     let dst = mnt.join("big-copy.bin");
     let err = c.get_file("big.bin", &dst).unwrap_err();
     let text = err.to_string();
-    assert!(
-        matches!(err, Error::File { .. }) && text.contains("No space left"),
-        "{text}"
-    );
-    assert!(
-        text.contains("big-copy.bin"),
-        "the error does not name the file: {text}"
-    );
+    assert!(matches!(err, Error::File { .. }) && text.contains("No space left"), "{text}");
+    assert!(text.contains("big-copy.bin"), "the error does not name the file: {text}");
     assert!(!dst.exists(), "a partial download has the final name");
     let mut other = fs.srv.client();
     assert!(other.send_message("meanwhile").unwrap().is_ok());
@@ -661,19 +470,12 @@ fn a_retry_supersedes_an_upload_whose_connection_went_silent() {
         }
     });
     let proxy_addr = proxy(fs.srv.addr, 3, silent);
-    let config = ovtp::ClientConfig {
-        io_timeout: Duration::from_secs(1),
-        ..quick_client()
-    };
+    let config = ovtp::ClientConfig { io_timeout: Duration::from_secs(1), ..quick_client() };
     let mut c =
         Client::connect_with(&proxy_addr.to_string(), client_keys(), fs.srv.pin(), config).unwrap();
     let started = std::time::Instant::now();
     let report = c.send_file(&src, "silent.bin").unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
     assert!(report.resumed_from > 0);
     assert_eq!(std::fs::read(fs.files.join("silent.bin")).unwrap(), data);
 }
@@ -693,22 +495,13 @@ fn a_lost_final_reply_of_an_upload_is_answered_from_the_cache_on_retry() {
         }
     });
     let proxy_addr = proxy(fs.srv.addr, 3, lose_reply);
-    let mut c = Client::connect_with(
-        &proxy_addr.to_string(),
-        client_keys(),
-        fs.srv.pin(),
-        quick_client(),
-    )
-    .unwrap();
+    let mut c =
+        Client::connect_with(&proxy_addr.to_string(), client_keys(), fs.srv.pin(), quick_client())
+            .unwrap();
     let report = c.send_file(&src, "once.bin").unwrap();
     assert_eq!(report.reply.text(), "stored");
     assert_eq!(std::fs::read(fs.files.join("once.bin")).unwrap(), data);
-    let received = fs
-        .events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e.starts_with("received once.bin"))
-        .count();
+    let received =
+        fs.events.lock().unwrap().iter().filter(|e| e.starts_with("received once.bin")).count();
     assert_eq!(received, 1, "the handler heard of the same upload twice");
 }

@@ -35,10 +35,7 @@ fn p(path: &Path) -> &str {
 
 /// The fingerprint as OpenSSH computes it, by openssl alone, from a private key file.
 fn openssl_fingerprint(private_key: &Path) -> String {
-    let der = openssl(
-        &["pkey", "-in", p(private_key), "-pubout", "-outform", "DER"],
-        b"",
-    );
+    let der = openssl(&["pkey", "-in", p(private_key), "-pubout", "-outform", "DER"], b"");
     let digest = openssl(&["dgst", "-sha256", "-binary"], &der);
     let b64 = openssl(&["base64", "-A"], &digest);
     let b64 = String::from_utf8(b64).unwrap();
@@ -66,15 +63,7 @@ fn keys_interoperate_with_openssl() {
     // A key made by openssl loads, in PKCS#8 and in PKCS#1 form.
     let k = path("openssl.key");
     openssl(
-        &[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            p(&k),
-        ],
+        &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", p(&k)],
         b"",
     );
     chmod(&k, 0o600);
@@ -85,41 +74,19 @@ fn keys_interoperate_with_openssl() {
     let k1 = path("openssl-pkcs1.key");
     openssl(&["pkey", "-in", p(&k), "-traditional", "-out", p(&k1)], b"");
     chmod(&k1, 0o600);
-    assert!(
-        std::fs::read_to_string(&k1)
-            .unwrap()
-            .starts_with("-----BEGIN RSA PRIVATE KEY-----")
-    );
+    assert!(std::fs::read_to_string(&k1).unwrap().starts_with("-----BEGIN RSA PRIVATE KEY-----"));
     assert_eq!(KeyPair::load(&k1).unwrap().public(), theirs.public());
 
     let p1 = path("openssl-pkcs1.pub");
-    openssl(
-        &["rsa", "-in", p(&k), "-RSAPublicKey_out", "-out", p(&p1)],
-        b"",
-    );
+    openssl(&["rsa", "-in", p(&k), "-RSAPublicKey_out", "-out", p(&p1)], b"");
     assert_eq!(&PublicKey::load(&p1).unwrap(), theirs.public());
 
     // An encrypted key is refused with advice.
     let ke = path("encrypted.key");
-    openssl(
-        &[
-            "pkey",
-            "-in",
-            p(&k),
-            "-aes256",
-            "-passout",
-            "pass:secret",
-            "-out",
-            p(&ke),
-        ],
-        b"",
-    );
+    openssl(&["pkey", "-in", p(&k), "-aes256", "-passout", "pass:secret", "-out", p(&ke)], b"");
     chmod(&ke, 0o600);
     let e = KeyPair::load(&ke).unwrap_err().to_string();
-    assert!(
-        e.contains("unencrypted") && e.contains("openssl pkey"),
-        "{e}"
-    );
+    assert!(e.contains("unencrypted") && e.contains("openssl pkey"), "{e}");
 
     // Our files are accepted by openssl, and our fingerprint is openssl's.
     let ours = KeyPair::generate(2048).unwrap();

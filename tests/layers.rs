@@ -58,11 +58,7 @@ fn the_protocol_core_has_no_sockets_files_or_threads() {
         }
     }
     assert!(files >= 6, "expected the core's files, found {files}");
-    assert!(
-        found.is_empty(),
-        "I/O in the protocol core:\n{}",
-        found.join("\n")
-    );
+    assert!(found.is_empty(), "I/O in the protocol core:\n{}", found.join("\n"));
 }
 
 #[test]

@@ -50,17 +50,11 @@ fn ensure_target() -> Result<(), String> {
         .args(["target", "list", "--installed"])
         .output()
         .map_err(|e| format!("cannot run rustup: {e}"))?;
-    if String::from_utf8_lossy(&listed.stdout)
-        .lines()
-        .any(|l| l.trim() == TARGET)
-    {
+    if String::from_utf8_lossy(&listed.stdout).lines().any(|l| l.trim() == TARGET) {
         return Ok(());
     }
     println!("adding the {TARGET} target with rustup");
-    let added = run_bounded(
-        Command::new("rustup").args(["target", "add", TARGET]),
-        BUILD_LIMIT,
-    )?;
+    let added = run_bounded(Command::new("rustup").args(["target", "add", TARGET]), BUILD_LIMIT)?;
     if added.status.success() {
         Ok(())
     } else {
@@ -147,20 +141,13 @@ fn has_interpreter(elf: &[u8]) -> bool {
 fn check_size(bin: &Path) {
     let copy = std::env::temp_dir().join(format!("ovtp-musl-size-{}", std::process::id()));
     std::fs::copy(bin, &copy).expect("copy the binary");
-    let stripped = Command::new("strip")
-        .arg(&copy)
-        .status()
-        .is_ok_and(|s| s.success());
+    let stripped = Command::new("strip").arg(&copy).status().is_ok_and(|s| s.success());
     let size = std::fs::metadata(&copy).expect("stat").len();
     let _ = std::fs::remove_file(&copy);
     println!(
         "static ovtp: {size} bytes ({:.2} MiB){}; budget {SIZE_BUDGET} bytes (1.5 MiB)",
         size as f64 / 1048576.0,
-        if stripped {
-            ", stripped"
-        } else {
-            " as built (no strip command)"
-        }
+        if stripped { ", stripped" } else { " as built (no strip command)" }
     );
     assert!(
         size <= SIZE_BUDGET,
@@ -179,18 +166,10 @@ fn end_to_end(bin: &Path) {
 
     let mut server = Serve::start(bin, &server_home);
     let client_pub = client_home.0.join("id_rsa.pub");
-    let out = ok(
-        bin,
-        &server_home,
-        &["authorize", &client_pub.to_string_lossy()],
-    );
+    let out = ok(bin, &server_home, &["authorize", &client_pub.to_string_lossy()]);
     assert!(out.contains("added"), "authorize: {out}");
 
-    let reply = ok(
-        bin,
-        &client_home,
-        &["send", &server.addr, "hello from musl", "--accept-new"],
-    );
+    let reply = ok(bin, &client_home, &["send", &server.addr, "hello from musl", "--accept-new"]);
     assert_eq!(reply.trim(), "ok", "first reply");
     server.wait_for("hello from musl");
     // Now pinned in known_hosts: strict mode (the default) accepts it.
@@ -220,11 +199,8 @@ impl Drop for TempHome {
 
 /// Run `ovtp ARGS` in `home`, bounded in time; its stdout, or a panic with stderr.
 fn ok(bin: &Path, home: &TempHome, args: &[&str]) -> String {
-    let out = run_bounded(
-        Command::new(bin).args(args).env("OVTP_HOME", &home.0),
-        COMMAND_LIMIT,
-    )
-    .unwrap_or_else(|e| panic!("ovtp {args:?}: {e}"));
+    let out = run_bounded(Command::new(bin).args(args).env("OVTP_HOME", &home.0), COMMAND_LIMIT)
+        .unwrap_or_else(|e| panic!("ovtp {args:?}: {e}"));
     assert!(
         out.status.success(),
         "ovtp {args:?} exited with {}:\n{}",
@@ -244,10 +220,8 @@ fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<Output, String> {
         .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
     let mut child = KillOnDrop(Some(child));
     let c = child.0.as_mut().expect("just spawned");
-    let (out, err) = (
-        drain(c.stdout.take().expect("piped")),
-        drain(c.stderr.take().expect("piped")),
-    );
+    let (out, err) =
+        (drain(c.stdout.take().expect("piped")), drain(c.stderr.take().expect("piped")));
     let until = Instant::now() + limit;
     let status = loop {
         match c.try_wait() {
@@ -260,11 +234,7 @@ fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<Output, String> {
     child.0 = None; // reaped
     // The pipes close when the process exits; the readers finish promptly.
     let wait = |rx: Receiver<Vec<u8>>| rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
-    Ok(Output {
-        status,
-        stdout: wait(out),
-        stderr: wait(err),
-    })
+    Ok(Output { status, stdout: wait(out), stderr: wait(err) })
 }
 
 /// Read a pipe to its end on a thread.
@@ -333,11 +303,7 @@ impl Serve {
         };
         let line = serve.wait_for("listening on ");
         let rest = &line[line.find("listening on ").expect("found") + "listening on ".len()..];
-        serve.addr = rest
-            .split([',', ' '])
-            .next()
-            .expect("an address")
-            .to_string();
+        serve.addr = rest.split([',', ' ']).next().expect("an address").to_string();
         assert!(serve.addr.starts_with("127.0.0.1:"), "{line}");
         serve
     }
@@ -370,10 +336,7 @@ impl Serve {
             if let Some(status) = child.try_wait().expect("wait for ovtp serve") {
                 break status;
             }
-            assert!(
-                Instant::now() < until,
-                "ovtp serve did not stop after stdin closed"
-            );
+            assert!(Instant::now() < until, "ovtp serve did not stop after stdin closed");
             std::thread::sleep(Duration::from_millis(20));
         };
         self.child.0 = None;

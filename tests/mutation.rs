@@ -70,9 +70,9 @@ fn describe(p: &Payload) -> String {
         Payload::Text(t) => format!("text {t}"),
         Payload::Data(d) => format!("data {}", hex(&Sha256::digest(d))),
         Payload::FileOffer { name, size } => format!("offer {name} {size}"),
-        Payload::FileReceived {
-            name, size, sha256, ..
-        } => format!("received {name} {size} {}", hex(sha256)),
+        Payload::FileReceived { name, size, sha256, .. } => {
+            format!("received {name} {size} {}", hex(sha256))
+        }
         other => format!("{other:?}"),
     }
 }
@@ -129,11 +129,9 @@ impl Rig {
             test_rng_seed: Some(SEED),
             events: Some(Arc::new(move |e: &Event<'_>| {
                 let end = match e {
-                    Event::HandshakeFailed { error, .. } => End {
-                        handshake: true,
-                        kind: Some(kind(error)),
-                        message: error.to_string(),
-                    },
+                    Event::HandshakeFailed { error, .. } => {
+                        End { handshake: true, kind: Some(kind(error)), message: error.to_string() }
+                    }
                     Event::Disconnected { error, .. } => End {
                         handshake: false,
                         kind: error.map(kind),
@@ -156,26 +154,13 @@ impl Rig {
                 _ => Reply::ok(""),
             }
         };
-        let server = Server::bind_with(
-            "127.0.0.1:0",
-            keys.clone(),
-            authorized,
-            config,
-            ServeFiles(handler),
-        )
-        .unwrap();
+        let server =
+            Server::bind_with("127.0.0.1:0", keys.clone(), authorized, config, ServeFiles(handler))
+                .unwrap();
         let addr = server.local_addr().unwrap();
         let stopper = server.stopper().unwrap();
         let thread = Some(std::thread::spawn(move || server.run()));
-        Rig {
-            addr,
-            stopper,
-            thread,
-            calls,
-            ends,
-            files,
-            _dir: dir,
-        }
+        Rig { addr, stopper, thread, calls, ends, files, _dir: dir }
     }
 
     /// Send `bytes` as a client would, close our sending side, and return
@@ -195,10 +180,7 @@ impl Rig {
             if let Some(end) = self.ends.lock().unwrap().get(before) {
                 return (out, end.clone());
             }
-            assert!(
-                Instant::now() < deadline,
-                "the server never ended the connection"
-            );
+            assert!(Instant::now() < deadline, "the server never ended the connection");
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -254,10 +236,7 @@ fn record(keys: &KeyPair, script: impl FnOnce(&mut Client, &Path)) -> (Vec<Vec<u
     );
     let local = TempDir::new("mut-local");
     let trust = HostTrust::Fingerprint(keys.fingerprint());
-    let config = ovtp::ClientConfig {
-        retries: 0,
-        ..quick_client()
-    };
+    let config = ovtp::ClientConfig { retries: 0, ..quick_client() };
     let mut client = Client::connect_with(&addr.to_string(), client_keys(), trust, config).unwrap();
     script(&mut client, local.path());
     drop(client);
@@ -267,18 +246,11 @@ fn record(keys: &KeyPair, script: impl FnOnce(&mut Client, &Path)) -> (Vec<Vec<u
         assert!(Instant::now() < deadline, "recorded session never ended");
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(
-        rig.ends.lock().unwrap()[0].kind.is_none(),
-        "recording failed"
-    );
+    assert!(rig.ends.lock().unwrap()[0].kind.is_none(), "recording failed");
     rig.stop();
     let frames = frames.lock().unwrap();
     let from = |d: Dir| -> Vec<Vec<u8>> {
-        frames
-            .iter()
-            .filter(|(dir, _)| *dir == d)
-            .map(|(_, f)| f.clone())
-            .collect()
+        frames.iter().filter(|(dir, _)| *dir == d).map(|(_, f)| f.clone()).collect()
     };
     (from(Dir::ToServer), from(Dir::ToClient).concat())
 }
@@ -293,23 +265,13 @@ fn session_a(keys: &KeyPair) -> Session {
         c.send_message("gamma ünï").unwrap();
         let src = local.join("a.bin");
         std::fs::write(&src, &f).unwrap();
-        let opts = TransferOptions {
-            resume: false,
-            ..TransferOptions::default()
-        };
+        let opts = TransferOptions { resume: false, ..TransferOptions::default() };
         c.send_file_with(&src, "up/a.bin", opts, None).unwrap();
     });
     let types: Vec<u8> = client[2..].iter().map(|f| f[4]).collect();
     assert_eq!(
         types,
-        [
-            REC_REQUEST,
-            REC_REQUEST,
-            REC_REQUEST,
-            REC_REQUEST,
-            REC_FILE_DATA,
-            REC_FILE_END
-        ],
+        [REC_REQUEST, REC_REQUEST, REC_REQUEST, REC_REQUEST, REC_FILE_DATA, REC_FILE_END],
         "session A does not have the expected shape"
     );
     let sha = hex(&Sha256::digest(&file));
@@ -323,12 +285,7 @@ fn session_a(keys: &KeyPair) -> Session {
         vec![],
         vec![format!("received up/a.bin 300 {sha}")],
     ];
-    Session {
-        client,
-        server,
-        calls,
-        files: vec![(PathBuf::from("up/a.bin"), file)],
-    }
+    Session { client, server, calls, files: vec![(PathBuf::from("up/a.bin"), file)] }
 }
 
 fn session_b(keys: &KeyPair) -> Session {
@@ -338,17 +295,10 @@ fn session_b(keys: &KeyPair) -> Session {
         c.send_message("bravo").unwrap();
         let src = local.join("b.bin");
         std::fs::write(&src, &f).unwrap();
-        let opts = TransferOptions {
-            resume: false,
-            ..TransferOptions::default()
-        };
+        let opts = TransferOptions { resume: false, ..TransferOptions::default() };
         c.send_file_with(&src, "b.bin", opts, None).unwrap();
     });
-    assert_eq!(
-        client.len(),
-        6,
-        "session B does not have the expected shape"
-    );
+    assert_eq!(client.len(), 6, "session B does not have the expected shape");
     let sha = hex(&Sha256::digest(&file));
     let calls = vec![
         vec![],
@@ -358,12 +308,7 @@ fn session_b(keys: &KeyPair) -> Session {
         vec![],
         vec![format!("received b.bin 200 {sha}")],
     ];
-    Session {
-        client,
-        server,
-        calls,
-        files: vec![(PathBuf::from("b.bin"), file)],
-    }
+    Session { client, server, calls, files: vec![(PathBuf::from("b.bin"), file)] }
 }
 
 /// What a case expects of the server.
@@ -379,15 +324,8 @@ struct Case {
 
 /// Error kinds by where the damage is.
 fn kinds_for(frame: usize, in_prefix: bool) -> Vec<Option<&'static str>> {
-    let hs = [
-        "malformed",
-        "version",
-        "key",
-        "not-authorized",
-        "bad-signature",
-        "too-large",
-        "closed",
-    ];
+    let hs =
+        ["malformed", "version", "key", "not-authorized", "bad-signature", "too-large", "closed"];
     match (frame, in_prefix) {
         (0 | 1, _) => hs.iter().map(|k| Some(*k)).collect(),
         (_, true) => vec![Some("bad-record"), Some("too-large"), Some("closed")],
@@ -460,10 +398,7 @@ fn cases(a: &Session, b: &Session) -> Vec<Case> {
             let pos = start + off;
             bytes[pos] ^= 1 << (pos % 8);
             out.push(Case {
-                name: format!(
-                    "flip byte {pos} (frame {j}, {field}, offset {off}) bit {}",
-                    pos % 8
-                ),
+                name: format!("flip byte {pos} (frame {j}, {field}, offset {off}) bit {}", pos % 8),
                 bytes,
                 intact: j,
                 kinds: kinds_for(j, off < 4),
@@ -478,11 +413,7 @@ fn cases(a: &Session, b: &Session) -> Vec<Case> {
             name: format!("truncated after {k} frames"),
             bytes: joined(&frames[..k]),
             intact: k,
-            kinds: if clean_close {
-                vec![None]
-            } else {
-                vec![Some("closed")]
-            },
+            kinds: if clean_close { vec![None] } else { vec![Some("closed")] },
         });
     }
     // Truncation inside every frame.
@@ -559,9 +490,7 @@ fn check(case: &Case, keys: &KeyPair, a: &Session, b: &Session) -> Result<(), St
     }
     // A damaged handshake costs no private-key operation.
     if case.intact < 2 && ops != 0 {
-        problems.push(format!(
-            "{ops} private-key operations for a damaged handshake"
-        ));
+        problems.push(format!("{ops} private-key operations for a damaged handshake"));
     }
     if case.intact < 2 && !end.handshake {
         problems.push("the damaged handshake completed".into());
@@ -617,10 +546,7 @@ fn every_mutation_of_a_recorded_session_fails_cleanly_and_the_server_keeps_servi
     let counter = panics.clone();
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if std::thread::current()
-            .name()
-            .is_some_and(|n| n.starts_with("ovtp-conn"))
-        {
+        if std::thread::current().name().is_some_and(|n| n.starts_with("ovtp-conn")) {
             counter.fetch_add(1, Ordering::SeqCst);
         }
         default_hook(info);
@@ -632,14 +558,8 @@ fn every_mutation_of_a_recorded_session_fails_cleanly_and_the_server_keeps_servi
     let b = session_b(&keys);
     // Replaying the honest streams reproduces the recorded answers exactly.
     let rig = Rig::start(&keys);
-    assert!(
-        rig.replay(&a.client.concat()).0 == a.server,
-        "A does not replay"
-    );
-    assert!(
-        rig.replay(&b.client.concat()).0 == b.server,
-        "B does not replay"
-    );
+    assert!(rig.replay(&a.client.concat()).0 == a.server, "A does not replay");
+    assert!(rig.replay(&b.client.concat()).0 == b.server, "B does not replay");
     rig.stop();
 
     let all = cases(&a, &b);

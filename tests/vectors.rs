@@ -97,10 +97,7 @@ fn unhex(name: &str, s: &str) -> Vec<u8> {
         s.len().is_multiple_of(2) && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')),
         "{name}: not lowercase hex"
     );
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 fn sha256(parts: &[&[u8]]) -> [u8; 32] {
@@ -123,10 +120,8 @@ fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 
 /// SHA-256 over the label and each element as `u32 length || bytes` (PROTOCOL.md, "Transcript").
 fn transcript_hash(elements: &[&[u8]]) -> [u8; 32] {
-    let lens: Vec<[u8; 4]> = elements
-        .iter()
-        .map(|e| u32::try_from(e.len()).unwrap().to_be_bytes())
-        .collect();
+    let lens: Vec<[u8; 4]> =
+        elements.iter().map(|e| u32::try_from(e.len()).unwrap().to_be_bytes()).collect();
     let mut parts: Vec<&[u8]> = vec![b"ovtp/1 transcript"];
     for (len, e) in lens.iter().zip(elements) {
         parts.push(len);
@@ -274,11 +269,7 @@ impl rsa::rand_core::TryCryptoRng for Scripted {}
 
 /// `u16 length || bytes`.
 fn vec16(field: &[u8]) -> Vec<u8> {
-    [
-        &u16::try_from(field.len()).unwrap().to_be_bytes()[..],
-        field,
-    ]
-    .concat()
+    [&u16::try_from(field.len()).unwrap().to_be_bytes()[..], field].concat()
 }
 
 /// Request: `request_id [16] || op u8 || body`.
@@ -298,13 +289,7 @@ fn put_body(name: &str, size: u64, flags: u8) -> Vec<u8> {
 
 /// GET body: `name vec16 || offset u64 || prefix_sha256 [32] || flags u8`.
 fn get_body(name: &str, offset: u64, prefix: &[u8; 32], flags: u8) -> Vec<u8> {
-    [
-        &vec16(name.as_bytes())[..],
-        &offset.to_be_bytes(),
-        prefix,
-        &[flags],
-    ]
-    .concat()
+    [&vec16(name.as_bytes())[..], &offset.to_be_bytes(), prefix, &[flags]].concat()
 }
 
 /// Two u64 fields (FILE_READY of a GET: `size || start`) or a u64 and bytes
@@ -422,16 +407,8 @@ fn generate() -> String {
     let h1 = transcript_hash(&[ch, sh, wrapped_c]);
     let h2 = transcript_hash(&[ch, sh, wrapped_c, sig_c, wrapped_s]);
     let h3 = transcript_hash(&[ch, sh, wrapped_c, sig_c, wrapped_s, sig_s]);
-    assert_eq!(
-        *c_session.transcript(),
-        h3,
-        "client's H3 differs from PROTOCOL.md's"
-    );
-    assert_eq!(
-        *s_session.transcript(),
-        h3,
-        "server's H3 differs from PROTOCOL.md's"
-    );
+    assert_eq!(*c_session.transcript(), h3, "client's H3 differs from PROTOCOL.md's");
+    assert_eq!(*s_session.transcript(), h3, "server's H3 differs from PROTOCOL.md's");
     let ikm = [secret_c.as_slice(), secret_s.as_slice()].concat();
     let prk = hmac_sha256(&h3, &[&ikm]);
     let keys = [
@@ -506,27 +483,13 @@ fn generate() -> String {
     let (mut c_seq, mut s_seq) = (0u64, 0u64);
     let mut emit = |out: &mut Out, rec: Rec, crng: &mut Rng, srng: &mut Rng| {
         let (sealer, opener, rng, dir, seq) = if rec.c2s {
-            (
-                c_session.sealer(),
-                s_session.opener(),
-                crng,
-                "c2s",
-                &mut c_seq,
-            )
+            (c_session.sealer(), s_session.opener(), crng, "c2s", &mut c_seq)
         } else {
-            (
-                s_session.sealer(),
-                c_session.opener(),
-                srng,
-                "s2c",
-                &mut s_seq,
-            )
+            (s_session.sealer(), c_session.opener(), srng, "s2c", &mut s_seq)
         };
         assert_eq!(sealer.sequence(), *seq);
         let mut frame = Vec::new();
-        sealer
-            .seal(rng, rec.rtype, rec.flags, &rec.plaintext, &mut frame)
-            .unwrap();
+        sealer.seal(rng, rec.rtype, rec.flags, &rec.plaintext, &mut frame).unwrap();
         let mut body = frame_body(&frame, MAX_RECORD_FRAME, "record").to_vec();
         let opened = opener.open(&mut body).expect("the peer opens the record");
         assert_eq!(
@@ -668,11 +631,7 @@ fn generate() -> String {
              file on the client), SHA-256 of the empty prefix, flags 0x02 (resume)",
             true,
             REC_REQUEST,
-            request(
-                &id5,
-                OP_GET,
-                &get_body(FILE_NAME, 0, &empty_sha, XFER_RESUME),
-            ),
+            request(&id5, OP_GET, &get_body(FILE_NAME, 0, &empty_sha, XFER_RESUME)),
         ),
         (
             "FILE_READY (type 0x12, FIN) for the GET: size 100, start 0",
@@ -714,18 +673,7 @@ fn generate() -> String {
     out.bytes("file.content", FILE_CONTENT);
     out.bytes("file.sha256", &file_sha);
     for (note, c2s, rtype, plaintext) in file_records {
-        emit(
-            &mut out,
-            Rec {
-                note,
-                c2s,
-                rtype,
-                flags: FIN,
-                plaintext,
-            },
-            &mut crng,
-            &mut srng,
-        );
+        emit(&mut out, Rec { note, c2s, rtype, flags: FIN, plaintext }, &mut crng, &mut srng);
     }
     // Last, an encrypted alert, as a server sends when it shuts down (then it closes).
     let alert_msg = b"server is shutting down";
@@ -825,10 +773,7 @@ fn test_vectors_match_the_code_byte_for_byte() {
         )
     });
     if stored != generated {
-        panic!(
-            "{}",
-            describe_difference("tests/vectors/handshake.txt", &stored, &generated)
-        );
+        panic!("{}", describe_difference("tests/vectors/handshake.txt", &stored, &generated));
     }
 }
 
@@ -869,9 +814,7 @@ impl Vectors {
     }
 
     fn text(&self, name: &str) -> &str {
-        self.0
-            .get(name)
-            .unwrap_or_else(|| panic!("vector file lacks `{name}`"))
+        self.0.get(name).unwrap_or_else(|| panic!("vector file lacks `{name}`"))
     }
 
     fn bytes(&self, name: &str) -> Vec<u8> {
@@ -937,13 +880,9 @@ fn test_vectors_open_with_an_independent_check() {
     v.expect("server_hello.nonce", &drbg_block(&server_seed, 0));
 
     // Handshake frames, parsed by hand.
-    let frames = [
-        "client_hello.frame",
-        "server_hello.frame",
-        "client_auth.frame",
-        "server_auth.frame",
-    ]
-    .map(|name| v.bytes(name));
+    let frames =
+        ["client_hello.frame", "server_hello.frame", "client_auth.frame", "server_auth.frame"]
+            .map(|name| v.bytes(name));
     let [ch, sh, ca, sa] =
         [0, 1, 2, 3].map(|i| frame_body(&frames[i], MAX_HANDSHAKE_FRAME, "frame"));
     let (nonce_c, spki_c) = parse_hello(ch, CLIENT_HELLO, "ClientHello");
@@ -1005,24 +944,14 @@ fn test_vectors_open_with_an_independent_check() {
     let client_msg = [&b"ovtp/1 client signature"[..], &h1].concat();
     let server_msg = [&b"ovtp/1 server signature"[..], &h2].concat();
     assert!(
-        reproduce(
-            &client_seed,
-            &server_pub,
-            &client_rsa,
-            &secret_c,
-            &client_msg
-        ) == (wrapped_c.to_vec(), sig_c.to_vec()),
+        reproduce(&client_seed, &server_pub, &client_rsa, &secret_c, &client_msg)
+            == (wrapped_c.to_vec(), sig_c.to_vec()),
         "ClientAuth: OAEP with client block 2 as seed and PSS with client block 3 as salt \
          do not give wrapped_c and sig_c"
     );
     assert!(
-        reproduce(
-            &server_seed,
-            &client_pub,
-            &server_rsa,
-            &secret_s,
-            &server_msg
-        ) == (wrapped_s.to_vec(), sig_s.to_vec()),
+        reproduce(&server_seed, &client_pub, &server_rsa, &secret_s, &server_msg)
+            == (wrapped_s.to_vec(), sig_s.to_vec()),
         "ServerAuth: OAEP with server block 2 as seed and PSS with server block 3 as salt \
          do not give wrapped_s and sig_s"
     );
@@ -1043,20 +972,14 @@ fn test_vectors_open_with_an_independent_check() {
     let mut messages: HashMap<&str, Vec<(u8, Vec<u8>)>> = HashMap::new();
     let mut partial: HashMap<&str, (u8, Vec<u8>)> = HashMap::new();
     let mut count = 0;
-    for name in
-        v.1.iter()
-            .filter(|n| n.starts_with("record.") && n.ends_with(".frame"))
-    {
+    for name in v.1.iter().filter(|n| n.starts_with("record.") && n.ends_with(".frame")) {
         let parts: Vec<&str> = name.split('.').collect();
         let (dir, seq): (&str, u64) = match parts[..] {
             ["record", d @ ("c2s" | "s2c"), s, "frame"] => (d, s.parse().unwrap()),
             _ => panic!("unexpected record name {name}"),
         };
         let expected_seq = next_seq.get_mut(dir).unwrap();
-        assert_eq!(
-            seq, *expected_seq,
-            "{name}: records of a direction are numbered from 0"
-        );
+        assert_eq!(seq, *expected_seq, "{name}: records of a direction are numbered from 0");
         *expected_seq += 1;
         let (dir_byte, enc, mac) = match dir {
             "c2s" => (DIR_C2S, &c2s_enc, &c2s_mac),
@@ -1066,10 +989,7 @@ fn test_vectors_open_with_an_independent_check() {
         let body = frame_body(&frame, MAX_RECORD_FRAME, "record");
         assert!(body.len() >= 2 + 16 + 16 + 32, "{name}: too short");
         let ct_len = body.len() - 2 - 16 - 32;
-        assert!(
-            ct_len.is_multiple_of(16),
-            "{name}: ciphertext not whole blocks"
-        );
+        assert!(ct_len.is_multiple_of(16), "{name}: ciphertext not whole blocks");
         let mut c = Cursor(body, "record");
         let (rtype, flags) = (c.u8(), c.u8());
         let iv = c.take(16);
@@ -1091,38 +1011,19 @@ fn test_vectors_open_with_an_independent_check() {
         // The same bytes under the other direction's byte, or at the next sequence number, do not verify.
         let ct_len_be = u32::try_from(ct_len).unwrap().to_be_bytes();
         for (d, s) in [(3 - dir_byte, seq), (dir_byte, seq + 1)] {
-            let other = hmac_sha256(
-                mac,
-                &[&[d], &s.to_be_bytes(), &[rtype, flags], &ct_len_be, iv, ct],
-            );
-            assert_ne!(
-                tag, other,
-                "{name}: tag does not bind direction and sequence"
-            );
+            let other =
+                hmac_sha256(mac, &[&[d], &s.to_be_bytes(), &[rtype, flags], &ct_len_be, iv, ct]);
+            assert_ne!(tag, other, "{name}: tag does not bind direction and sequence");
         }
         let plaintext = unpad(cbc_decrypt(enc, iv, ct), name);
-        assert!(
-            plaintext.len() <= MAX_RECORD_PLAINTEXT,
-            "{name}: plaintext over the limit"
-        );
+        assert!(plaintext.len() <= MAX_RECORD_PLAINTEXT, "{name}: plaintext over the limit");
         let plain_name = name.replace(".frame", ".plaintext");
-        assert_eq!(
-            plaintext,
-            v.bytes(&plain_name),
-            "{name}: decrypts to {plain_name}"
-        );
-        assert_eq!(
-            ct_len,
-            (plaintext.len() / 16 + 1) * 16,
-            "{name}: PKCS#7 always pads"
-        );
+        assert_eq!(plaintext, v.bytes(&plain_name), "{name}: decrypts to {plain_name}");
+        assert_eq!(ct_len, (plaintext.len() / 16 + 1) * 16, "{name}: PKCS#7 always pads");
 
         // Messages: records of one type until FIN.
         let entry = partial.entry(dir).or_insert((rtype, Vec::new()));
-        assert_eq!(
-            entry.0, rtype,
-            "{name}: record type changed inside a message"
-        );
+        assert_eq!(entry.0, rtype, "{name}: record type changed inside a message");
         entry.1.extend_from_slice(&plaintext);
         assert_eq!(flags & !FIN, 0, "{name}: unknown flags");
         if flags & FIN != 0 {
@@ -1287,10 +1188,7 @@ fn file_exchange_vectors_are_what_a_real_server_speaks() {
     std::fs::create_dir_all(&files).unwrap();
     let authorized = AuthorizedKeys::new(dir.join("authorized_keys"));
     authorized.add(client.public(), "vector client").unwrap();
-    let config = ServerConfig {
-        files_dir: Some(files.clone()),
-        ..ServerConfig::default()
-    };
+    let config = ServerConfig { files_dir: Some(files.clone()), ..ServerConfig::default() };
     let server = Server::bind_with(
         "127.0.0.1:0",
         server_keys.clone(),
@@ -1308,8 +1206,7 @@ fn file_exchange_vectors_are_what_a_real_server_speaks() {
 
     // A handshake through the public state machines, over a real socket.
     let mut sock = std::net::TcpStream::connect(addr).unwrap();
-    sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
-        .unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
     let mut rng = Rng::system();
     let (state, hello) = ClientStart::new(&client, &mut rng).unwrap();
     sock.write_all(&hello).unwrap();
@@ -1329,10 +1226,7 @@ fn file_exchange_vectors_are_what_a_real_server_speaks() {
     // stored one. The closing alert is left out (a server only sends it when stopping).
     let first = v.1.iter().position(|n| n == "file.content").unwrap();
     let mut replayed = 0;
-    for name in v.1[first..]
-        .iter()
-        .filter(|n| n.starts_with("record.") && n.ends_with(".frame"))
-    {
+    for name in v.1[first..].iter().filter(|n| n.starts_with("record.") && n.ends_with(".frame")) {
         let frame = v.bytes(name);
         let (rtype, flags) = (frame[4], frame[5]);
         if rtype == REC_ALERT {
@@ -1341,17 +1235,11 @@ fn file_exchange_vectors_are_what_a_real_server_speaks() {
         let plaintext = v.bytes(&name.replace(".frame", ".plaintext"));
         if name.starts_with("record.c2s.") {
             let mut out = Vec::new();
-            session
-                .sealer()
-                .seal(&mut rng, rtype, flags, &plaintext, &mut out)
-                .unwrap();
+            session.sealer().seal(&mut rng, rtype, flags, &plaintext, &mut out).unwrap();
             sock.write_all(&out).unwrap();
         } else {
             let mut body = read_frame(&mut sock, MAX_RECORD_FRAME);
-            let got = session
-                .opener()
-                .open(&mut body)
-                .expect("server record opens");
+            let got = session.opener().open(&mut body).expect("server record opens");
             assert_eq!(
                 (got.rtype, got.flags, hex(got.plaintext)),
                 (rtype, flags, hex(&plaintext)),
@@ -1485,13 +1373,8 @@ fn negatives(v: &Vectors) -> Vec<Negative> {
     let hello_with_key = |key: &[u8]| framed(&[&ch_body[..39], &vec16(key)].concat());
     let plain_alert = |code: u8, message: &str| {
         framed(
-            &[
-                &MAGIC[..],
-                &VERSION.to_be_bytes(),
-                &[PLAIN_ALERT, code],
-                &vec16(message.as_bytes()),
-            ]
-            .concat(),
+            &[&MAGIC[..], &VERSION.to_be_bytes(), &[PLAIN_ALERT, code], &vec16(message.as_bytes())]
+                .concat(),
         )
     };
     let spki_c = v.bytes("client.spki");
@@ -1745,9 +1628,8 @@ fn parse_negative(file: &str, text: &str) -> (String, String, Vec<Vec<u8>>) {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (name, value) = line
-            .split_once(": ")
-            .unwrap_or_else(|| panic!("{file}: not `name: value`: {line}"));
+        let (name, value) =
+            line.split_once(": ").unwrap_or_else(|| panic!("{file}: not `name: value`: {line}"));
         match name {
             "at" => at = Some(value.to_string()),
             "expect" => expect = Some(value.to_string()),
@@ -1777,11 +1659,7 @@ fn feed(file: &str, at: &str, frames: &[Vec<u8>], v: &Vectors) -> Result<(), Err
         }
     };
     let stored_body = |name: &str| v.bytes(name)[4..].to_vec();
-    let max = if at.ends_with(" record") {
-        MAX_RECORD_FRAME
-    } else {
-        MAX_HANDSHAKE_FRAME
-    };
+    let max = if at.ends_with(" record") { MAX_RECORD_FRAME } else { MAX_HANDSHAKE_FRAME };
     let split = |frame: &[u8]| -> Result<Vec<u8>, Error> {
         let (body, rest) = split_frame(frame, max)?;
         assert!(rest.is_empty(), "{file}: bytes after a frame");
@@ -1806,25 +1684,15 @@ fn feed(file: &str, at: &str, frames: &[Vec<u8>], v: &Vectors) -> Result<(), Err
                 authorized,
             )
             .unwrap();
-            assert_eq!(
-                hello,
-                v.bytes("server_hello.frame"),
-                "the vector ServerHello"
-            );
+            assert_eq!(hello, v.bytes("server_hello.frame"), "the vector ServerHello");
             state.read_client_auth(&split(last)?, &mut rng).map(drop)
         }
         AT_CLIENT_HELLO | AT_CLIENT_AUTH => {
             let mut rng = seeded("client");
             let (state, hello) = ClientStart::new(&client, &mut rng).unwrap();
-            assert_eq!(
-                hello,
-                v.bytes("client_hello.frame"),
-                "the vector ClientHello"
-            );
+            assert_eq!(hello, v.bytes("client_hello.frame"), "the vector ClientHello");
             if at == AT_CLIENT_HELLO {
-                return state
-                    .read_server_hello(&split(last)?, &mut rng, pinned)
-                    .map(drop);
+                return state.read_server_hello(&split(last)?, &mut rng, pinned).map(drop);
             }
             let (state, auth) = state
                 .read_server_hello(&stored_body("server_hello.frame"), &mut rng, pinned)
@@ -1839,11 +1707,7 @@ fn feed(file: &str, at: &str, frames: &[Vec<u8>], v: &Vectors) -> Result<(), Err
                 &value("server_auth.secret"),
                 &value("transcript.h3"),
             );
-            let mut opener = if at == AT_SERVER_RECORD {
-                server_opener
-            } else {
-                client_opener
-            };
+            let mut opener = if at == AT_SERVER_RECORD { server_opener } else { client_opener };
             let mut open = |frame: &[u8]| opener.open(&mut split(frame)?).map(drop);
             for (i, frame) in earlier.iter().enumerate() {
                 open(frame).unwrap_or_else(|e| panic!("{file}: frame {} must open: {e}", i + 1));
@@ -1886,10 +1750,7 @@ fn negative_vectors_match_their_generator() {
     let made: Vec<&str> = cases.iter().map(|c| c.file).collect();
     assert_eq!(
         stored.keys().collect::<Vec<_>>(),
-        made.iter()
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect::<Vec<_>>(),
+        made.iter().collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>(),
         "tests/vectors/negative/ holds other files than tests/vectors.rs makes; \
          regenerate with {REGENERATE_VAR}=1 cargo test --test vectors"
     );
@@ -1907,10 +1768,7 @@ fn negative_vectors_are_rejected_with_the_expected_errors() {
     let v = Vectors::load();
     // While the folder is being rewritten, check what is being written.
     let files = if regenerating() {
-        negatives(&v)
-            .into_iter()
-            .map(|c| (c.file.to_string(), c.text()))
-            .collect()
+        negatives(&v).into_iter().map(|c| (c.file.to_string(), c.text())).collect()
     } else {
         negative_files()
     };

@@ -27,16 +27,8 @@ pub fn bench_batch(opts: &Opts, keys: &KeySet, r: &mut Report) -> BenchResult<()
     };
     batch()?; // warm-up
     let cpu0 = process_cpu();
-    let st = Stats::of(sample(
-        Budget {
-            time: Duration::from_secs(60),
-            max: batches,
-        },
-        &mut batch,
-    )?);
-    let cpu = process_cpu()
-        .zip(cpu0)
-        .map_or(Duration::ZERO, |(a, b)| a.saturating_sub(b));
+    let st = Stats::of(sample(Budget { time: Duration::from_secs(60), max: batches }, &mut batch)?);
+    let cpu = process_cpu().zip(cpu0).map_or(Duration::ZERO, |(a, b)| a.saturating_sub(b));
     let n = st.n * PER_BATCH;
     let rate = n as f64 / st.total.as_secs_f64();
     let cpu_us = us(cpu) / n as f64;

@@ -86,14 +86,7 @@ fn primitive_rows(b: Budget, r: &mut Report) -> BenchResult<f64> {
         black_box(mac.finalize());
         Ok(())
     })?;
-    ceiling_row(
-        r,
-        "hmac_sha256",
-        "HMAC-SHA256, one core, 1 MiB",
-        bytes,
-        s,
-        "DESIGN.md §6: ~1,530",
-    );
+    ceiling_row(r, "hmac_sha256", "HMAC-SHA256, one core, 1 MiB", bytes, s, "DESIGN.md §6: ~1,530");
     // Plain SHA-256: what each side of a file transfer spends on the file digest.
     let (bytes, s) = run(&mut || {
         black_box(<Sha256 as sha2::Digest>::digest(&buf[..]));
@@ -126,20 +119,13 @@ impl RecordLoops {
         with_seal: bool,
         with_open: bool,
     ) -> BenchResult<(Spent, usize)> {
-        let RecordLoops {
-            rng,
-            plaintext,
-            frame,
-            body,
-        } = self;
+        let RecordLoops { rng, plaintext, frame, body } = self;
         let ((mut sealer, _), (_, mut opener)) =
             SessionKeys::from_secrets_for_testing(&[1; 32], &[2; 32], &[3; 32]);
         // Loop A copies a sealed frame too, so that it moves the same bytes.
         if !with_seal {
             frame.clear();
-            sealer
-                .seal(rng, 0x10, FLAG_FIN, plaintext, frame)
-                .map_err(err("seal"))?;
+            sealer.seal(rng, 0x10, FLAG_FIN, plaintext, frame).map_err(err("seal"))?;
         }
         let mut spent = Spent::new();
         let n = spent
@@ -147,9 +133,7 @@ impl RecordLoops {
                 sample(b, || {
                     if with_seal {
                         frame.clear();
-                        sealer
-                            .seal(rng, 0x10, FLAG_FIN, plaintext, frame)
-                            .map_err(err("seal"))?;
+                        sealer.seal(rng, 0x10, FLAG_FIN, plaintext, frame).map_err(err("seal"))?;
                     }
                     body.clear();
                     body.extend_from_slice(&frame[4..]);
@@ -186,11 +170,8 @@ fn record_rows(b: Budget, r: &mut Report) -> BenchResult<(f64, f64)> {
         frame: Vec::with_capacity(RECORD + 128),
         body: Vec::new(),
     };
-    let (a, b_, c) = (
-        loops.spent(b, false, false)?,
-        loops.spent(b, true, false)?,
-        loops.spent(b, true, true)?,
-    );
+    let (a, b_, c) =
+        (loops.spent(b, false, false)?, loops.spent(b, true, false)?, loops.spent(b, true, true)?);
     // Per record: (wall, cpu) of each loop, and the differences.
     let per = |(s, n): (Spent, usize)| (s.wall / n as u32, s.cpu.map(|c| c / n as u32));
     let diff = |x: (Duration, Option<Duration>), y: (Duration, Option<Duration>)| Spent {

@@ -40,11 +40,7 @@ impl Watchdog {
                 std::thread::sleep(Duration::from_millis(50));
             }
         });
-        Watchdog {
-            child,
-            done,
-            thread: Some(thread),
-        }
+        Watchdog { child, done, thread: Some(thread) }
     }
 
     /// Wait up to `grace` for the child to exit by itself, then kill it.
@@ -97,9 +93,7 @@ impl ChildProc {
     pub fn spawn(role: &str, env: &[(&str, String)], limit: Duration) -> BenchResult<ChildProc> {
         let exe = std::env::current_exe().map_err(err("current_exe"))?;
         let mut cmd = Command::new(exe);
-        cmd.env(CHILD_ROLE, role)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
+        cmd.env(CHILD_ROLE, role).stdin(Stdio::piped()).stdout(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -116,9 +110,7 @@ impl ChildProc {
     /// One line of output. If the child hangs, the watchdog kills it and this ends.
     pub fn read_line(&mut self) -> BenchResult<String> {
         let mut line = String::new();
-        self.stdout
-            .read_line(&mut line)
-            .map_err(err("reading from a child process"))?;
+        self.stdout.read_line(&mut line).map_err(err("reading from a child process"))?;
         Ok(line.trim().to_string())
     }
 
@@ -175,16 +167,12 @@ impl ServerProcess {
         files: Option<&Path>,
     ) -> BenchResult<ServerProcess> {
         let dir = temp_dir("child")?;
-        keys.server
-            .save(&dir.join("server.key"), true)
-            .map_err(err("saving the server key"))?;
+        keys.server.save(&dir.join("server.key"), true).map_err(err("saving the server key"))?;
         keys.server
             .public()
             .save(&dir.join("server.pub"))
             .map_err(err("saving the server public key"))?;
-        keys.client
-            .save(&dir.join("client.key"), true)
-            .map_err(err("saving the client key"))?;
+        keys.client.save(&dir.join("client.key"), true).map_err(err("saving the client key"))?;
         AuthorizedKeys::new(dir.join("authorized_keys"))
             .add(keys.client.public(), "bench client")
             .map_err(err("authorized_keys"))?;
@@ -195,9 +183,7 @@ impl ServerProcess {
         }
         let mut proc = ChildProc::spawn("server", &env, limit)?;
         let line = proc.read_line()?;
-        let addr: SocketAddr = line
-            .parse()
-            .map_err(|_| format!("server process said {line:?}"))?;
+        let addr: SocketAddr = line.parse().map_err(|_| format!("server process said {line:?}"))?;
         Ok(ServerProcess { addr, proc, dir })
     }
 

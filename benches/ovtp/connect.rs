@@ -34,18 +34,11 @@ fn connect_latency(
     r: &mut Report,
 ) -> BenchResult<()> {
     let bits = keys.bits;
-    let (c0, s0) = (
-        keys.client.private_operations(),
-        keys.server.private_operations(),
-    );
-    let st = Stats::of(sample(opts.budget(5.0, 1.2, 200), || {
-        new_connection(server, keys)
-    })?);
+    let (c0, s0) = (keys.client.private_operations(), keys.server.private_operations());
+    let st = Stats::of(sample(opts.budget(5.0, 1.2, 200), || new_connection(server, keys))?);
     let per = |now: u64, before: u64| (now - before) as f64 / st.n as f64;
-    let (cops, sops) = (
-        per(keys.client.private_operations(), c0),
-        per(keys.server.private_operations(), s0),
-    );
+    let (cops, sops) =
+        (per(keys.client.private_operations(), c0), per(keys.server.private_operations(), s0));
     let key = format!("connect{bits}");
     r.value(format!("{key}.median_ms"), ms(st.median));
     r.value(format!("{key}.p90_ms"), ms(st.p90));

@@ -31,9 +31,7 @@ struct TransferRun {
 
 impl TransferRun {
     fn threads(side: &[(String, f64)]) -> Vec<f64> {
-        (0..4)
-            .filter_map(|i| lookup(side, &format!("thread{i}_s")))
-            .collect()
+        (0..4).filter_map(|i| lookup(side, &format!("thread{i}_s"))).collect()
     }
 }
 
@@ -59,9 +57,7 @@ fn file_io_cost(path: &Path, scratch: &Path, bytes: u64) -> BenchResult<(f64, f6
             }
         }
     })?;
-    let read_ns = spent
-        .cpu
-        .map_or(f64::NAN, |c| c.as_secs_f64() * 1e9 / read.max(1) as f64);
+    let read_ns = spent.cpu.map_or(f64::NAN, |c| c.as_secs_f64() * 1e9 / read.max(1) as f64);
     let mut spent = Spent::new();
     let mut w = std::fs::File::create(scratch).map_err(err("create"))?;
     let mut written = 0u64;
@@ -75,9 +71,7 @@ fn file_io_cost(path: &Path, scratch: &Path, bytes: u64) -> BenchResult<(f64, f6
     drop(w);
     let _ = std::fs::remove_file(scratch);
     result?;
-    let write_ns = spent
-        .cpu
-        .map_or(f64::NAN, |c| c.as_secs_f64() * 1e9 / written as f64);
+    let write_ns = spent.cpu.map_or(f64::NAN, |c| c.as_secs_f64() * 1e9 / written as f64);
     Ok((read_ns, write_ns))
 }
 
@@ -146,14 +140,7 @@ pub fn bench_files(opts: &Opts, keys: &KeySet, r: &mut Report) -> BenchResult<()
     for (dir_name, runs_of) in [("upload", &ups), ("download", &downs)] {
         rates.push(direction_rows(r, dir_name, runs_of, s.size, &label));
     }
-    share_rows(
-        r,
-        (rates[0], rates[1]),
-        seal,
-        bound,
-        bound_io,
-        (s.read_ns, s.write_ns),
-    );
+    share_rows(r, (rates[0], rates[1]), seal, bound, bound_io, (s.read_ns, s.write_ns));
     Ok(())
 }
 
@@ -180,11 +167,7 @@ fn setup(opts: &Opts) -> BenchResult<Setup> {
             (p.clone(), size, format!("OVTP_BENCH_FILE {}", p.display()))
         }
         None => {
-            let size = if opts.quick {
-                QUICK_FILE_SIZE
-            } else {
-                FILE_SIZE
-            };
+            let size = if opts.quick { QUICK_FILE_SIZE } else { FILE_SIZE };
             let p = dir.join("source.bin");
             (p, size, format!("random, made on {place}"))
         }
@@ -195,17 +178,7 @@ fn setup(opts: &Opts) -> BenchResult<Setup> {
         make_random_file(&source, size)?;
     }
     let (read_ns, write_ns) = file_io_cost(&source, &dir.join("scratch"), size.min(256 << 20))?;
-    Ok(Setup {
-        _dir: dir,
-        place,
-        server_dir,
-        client_dir,
-        source,
-        size,
-        origin,
-        read_ns,
-        write_ns,
-    })
+    Ok(Setup { _dir: dir, place, server_dir, client_dir, source, size, origin, read_ns, write_ns })
 }
 
 /// Room for the source, the server's copy and the downloaded copy.
@@ -270,10 +243,7 @@ fn transfer(keys: &KeySet, s: &Setup, name: &str, local: &Path) -> BenchResult<T
     let server = ServerProcess::start_with(keys, limit, Some(&s.server_dir))?;
     let out = server.run_client_with(
         name,
-        Budget {
-            time: limit,
-            max: 1,
-        },
+        Budget { time: limit, max: 1 },
         &[
             (CHILD_LOCAL, local.to_string_lossy().into_owned()),
             (CHILD_REMOTE, "big.bin".to_string()),
@@ -285,11 +255,7 @@ fn transfer(keys: &KeySet, s: &Setup, name: &str, local: &Path) -> BenchResult<T
     if lookup(&client, "bytes") != Some(s.size as f64) {
         return Err(format!("{name}: wrong size"));
     }
-    Ok(TransferRun {
-        secs,
-        client,
-        server,
-    })
+    Ok(TransferRun { secs, client, server })
 }
 
 /// The rate, CPU and memory rows of one direction; returns its median MB/s.
@@ -329,19 +295,11 @@ fn direction_rows(
 /// median run `med`.
 fn cpu_rows(r: &mut Report, key: &str, dir_name: &str, med: &TransferRun) {
     let cpu = |side: &[(String, f64)]| lookup(side, "cpu_s").unwrap_or(f64::NAN);
-    let list = |t: &[f64]| {
-        t.iter()
-            .map(|x| format!("{x:.2}"))
-            .collect::<Vec<_>>()
-            .join(" + ")
-    };
+    let list = |t: &[f64]| t.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" + ");
     let (ccpu, scpu) = (cpu(&med.client), cpu(&med.server));
     // What the rest of the machine used meanwhile (other sessions' work).
     let others = lookup(&med.client, "machine_busy_s").map(|b| (b - ccpu - scpu).max(0.0));
-    let (cth, sth) = (
-        TransferRun::threads(&med.client),
-        TransferRun::threads(&med.server),
-    );
+    let (cth, sth) = (TransferRun::threads(&med.client), TransferRun::threads(&med.server));
     r.value(format!("{key}.client.cpu_s"), ccpu);
     if let Some(o) = others {
         r.value(format!("{key}.others.cpu_s"), o);
@@ -363,10 +321,7 @@ fn cpu_rows(r: &mut Report, key: &str, dir_name: &str, med: &TransferRun) {
             (ccpu + scpu) / med.secs,
             list(&cth),
             list(&sth),
-            others.map_or("n/a".into(), |o| format!(
-                "{o:.2} CPU-s ({:.2} cores)",
-                o / med.secs
-            ))
+            others.map_or("n/a".into(), |o| format!("{o:.2} CPU-s ({:.2} cores)", o / med.secs))
         ),
     );
 }
@@ -374,10 +329,7 @@ fn cpu_rows(r: &mut Report, key: &str, dir_name: &str, med: &TransferRun) {
 /// Peak RSS of each side, the highest of the runs `runs_of`.
 fn memory_rows(r: &mut Report, key: &str, dir_name: &str, runs_of: &[TransferRun]) {
     let max_of = |side: fn(&TransferRun) -> &Vec<(String, f64)>, k: &str| {
-        runs_of
-            .iter()
-            .filter_map(|t| lookup(side(t), k))
-            .fold(0.0f64, f64::max)
+        runs_of.iter().filter_map(|t| lookup(side(t), k)).fold(0.0f64, f64::max)
     };
     let (skib, ckib, cbase) = (
         max_of(|t| &t.server, "vmhwm_kib"),
@@ -454,10 +406,7 @@ fn share_rows(
 pub fn transfer_job(client: &mut Client, job: &str) -> BenchResult<()> {
     let local = PathBuf::from(child_env(CHILD_LOCAL)?);
     let remote = child_env(CHILD_REMOTE)?;
-    let opts = ovtp::TransferOptions {
-        overwrite: false,
-        resume: false,
-    };
+    let opts = ovtp::TransferOptions { overwrite: false, resume: false };
     println!("vmhwm_connected_kib {}", peak_memory_kib().unwrap_or(0));
     let monitor = ThreadMonitor::start();
     let (cpu0, busy0) = (process_cpu(), machine_busy());

@@ -56,12 +56,7 @@ impl Stats {
         assert!(!v.is_empty());
         v.sort_unstable();
         let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-        Stats {
-            n: v.len(),
-            total: v.iter().sum(),
-            median: at(0.5),
-            p90: at(0.9),
-        }
+        Stats { n: v.len(), total: v.iter().sum(), median: at(0.5), p90: at(0.9) }
     }
 
     pub fn per_second(&self) -> f64 {
@@ -123,12 +118,7 @@ impl Report {
         value: impl Into<String>,
         note: impl Into<String>,
     ) {
-        let row = Row {
-            section,
-            what: what.into(),
-            value: value.into(),
-            note: note.into(),
-        };
+        let row = Row { section, what: what.into(), value: value.into(), note: note.into() };
         eprintln!("  {:<9} {:<52} {}", row.section, row.what, row.value);
         self.rows.push(row);
     }
@@ -172,12 +162,7 @@ impl Report {
             pad("measurement", w1),
             pad("value", w2)
         );
-        println!(
-            "|{}|{}|{}|------|",
-            "-".repeat(w0 + 2),
-            "-".repeat(w1 + 2),
-            "-".repeat(w2 + 2)
-        );
+        println!("|{}|{}|{}|------|", "-".repeat(w0 + 2), "-".repeat(w1 + 2), "-".repeat(w2 + 2));
         for r in &self.rows {
             println!(
                 "| {} | {} | {} | {} |",
@@ -221,12 +206,7 @@ pub fn machine() -> String {
 
 /// The 1-minute load average (other work on the machine skews every figure).
 pub fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
 /// CPU time (user + system) of this whole process so far, 10 ms resolution.
@@ -244,13 +224,8 @@ pub fn process_cpu() -> Option<Duration> {
 /// from /proc/stat; 10 ms resolution.
 pub fn machine_busy() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let f: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
+    let f: Vec<u64> =
+        stat.lines().next()?.split_whitespace().skip(1).map(|x| x.parse().unwrap_or(0)).collect();
     // user nice system idle iowait irq softirq steal
     let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7)?;
     Some(Duration::from_secs_f64(busy as f64 / USER_HZ))
@@ -268,9 +243,7 @@ pub fn peak_memory_kib() -> Option<u64> {
 /// work on the machine holds the core.
 pub fn thread_cpu() -> Option<Duration> {
     let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    Some(Duration::from_nanos(
-        s.split_whitespace().next()?.parse().ok()?,
-    ))
+    Some(Duration::from_nanos(s.split_whitespace().next()?.parse().ok()?))
 }
 
 /// Wall-clock and CPU time of some work (`cpu` is `None` when /proc does not tell).
@@ -282,10 +255,7 @@ pub struct Spent {
 
 impl Spent {
     pub fn new() -> Spent {
-        Spent {
-            wall: Duration::ZERO,
-            cpu: Some(Duration::ZERO),
-        }
+        Spent { wall: Duration::ZERO, cpu: Some(Duration::ZERO) }
     }
 
     /// Run `f`, adding its wall and thread CPU time.

@@ -67,11 +67,8 @@ impl Opts {
             // binary without it: then only the quick smoke run.
             quick: nonempty("OVTP_BENCH_QUICK").is_some_and(|v| v != "0")
                 || !std::env::args().any(|a| a == "--bench"),
-            only: nonempty("OVTP_BENCH_ONLY").map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_ascii_lowercase())
-                    .collect()
-            }),
+            only: nonempty("OVTP_BENCH_ONLY")
+                .map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()).collect()),
             tsv: nonempty("OVTP_BENCH_TSV").map(PathBuf::from),
             echo_cmd: nonempty("OVTP_BENCH_ECHO_CMD"),
             echo_label: nonempty("OVTP_BENCH_ECHO_LABEL")
@@ -87,27 +84,17 @@ impl Opts {
     /// A loop budget: `full` seconds normally, `quick` seconds in quick mode,
     /// and never more than `max` iterations.
     pub fn budget(&self, full: f64, quick: f64, max: usize) -> Budget {
-        Budget {
-            time: Duration::from_secs_f64(if self.quick { quick } else { full }),
-            max,
-        }
+        Budget { time: Duration::from_secs_f64(if self.quick { quick } else { full }), max }
     }
 
     /// The mode line of the printed report.
     fn mode(&self) -> String {
         format!(
             "{}{}",
-            if self.quick {
-                "quick (OVTP_BENCH_QUICK=1; noisy)"
-            } else {
-                "full"
-            },
+            if self.quick { "quick (OVTP_BENCH_QUICK=1; noisy)" } else { "full" },
             self.only
                 .as_ref()
-                .map(|s| format!(
-                    ", sections: {}",
-                    s.iter().cloned().collect::<Vec<_>>().join(",")
-                ))
+                .map(|s| format!(", sections: {}", s.iter().cloned().collect::<Vec<_>>().join(",")))
                 .unwrap_or_default()
         )
     }
@@ -130,9 +117,7 @@ fn run(opts: &Opts) -> BenchResult<Report> {
     if opts.wants("ceiling") {
         ceiling::bench_ceiling(opts, &mut r)?;
     }
-    let needs_keys = ["messages", "connect", "memory", "files"]
-        .iter()
-        .any(|s| opts.wants(s));
+    let needs_keys = ["messages", "connect", "memory", "files"].iter().any(|s| opts.wants(s));
     let mut keysets = Vec::new();
     if needs_keys {
         for bits in KEY_BITS {

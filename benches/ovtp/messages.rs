@@ -80,10 +80,7 @@ fn interleaved(opts: &Opts, client: &mut Client, size: usize) -> BenchResult<Rou
     const BLOCKS: u32 = 6;
     let block = |full: f64, quick: f64, max: usize| {
         let b = opts.budget(full, quick, max);
-        Budget {
-            time: b.time / BLOCKS,
-            max: b.max / BLOCKS as usize,
-        }
+        Budget { time: b.time / BLOCKS, max: b.max / BLOCKS as usize }
     };
     let mut tcp = TcpEcho::start(size)?;
     let msg = vec![0x42u8; size];
@@ -101,9 +98,7 @@ fn interleaved(opts: &Opts, client: &mut Client, size: usize) -> BenchResult<Rou
     // CPU time of the whole process (both ends) during each kind of block.
     let (mut tcp_cpu, mut ovtp_cpu) = (Duration::ZERO, Duration::ZERO);
     let cpu_since = |c0: Option<Duration>| {
-        process_cpu()
-            .zip(c0)
-            .map_or(Duration::ZERO, |(a, b)| a.saturating_sub(b))
+        process_cpu().zip(c0).map_or(Duration::ZERO, |(a, b)| a.saturating_sub(b))
     };
     for _ in 0..BLOCKS {
         let c0 = process_cpu();
@@ -116,12 +111,7 @@ fn interleaved(opts: &Opts, client: &mut Client, size: usize) -> BenchResult<Rou
     tcp.finish()?;
     let (tcp, ov) = (Stats::of(tcp_t), Stats::of(ovtp_t));
     let (tcp_cpu, ovtp_cpu) = (us(tcp_cpu) / tcp.n as f64, us(ovtp_cpu) / ov.n as f64);
-    Ok(RoundTrips {
-        tcp,
-        ovtp: ov,
-        tcp_cpu_us: tcp_cpu,
-        ovtp_cpu_us: ovtp_cpu,
-    })
+    Ok(RoundTrips { tcp, ovtp: ov, tcp_cpu_us: tcp_cpu, ovtp_cpu_us: ovtp_cpu })
 }
 
 /// The raw TCP, ovtp and ratio rows of one size.
@@ -135,10 +125,7 @@ fn round_trip_rows(r: &mut Report, size: usize, m: &RoundTrips) {
         "messages",
         format!("{name} round trip, raw TCP ping-pong"),
         latency_value(tcp),
-        format!(
-            "std sockets, nodelay, n={}; CPU {tcp_cpu:.1} µs per round trip, both ends",
-            tcp.n
-        ),
+        format!("std sockets, nodelay, n={}; CPU {tcp_cpu:.1} µs per round trip, both ends", tcp.n),
     );
     record_latency(r, &format!("{key}.ovtp"), ov);
     r.row_note(
@@ -156,9 +143,6 @@ fn round_trip_rows(r: &mut Report, size: usize, m: &RoundTrips) {
         "messages",
         format!("{name} ovtp / raw TCP, median"),
         format!("{ratio:.2}x"),
-        format!(
-            "p90 {:.2}x; issue 6 target: <= 1.3x",
-            us(ov.p90) / us(tcp.p90)
-        ),
+        format!("p90 {:.2}x; issue 6 target: <= 1.3x", us(ov.p90) / us(tcp.p90)),
     );
 }

@@ -73,27 +73,15 @@ impl LocalServer {
     pub fn start(keys: &KeySet) -> BenchResult<LocalServer> {
         let dir = temp_dir("srv")?;
         let ak = AuthorizedKeys::new(dir.join("authorized_keys"));
-        ak.add(keys.client.public(), "bench client")
-            .map_err(err("authorized_keys"))?;
-        let server = Server::bind_with(
-            "127.0.0.1:0",
-            keys.server.clone(),
-            ak,
-            server_config(),
-            echo,
-        )
-        .map_err(err("bind"))?;
+        ak.add(keys.client.public(), "bench client").map_err(err("authorized_keys"))?;
+        let server =
+            Server::bind_with("127.0.0.1:0", keys.server.clone(), ak, server_config(), echo)
+                .map_err(err("bind"))?;
         let addr = server.local_addr().map_err(err("local_addr"))?;
         let stopper = server.stopper().map_err(err("stopper"))?;
         let trust = HostTrust::Fingerprint(server.fingerprint());
         let thread = Some(std::thread::spawn(move || server.run()));
-        Ok(LocalServer {
-            addr,
-            trust,
-            stopper,
-            thread,
-            _dir: dir,
-        })
+        Ok(LocalServer { addr, trust, stopper, thread, _dir: dir })
     }
 
     pub fn connect(&self, keys: &KeySet) -> BenchResult<Client> {

@@ -31,8 +31,7 @@ pub fn tcp_stream(b: Budget) -> BenchResult<(f64, f64)> {
         }
     });
     let mut s = TcpStream::connect(addr).map_err(err("connect"))?;
-    s.set_write_timeout(Some(Duration::from_secs(10)))
-        .map_err(err("timeout"))?;
+    s.set_write_timeout(Some(Duration::from_secs(10))).map_err(err("timeout"))?;
     let chunk = vec![0xa5u8; RECORD];
     let cpu0 = process_cpu();
     let t0 = Instant::now();
@@ -43,22 +42,13 @@ pub fn tcp_stream(b: Budget) -> BenchResult<(f64, f64)> {
         Ok(())
     })?;
     s.shutdown(Shutdown::Write).map_err(err("shutdown"))?;
-    reader
-        .join()
-        .map_err(|_| "reader thread panicked".to_string())?
-        .map_err(err("reader"))?;
+    reader.join().map_err(|_| "reader thread panicked".to_string())?.map_err(err("reader"))?;
     let elapsed = t0.elapsed();
-    let cpu = process_cpu()
-        .zip(cpu0)
-        .map(|(a, b)| a.saturating_sub(b))
-        .unwrap_or_default();
+    let cpu = process_cpu().zip(cpu0).map(|(a, b)| a.saturating_sub(b)).unwrap_or_default();
     if received.load(Ordering::Relaxed) != sent {
         return Err("TCP stream lost bytes".into());
     }
-    Ok((
-        mbps(sent as f64, elapsed),
-        cpu.as_secs_f64() * 1e9 / sent as f64,
-    ))
+    Ok((mbps(sent as f64, elapsed), cpu.as_secs_f64() * 1e9 / sent as f64))
 }
 
 /// A raw TCP echo peer over loopback: `size` bytes each way per round trip.
@@ -88,15 +78,8 @@ impl TcpEcho {
         });
         let stream = TcpStream::connect(addr).map_err(err("connect"))?;
         stream.set_nodelay(true).map_err(err("nodelay"))?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(err("timeout"))?;
-        Ok(TcpEcho {
-            stream,
-            thread,
-            out: vec![0x42u8; size],
-            back: vec![0u8; size],
-        })
+        stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(err("timeout"))?;
+        Ok(TcpEcho { stream, thread, out: vec![0x42u8; size], back: vec![0u8; size] })
     }
 
     pub fn round_trip(&mut self) -> BenchResult<()> {
@@ -106,10 +89,7 @@ impl TcpEcho {
 
     pub fn finish(self) -> BenchResult<()> {
         drop(self.stream);
-        self.thread
-            .join()
-            .map_err(|_| "echo thread panicked".to_string())?
-            .map_err(err("echo"))
+        self.thread.join().map_err(|_| "echo thread panicked".to_string())?.map_err(err("echo"))
     }
 }
 
@@ -131,19 +111,11 @@ pub fn command_echo(cmd: &str, size: usize, b: Budget) -> BenchResult<Vec<Durati
     let mut round_trip = || -> BenchResult<()> {
         stdin.write_all(&out).map_err(err("echo command write"))?;
         stdin.flush().map_err(err("echo command flush"))?;
-        stdout
-            .read_exact(&mut back)
-            .map_err(err("echo command read"))?;
+        stdout.read_exact(&mut back).map_err(err("echo command read"))?;
         Ok(())
     };
-    let result = sample(
-        Budget {
-            time: Duration::from_millis(300),
-            max: 100,
-        },
-        &mut round_trip,
-    )
-    .and_then(|_| sample(b, &mut round_trip));
+    let result = sample(Budget { time: Duration::from_millis(300), max: 100 }, &mut round_trip)
+        .and_then(|_| sample(b, &mut round_trip));
     drop(stdin);
     watchdog.finish(Duration::from_secs(10));
     result

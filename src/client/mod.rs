@@ -62,10 +62,7 @@ impl Default for ClientConfig {
 pub fn normalize_host(addr: &str) -> Result<String> {
     let addr = addr.trim();
     if addr.is_empty() || addr.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(Error::InvalidInput(format!(
-            "bad server address {:?}",
-            addr
-        )));
+        return Err(Error::InvalidInput(format!("bad server address {:?}", addr)));
     }
     let with_port = if let Some(rest) = addr.strip_prefix('[') {
         match rest.split_once(']') {
@@ -185,9 +182,8 @@ impl Client {
         let mut last = Error::InvalidInput(format!("{} resolves to no address", self.host));
         let mut stream = None;
         for a in addrs {
-            let left = deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1));
+            let left =
+                deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
             match TcpStream::connect_timeout(&a, left) {
                 Ok(s) => {
                     stream = Some(s);
@@ -335,10 +331,7 @@ impl Client {
         let wait = self.config.io_timeout;
         self.with_retries(|ch, id, tries| {
             // A retry continues what the failed attempt left on the server.
-            let opts = TransferOptions {
-                resume: opts.resume || tries > 0,
-                ..opts
-            };
+            let opts = TransferOptions { resume: opts.resume || tries > 0, ..opts };
             transfer::put_once(ch, id, (&local, remote), opts, wait, &mut progress)
         })
     }
@@ -361,10 +354,7 @@ impl Client {
         let local = local.as_ref().to_path_buf();
         let wait = self.config.io_timeout;
         self.with_retries(|ch, id, tries| {
-            let opts = TransferOptions {
-                resume: opts.resume || tries > 0,
-                ..opts
-            };
+            let opts = TransferOptions { resume: opts.resume || tries > 0, ..opts };
             transfer::get_once(ch, id, (remote, &local), opts, wait, &mut progress)
         })
     }
@@ -394,10 +384,7 @@ fn retrying<T>(retries: u32, mut attempt: impl FnMut(u32) -> Result<T>) -> Resul
 
 /// Errors after which the connection is unusable.
 fn is_connection_error(e: &Error) -> bool {
-    !matches!(
-        e,
-        Error::Remote { .. } | Error::InvalidInput(_) | Error::DigestMismatch(_)
-    )
+    !matches!(e, Error::Remote { .. } | Error::InvalidInput(_) | Error::DigestMismatch(_))
 }
 
 /// Lost connections and busy servers are worth another try; everything that

@@ -31,10 +31,7 @@ pub(crate) fn parse_response(id: &RequestId, payload: &[u8]) -> Result<Reply> {
 }
 
 fn remote(reply: Reply) -> Error {
-    Error::Remote {
-        status: reply.status,
-        message: reply.text(),
-    }
+    Error::Remote { status: reply.status, message: reply.text() }
 }
 
 /// Read a RESPONSE that began with `first` and may span records.
@@ -86,19 +83,11 @@ pub(crate) fn put_once(
     wait: Duration,
     progress: &mut Progress<'_>,
 ) -> Result<FileReport> {
-    let local_err = |e| Error::File {
-        path: local.to_path_buf(),
-        source: e,
-    };
+    let local_err = |e| Error::File { path: local.to_path_buf(), source: e };
     let mut file = File::open(local).map_err(local_err)?;
     let size = file.metadata().map_err(local_err)?.len();
     let (overwrite, resume) = (opts.overwrite, opts.resume);
-    let put = Put {
-        name,
-        size,
-        overwrite,
-        resume,
-    };
+    let put = Put { name, size, overwrite, resume };
     send_request(ch, id, Op::Put(put))?;
     let ready = match ready_or_reply(ch, id, wait, pipes::slow_wait(wait, size))? {
         Ok(rec) => ReadyToReceive::decode(rec.plaintext())?,
@@ -106,12 +95,7 @@ pub(crate) fn put_once(
         Err(reply) if reply.is_ok() => {
             let (size, sha256) = partial::digest_file(local).map_err(local_err)?;
             let resumed_from = size;
-            return Ok(FileReport {
-                size,
-                sha256,
-                resumed_from,
-                reply,
-            });
+            return Ok(FileReport { size, sha256, resumed_from, reply });
         }
         Err(reply) => return Err(remote(reply)),
     };
@@ -142,12 +126,7 @@ pub(crate) fn put_once(
         return Err(remote(reply));
     }
     let resumed_from = sender.start();
-    Ok(FileReport {
-        size,
-        sha256,
-        resumed_from,
-        reply,
-    })
+    Ok(FileReport { size, sha256, resumed_from, reply })
 }
 
 /// One download attempt over `ch` into `local` (via its partial file).
@@ -163,23 +142,11 @@ pub(crate) fn get_once(
         return Err(Error::Exists(local.to_path_buf()));
     }
     let partial = partial::partial_path(local);
-    let partial_err = |e| Error::File {
-        path: partial.clone(),
-        source: e,
-    };
+    let partial_err = |e| Error::File { path: partial.clone(), source: e };
     let (mut file, offset, mut hasher) =
         partial::open_partial(&partial, opts.resume, u64::MAX).map_err(partial_err)?;
     let (prefix, resume) = (hasher.clone().finalize().into(), opts.resume);
-    send_request(
-        ch,
-        id,
-        Op::Get(Get {
-            name,
-            offset,
-            prefix,
-            resume,
-        }),
-    )?;
+    send_request(ch, id, Op::Get(Get { name, offset, prefix, resume }))?;
     let ready = match ready_or_reply(ch, id, wait, pipes::slow_wait(wait, offset))? {
         Ok(rec) => ReadyToSend::decode(rec.plaintext())?,
         Err(reply) => {
@@ -196,9 +163,7 @@ pub(crate) fn get_once(
         Ok(Start::Continue) => {}
         Ok(Start::Restart) => hasher = partial::restart(&mut file).map_err(partial_err)?,
         Err(_) => {
-            return Err(Error::Malformed(
-                "server resumed at an offset we did not offer",
-            ));
+            return Err(Error::Malformed("server resumed at an offset we did not offer"));
         }
     }
     let mut ticker = Ticker::new(progress);
@@ -233,12 +198,7 @@ pub(crate) fn get_once(
             commit_download(&partial, file, local, opts.overwrite)?;
             ticker.tick(ready.size, ready.size, true);
             let (size, sha256, resumed_from) = (ready.size, got.stored, ready.start);
-            Ok(FileReport {
-                size,
-                sha256,
-                resumed_from,
-                reply: Reply::ok(""),
-            })
+            Ok(FileReport { size, sha256, resumed_from, reply: Reply::ok("") })
         }
     }
 }
@@ -248,10 +208,7 @@ fn commit_download(partial: &Path, file: File, local: &Path, overwrite: bool) ->
         if e.kind() == io::ErrorKind::AlreadyExists {
             Error::Exists(local.to_path_buf())
         } else {
-            Error::File {
-                path: local.to_path_buf(),
-                source: e,
-            }
+            Error::File { path: local.to_path_buf(), source: e }
         }
     })
 }
@@ -281,10 +238,7 @@ pub(crate) fn local_file(path: &Path) -> Result<PathBuf> {
     let meta = std::fs::metadata(path)
         .map_err(|e| Error::InvalidInput(format!("{}: {e}", path.display())))?;
     if !meta.is_file() {
-        return Err(Error::InvalidInput(format!(
-            "{} is not a regular file",
-            path.display()
-        )));
+        return Err(Error::InvalidInput(format!("{} is not a regular file", path.display())));
     }
     Ok(path.to_path_buf())
 }

@@ -53,16 +53,7 @@ pub(crate) struct Message {
 impl Channel {
     pub(crate) fn new(conn: Conn, session: Session, rng: Rng, max_message: usize) -> Self {
         let (sealer, opener, peer) = session.into_parts();
-        Channel {
-            conn,
-            sealer,
-            opener,
-            peer,
-            rng,
-            max_message,
-            out: Vec::new(),
-            spare: Vec::new(),
-        }
+        Channel { conn, sealer, opener, peer, rng, max_message, out: Vec::new(), spare: Vec::new() }
     }
 
     /// Send `header || body` as one message of type `rtype`, in as many records
@@ -89,8 +80,7 @@ impl Channel {
         while !rest.is_empty() {
             let n = rest.len().min(MAX_RECORD_PLAINTEXT);
             let fin = if n == rest.len() { FLAG_FIN } else { 0 };
-            self.sealer
-                .seal(&mut self.rng, rtype, fin, &rest[..n], &mut self.out)?;
+            self.sealer.seal(&mut self.rng, rtype, fin, &rest[..n], &mut self.out)?;
             rest = &rest[n..];
             if self.out.len() >= QUEUE_FLUSH {
                 self.flush()?;
@@ -115,8 +105,7 @@ impl Channel {
 
     /// Send one record made of `parts` (at most MAX_RECORD_PLAINTEXT bytes).
     pub(crate) fn send_record(&mut self, rtype: u8, flags: u8, parts: &[&[u8]]) -> Result<()> {
-        self.sealer
-            .seal_parts(&mut self.rng, rtype, flags, parts, &mut self.out)?;
+        self.sealer.seal_parts(&mut self.rng, rtype, flags, parts, &mut self.out)?;
         self.flush()
     }
 
@@ -148,8 +137,7 @@ impl Channel {
         }
         let mut buf = std::mem::take(&mut self.spare);
         let len =
-            self.conn
-                .read_frame_into(&mut buf, MAX_RECORD_FRAME, deadline, "reading a record")?;
+            self.conn.read_frame_into(&mut buf, MAX_RECORD_FRAME, deadline, "reading a record")?;
         let rec = self.opener.open(&mut buf[..len])?;
         let (rtype, flags, len) = (rec.rtype, rec.flags, rec.plaintext.len());
         msg::check_flags(flags)?;
@@ -162,12 +150,7 @@ impl Channel {
         if rtype == REC_ALERT {
             return Err(Alert::decode(&buf[range]).map_or_else(|e| e, Alert::into_error));
         }
-        Ok(OwnedRecord {
-            rtype,
-            flags,
-            buf,
-            range,
-        })
+        Ok(OwnedRecord { rtype, flags, buf, range })
     }
 
     /// Give a record's buffer back for the next receive.

@@ -34,12 +34,7 @@ impl Conn {
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(io_timeout))?;
         let reader = BufReader::with_capacity(READ_BUFFER, stream.try_clone()?);
-        Ok(Conn {
-            stream,
-            reader,
-            io_timeout,
-            timeout: None,
-        })
+        Ok(Conn { stream, reader, io_timeout, timeout: None })
     }
 
     /// Make the next blocking read return by `deadline` (within

@@ -151,9 +151,7 @@ pub(crate) fn send_file(
         for chunk in from_reader {
             match chunk {
                 Chunk::Data(buf, n) => {
-                    let data = sender
-                        .chunk(&buf[..n])
-                        .ok_or(Error::Malformed("file chunk"))?;
+                    let data = sender.chunk(&buf[..n]).ok_or(Error::Malformed("file chunk"))?;
                     let offset = data.offset.to_be_bytes();
                     ch.send_record(REC_FILE_DATA, FLAG_FIN, &[&offset, data.bytes])?;
                     let _ = recycle.send(buf);
@@ -199,17 +197,12 @@ struct Sink {
 
 impl Sink {
     fn send(&self, msg: SinkMsg) -> Result<()> {
-        self.tx
-            .send(msg)
-            .map_err(|_| Error::Malformed("file writer stopped unexpectedly"))
+        self.tx.send(msg).map_err(|_| Error::Malformed("file writer stopped unexpectedly"))
     }
 
     /// The first write error, as text, once one happened.
     fn failure(&self) -> Option<String> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Hand written buffers back to the channel for reuse.
@@ -347,9 +340,5 @@ pub(crate) fn receive_file(
     });
     let end = ended?;
     let stored = hasher.finalize().into();
-    Ok(Received {
-        end,
-        stored,
-        write_error,
-    })
+    Ok(Received { end, stored, write_error })
 }

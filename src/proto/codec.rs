@@ -47,11 +47,7 @@ impl<'a> Reader<'a> {
     pub fn vec16(&mut self, max: usize, what: &'static str) -> Result<&'a [u8]> {
         let len = usize::from(self.u16(what)?);
         if len > max {
-            return Err(Error::TooLarge {
-                what,
-                size: len as u64,
-                limit: max as u64,
-            });
+            return Err(Error::TooLarge { what, size: len as u64, limit: max as u64 });
         }
         self.take(len, what)
     }
@@ -65,11 +61,7 @@ impl<'a> Reader<'a> {
 
     /// Fails if bytes are left over: a frame must be exactly its fields.
     pub fn finish(self, what: &'static str) -> Result<()> {
-        if self.pos == self.buf.len() {
-            Ok(())
-        } else {
-            Err(Error::Malformed(what))
-        }
+        if self.pos == self.buf.len() { Ok(()) } else { Err(Error::Malformed(what)) }
     }
 }
 
@@ -121,11 +113,7 @@ pub(crate) fn frame_len(len: usize) -> u32 {
 pub(crate) fn check_frame_len(prefix: [u8; 4], max: usize) -> Result<usize> {
     let len = u32::from_be_bytes(prefix) as usize;
     if len > max {
-        return Err(Error::TooLarge {
-            what: "frame",
-            size: len as u64,
-            limit: max as u64,
-        });
+        return Err(Error::TooLarge { what: "frame", size: len as u64, limit: max as u64 });
     }
     if len == 0 {
         return Err(Error::Malformed("empty frame"));
@@ -151,34 +139,16 @@ mod tests {
     fn reader_is_bounds_checked_and_rejects_trailing_bytes() {
         let mut r = Reader::new(&[0, 3, 1, 2, 3, 9]);
         assert_eq!(r.vec16(8, "f").unwrap(), &[1, 2, 3]);
-        assert!(matches!(
-            Reader::new(&[0, 9, 1]).vec16(64, "f"),
-            Err(Error::Malformed(_))
-        ));
-        assert!(matches!(
-            Reader::new(&[0, 9, 1]).vec16(4, "f"),
-            Err(Error::TooLarge { .. })
-        ));
+        assert!(matches!(Reader::new(&[0, 9, 1]).vec16(64, "f"), Err(Error::Malformed(_))));
+        assert!(matches!(Reader::new(&[0, 9, 1]).vec16(4, "f"), Err(Error::TooLarge { .. })));
         assert!(matches!(r.finish("t"), Err(Error::Malformed(_))));
     }
 
     #[test]
     fn length_prefix_of_4_gib_is_rejected_before_reading_the_body() {
         let err = split_frame(&[0xff, 0xff, 0xff, 0xff], 1 << 20).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::TooLarge {
-                    size: 0xffff_ffff,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-        assert!(matches!(
-            split_frame(&[0, 0, 0, 0], 16),
-            Err(Error::Malformed(_))
-        ));
+        assert!(matches!(err, Error::TooLarge { size: 0xffff_ffff, .. }), "{err:?}");
+        assert!(matches!(split_frame(&[0, 0, 0, 0], 16), Err(Error::Malformed(_))));
         let (body, rest) = split_frame(&[0, 0, 0, 2, 7, 8, 9], 16).unwrap();
         assert_eq!((body, rest), (&[7u8, 8][..], &[9u8][..]));
     }

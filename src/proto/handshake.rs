@@ -45,8 +45,7 @@ impl Transcript {
     }
 
     fn absorb(&mut self, element: &[u8]) {
-        self.0
-            .update(super::codec::frame_len(element.len()).to_be_bytes());
+        self.0.update(super::codec::frame_len(element.len()).to_be_bytes());
         self.0.update(element);
     }
 
@@ -74,17 +73,11 @@ fn parse_plain<'a>(body: &'a [u8], expected: u8) -> Result<Reader<'a>> {
     let mut r = Reader::new(body);
     let magic: [u8; 4] = r.array("magic")?;
     if magic != MAGIC {
-        return Err(Error::Version {
-            ours: PROTOCOL_VERSION,
-            theirs: 0,
-        });
+        return Err(Error::Version { ours: PROTOCOL_VERSION, theirs: 0 });
     }
     let version = r.u16("version")?;
     if version != PROTOCOL_VERSION {
-        return Err(Error::Version {
-            ours: PROTOCOL_VERSION,
-            theirs: version,
-        });
+        return Err(Error::Version { ours: PROTOCOL_VERSION, theirs: version });
     }
     match r.u8("frame type")? {
         ALERT => {
@@ -210,13 +203,7 @@ impl ClientStart {
         let body = hello(CLIENT_HELLO, &nonce, keys.public());
         let mut transcript = Transcript::new();
         transcript.absorb(&body);
-        Ok((
-            ClientStart {
-                keys: keys.clone(),
-                transcript,
-            },
-            frame(&body),
-        ))
+        Ok((ClientStart { keys: keys.clone(), transcript }, frame(&body)))
     }
 
     /// Read the ServerHello. `check_server_key` decides whether the server's key
@@ -234,18 +221,11 @@ impl ClientStart {
         let wrapped = server_key.oaep_encrypt(rng, secret.as_slice())?;
         self.transcript.absorb(&wrapped);
         let h1 = self.transcript.hash();
-        let signature = self
-            .keys
-            .sign_pss(rng, &signed_message(LABEL_CLIENT_SIG, &h1))?;
+        let signature = self.keys.sign_pss(rng, &signed_message(LABEL_CLIENT_SIG, &h1))?;
         self.transcript.absorb(&signature);
         let out = frame(&auth(CLIENT_AUTH, &wrapped, &signature));
         Ok((
-            ClientAwaitAuth {
-                keys: self.keys,
-                server_key,
-                secret,
-                transcript: self.transcript,
-            },
+            ClientAwaitAuth { keys: self.keys, server_key, secret, transcript: self.transcript },
             out,
         ))
     }
@@ -257,19 +237,13 @@ impl ClientAwaitAuth {
         let (wrapped, signature) = parse_auth(body, SERVER_AUTH)?;
         self.transcript.absorb(wrapped);
         let h2 = self.transcript.hash();
-        self.server_key
-            .verify_pss(&signed_message(LABEL_SERVER_SIG, &h2), signature)?;
+        self.server_key.verify_pss(&signed_message(LABEL_SERVER_SIG, &h2), signature)?;
         let server_secret = unwrap_secret(&self.keys, rng, wrapped)?;
         self.transcript.absorb(signature);
         let h3 = self.transcript.hash();
         let (sealer, opener) =
             SessionKeys::derive(self.secret.as_slice(), &server_secret, &h3).client_halves();
-        Ok(Session {
-            sealer,
-            opener,
-            peer: self.server_key,
-            transcript: h3,
-        })
+        Ok(Session { sealer, opener, peer: self.server_key, transcript: h3 })
     }
 }
 
@@ -292,23 +266,14 @@ impl ServerAwaitAuth {
     ) -> Result<(Self, Vec<u8>)> {
         let (_nonce, client_key) = parse_hello(body, CLIENT_HELLO)?;
         if !is_authorized(&client_key)? {
-            return Err(Error::NotAuthorized {
-                fingerprint: client_key.fingerprint().to_string(),
-            });
+            return Err(Error::NotAuthorized { fingerprint: client_key.fingerprint().to_string() });
         }
         let mut transcript = Transcript::new();
         transcript.absorb(body);
         let nonce: [u8; NONCE_LEN] = rng.array()?;
         let reply = hello(SERVER_HELLO, &nonce, keys.public());
         transcript.absorb(&reply);
-        Ok((
-            ServerAwaitAuth {
-                keys: keys.clone(),
-                client_key,
-                transcript,
-            },
-            frame(&reply),
-        ))
+        Ok((ServerAwaitAuth { keys: keys.clone(), client_key, transcript }, frame(&reply)))
     }
 
     /// Read the ClientAuth and verify the client's signature (a public-key
@@ -317,8 +282,7 @@ impl ServerAwaitAuth {
         let (wrapped, signature) = parse_auth(body, CLIENT_AUTH)?;
         self.transcript.absorb(wrapped);
         let h1 = self.transcript.hash();
-        self.client_key
-            .verify_pss(&signed_message(LABEL_CLIENT_SIG, &h1), signature)?;
+        self.client_key.verify_pss(&signed_message(LABEL_CLIENT_SIG, &h1), signature)?;
         self.transcript.absorb(signature);
         Ok(ServerVerified {
             keys: self.keys,
@@ -372,14 +336,8 @@ impl ServerVerified {
         let wrapped = self.client_key.oaep_encrypt(rng, secret.as_slice())?;
         transcript.absorb(&wrapped);
         let h2 = transcript.hash();
-        let signature = self
-            .keys
-            .sign_pss(rng, &signed_message(LABEL_SERVER_SIG, &h2))?;
-        Ok(ServerHalf {
-            secret,
-            wrapped,
-            signature,
-        })
+        let signature = self.keys.sign_pss(rng, &signed_message(LABEL_SERVER_SIG, &h2))?;
+        Ok(ServerHalf { secret, wrapped, signature })
     }
 
     /// The session, and the ServerAuth frame to send.
@@ -390,12 +348,7 @@ impl ServerVerified {
         let (sealer, opener) =
             SessionKeys::derive(client_secret, ours.secret.as_slice(), &h3).server_halves();
         let out = frame(&auth(SERVER_AUTH, &ours.wrapped, &ours.signature));
-        let session = Session {
-            sealer,
-            opener,
-            peer: self.client_key,
-            transcript: h3,
-        };
+        let session = Session { sealer, opener, peer: self.client_key, transcript: h3 };
         (session, out)
     }
 }

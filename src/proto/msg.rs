@@ -102,10 +102,7 @@ impl<'a> Body<'a> for Alert<'a> {
     const WHAT: &'static str = "alert";
     fn encode(&self, out: &mut Vec<u8>) {
         out.push(self.code.to_u8());
-        put_vec16(
-            out,
-            &self.message[..self.message.len().min(MAX_ALERT_MESSAGE)],
-        );
+        put_vec16(out, &self.message[..self.message.len().min(MAX_ALERT_MESSAGE)]);
     }
     fn read(r: &mut Reader<'a>) -> Result<Self> {
         let code = AlertCode::from_u8(r.u8("alert code")?);
@@ -237,12 +234,7 @@ impl<'a> Body<'a> for Put<'a> {
         let (name, size, flags) = (name(r)?, r.u64("file size")?, r.u8("flags")?);
         // Other flag bits are ignored (PROTOCOL.md 7.7.1).
         let (overwrite, resume) = (flags & PUT_OVERWRITE != 0, flags & XFER_RESUME != 0);
-        Ok(Put {
-            name,
-            size,
-            overwrite,
-            resume,
-        })
+        Ok(Put { name, size, overwrite, resume })
     }
 }
 
@@ -271,12 +263,7 @@ impl<'a> Body<'a> for Get<'a> {
         let (name, offset) = (name(r)?, r.u64("offset")?);
         let (prefix, flags) = (r.array("prefix sha256")?, r.u8("flags")?);
         let resume = flags & XFER_RESUME != 0;
-        Ok(Get {
-            name,
-            offset,
-            prefix,
-            resume,
-        })
+        Ok(Get { name, offset, prefix, resume })
     }
 }
 
@@ -299,11 +286,7 @@ impl<'a> Body<'a> for Response<'a> {
     }
     fn read(r: &mut Reader<'a>) -> Result<Self> {
         let (id, status) = (r.array("request id")?, r.u16("status")?);
-        Ok(Response {
-            id,
-            status,
-            body: r.rest(),
-        })
+        Ok(Response { id, status, body: r.rest() })
     }
 }
 
@@ -333,10 +316,7 @@ impl Body<'_> for DigestReply {
         out.extend_from_slice(&self.sha256);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self> {
-        Ok(DigestReply {
-            size: r.u64("size")?,
-            sha256: r.array("sha256")?,
-        })
+        Ok(DigestReply { size: r.u64("size")?, sha256: r.array("sha256")? })
     }
 }
 
@@ -357,10 +337,7 @@ impl Body<'_> for ReadyToReceive {
         out.extend_from_slice(&self.prefix);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self> {
-        Ok(ReadyToReceive {
-            offset: r.u64("offset")?,
-            prefix: r.array("prefix sha256")?,
-        })
+        Ok(ReadyToReceive { offset: r.u64("offset")?, prefix: r.array("prefix sha256")? })
     }
 }
 
@@ -380,10 +357,7 @@ impl Body<'_> for ReadyToSend {
         out.extend_from_slice(&self.start.to_be_bytes());
     }
     fn read(r: &mut Reader<'_>) -> Result<Self> {
-        Ok(ReadyToSend {
-            size: r.u64("size")?,
-            start: r.u64("start")?,
-        })
+        Ok(ReadyToSend { size: r.u64("size")?, start: r.u64("start")? })
     }
 }
 
@@ -403,10 +377,7 @@ impl<'a> Body<'a> for FileData<'a> {
         out.extend_from_slice(self.bytes);
     }
     fn read(r: &mut Reader<'a>) -> Result<Self> {
-        Ok(FileData {
-            offset: r.u64("chunk offset")?,
-            bytes: r.rest(),
-        })
+        Ok(FileData { offset: r.u64("chunk offset")?, bytes: r.rest() })
     }
 }
 
@@ -433,11 +404,7 @@ impl FileEnd {
         let mut r = Reader::new(plaintext);
         let (total, sha256) = (r.u64("total length")?, r.array("sha256")?);
         r.finish("file end")?;
-        Ok(FileEnd {
-            total,
-            sha256,
-            abort: flags & FLAG_ABORT != 0,
-        })
+        Ok(FileEnd { total, sha256, abort: flags & FLAG_ABORT != 0 })
     }
 
     /// The body: `total || sha256` (the ABORT bit travels in the flags).
@@ -458,11 +425,7 @@ pub struct Assembler {
 impl Assembler {
     /// A message of at most `limit` bytes.
     pub fn new(limit: usize) -> Self {
-        Assembler {
-            rtype: None,
-            payload: Vec::new(),
-            limit,
-        }
+        Assembler { rtype: None, payload: Vec::new(), limit }
     }
 
     /// Bytes so far.
@@ -483,11 +446,7 @@ impl Assembler {
         let size = self.payload.len() + plaintext.len();
         if size > self.limit {
             let limit = self.limit as u64;
-            return Err(Error::TooLarge {
-                what: "message",
-                size: size as u64,
-                limit,
-            });
+            return Err(Error::TooLarge { what: "message", size: size as u64, limit });
         }
         self.payload.extend_from_slice(plaintext);
         if flags & FLAG_FIN == 0 {
@@ -509,61 +468,27 @@ mod tests {
 
     #[test]
     fn every_body_round_trips_and_refuses_a_trailing_byte() {
-        let put = Put {
-            name: "a/b.txt",
-            size: 7,
-            overwrite: true,
-            resume: false,
-        };
-        let get = Get {
-            name: "c",
-            offset: 3,
-            prefix: [9; 32],
-            resume: true,
-        };
-        for op in [
-            Op::Text(b"hi"),
-            Op::Put(put),
-            Op::Get(get),
-            Op::Digest("d"),
-            Op::Unknown(9),
-        ] {
+        let put = Put { name: "a/b.txt", size: 7, overwrite: true, resume: false };
+        let get = Get { name: "c", offset: 3, prefix: [9; 32], resume: true };
+        for op in [Op::Text(b"hi"), Op::Put(put), Op::Get(get), Op::Digest("d"), Op::Unknown(9)] {
             let req = Request { id: [1; 16], op };
             round_trip(&req, &mut Vec::new());
         }
         let mut bytes = ReadyToSend { size: 5, start: 0 }.to_vec();
         assert!(ReadyToSend::decode(&bytes).is_ok());
         bytes.push(0);
-        assert!(matches!(
-            ReadyToSend::decode(&bytes),
-            Err(Error::Malformed(_))
-        ));
-        let mut bytes = Request {
-            id: [0; 16],
-            op: Op::Digest("x"),
-        }
-        .to_vec();
+        assert!(matches!(ReadyToSend::decode(&bytes), Err(Error::Malformed(_))));
+        let mut bytes = Request { id: [0; 16], op: Op::Digest("x") }.to_vec();
         bytes.push(0);
         assert!(matches!(Request::decode(&bytes), Err(Error::Malformed(_))));
-        let end = FileEnd {
-            total: 9,
-            sha256: [0; 32],
-            abort: true,
-        };
-        assert_eq!(
-            FileEnd::from_record(end.flags(), &end.to_vec()).unwrap(),
-            end
-        );
+        let end = FileEnd { total: 9, sha256: [0; 32], abort: true };
+        assert_eq!(FileEnd::from_record(end.flags(), &end.to_vec()).unwrap(), end);
     }
 
     #[test]
     fn unknown_record_flag_bits_are_refused() {
         for flags in 0..=255u8 {
-            assert_eq!(
-                check_flags(flags).is_ok(),
-                flags & !0x03 == 0,
-                "flags {flags:#x}"
-            );
+            assert_eq!(check_flags(flags).is_ok(), flags & !0x03 == 0, "flags {flags:#x}");
         }
     }
 
@@ -571,16 +496,10 @@ mod tests {
     fn assembler_refuses_a_type_change_and_an_oversized_message() {
         let mut a = Assembler::new(4);
         assert_eq!(a.push(REC_REQUEST, 0, b"ab").unwrap(), None);
-        assert!(matches!(
-            a.push(REC_RESPONSE, FLAG_FIN, b""),
-            Err(Error::Malformed(_))
-        ));
+        assert!(matches!(a.push(REC_RESPONSE, FLAG_FIN, b""), Err(Error::Malformed(_))));
         let mut a = Assembler::new(4);
         assert_eq!(a.push(REC_REQUEST, 0, b"ab").unwrap(), None);
-        assert!(matches!(
-            a.push(REC_REQUEST, FLAG_FIN, b"abc"),
-            Err(Error::TooLarge { .. })
-        ));
+        assert!(matches!(a.push(REC_REQUEST, FLAG_FIN, b"abc"), Err(Error::TooLarge { .. })));
         let mut a = Assembler::new(4);
         a.push(REC_REQUEST, 0, b"ab").unwrap();
         let done = a.push(REC_REQUEST, FLAG_FIN, b"cd").unwrap();

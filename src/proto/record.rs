@@ -46,12 +46,7 @@ impl Drop for Sealer {
 
 impl Sealer {
     pub(crate) fn new(dir: u8, enc: [u8; 32], mac: [u8; 32]) -> Self {
-        Sealer {
-            dir,
-            enc,
-            mac,
-            seq: 0,
-        }
+        Sealer { dir, enc, mac, seq: 0 }
     }
 
     /// Seal `plaintext` as one record and append the whole frame (length prefix
@@ -109,11 +104,7 @@ impl Sealer {
             .expect("buffer sized for padding");
         let tag = hmac(
             &self.mac,
-            &[
-                &mac_header(self.dir, self.seq, rtype, flags, ct_len),
-                &iv,
-                &out[ct_start..],
-            ],
+            &[&mac_header(self.dir, self.seq, rtype, flags, ct_len), &iv, &out[ct_start..]],
         );
         out.extend_from_slice(&tag);
         self.seq += 1;
@@ -156,13 +147,7 @@ impl Drop for Opener {
 
 impl Opener {
     pub(crate) fn new(dir: u8, enc: [u8; 32], mac: [u8; 32]) -> Self {
-        Opener {
-            dir,
-            enc,
-            mac,
-            seq: 0,
-            failed: false,
-        }
+        Opener { dir, enc, mac, seq: 0, failed: false }
     }
 
     /// Verify and decrypt one record frame body (without its length prefix),
@@ -176,11 +161,7 @@ impl Opener {
         match self.open_inner(body) {
             Ok((rtype, flags, range)) => {
                 self.seq += 1;
-                Ok(Record {
-                    rtype,
-                    flags,
-                    plaintext: &body[range],
-                })
+                Ok(Record { rtype, flags, plaintext: &body[range] })
             }
             Err(e) => {
                 self.failed = true;
@@ -202,20 +183,12 @@ impl Opener {
         let (head, tag) = body.split_at_mut(ct_end);
         // HMAC accepts keys of any length, so this cannot fail.
         let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.mac).expect("any key length");
-        mac.update(&mac_header(
-            self.dir,
-            self.seq,
-            rtype,
-            flags,
-            ct_end - ct_start,
-        ));
+        mac.update(&mac_header(self.dir, self.seq, rtype, flags, ct_end - ct_start));
         mac.update(&head[RECORD_HEADER..]);
         // Constant-time comparison, before any decryption.
         mac.verify_slice(tag).map_err(|_| Error::BadRecord)?;
         // RECORD_HEADER..ct_start is IV_LEN bytes by construction of ct_start.
-        let iv: [u8; IV_LEN] = head[RECORD_HEADER..ct_start]
-            .try_into()
-            .expect("fixed slice");
+        let iv: [u8; IV_LEN] = head[RECORD_HEADER..ct_start].try_into().expect("fixed slice");
         let pt_len = cbc::Decryptor::<Aes256>::new((&self.enc).into(), &iv.into())
             .decrypt_padded::<Pkcs7>(&mut head[ct_start..])
             .map_err(|_| Error::BadRecord)?
@@ -257,20 +230,11 @@ mod tests {
             cs.seal(&mut rng, 0x10, FLAG_FIN, &pt, &mut out).unwrap();
             let mut b = body(&out);
             let rec = so.open(&mut b).unwrap();
-            assert_eq!(
-                (rec.rtype, rec.flags, rec.plaintext),
-                (0x10, FLAG_FIN, &pt[..])
-            );
+            assert_eq!((rec.rtype, rec.flags, rec.plaintext), (0x10, FLAG_FIN, &pt[..]));
         }
         let mut out = Vec::new();
         assert!(matches!(
-            cs.seal(
-                &mut rng,
-                0x10,
-                0,
-                &vec![0; MAX_RECORD_PLAINTEXT + 1],
-                &mut out
-            ),
+            cs.seal(&mut rng, 0x10, 0, &vec![0; MAX_RECORD_PLAINTEXT + 1], &mut out),
             Err(Error::TooLarge { .. })
         ));
     }
@@ -280,23 +244,13 @@ mod tests {
         let mut rng = Rng::from_seed([9; 32]);
         let (mut cs, _, _, _) = pair();
         let mut frame = Vec::new();
-        cs.seal(
-            &mut rng,
-            0x10,
-            FLAG_FIN,
-            b"transfer 100 to alice",
-            &mut frame,
-        )
-        .unwrap();
+        cs.seal(&mut rng, 0x10, FLAG_FIN, b"transfer 100 to alice", &mut frame).unwrap();
         let original = body(&frame);
         for bit in 0..original.len() * 8 {
             let (_, mut so, _, _) = pair();
             let mut b = original.clone();
             b[bit / 8] ^= 1 << (bit % 8);
-            assert!(
-                matches!(so.open(&mut b), Err(Error::BadRecord)),
-                "bit {bit} accepted"
-            );
+            assert!(matches!(so.open(&mut b), Err(Error::BadRecord)), "bit {bit} accepted");
             // The opener is poisoned: even the genuine record is refused afterwards.
             assert!(so.open(&mut original.clone()).is_err());
         }
@@ -308,8 +262,7 @@ mod tests {
         let (mut cs, _, mut ss, _) = pair();
         let (mut a, mut b) = (Vec::new(), Vec::new());
         cs.seal(&mut rng, 0x10, FLAG_FIN, b"first", &mut a).unwrap();
-        cs.seal(&mut rng, 0x10, FLAG_FIN, b"second", &mut b)
-            .unwrap();
+        cs.seal(&mut rng, 0x10, FLAG_FIN, b"second", &mut b).unwrap();
 
         // Replay: the same record twice.
         let (_, mut so, _, _) = pair();

@@ -31,12 +31,7 @@ impl Sender {
     pub fn new(size: u64, offer: u64, reported: &[u8; 32], own: Option<[u8; 32]>) -> Self {
         let take = Sender::prefix_to_check(size, offer).is_some() && own.as_ref() == Some(reported);
         let start = if take { offer } else { 0 };
-        Sender {
-            size,
-            start,
-            pos: start,
-            sent_any: false,
-        }
+        Sender { size, start, pos: start, sent_any: false }
     }
 
     /// The file's size.
@@ -71,10 +66,7 @@ impl Sender {
         if bytes.len() as u64 > self.size - self.pos {
             return None;
         }
-        let chunk = FileData {
-            offset: self.pos,
-            bytes,
-        };
+        let chunk = FileData { offset: self.pos, bytes };
         self.pos += bytes.len() as u64;
         self.sent_any = true;
         Some(chunk)
@@ -91,11 +83,7 @@ impl Sender {
 
     /// The FILE_END that abandons the transfer where it stands.
     pub fn abort(&self) -> FileEnd {
-        FileEnd {
-            total: self.pos,
-            sha256: [0; 32],
-            abort: true,
-        }
+        FileEnd { total: self.pos, sha256: [0; 32], abort: true }
     }
 }
 
@@ -140,11 +128,7 @@ pub struct Receiver {
 impl Receiver {
     /// A receiver holding `offered` bytes of a `size`-byte file.
     pub fn new(offered: u64, size: u64) -> Self {
-        Receiver {
-            offered,
-            size,
-            pos: None,
-        }
+        Receiver { offered, size, pos: None }
     }
 
     /// The sender says where it starts: at our offer, or at 0.
@@ -242,18 +226,9 @@ mod tests {
 
     #[test]
     fn receiver_starts_at_its_offer_or_over_at_zero_and_nowhere_else() {
-        assert_eq!(
-            Receiver::new(4, 10).data(&data(4, &[1])),
-            Ok(Some(Start::Continue))
-        );
-        assert_eq!(
-            Receiver::new(4, 10).data(&data(0, &[1])),
-            Ok(Some(Start::Restart))
-        );
-        assert_eq!(
-            Receiver::new(4, 10).data(&data(2, &[1])),
-            Err(Refusal::Offset)
-        );
+        assert_eq!(Receiver::new(4, 10).data(&data(4, &[1])), Ok(Some(Start::Continue)));
+        assert_eq!(Receiver::new(4, 10).data(&data(0, &[1])), Ok(Some(Start::Restart)));
+        assert_eq!(Receiver::new(4, 10).data(&data(2, &[1])), Err(Refusal::Offset));
         assert_eq!(Receiver::new(0, 10).start(3), Err(Refusal::Offset));
         let mut r = Receiver::new(4, 10);
         assert_eq!(r.start(4), Ok(Start::Continue));
@@ -262,11 +237,7 @@ mod tests {
 
     #[test]
     fn file_end_is_complete_only_with_every_byte_and_the_right_digest() {
-        let end = |total, sha256, abort| FileEnd {
-            total,
-            sha256,
-            abort,
-        };
+        let end = |total, sha256, abort| FileEnd { total, sha256, abort };
         let mut r = Receiver::new(0, 3);
         r.data(&data(0, b"abc")).unwrap();
         assert_eq!(r.end(&end(3, [5; 32], false), &[5; 32]), Verdict::Complete);
@@ -274,9 +245,6 @@ mod tests {
         assert_eq!(r.end(&end(2, [5; 32], false), &[5; 32]), Verdict::Mismatch);
         assert_eq!(r.end(&end(3, [5; 32], true), &[5; 32]), Verdict::Aborted);
         let short = Receiver::new(0, 3);
-        assert_eq!(
-            short.end(&end(3, [5; 32], false), &[5; 32]),
-            Verdict::Mismatch
-        );
+        assert_eq!(short.end(&end(3, [5; 32], false), &[5; 32]), Verdict::Mismatch);
     }
 }

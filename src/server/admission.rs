@@ -89,10 +89,8 @@ impl Gate {
     }
 
     fn refill(&mut self, ip: IpAddr, now: Instant) -> Option<&mut Bucket> {
-        let (burst, window) = (
-            f64::from(self.budget.burst),
-            self.budget.window.as_secs_f64().max(1e-3),
-        );
+        let (burst, window) =
+            (f64::from(self.budget.burst), self.budget.window.as_secs_f64().max(1e-3));
         let b = self.buckets.get_mut(&ip)?;
         b.tokens =
             (b.tokens + now.duration_since(b.last).as_secs_f64() * burst / window).min(burst);
@@ -122,11 +120,7 @@ impl Gate {
                 None => return Admit::No { quiet: penalized },
             }
         }
-        self.strangers.push_back(Stranger {
-            id,
-            penalized,
-            since: now,
-        });
+        self.strangers.push_back(Stranger { id, penalized, since: now });
         Admit::Yes { evict }
     }
 
@@ -154,10 +148,7 @@ impl Gate {
             }
         }
         let burst = f64::from(self.budget.burst);
-        self.buckets.entry(ip).or_insert(Bucket {
-            tokens: burst,
-            last: now,
-        });
+        self.buckets.entry(ip).or_insert(Bucket { tokens: burst, last: now });
         if let Some(b) = self.refill(ip, now) {
             b.tokens = (b.tokens - 1.0).max(0.0);
         }
@@ -190,11 +181,7 @@ pub(crate) fn admit(shared: &Shared, stream: TcpStream) -> Option<(TcpStream, So
     // usually here by now. An authorized key goes straight past the
     // pool; an unknown one is refused without taking a place.
     let full = lock(&shared.gate).is_full();
-    let peeked = if full {
-        peek_hello(shared, &stream)
-    } else {
-        Peeked::Nothing
-    };
+    let peeked = if full { peek_hello(shared, &stream) } else { Peeked::Nothing };
     let admitted = match peeked {
         Peeked::Authorized => Admit::Yes { evict: None },
         Peeked::Unauthorized => {
@@ -211,9 +198,7 @@ pub(crate) fn admit(shared: &Shared, stream: TcpStream) -> Option<(TcpStream, So
             let alert = (!quiet).then_some((AlertCode::Busy, busy));
             return refuse(shared, stream, peer, alert);
         }
-        Admit::Yes {
-            evict: Some(victim),
-        } => {
+        Admit::Yes { evict: Some(victim) } => {
             if let Some(s) = lock(&shared.conns).get(&victim) {
                 let _ = s.shutdown(Shutdown::Both);
             }
@@ -297,13 +282,7 @@ mod tests {
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
 
     fn gate(max: usize, burst: u32) -> Gate {
-        Gate::new(
-            max,
-            FailureBudget {
-                burst,
-                window: Duration::from_secs(60),
-            },
-        )
+        Gate::new(max, FailureBudget { burst, window: Duration::from_secs(60) })
     }
 
     #[test]

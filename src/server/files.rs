@@ -39,11 +39,7 @@ pub(crate) struct FileContext<'a> {
 
 /// Send `reply` as the RESPONSE to `id`, and return it.
 pub(crate) fn respond(ch: &mut Channel, id: &RequestId, reply: Reply) -> Result<Reply> {
-    ch.send(
-        REC_RESPONSE,
-        &Response::header(id, reply.status),
-        &reply.body,
-    )?;
+    ch.send(REC_RESPONSE, &Response::header(id, reply.status), &reply.body)?;
     Ok(reply)
 }
 
@@ -57,10 +53,7 @@ fn io_reply(e: io::Error) -> Reply {
 
 fn root<'a>(ctx: &FileContext<'a>) -> std::result::Result<&'a Path, Reply> {
     ctx.root.ok_or_else(|| {
-        Reply::new(
-            status::UNSUPPORTED,
-            "this server does not accept file transfers",
-        )
+        Reply::new(status::UNSUPPORTED, "this server does not accept file transfers")
     })
 }
 
@@ -222,11 +215,7 @@ fn readable(
     let path = names::resolve_for_read(root(ctx)?, name).map_err(refusal)?;
     let size = fs::metadata(&path).map_err(io_reply)?.len();
     let name = name.to_string();
-    let verdict = (ctx.handler)(Payload::FileRequest {
-        name,
-        size,
-        digest_only,
-    });
+    let verdict = (ctx.handler)(Payload::FileRequest { name, size, digest_only });
     if !verdict.is_ok() {
         return Err(verdict);
     }

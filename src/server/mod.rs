@@ -137,9 +137,7 @@ impl Server {
         handler: impl Handler,
     ) -> Result<Self> {
         if config.max_connections == 0 {
-            return Err(Error::InvalidInput(
-                "max_connections must be at least 1".into(),
-            ));
+            return Err(Error::InvalidInput("max_connections must be at least 1".into()));
         }
         let gate = Gate::new(config.max_unauthenticated, config.failure_budget);
         let shared = Arc::new(Shared {
@@ -177,10 +175,7 @@ impl Server {
                 SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
             });
         }
-        Ok(Stopper {
-            shared: self.shared.clone(),
-            wake,
-        })
+        Ok(Stopper { shared: self.shared.clone(), wake })
     }
 
     /// Connections that have not yet presented an authorized key.
@@ -228,15 +223,10 @@ fn spawn_connection(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, i
         lock(&shared.conns).insert(id, clone);
     }
     let worker = shared.clone();
-    let spawned = std::thread::Builder::new()
-        .name(format!("ovtp-conn-{id}"))
-        .spawn(move || {
-            let _slot = Slot {
-                shared: &worker,
-                id,
-            };
-            session::serve_connection(&worker, stream, peer, id);
-        });
+    let spawned = std::thread::Builder::new().name(format!("ovtp-conn-{id}")).spawn(move || {
+        let _slot = Slot { shared: &worker, id };
+        session::serve_connection(&worker, stream, peer, id);
+    });
     if spawned.is_err() {
         lock(&shared.conns).remove(&id);
         lock(&shared.gate).leave(id, peer.ip(), false, Instant::now());

@@ -36,26 +36,16 @@ pub(crate) fn serve_connection(shared: &Shared, stream: TcpStream, peer: SocketA
     let channel = match outcome {
         Ok(session) => conn.into_channel(session, rng, config.max_message_size),
         Err(error) => {
-            shared.emit(Event::HandshakeFailed {
-                peer,
-                error: &error,
-            });
+            shared.emit(Event::HandshakeFailed { peer, error: &error });
             let (code, message) = alert_for(&error);
             conn.refuse(code, &message);
             return;
         }
     };
     let client = channel.peer.fingerprint();
-    shared.emit(Event::Connected {
-        peer,
-        client: &client,
-    });
+    shared.emit(Event::Connected { peer, client: &client });
     let result = serve_requests(shared, id, channel, peer, &client);
-    shared.emit(Event::Disconnected {
-        peer,
-        client: &client,
-        error: result.as_ref().err(),
-    });
+    shared.emit(Event::Disconnected { peer, client: &client, error: result.as_ref().err() });
 }
 
 #[cfg(feature = "test-hooks")]
@@ -75,10 +65,9 @@ fn connection_rng(_: &Shared) -> Rng {
 /// that reveals nothing the peer does not already know.
 fn alert_for(err: &Error) -> (AlertCode, String) {
     let (code, text) = match err {
-        Error::NotAuthorized { .. } => (
-            AlertCode::Unauthorized,
-            "client key is not in authorized_keys",
-        ),
+        Error::NotAuthorized { .. } => {
+            (AlertCode::Unauthorized, "client key is not in authorized_keys")
+        }
         Error::Version { .. } => {
             let text = format!("this server speaks ovtp protocol version {PROTOCOL_VERSION}");
             return (AlertCode::Version, text);
@@ -115,9 +104,7 @@ fn handshake(shared: &Shared, conn: &mut Conn, rng: &mut Rng, id: u64) -> Result
     let (client_secret, ours) = std::thread::scope(|scope| {
         let unwrap = scope.spawn(|| verified.unwrap_client_secret(&mut Rng::system()));
         let ours = verified.sign(rng);
-        let secret = unwrap
-            .join()
-            .unwrap_or(Err(Error::Malformed("key transport")));
+        let secret = unwrap.join().unwrap_or(Err(Error::Malformed("key transport")));
         (secret, ours)
     });
     let (session, reply) = verified.finish(&client_secret?, ours?);
@@ -149,11 +136,7 @@ fn serve_requests(
         }
         let started = Instant::now();
         let request = msg::Request::decode(&message.payload)?;
-        let caller = Caller {
-            shared,
-            client,
-            peer,
-        };
+        let caller = Caller { shared, client, peer };
         let (status, replayed) = match &request.op {
             Op::Put(_) | Op::Get(_) | Op::Digest(_) => {
                 (serve_file_op(&caller, conn_id, &mut ch, &request)?, false)
@@ -185,10 +168,7 @@ fn serve_requests(
 /// (and read what it is still sending, so it sees the alert), then close.
 fn refuse_message(shared: &Shared, ch: &mut Channel, e: Error) -> Error {
     if let Error::TooLarge { .. } = e {
-        let _ = ch.send_alert(
-            AlertCode::TooLarge,
-            "message larger than the server accepts",
-        );
+        let _ = ch.send_alert(AlertCode::TooLarge, "message larger than the server accepts");
         let most = 2 * shared.config.max_message_size as u64;
         ch.conn.linger(Duration::from_secs(2), most);
     }
@@ -205,18 +185,13 @@ struct Caller<'a> {
 impl Caller<'_> {
     /// Call the handler; a panic answers HANDLER_PANICKED and harms nothing else.
     fn call(&self, payload: Payload) -> Reply {
-        let request = Request {
-            client: self.client,
-            peer_addr: self.peer,
-            payload,
-        };
+        let request = Request { client: self.client, peer_addr: self.peer, payload };
         let handler = &*self.shared.handler;
         match catch_unwind(AssertUnwindSafe(|| dispatch(handler, request))) {
             Ok(reply) => reply,
-            Err(_) => Reply::new(
-                status::HANDLER_PANICKED,
-                "the server's handler failed on this request",
-            ),
+            Err(_) => {
+                Reply::new(status::HANDLER_PANICKED, "the server's handler failed on this request")
+            }
         }
     }
 
@@ -253,10 +228,7 @@ fn serve_file_op(
         io_timeout: shared.config.io_timeout,
         locks: &shared.names,
         handler: &handler,
-        owner: Owner {
-            request: key.clone(),
-            conn: conn_id,
-        },
+        owner: Owner { request: key.clone(), conn: conn_id },
         supersede: &supersede,
         remember: &remember,
     };
@@ -305,10 +277,9 @@ fn message_payload(op: &Op<'_>) -> std::result::Result<Payload, Reply> {
             )),
         },
         Op::Data(body) => Ok(Payload::Data(body.to_vec())),
-        Op::Unknown(other) => Err(Reply::new(
-            status::UNSUPPORTED,
-            format!("unknown operation {other}"),
-        )),
+        Op::Unknown(other) => {
+            Err(Reply::new(status::UNSUPPORTED, format!("unknown operation {other}")))
+        }
         _ => Err(Reply::new(status::BAD_REQUEST, "not a message")),
     }
 }

@@ -31,19 +31,12 @@ impl NameLocks {
             return Err(holder.clone());
         }
         map.insert(path.to_path_buf(), owner.clone());
-        Ok(NameGuard {
-            locks: self,
-            path: path.to_path_buf(),
-        })
+        Ok(NameGuard { locks: self, path: path.to_path_buf() })
     }
 }
 
 impl Drop for NameGuard<'_> {
     fn drop(&mut self) {
-        self.locks
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.path);
+        self.locks.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.path);
     }
 }

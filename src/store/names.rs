@@ -28,10 +28,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
         return Err(format!("file name longer than {MAX_NAME_LEN} bytes"));
     }
     if let Some(c) = name.chars().find(|c| c.is_control() || *c == '\\') {
-        return Err(format!(
-            "file name contains the forbidden character {:?}",
-            c
-        ));
+        return Err(format!("file name contains the forbidden character {:?}", c));
     }
     if name.starts_with('/') {
         return Err(
@@ -71,12 +68,9 @@ pub fn check_name_for_write(name: &str) -> Result<(), String> {
 /// Check `name` and join it to the canonical `root`: (root, target).
 fn checked_target(root: &Path, name: &str) -> Result<(PathBuf, PathBuf), Refusal> {
     check_name(name).map_err(|m| refuse(status::BAD_NAME, m))?;
-    let root = root.canonicalize().map_err(|e| {
-        refuse(
-            status::IO_ERROR,
-            format!("files directory unavailable: {e}"),
-        )
-    })?;
+    let root = root
+        .canonicalize()
+        .map_err(|e| refuse(status::IO_ERROR, format!("files directory unavailable: {e}")))?;
     let target = root.join(name);
     Ok((root, target))
 }
@@ -91,26 +85,18 @@ pub(crate) fn resolve_for_write(root: &Path, name: &str) -> Result<PathBuf, Refu
     // Refuse before creating anything if an existing ancestor escapes the root.
     let mut existing = parent.clone();
     while !existing.exists() {
-        existing = existing
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| root.clone());
+        existing = existing.parent().map(Path::to_path_buf).unwrap_or_else(|| root.clone());
     }
     confined(&root, &existing)?;
     fs::create_dir_all(&parent)
         .map_err(|e| refuse(status::IO_ERROR, format!("cannot create directory: {e}")))?;
     let parent = confined(&root, &parent)?;
-    let file_name = target
-        .file_name()
-        .ok_or_else(|| refuse(status::BAD_NAME, "no file name"))?;
+    let file_name = target.file_name().ok_or_else(|| refuse(status::BAD_NAME, "no file name"))?;
     let target = parent.join(file_name);
     if let Ok(meta) = fs::symlink_metadata(&target)
         && !meta.file_type().is_file()
     {
-        return Err(refuse(
-            status::BAD_NAME,
-            "the target exists and is not a regular file",
-        ));
+        return Err(refuse(status::BAD_NAME, "the target exists and is not a regular file"));
     }
     Ok(target)
 }
@@ -136,10 +122,7 @@ fn confined(root: &Path, path: &Path) -> Result<PathBuf, Refusal> {
     if real.starts_with(root) {
         Ok(real)
     } else {
-        Err(refuse(
-            status::BAD_NAME,
-            "the name leads outside the files directory (symlink)",
-        ))
+        Err(refuse(status::BAD_NAME, "the name leads outside the files directory (symlink)"))
     }
 }
 
@@ -165,23 +148,13 @@ mod tests {
         ] {
             assert!(check_name(bad).is_err(), "{bad:?} accepted");
         }
-        for good in [
-            "a",
-            "a.txt",
-            "dir/sub/file.bin",
-            "..a",
-            "a..",
-            "ünïcode name.txt",
-        ] {
+        for good in ["a", "a.txt", "dir/sub/file.bin", "..a", "a..", "ünïcode name.txt"] {
             assert!(check_name(good).is_ok(), "{good:?} refused");
         }
         assert!(check_name(&"a".repeat(MAX_NAME_LEN + 1)).is_err());
         // The partial file `.NAME.ovtp-part` must fit in a 255-byte component.
         assert!(check_name_for_write(&format!("d/{}", "a".repeat(244))).is_ok());
         assert!(check_name_for_write(&format!("d/{}", "a".repeat(245))).is_err());
-        assert!(
-            check_name(&"a".repeat(245)).is_ok(),
-            "reading needs no partial file"
-        );
+        assert!(check_name(&"a".repeat(245)).is_ok(), "reading needs no partial file");
     }
 }

@@ -9,10 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// The partial file beside `target`: `.<file name>.ovtp-part`.
 pub fn partial_path(target: &Path) -> PathBuf {
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     target.with_file_name(format!(".{name}{PARTIAL_SUFFIX}"))
 }
 

@@ -92,15 +92,7 @@ impl TestServer {
         let addr = server.local_addr().unwrap();
         let stopper = server.stopper().unwrap();
         let thread = Some(std::thread::spawn(move || server.run()));
-        TestServer {
-            addr,
-            stopper,
-            authorized,
-            keys,
-            calls,
-            dir,
-            thread,
-        }
+        TestServer { addr, stopper, authorized, keys, calls, dir, thread }
     }
 
     pub fn pin(&self) -> HostTrust {
@@ -108,13 +100,8 @@ impl TestServer {
     }
 
     pub fn client(&self) -> Client {
-        Client::connect_with(
-            &self.addr.to_string(),
-            client_keys(),
-            self.pin(),
-            quick_client(),
-        )
-        .unwrap()
+        Client::connect_with(&self.addr.to_string(), client_keys(), self.pin(), quick_client())
+            .unwrap()
     }
 
     pub fn calls(&self) -> usize {
@@ -124,11 +111,7 @@ impl TestServer {
     /// Stop and wait for `run` to return; returns its result.
     pub fn stop(mut self) -> ovtp::Result<()> {
         self.stopper.stop();
-        self.thread
-            .take()
-            .unwrap()
-            .join()
-            .expect("server thread panicked")
+        self.thread.take().unwrap().join().expect("server thread panicked")
     }
 }
 
@@ -198,11 +181,7 @@ pub fn proxy(upstream: SocketAddr, max_conns: usize, mutate: Arc<Mutator>) -> So
                 s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
             }
             let pairs = [
-                (
-                    down.try_clone().unwrap(),
-                    up.try_clone().unwrap(),
-                    Dir::ToServer,
-                ),
+                (down.try_clone().unwrap(), up.try_clone().unwrap(), Dir::ToServer),
                 (up, down, Dir::ToClient),
             ];
             for (mut from, mut to, dir) in pairs {

@@ -32,29 +32,19 @@ pub fn parse(spec: &str, argv: &[String]) -> Result<Args, String> {
         }
         if !arg.starts_with('-') || arg == "-" {
             match list {
-                Some(name) => args
-                    .values
-                    .entry(name.into())
-                    .or_default()
-                    .push(arg.clone()),
+                Some(name) => args.values.entry(name.into()).or_default().push(arg.clone()),
                 None => args.positional.push(arg.clone()),
             }
             continue;
         }
-        let arg = SHORT
-            .iter()
-            .find(|(s, _)| s == arg)
-            .map_or(arg.as_str(), |(_, l)| l);
+        let arg = SHORT.iter().find(|(s, _)| s == arg).map_or(arg.as_str(), |(_, l)| l);
         let (name, inline) = match arg.split_once('=') {
             Some((n, v)) => (n, Some(v.to_string())),
             None => (arg, None),
         };
         let kind = format!("{spec} --help --home=")
             .split_whitespace()
-            .find_map(|s| {
-                s.strip_prefix(name)
-                    .filter(|k| ["", "=", "=..."].contains(k))
-            })
+            .find_map(|s| s.strip_prefix(name).filter(|k| ["", "=", "=..."].contains(k)))
             .map(str::to_string);
         list = None;
         match (kind.as_deref(), inline) {
@@ -106,10 +96,7 @@ impl Args {
             Some((i, 'g' | 'G')) => (&v[..i], 30),
             _ => (v, 0),
         };
-        let n = digits
-            .parse::<u64>()
-            .ok()
-            .and_then(|n| n.checked_mul(1 << shift));
+        let n = digits.parse::<u64>().ok().and_then(|n| n.checked_mul(1 << shift));
         n.ok_or_else(|| format!("{name}: \"{v}\" is not a number"))
     }
 
@@ -129,10 +116,9 @@ impl Args {
     pub fn positionals(&self, min: usize, max: usize, usage: &str) -> Result<&[String], String> {
         match self.positional.len() {
             n if n < min => Err(format!("missing argument; expected {usage}")),
-            n if n > max => Err(format!(
-                "unexpected argument \"{}\"; expected {usage}",
-                self.positional[max]
-            )),
+            n if n > max => {
+                Err(format!("unexpected argument \"{}\"; expected {usage}", self.positional[max]))
+            }
             _ => Ok(&self.positional),
         }
     }
@@ -150,19 +136,8 @@ mod tests {
 
     #[test]
     fn parses_options_values_lists_and_positionals() {
-        let argv = [
-            "a",
-            "--bits=2K",
-            "-q",
-            "--add-keys",
-            "x",
-            "y",
-            "--force",
-            "--home",
-            "h",
-            "--",
-            "-z",
-        ];
+        let argv =
+            ["a", "--bits=2K", "-q", "--add-keys", "x", "y", "--force", "--home", "h", "--", "-z"];
         let a = parse_strs(&argv).unwrap();
         assert_eq!(a.positional, ["a", "-z"]);
         assert_eq!(a.number("--bits", 0).unwrap(), 2048);
@@ -173,20 +148,9 @@ mod tests {
 
     #[test]
     fn refuses_bad_input() {
-        for bad in [
-            &["--nope"][..],
-            &["--bits"],
-            &["--force=1"],
-            &["--add-keys"],
-            &["--b=1"],
-        ] {
+        for bad in [&["--nope"][..], &["--bits"], &["--force=1"], &["--add-keys"], &["--b=1"]] {
             assert!(parse_strs(bad).is_err(), "{bad:?}");
         }
-        assert!(
-            parse_strs(&["--bits=x"])
-                .unwrap()
-                .number("--bits", 0)
-                .is_err()
-        );
+        assert!(parse_strs(&["--bits=x"]).unwrap().number("--bits", 0).is_err());
     }
 }

@@ -51,10 +51,7 @@ pub fn connect(a: &Args, host: &str) -> Result<Client, Fail> {
     // a key it records can be reported.
     let accept_new = matches!(trust, HostTrust::AcceptNew(_));
     let recorded = !accept_new
-        || known
-            .check(&host, &keys.fingerprint())
-            .map_err(Fail::local)?
-            != HostCheck::Unknown;
+        || known.check(&host, &keys.fingerprint()).map_err(Fail::local)? != HostCheck::Unknown;
     let client =
         Client::connect_with(&host, keys, trust, ClientConfig::default()).map_err(Fail::net)?;
     if let (false, Some(fp)) = (recorded, client.server_fingerprint()) {
@@ -80,9 +77,7 @@ fn message(arg: Option<&String>) -> Result<Vec<u8>, Fail> {
         .read_to_end(&mut buf)
         .map_err(|e| Fail::new(exit::LOCAL, format!("cannot read standard input: {e}")))?;
     if buf.len() > limit {
-        return Err(Fail::usage(format!(
-            "the message is larger than {limit} bytes"
-        )));
+        return Err(Fail::usage(format!("the message is larger than {limit} bytes")));
     }
     Ok(buf)
 }
@@ -143,20 +138,13 @@ fn status_exit(status: u16) -> u8 {
 // ---- File transfer. ----
 
 fn transfer_options(a: &Args) -> TransferOptions {
-    TransferOptions {
-        overwrite: a.flag("--force"),
-        resume: !a.flag("--no-resume"),
-    }
+    TransferOptions { overwrite: a.flag("--force"), resume: !a.flag("--no-resume") }
 }
 
 /// Check a remote name before connecting, so a bad one is a usage error.
 fn remote_name(name: &str) -> Result<(), Fail> {
-    check_name(name).map_err(|why| {
-        Fail::usage(format!(
-            "bad remote name \"{}\": {why}",
-            escape_control(name)
-        ))
-    })
+    check_name(name)
+        .map_err(|why| Fail::usage(format!("bad remote name \"{}\": {why}", escape_control(name))))
 }
 
 /// The exit code for a status the server answered a file operation with.
@@ -182,10 +170,7 @@ fn file_status_exit(code: u16) -> u8 {
 fn transfer_fail(what: &str, e: Error) -> Fail {
     let what = escape_control(what);
     match e {
-        Error::Remote {
-            status: code,
-            message,
-        } => {
+        Error::Remote { status: code, message } => {
             let message = escape_control(&message);
             let msg = match code {
                 status::FILE_EXISTS => {
@@ -241,10 +226,7 @@ fn report(command: &str, name: &str, r: &FileReport) -> u8 {
     let name = escape_control(name);
     say!("{name}  {}  {}", r.size, hex(&r.sha256));
     if r.resumed_from > 0 && r.resumed_from < r.size {
-        warn!(
-            "ovtp {command}: {name}: resumed an interrupted transfer at byte {}",
-            r.resumed_from
-        );
+        warn!("ovtp {command}: {name}: resumed an interrupted transfer at byte {}", r.resumed_from);
     }
     if !r.reply.body.is_empty() {
         let text = escape_control(&r.reply.text());
@@ -260,16 +242,12 @@ fn report(command: &str, name: &str, r: &FileReport) -> u8 {
 /// The remote names of `put`'s files: each file's name, or `--to`.
 fn put_names(files: &[String], to: Option<&str>) -> Result<Vec<String>, Fail> {
     let base = |f: &String| {
-        Path::new(f)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                Fail::usage(format!(
-                    "\"{}\" has no file name to use on the server; give --to REMOTE",
-                    escape_control(f)
-                ))
-            })
+        Path::new(f).file_name().and_then(|n| n.to_str()).map(str::to_string).ok_or_else(|| {
+            Fail::usage(format!(
+                "\"{}\" has no file name to use on the server; give --to REMOTE",
+                escape_control(f)
+            ))
+        })
     };
     let names: Vec<String> = match to {
         Some(t) if files.len() == 1 && !t.ends_with('/') => vec![t.to_string()],
@@ -311,9 +289,8 @@ pub fn put(a: &Args) -> Run {
     let mut code = 0;
     let mut failed = 0;
     for (file, name) in files.iter().zip(&names) {
-        let result = with_progress(name, |progress| {
-            client.send_file_with(file, name, opts, progress)
-        });
+        let result =
+            with_progress(name, |progress| client.send_file_with(file, name, opts, progress));
         match result {
             Ok(r) => {
                 let c = report("put", name, &r);
@@ -333,10 +310,7 @@ pub fn put(a: &Args) -> Run {
         }
     }
     if failed > 0 {
-        warn!(
-            "ovtp put: {failed} of {} files were not uploaded",
-            files.len()
-        );
+        warn!("ovtp put: {failed} of {} files were not uploaded", files.len());
     }
     Ok(code)
 }
@@ -375,14 +349,11 @@ pub fn get(a: &Args) -> Run {
         ));
     }
     let mut client = connect(a, &pos[0])?;
-    let label = local
-        .file_name()
-        .map_or(shown.clone(), |n| n.to_string_lossy().into_owned());
+    let label = local.file_name().map_or(shown.clone(), |n| n.to_string_lossy().into_owned());
     let partial = ovtp::partial_path(&local);
     let had_partial = std::fs::symlink_metadata(&partial).is_ok();
-    let result = with_progress(&label, |progress| {
-        client.get_file_with(remote, &local, opts, progress)
-    });
+    let result =
+        with_progress(&label, |progress| client.get_file_with(remote, &local, opts, progress));
     if let Err(Error::Remote { .. }) = result {
         // Refused before any data came: leave no empty partial file behind.
         if !had_partial && std::fs::metadata(&partial).is_ok_and(|m| m.len() == 0) {
@@ -398,9 +369,7 @@ pub fn digest(a: &Args) -> Run {
     let remote = pos[1].as_str();
     remote_name(remote)?;
     let mut client = connect(a, &pos[0])?;
-    let d = client
-        .file_digest(remote)
-        .map_err(|e| transfer_fail(remote, e))?;
+    let d = client.file_digest(remote).map_err(|e| transfer_fail(remote, e))?;
     say!("{}  {}  {}", hex(&d.sha256), d.size, escape_control(remote));
     Ok(0)
 }

@@ -116,10 +116,8 @@ const COMMANDS: &[Command] = &[
 ];
 
 fn main() -> ExitCode {
-    let argv: Result<Vec<String>, _> = std::env::args_os()
-        .skip(1)
-        .map(|a| a.into_string())
-        .collect();
+    let argv: Result<Vec<String>, _> =
+        std::env::args_os().skip(1).map(|a| a.into_string()).collect();
     let Ok(mut argv) = argv else {
         warn!("ovtp: arguments must be valid UTF-8");
         return ExitCode::from(exit::USAGE);
@@ -157,13 +155,8 @@ fn main() -> ExitCode {
     };
     home.extend(argv.drain(1..));
     let result = args::parse(options, &home).map_err(Fail::usage);
-    let result = result.and_then(|args| {
-        if args.flag("--help") {
-            Ok(print_code(help))
-        } else {
-            run(&args)
-        }
-    });
+    let result =
+        result.and_then(|args| if args.flag("--help") { Ok(print_code(help)) } else { run(&args) });
     match result {
         Ok(code) => ExitCode::from(code),
         Err(f) if f.code == exit::USAGE => usage_error(name, &f.msg),
@@ -216,9 +209,7 @@ pub fn home(a: &Args, server_side: bool) -> Result<PathBuf, Fail> {
     }
     match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
         Some(h) => Ok(Path::new(&h).join(".ovtp")),
-        None => Err(Fail::usage(
-            "HOME is not set; give --home DIR or set OVTP_HOME",
-        )),
+        None => Err(Fail::usage("HOME is not set; give --home DIR or set OVTP_HOME")),
     }
 }
 
@@ -260,18 +251,14 @@ pub fn make_dir(dir: &Path) -> Result<(), Fail> {
 pub fn write_key_pair(keys: &KeyPair, private: &Path, overwrite: bool) -> Result<(), Fail> {
     make_parent(private)?;
     keys.save(private, overwrite).map_err(Fail::local)?;
-    keys.public()
-        .save(&public_path(private))
-        .map_err(Fail::local)
+    keys.public().save(&public_path(private)).map_err(Fail::local)
 }
 
 fn keygen(a: &Args) -> Run {
     a.positionals(0, 0, "no arguments")?;
     let bits = a.number("--bits", ovtp::constants::DEFAULT_RSA_BITS as u64)?;
     if ![2048, 3072, 4096].contains(&bits) {
-        return Err(Fail::usage(format!(
-            "--bits must be 2048, 3072 or 4096, not {bits}"
-        )));
+        return Err(Fail::usage(format!("--bits must be 2048, 3072 or 4096, not {bits}")));
     }
     let private = file_in_home(a, "--key", "id_rsa", false)?;
     let public = public_path(&private);
@@ -359,9 +346,7 @@ fn authorize(a: &Args) -> Run {
 }
 
 fn deauthorize(a: &Args) -> Run {
-    let fp: Fingerprint = a.positionals(1, 1, "FINGERPRINT")?[0]
-        .parse()
-        .map_err(Fail::local)?;
+    let fp: Fingerprint = a.positionals(1, 1, "FINGERPRINT")?[0].parse().map_err(Fail::local)?;
     let keys = authorized_keys(a)?;
     let path = keys.path().display();
     match keys.remove(&fp).map_err(Fail::local)? {
@@ -409,10 +394,6 @@ fn trust(a: &Args) -> Run {
 fn line_of_host(path: &Path, host: &str) -> Option<usize> {
     let text = std::fs::read_to_string(path).ok()?;
     text.lines()
-        .position(|l| {
-            l.split_whitespace()
-                .next()
-                .is_some_and(|h| h.eq_ignore_ascii_case(host))
-        })
+        .position(|l| l.split_whitespace().next().is_some_and(|h| h.eq_ignore_ascii_case(host)))
         .map(|i| i + 1)
 }

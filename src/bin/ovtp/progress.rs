@@ -28,9 +28,7 @@ pub struct Display {
 impl Display {
     /// A display for the file `name`, or `None` when standard error is not a terminal.
     pub fn new(name: &str) -> Option<Display> {
-        std::io::stderr()
-            .is_terminal()
-            .then(|| Display::labelled(name))
+        std::io::stderr().is_terminal().then(|| Display::labelled(name))
     }
 
     fn labelled(name: &str) -> Display {
@@ -42,13 +40,7 @@ impl Display {
         } else {
             name
         };
-        Display {
-            label,
-            created: Instant::now(),
-            samples: VecDeque::new(),
-            first: None,
-            drawn: 0,
-        }
+        Display { label, created: Instant::now(), samples: VecDeque::new(), first: None, drawn: 0 }
     }
 
     /// Record a report from the library and redraw the line.
@@ -108,9 +100,7 @@ impl Display {
             (self.average(now, done), format!("in {}", clock(elapsed)))
         } else {
             let speed = self.speed();
-            let left = speed
-                .filter(|s| *s > 0.0)
-                .map(|s| (total - done) as f64 / s);
+            let left = speed.filter(|s| *s > 0.0).map(|s| (total - done) as f64 / s);
             let left = left.map_or("--:--".to_string(), clock);
             (speed, format!("{left} left"))
         };
@@ -150,11 +140,7 @@ fn bytes(n: u64) -> String {
 
 fn mb_per_s(bytes_per_s: f64) -> String {
     let mb = bytes_per_s / 1e6;
-    if mb < 10.0 {
-        format!("{mb:.2} MB/s")
-    } else {
-        format!("{mb:.1} MB/s")
-    }
+    if mb < 10.0 { format!("{mb:.2} MB/s") } else { format!("{mb:.1} MB/s") }
 }
 
 /// Seconds as `m:ss` or `h:mm:ss`.
@@ -193,13 +179,9 @@ mod tests {
         let start = Instant::now();
         d.first = Some((start, 0));
         d.samples.push_back((start, 0));
-        d.samples
-            .push_back((start + Duration::from_secs(1), 2_000_000));
+        d.samples.push_back((start + Duration::from_secs(1), 2_000_000));
         let line = d.line(start + Duration::from_secs(1), 2_000_000, 10_000_000);
-        assert_eq!(
-            line,
-            "a\\u{1b}[2Jb  2.00 MB / 10.0 MB   20%  2.00 MB/s  0:04 left"
-        );
+        assert_eq!(line, "a\\u{1b}[2Jb  2.00 MB / 10.0 MB   20%  2.00 MB/s  0:04 left");
         assert!(!line.chars().any(char::is_control));
         let long = Display::labelled(&"x".repeat(100));
         assert_eq!(long.label.chars().count(), LABEL_CHARS);

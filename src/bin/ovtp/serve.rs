@@ -34,17 +34,11 @@ pub fn serve(a: &Args) -> Run {
         (false, true) => Level::Verbose,
         (false, false) => Level::Normal,
     };
-    let log = Arc::new(Log {
-        level,
-        since: Mutex::new(HashMap::new()),
-    });
+    let log = Arc::new(Log { level, since: Mutex::new(HashMap::new()) });
     let authorized = crate::authorized_keys(a)?;
     let add = a.list("--add-keys");
     if !add.is_empty() && !crate::add_keys(&authorized, add) {
-        return Err(Fail::new(
-            exit::LOCAL,
-            "some keys were not added; not serving",
-        ));
+        return Err(Fail::new(exit::LOCAL, "some keys were not added; not serving"));
     }
     if a.flag("--no-serve") {
         return Ok(0);
@@ -105,10 +99,7 @@ pub fn serve(a: &Args) -> Run {
     let server = Server::bind_with(listen, keys, authorized, config.clone(), serve)
         .map_err(|e| bind_error(listen, e))?;
     let addr = server.local_addr().map_err(Fail::net)?;
-    log.note(
-        Level::Quiet,
-        &format!("listening on {addr}, server key {fingerprint}"),
-    );
+    log.note(Level::Quiet, &format!("listening on {addr}, server key {fingerprint}"));
     if count == 0 {
         let msg = "no client key is authorized yet: add one with `ovtp authorize KEY.pub` \
                    (taken into account without a restart)";
@@ -118,10 +109,7 @@ pub fn serve(a: &Args) -> Run {
         Some(dir) => {
             let limit =
                 max_file_size.map_or("no size limit".into(), |n| format!("at most {n} bytes"));
-            log.note(
-                Level::Normal,
-                &format!("file transfers in {} ({limit})", dir.display()),
-            );
+            log.note(Level::Normal, &format!("file transfers in {} ({limit})", dir.display()));
             format!("files directory {}", dir.display())
         }
         None => "file transfers off (no --dir)".to_string(),
@@ -156,13 +144,9 @@ fn files_dir(dir: &Path) -> Result<PathBuf, Fail> {
         crate::make_dir(dir)?;
     }
     if !dir.is_dir() {
-        return Err(Fail::new(
-            exit::LOCAL,
-            format!("--dir {}: not a directory", shown()),
-        ));
+        return Err(Fail::new(exit::LOCAL, format!("--dir {}: not a directory", shown())));
     }
-    dir.canonicalize()
-        .map_err(|e| Fail::new(exit::LOCAL, format!("--dir {}: {e}", shown())))
+    dir.canonicalize().map_err(|e| Fail::new(exit::LOCAL, format!("--dir {}: {e}", shown())))
 }
 
 /// Load the server key, or make one on first use.
@@ -174,10 +158,7 @@ fn server_key(a: &Args, log: &Log) -> Result<KeyPair, Fail> {
     let keys = KeyPair::generate(DEFAULT_RSA_BITS).map_err(Fail::local)?;
     crate::write_key_pair(&keys, &path, false)?;
     let (p, fp) = (path.display(), keys.fingerprint());
-    log.note(
-        Level::Quiet,
-        &format!("generated a new server key {p} ({p}.pub), fingerprint {fp}"),
-    );
+    log.note(Level::Quiet, &format!("generated a new server key {p} ({p}.pub), fingerprint {fp}"));
     Ok(keys)
 }
 
@@ -193,10 +174,7 @@ fn bind_error(listen: &str, e: Error) -> Fail {
         io::ErrorKind::AddrInUse => "; another program (or another ovtp) listens there",
         _ => "",
     };
-    Fail::new(
-        exit::NETWORK,
-        format!("cannot listen on {listen}: {io}{hint}"),
-    )
+    Fail::new(exit::NETWORK, format!("cannot listen on {listen}: {io}{hint}"))
 }
 
 // ---- The log. ----
@@ -229,11 +207,7 @@ impl Log {
         let peer = peer.map_or("-".to_string(), |p| p.to_string());
         let time = rfc3339(SystemTime::now());
         let what = escape_control(what);
-        let _ = writeln!(
-            io::stderr().lock(),
-            "{time} {peer} {} {what}",
-            key.unwrap_or("-")
-        );
+        let _ = writeln!(io::stderr().lock(), "{time} {peer} {} {what}", key.unwrap_or("-"));
     }
 
     fn event(&self, e: &Event<'_>) {
@@ -267,14 +241,8 @@ impl Log {
                 let min = if name.is_empty() { Normal } else { Quiet };
                 (min, peer, Some(client.as_str()), what)
             }
-            Event::Disconnected {
-                peer,
-                client,
-                error,
-            } => {
-                let secs = since()
-                    .remove(&peer)
-                    .map_or(0.0, |t| t.elapsed().as_secs_f64());
+            Event::Disconnected { peer, client, error } => {
+                let secs = since().remove(&peer).map_or(0.0, |t| t.elapsed().as_secs_f64());
                 let (min, outcome) = match error {
                     None => (Normal, String::new()),
                     Some(e @ Error::Timeout(_)) => (Normal, format!(": {e}")),
@@ -335,17 +303,10 @@ impl Handler {
         let file = match &req.payload {
             Payload::Text(_) | Payload::Data(_) => None,
             Payload::FileOffer { name, size } => Some(format!("file offer {name}: {size} bytes")),
-            Payload::FileReceived {
-                name, size, sha256, ..
-            } => Some(format!(
-                "file received {name}: {size} bytes, sha256 {}",
-                hex(sha256)
-            )),
-            Payload::FileRequest {
-                name,
-                size,
-                digest_only,
-            } => {
+            Payload::FileReceived { name, size, sha256, .. } => {
+                Some(format!("file received {name}: {size} bytes, sha256 {}", hex(sha256)))
+            }
+            Payload::FileRequest { name, size, digest_only } => {
                 let what = if *digest_only { "digest" } else { "download" };
                 Some(format!("file {what} request {name}: {size} bytes"))
             }
@@ -374,11 +335,7 @@ impl Handler {
 /// Run `sh -c cmd` with the message on its standard input; answer with its
 /// exit status and standard output, within `timeout`.
 fn exec(e: &Exec, req: Request<'_>, log: &Log) -> Reply {
-    let Exec {
-        cmd,
-        timeout,
-        max_output,
-    } = e;
+    let Exec { cmd, timeout, max_output } = e;
     let (timeout, max_output) = (*timeout, *max_output);
     let started = Instant::now();
     let deadline = started + timeout;
@@ -401,12 +358,7 @@ fn exec(e: &Exec, req: Request<'_>, log: &Log) -> Reply {
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
-            log.line(
-                Level::Quiet,
-                peer,
-                key,
-                &format!("cannot run sh -c {cmd:?}: {e}"),
-            );
+            log.line(Level::Quiet, peer, key, &format!("cannot run sh -c {cmd:?}: {e}"));
             return Reply::new(1, "the server could not run its program");
         }
     };
@@ -430,36 +382,15 @@ fn exec(e: &Exec, req: Request<'_>, log: &Log) -> Reply {
     let output = rx.recv_timeout(left.max(Duration::from_millis(100)));
     let ms = started.elapsed().as_millis();
     let (Some(status), Ok((out, cut))) = (status, output) else {
-        let msg = format!(
-            "program did not finish within {} s: killed",
-            timeout.as_secs_f64()
-        );
+        let msg = format!("program did not finish within {} s: killed", timeout.as_secs_f64());
         log.line(Level::Quiet, peer, key, &msg);
         return Reply::new(1, "timed out");
     };
     let code = status.code().map_or(1, |c| u16::try_from(c).unwrap_or(1));
-    let how = status
-        .code()
-        .map_or("killed by a signal".to_string(), |c| format!("exit {c}"));
-    let cut = if cut {
-        " (cut to the maximum message size)"
-    } else {
-        ""
-    };
-    let what = format!(
-        "program: {how}, {} bytes of output{cut}, {ms} ms",
-        out.len()
-    );
-    log.line(
-        if cut.is_empty() {
-            Level::Verbose
-        } else {
-            Level::Normal
-        },
-        peer,
-        key,
-        &what,
-    );
+    let how = status.code().map_or("killed by a signal".to_string(), |c| format!("exit {c}"));
+    let cut = if cut { " (cut to the maximum message size)" } else { "" };
+    let what = format!("program: {how}, {} bytes of output{cut}, {ms} ms", out.len());
+    log.line(if cut.is_empty() { Level::Verbose } else { Level::Normal }, peer, key, &what);
     Reply::new(code, out)
 }
 
