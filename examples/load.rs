@@ -325,8 +325,11 @@ fn load(dir: &Path, keys: &[KeyPair], pin: &HostTrust, failures: &Failures) {
                                 .send_file_with(
                                     local.join(format!("c{c}-f{f}")),
                                     &format!("c{c}/f{f}.bin"),
-                                    TransferOptions { overwrite: false, resume: false },
-                                    None,
+                                    TransferOptions {
+                                        overwrite: false,
+                                        resume: false,
+                                        progress: None,
+                                    },
                                 )
                                 .map_err(|e| format!("client {c} file {f}: {e}"))?;
                             if report.size != FILE_SIZES[f] as u64 {

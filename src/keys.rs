@@ -129,15 +129,16 @@ impl PublicKey {
     }
 
     /// Read a PEM public key file.
-    pub fn load(path: &Path) -> Result<Self> {
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
         let text = read_capped(path, MAX_KEY_FILE, Error::Key)?;
         let text = utf8(path, &text)?;
         Self::from_pem(text).map_err(|e| with_path(path, e))
     }
 
     /// Write the key as SPKI PEM, mode 0644, replacing the file atomically.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        write_atomic(path, self.to_pem().as_bytes(), 0o644, true)
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        write_atomic(path.as_ref(), self.to_pem().as_bytes(), 0o644, true)
     }
 
     /// `SHA256:` + unpadded base64 of SHA-256 over the SPKI DER.
@@ -309,7 +310,8 @@ impl KeyPair {
     }
 
     /// Read a private key file, refusing it if group or others can access it.
-    pub fn load(path: &Path) -> Result<Self> {
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
         let pem = read_capped_secret(path, MAX_KEY_FILE)?;
         let pem = utf8(path, &pem)?;
         Self::from_pem(pem).map_err(|e| with_path(path, e))
@@ -318,7 +320,8 @@ impl KeyPair {
     /// Write the private key (PKCS#8 PEM) with mode 0600, atomically. Refuses to
     /// replace an existing file unless `overwrite`. The public key is saved
     /// separately, with `public().save()`.
-    pub fn save(&self, private_path: &Path, overwrite: bool) -> Result<()> {
+    pub fn save(&self, private_path: impl AsRef<Path>, overwrite: bool) -> Result<()> {
+        let private_path = private_path.as_ref();
         if !overwrite && private_path.exists() {
             return Err(exists_error(private_path));
         }

@@ -95,17 +95,28 @@ impl<B: Into<Vec<u8>>> From<(u16, B)> for Reply {
 }
 
 /// Options of an upload or download.
-#[derive(Debug, Clone, Copy)]
-pub struct TransferOptions {
+pub struct TransferOptions<'a> {
     /// Replace the destination if it exists (default: refuse).
     pub overwrite: bool,
     /// Continue from a partial file left by an interrupted transfer (default: yes).
     pub resume: bool,
+    /// Called with `(bytes done, total)` at most every 100 ms and at the end (default: none).
+    pub progress: Progress<'a>,
 }
 
-impl Default for TransferOptions {
+impl Default for TransferOptions<'_> {
     fn default() -> Self {
-        TransferOptions { overwrite: false, resume: true }
+        TransferOptions { overwrite: false, resume: true, progress: None }
+    }
+}
+
+impl std::fmt::Debug for TransferOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransferOptions")
+            .field("overwrite", &self.overwrite)
+            .field("resume", &self.resume)
+            .field("progress", &self.progress.is_some())
+            .finish()
     }
 }
 

@@ -259,7 +259,8 @@ impl AuthorizedKeys {
     /// (sorted by name; other files are skipped). A private key is refused,
     /// never added. One outcome per file; an error for the whole call only if
     /// `path` itself cannot be read.
-    pub fn add_from_path(&self, path: &Path) -> Result<Vec<AddOutcome>> {
+    pub fn add_from_path(&self, path: impl AsRef<Path>) -> Result<Vec<AddOutcome>> {
+        let path = path.as_ref();
         let meta = fs::metadata(path).map_err(|e| io_error(path, e))?;
         let files = if meta.is_dir() {
             let mut files = Vec::new();

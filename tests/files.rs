@@ -158,14 +158,14 @@ fn an_existing_file_is_not_overwritten_unless_asked() {
     let err = c.send_file(&two, "f").unwrap_err();
     assert!(matches!(err, Error::Remote { status: status::FILE_EXISTS, .. }), "{err}");
     assert_eq!(std::fs::read(fs.files.join("f")).unwrap(), b"first version");
-    let opts = TransferOptions { overwrite: true, ..Default::default() };
-    c.send_file_with(&two, "f", opts, None).unwrap();
+    let opts = || TransferOptions { overwrite: true, ..Default::default() };
+    c.send_file_with(&two, "f", opts()).unwrap();
     assert_eq!(std::fs::read(fs.files.join("f")).unwrap(), b"second");
     // Downloads too: an existing local file is kept unless asked.
     let err = c.get_file("f", &one).unwrap_err();
     assert!(matches!(err, Error::Exists(_)), "{err}");
     assert_eq!(std::fs::read(&one).unwrap(), b"first version");
-    c.get_file_with("f", &one, opts, None).unwrap();
+    c.get_file_with("f", &one, opts()).unwrap();
     assert_eq!(std::fs::read(&one).unwrap(), b"second");
 }
 
@@ -386,7 +386,8 @@ fn progress_is_reported_at_a_modest_rate_and_ends_at_the_total() {
     let mut c = fs.srv.client();
     let mut calls = Vec::new();
     let mut record = |done: u64, total: u64| calls.push((done, total));
-    c.send_file_with(&src, "p", TransferOptions::default(), Some(&mut record)).unwrap();
+    let opts = TransferOptions { progress: Some(&mut record), ..Default::default() };
+    c.send_file_with(&src, "p", opts).unwrap();
     assert!(!calls.is_empty());
     assert_eq!(*calls.last().unwrap(), (data.len() as u64, data.len() as u64));
     assert!(calls.len() < 16, "called {} times for 16 records", calls.len());

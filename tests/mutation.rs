@@ -266,7 +266,7 @@ fn session_a(keys: &KeyPair) -> Session {
         let src = local.join("a.bin");
         std::fs::write(&src, &f).unwrap();
         let opts = TransferOptions { resume: false, ..TransferOptions::default() };
-        c.send_file_with(&src, "up/a.bin", opts, None).unwrap();
+        c.send_file_with(&src, "up/a.bin", opts).unwrap();
     });
     let types: Vec<u8> = client[2..].iter().map(|f| f[4]).collect();
     assert_eq!(
@@ -296,7 +296,7 @@ fn session_b(keys: &KeyPair) -> Session {
         let src = local.join("b.bin");
         std::fs::write(&src, &f).unwrap();
         let opts = TransferOptions { resume: false, ..TransferOptions::default() };
-        c.send_file_with(&src, "b.bin", opts, None).unwrap();
+        c.send_file_with(&src, "b.bin", opts).unwrap();
     });
     assert_eq!(client.len(), 6, "session B does not have the expected shape");
     let sha = hex(&Sha256::digest(&file));

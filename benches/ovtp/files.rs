@@ -406,15 +406,15 @@ fn share_rows(
 pub fn transfer_job(client: &mut Client, job: &str) -> BenchResult<()> {
     let local = PathBuf::from(child_env(CHILD_LOCAL)?);
     let remote = child_env(CHILD_REMOTE)?;
-    let opts = ovtp::TransferOptions { overwrite: false, resume: false };
+    let opts = || ovtp::TransferOptions { overwrite: false, resume: false, progress: None };
     println!("vmhwm_connected_kib {}", peak_memory_kib().unwrap_or(0));
     let monitor = ThreadMonitor::start();
     let (cpu0, busy0) = (process_cpu(), machine_busy());
     let t0 = Instant::now();
     let report = if job == "upload" {
-        client.send_file_with(&local, &remote, opts, None)
+        client.send_file_with(&local, &remote, opts())
     } else {
-        client.get_file_with(&remote, &local, opts, None)
+        client.get_file_with(&remote, &local, opts())
     }
     .map_err(|e| format!("{job}: {e}"))?;
     let secs = t0.elapsed().as_secs_f64();

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::io::channel::Channel;
 use crate::io::conn::Conn;
 use crate::keys::{Fingerprint, KeyPair, PublicKey};
-use crate::message::{FileDigest, FileReport, Progress, Reply, TransferOptions};
+use crate::message::{FileDigest, FileReport, Reply, TransferOptions};
 use crate::proto::handshake::{ClientStart, Session};
 use crate::proto::msg::{
     OP_DATA, OP_TEXT, REC_REQUEST, REC_RESPONSE, RESPONSE_HEADER, Request, RequestId,
@@ -315,47 +315,47 @@ impl Client {
     /// Upload `local` to the server's files directory as `remote`, refusing
     /// to replace an existing file and resuming an interrupted upload.
     pub fn send_file(&mut self, local: impl AsRef<Path>, remote: &str) -> Result<FileReport> {
-        self.send_file_with(local, remote, TransferOptions::default(), None)
+        self.send_file_with(local, remote, TransferOptions::default())
     }
 
-    /// Upload with options and an optional progress callback `(done, total)`.
+    /// Upload with options (overwrite, resume, a progress callback).
     pub fn send_file_with(
         &mut self,
         local: impl AsRef<Path>,
         remote: &str,
-        opts: TransferOptions,
-        mut progress: Progress<'_>,
+        opts: TransferOptions<'_>,
     ) -> Result<FileReport> {
+        let TransferOptions { overwrite, resume, mut progress } = opts;
         let local = transfer::local_file(local.as_ref())?;
         store::check_name(remote).map_err(Error::InvalidInput)?;
         let wait = self.config.io_timeout;
         self.with_retries(|ch, id, tries| {
             // A retry continues what the failed attempt left on the server.
-            let opts = TransferOptions { resume: opts.resume || tries > 0, ..opts };
-            transfer::put_once(ch, id, (&local, remote), opts, wait, &mut progress)
+            let flags = (overwrite, resume || tries > 0);
+            transfer::put_once(ch, id, (&local, remote), flags, wait, &mut progress)
         })
     }
 
     /// Download `remote` from the server's files directory to `local`,
     /// refusing to replace an existing file and resuming an interrupted download.
     pub fn get_file(&mut self, remote: &str, local: impl AsRef<Path>) -> Result<FileReport> {
-        self.get_file_with(remote, local, TransferOptions::default(), None)
+        self.get_file_with(remote, local, TransferOptions::default())
     }
 
-    /// Download with options and an optional progress callback `(done, total)`.
+    /// Download with options (overwrite, resume, a progress callback).
     pub fn get_file_with(
         &mut self,
         remote: &str,
         local: impl AsRef<Path>,
-        opts: TransferOptions,
-        mut progress: Progress<'_>,
+        opts: TransferOptions<'_>,
     ) -> Result<FileReport> {
+        let TransferOptions { overwrite, resume, mut progress } = opts;
         store::check_name(remote).map_err(Error::InvalidInput)?;
         let local = local.as_ref().to_path_buf();
         let wait = self.config.io_timeout;
         self.with_retries(|ch, id, tries| {
-            let opts = TransferOptions { resume: opts.resume || tries > 0, ..opts };
-            transfer::get_once(ch, id, (remote, &local), opts, wait, &mut progress)
+            let flags = (overwrite, resume || tries > 0);
+            transfer::get_once(ch, id, (remote, &local), flags, wait, &mut progress)
         })
     }
 

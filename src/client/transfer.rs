@@ -6,7 +6,7 @@ use crate::constants::DEFAULT_MAX_MESSAGE;
 use crate::error::{Error, Result};
 use crate::io::channel::{Channel, OwnedRecord};
 use crate::io::pipes::{self, Problem, Sent, Ticker};
-use crate::message::{FileDigest, FileReport, Progress, Reply, TransferOptions};
+use crate::message::{FileDigest, FileReport, Progress, Reply};
 use crate::proto::codec::Body;
 use crate::proto::msg::{
     Assembler, DigestReply, Get, Op, Put, REC_FILE_READY, REC_REQUEST, REC_RESPONSE,
@@ -79,14 +79,13 @@ pub(crate) fn put_once(
     ch: &mut Channel,
     id: &RequestId,
     (local, name): (&Path, &str),
-    opts: TransferOptions,
+    (overwrite, resume): (bool, bool),
     wait: Duration,
     progress: &mut Progress<'_>,
 ) -> Result<FileReport> {
     let local_err = |e| Error::File { path: local.to_path_buf(), source: e };
     let mut file = File::open(local).map_err(local_err)?;
     let size = file.metadata().map_err(local_err)?.len();
-    let (overwrite, resume) = (opts.overwrite, opts.resume);
     let put = Put { name, size, overwrite, resume };
     send_request(ch, id, Op::Put(put))?;
     let ready = match ready_or_reply(ch, id, wait, pipes::slow_wait(wait, size))? {
@@ -134,18 +133,18 @@ pub(crate) fn get_once(
     ch: &mut Channel,
     id: &RequestId,
     (name, local): (&str, &Path),
-    opts: TransferOptions,
+    (overwrite, resume): (bool, bool),
     wait: Duration,
     progress: &mut Progress<'_>,
 ) -> Result<FileReport> {
-    if !opts.overwrite && local.exists() {
+    if !overwrite && local.exists() {
         return Err(Error::Exists(local.to_path_buf()));
     }
     let partial = partial::partial_path(local);
     let partial_err = |e| Error::File { path: partial.clone(), source: e };
     let (mut file, offset, mut hasher) =
-        partial::open_partial(&partial, opts.resume, u64::MAX).map_err(partial_err)?;
-    let (prefix, resume) = (hasher.clone().finalize().into(), opts.resume);
+        partial::open_partial(&partial, resume, u64::MAX).map_err(partial_err)?;
+    let prefix = hasher.clone().finalize().into();
     send_request(ch, id, Op::Get(Get { name, offset, prefix, resume }))?;
     let ready = match ready_or_reply(ch, id, wait, pipes::slow_wait(wait, offset))? {
         Ok(rec) => ReadyToSend::decode(rec.plaintext())?,
@@ -195,7 +194,7 @@ pub(crate) fn get_once(
             Err(Error::DigestMismatch(format!("got {pos} of {size} bytes")))
         }
         Verdict::Complete => {
-            commit_download(&partial, file, local, opts.overwrite)?;
+            commit_download(&partial, file, local, overwrite)?;
             ticker.tick(ready.size, ready.size, true);
             let (size, sha256, resumed_from) = (ready.size, got.stored, ready.start);
             Ok(FileReport { size, sha256, resumed_from, reply: Reply::ok("") })

@@ -235,6 +235,42 @@ mod tests {
         assert_eq!(r.start(4), Err(Refusal::Offset), "a second start");
     }
 
+    /// A FILE_END as it travels: encoded with its flags, decoded by the peer.
+    fn over_the_wire(end: FileEnd) -> FileEnd {
+        FileEnd::from_record(end.flags(), &end.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn an_uploading_client_that_aborts_leaves_the_server_a_partial_to_resume() {
+        // The client's file shrank after 2 of 5 bytes were sent.
+        let mut client = Sender::new(5, 0, &[0; 32], None);
+        let mut server = Receiver::new(0, 5);
+        let chunk = client.chunk(b"ab").unwrap();
+        assert_eq!(server.data(&chunk), Ok(Some(Start::Continue)));
+        let end = over_the_wire(client.abort());
+        assert_eq!((end.abort, end.total, end.sha256), (true, 2, [0; 32]));
+        // Aborted, not Mismatch: the partial file is kept, not deleted.
+        assert_eq!(server.end(&end, &[9; 32]), Verdict::Aborted);
+        // The retry resumes at what the server holds.
+        let mut again = Receiver::new(server.position(), 5);
+        assert_eq!(again.data(&data(2, b"cde")), Ok(Some(Start::Continue)));
+    }
+
+    #[test]
+    fn a_serving_server_that_aborts_is_an_abort_for_the_downloading_client() {
+        // The client held 1 byte; the server's own prefix matched, it resumed there.
+        let mut server = Sender::new(4, 1, &[3; 32], Some([3; 32]));
+        let mut client = Receiver::new(1, 4);
+        assert_eq!(client.start(server.start()), Ok(Start::Continue));
+        let chunk = server.chunk(b"b").unwrap();
+        assert_eq!(client.data(&chunk), Ok(None));
+        let end = over_the_wire(server.abort());
+        assert_eq!(client.end(&end, &[0; 32]), Verdict::Aborted);
+        // Without the flag the same FILE_END is a mismatch: nothing may be kept.
+        let end = FileEnd { abort: false, ..end };
+        assert_eq!(client.end(&over_the_wire(end), &[0; 32]), Verdict::Mismatch);
+    }
+
     #[test]
     fn file_end_is_complete_only_with_every_byte_and_the_right_digest() {
         let end = |total, sha256, abort| FileEnd { total, sha256, abort };

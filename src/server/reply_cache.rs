@@ -142,3 +142,44 @@ impl ReplyCache {
         self.lock().insert(key, Arc::new(reply), true);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(client: &str, id: u8) -> CacheKey {
+        (client.parse().unwrap(), [id; 16])
+    }
+
+    #[test]
+    fn a_stored_upload_reply_answers_the_retry_and_only_that_client() {
+        let cache = ReplyCache::default();
+        let alice = key("SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU", 1);
+        let mallory = key("SHA256:ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0", 1);
+        assert!(cache.stored(&alice).is_none());
+        cache.remember(alice.clone(), Reply::new(0, "stored a.bin"));
+        // The retried PUT is answered from here; its handler is not told again.
+        assert_eq!(cache.stored(&alice).unwrap().text(), "stored a.bin");
+        assert!(
+            matches!(cache.claim(&alice, Duration::ZERO), Claim::Answered(r) if r.text() == "stored a.bin")
+        );
+        // The same request id from another key is another request.
+        assert!(cache.stored(&mallory).is_none());
+        assert!(matches!(cache.claim(&mallory, Duration::ZERO), Claim::Claimed));
+    }
+
+    #[test]
+    fn over_the_byte_budget_a_reply_loses_its_body_but_is_never_handled_twice() {
+        let cache = ReplyCache::default();
+        let first = key("SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU", 1);
+        let big = vec![7u8; REPLY_CACHE_BYTES / 2 + 1];
+        cache.remember(first.clone(), Reply::new(0, big.clone()));
+        cache.remember(
+            key("SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU", 2),
+            Reply::new(0, big),
+        );
+        let reply = cache.stored(&first).unwrap();
+        assert_eq!((reply.status, reply.body.len()), (status::REPLY_LOST, 0));
+        assert!(matches!(cache.claim(&first, Duration::ZERO), Claim::Answered(_)));
+    }
+}

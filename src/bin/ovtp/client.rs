@@ -137,8 +137,9 @@ fn status_exit(status: u16) -> u8 {
 
 // ---- File transfer. ----
 
-fn transfer_options(a: &Args) -> TransferOptions {
-    TransferOptions { overwrite: a.flag("--force"), resume: !a.flag("--no-resume") }
+/// `--force` and `--no-resume` as (overwrite, resume).
+fn transfer_options(a: &Args) -> (bool, bool) {
+    (a.flag("--force"), !a.flag("--no-resume"))
 }
 
 /// Check a remote name before connecting, so a bad one is a usage error.
@@ -284,13 +285,14 @@ pub fn put(a: &Args) -> Run {
         let f = escape_control(f);
         return Err(Fail::new(exit::LOCAL, format!("{f}: {problem}")));
     }
-    let opts = transfer_options(a);
+    let (overwrite, resume) = transfer_options(a);
     let mut client = connect(a, host)?;
     let mut code = 0;
     let mut failed = 0;
     for (file, name) in files.iter().zip(&names) {
-        let result =
-            with_progress(name, |progress| client.send_file_with(file, name, opts, progress));
+        let result = with_progress(name, |progress| {
+            client.send_file_with(file, name, TransferOptions { overwrite, resume, progress })
+        });
         match result {
             Ok(r) => {
                 let c = report("put", name, &r);
@@ -332,7 +334,7 @@ pub fn get(a: &Args) -> Run {
     remote_name(remote)?;
     let local = get_target(remote, pos.get(2));
     let shown = escape_control(&local.display().to_string());
-    let opts = transfer_options(a);
+    let (overwrite, resume) = transfer_options(a);
     if let Some(dir) = local.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.is_dir()
     {
@@ -342,7 +344,7 @@ pub fn get(a: &Args) -> Run {
     if local.is_dir() {
         return Err(Fail::new(exit::LOCAL, format!("{shown} is a directory")));
     }
-    if !opts.overwrite && std::fs::symlink_metadata(&local).is_ok() {
+    if !overwrite && std::fs::symlink_metadata(&local).is_ok() {
         return Err(Fail::new(
             exit::EXISTS,
             format!("{shown} exists; not replaced (use --force to replace it)"),
@@ -352,8 +354,9 @@ pub fn get(a: &Args) -> Run {
     let label = local.file_name().map_or(shown.clone(), |n| n.to_string_lossy().into_owned());
     let partial = ovtp::partial_path(&local);
     let had_partial = std::fs::symlink_metadata(&partial).is_ok();
-    let result =
-        with_progress(&label, |progress| client.get_file_with(remote, &local, opts, progress));
+    let result = with_progress(&label, |progress| {
+        client.get_file_with(remote, &local, TransferOptions { overwrite, resume, progress })
+    });
     if let Err(Error::Remote { .. }) = result {
         // Refused before any data came: leave no empty partial file behind.
         if !had_partial && std::fs::metadata(&partial).is_ok_and(|m| m.len() == 0) {
