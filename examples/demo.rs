@@ -18,9 +18,9 @@ fn main() -> ovtp::Result<()> {
     println!("throwaway keys and trust files go to {}", dir.display());
 
     let server_keys = KeyPair::generate(3072)?;
-    server_keys.save(&dir.join("server_key"), false)?;
+    server_keys.save(dir.join("server_key"), false)?;
     let client_keys = KeyPair::generate(3072)?;
-    client_keys.save(&dir.join("client_key"), false)?;
+    client_keys.save(dir.join("client_key"), false)?;
     let authorized = AuthorizedKeys::new(dir.join("authorized_keys"));
     authorized.add(client_keys.public(), "demo client")?;
 

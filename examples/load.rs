@@ -70,7 +70,7 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("files")).unwrap();
     let server_keys = KeyPair::generate(2048).unwrap();
-    server_keys.save(&dir.join("server.pem"), false).unwrap();
+    server_keys.save(dir.join("server.pem"), false).unwrap();
     let authorized = AuthorizedKeys::new(dir.join("authorized_keys"));
     let keys: Vec<KeyPair> = (0..CLIENT_KEYS)
         .map(|i| {
@@ -108,7 +108,7 @@ fn main() {
 /// The server process: serves until its standard input closes, then prints a
 /// summary line of what the handler saw.
 fn serve(dir: &Path, mode: &str) {
-    let keys = KeyPair::load(&dir.join("server.pem")).unwrap();
+    let keys = KeyPair::load(dir.join("server.pem")).unwrap();
     let counts: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
     let events: Arc<[AtomicU64; 4]> = Arc::default();
     let ev = events.clone();

@@ -59,7 +59,7 @@ fn load_or_generate(path: &Path) -> ovtp::Result<KeyPair> {
     }
     let keys = KeyPair::generate(3072)?;
     keys.save(path, false)?;
-    keys.public().save(&path.with_extension("pub"))?;
+    keys.public().save(path.with_extension("pub"))?;
     eprintln!("generated a throwaway key pair: {} (and .pub)", path.display());
     Ok(keys)
 }

@@ -744,10 +744,10 @@ mod tests {
         // No temporary files left behind.
         assert_eq!(fs::read_dir(&dir.0).unwrap().count(), 2);
 
-        let e = KeyPair::load(&dir.join("missing")).unwrap_err().to_string();
+        let e = KeyPair::load(dir.join("missing")).unwrap_err().to_string();
         assert!(e.contains("missing"), "{e}");
         fs::write(dir.join("junk.pub"), "junk").unwrap();
-        let e = PublicKey::load(&dir.join("junk.pub")).unwrap_err().to_string();
+        let e = PublicKey::load(dir.join("junk.pub")).unwrap_err().to_string();
         assert!(e.contains("junk.pub"), "{e}");
     }
 

@@ -560,9 +560,9 @@ mod tests {
         let keydir = dir.join("incoming");
         fs::create_dir(&keydir).unwrap();
         let [a, b, c] = keys();
-        a.public().save(&keydir.join("b-alice.pub")).unwrap();
-        b.public().save(&keydir.join("a-bob.pem")).unwrap();
-        c.save(&keydir.join("c-carol.pem"), false).unwrap();
+        a.public().save(keydir.join("b-alice.pub")).unwrap();
+        b.public().save(keydir.join("a-bob.pem")).unwrap();
+        c.save(keydir.join("c-carol.pem"), false).unwrap();
         fs::write(keydir.join("README"), "not a key").unwrap();
         fs::create_dir(keydir.join("d.pub")).unwrap();
 
@@ -579,10 +579,10 @@ mod tests {
         assert_eq!(comments, ["a-bob", "b-alice"]);
 
         // A single file; again: already present.
-        let out = ak.add_from_path(&keydir.join("b-alice.pub")).unwrap();
+        let out = ak.add_from_path(keydir.join("b-alice.pub")).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].result.as_ref().unwrap(), &(a.fingerprint(), false));
-        assert!(ak.add_from_path(&dir.join("nothing-here")).is_err());
+        assert!(ak.add_from_path(dir.join("nothing-here")).is_err());
     }
 
     #[test]

@@ -184,7 +184,7 @@ fn pair(tag: &str) -> (Home, Home) {
 fn keygen_refuses_to_overwrite_and_fingerprint_matches_the_library() {
     let home = Home::new("keygen");
     let out = ok(&home, &["keygen", "--bits", "2048"]);
-    let fp = KeyPair::load(&home.join("id_rsa")).unwrap().fingerprint().to_string();
+    let fp = KeyPair::load(home.join("id_rsa")).unwrap().fingerprint().to_string();
     assert!(out.stdout.contains(&format!("fingerprint: {fp}")), "{}", out.stdout);
     assert!(out.stdout.contains(&home.s("id_rsa.pub")));
     #[cfg(unix)]
@@ -193,7 +193,7 @@ fn keygen_refuses_to_overwrite_and_fingerprint_matches_the_library() {
         let mode = std::fs::metadata(home.join("id_rsa")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    let public = PublicKey::load(&home.join("id_rsa.pub")).unwrap().fingerprint().to_string();
+    let public = PublicKey::load(home.join("id_rsa.pub")).unwrap().fingerprint().to_string();
     assert_eq!(public, fp);
     assert_eq!(ok(&home, &["fingerprint"]).stdout.trim(), fp);
     assert_eq!(ok(&home, &["fingerprint", &home.s("id_rsa")]).stdout.trim(), fp);
@@ -246,7 +246,7 @@ fn send_text_data_and_stdin_with_host_key_pinning() {
     // Pinning a fingerprint on the command line.
     let pin = ["send", addr, "x", "--fingerprint", &server.fingerprint];
     ok(&client, &pin);
-    let other = KeyPair::load(&client.join("id_rsa")).unwrap().fingerprint().to_string();
+    let other = KeyPair::load(client.join("id_rsa")).unwrap().fingerprint().to_string();
     let out = ovtp(&client, &["send", addr, "x", "--fingerprint", &other], b"");
     assert_eq!(out.code, 65, "{}", out.stderr);
 
@@ -387,7 +387,7 @@ fn a_first_serve_generates_the_server_key() {
     let home = Home::new("firstkey");
     let server = Server::start(&home, &[]);
     server.wait_line(false, "generated a new server key");
-    let fp = PublicKey::load(&home.join("id_rsa.pub")).unwrap().fingerprint();
+    let fp = PublicKey::load(home.join("id_rsa.pub")).unwrap().fingerprint();
     assert_eq!(server.fingerprint, fp.to_string());
 }
 

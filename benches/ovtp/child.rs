@@ -167,12 +167,12 @@ impl ServerProcess {
         files: Option<&Path>,
     ) -> BenchResult<ServerProcess> {
         let dir = temp_dir("child")?;
-        keys.server.save(&dir.join("server.key"), true).map_err(err("saving the server key"))?;
+        keys.server.save(dir.join("server.key"), true).map_err(err("saving the server key"))?;
         keys.server
             .public()
-            .save(&dir.join("server.pub"))
+            .save(dir.join("server.pub"))
             .map_err(err("saving the server public key"))?;
-        keys.client.save(&dir.join("client.key"), true).map_err(err("saving the client key"))?;
+        keys.client.save(dir.join("client.key"), true).map_err(err("saving the client key"))?;
         AuthorizedKeys::new(dir.join("authorized_keys"))
             .add(keys.client.public(), "bench client")
             .map_err(err("authorized_keys"))?;
@@ -244,7 +244,7 @@ pub fn child_env(key: &str) -> BenchResult<String> {
 /// The server side of [`ServerProcess`].
 fn child_server() -> BenchResult<()> {
     let dir = PathBuf::from(child_env(CHILD_DIR)?);
-    let keys = KeyPair::load(&dir.join("server.key")).map_err(err("server key"))?;
+    let keys = KeyPair::load(dir.join("server.key")).map_err(err("server key"))?;
     let ak = AuthorizedKeys::new(dir.join("authorized_keys"));
     let config = ServerConfig {
         files_dir: std::env::var_os(CHILD_FILES).map(PathBuf::from),
@@ -282,8 +282,8 @@ pub fn print_cpu(cpu0: Option<Duration>, threads: Vec<Duration>) {
 /// The client side of [`ServerProcess::run_client`]: one job, then `vmhwm_kib`.
 fn child_client() -> BenchResult<()> {
     let dir = PathBuf::from(child_env(CHILD_DIR)?);
-    let keys = KeyPair::load(&dir.join("client.key")).map_err(err("client key"))?;
-    let server = ovtp::PublicKey::load(&dir.join("server.pub")).map_err(err("server key"))?;
+    let keys = KeyPair::load(dir.join("client.key")).map_err(err("client key"))?;
+    let server = ovtp::PublicKey::load(dir.join("server.pub")).map_err(err("server key"))?;
     let b = Budget {
         time: Duration::from_secs_f64(child_env(CHILD_SECS)?.parse().map_err(err("secs"))?),
         max: child_env(CHILD_MAX)?.parse().map_err(err("max"))?,

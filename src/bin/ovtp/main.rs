@@ -251,7 +251,7 @@ pub fn make_dir(dir: &Path) -> Result<(), Fail> {
 pub fn write_key_pair(keys: &KeyPair, private: &Path, overwrite: bool) -> Result<(), Fail> {
     make_parent(private)?;
     keys.save(private, overwrite).map_err(Fail::local)?;
-    keys.public().save(&public_path(private)).map_err(Fail::local)
+    keys.public().save(public_path(private)).map_err(Fail::local)
 }
 
 fn keygen(a: &Args) -> Run {
