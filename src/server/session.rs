@@ -283,3 +283,28 @@ fn message_payload(op: &Op<'_>) -> std::result::Result<Payload, Reply> {
         _ => Err(Reply::new(status::BAD_REQUEST, "not a message")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_handshake_failure_gets_its_documented_alert() {
+        // PROTOCOL.md 9: the alert a client is told for each way a handshake fails.
+        let cases = [
+            (Error::NotAuthorized { fingerprint: String::new() }, 2),
+            (Error::Version { ours: 1, theirs: 9 }, 3),
+            (Error::Timeout("handshake"), 4),
+            (Error::BadSignature, 4),
+            (Error::Malformed("hello"), 4),
+            (Error::Refused { code: AlertCode::HandshakeFailed, message: String::new() }, 4),
+            (Error::ShuttingDown, 5),
+            (Error::TooLarge { what: "public key", size: 2000, limit: 1024 }, 6),
+        ];
+        for (error, code) in cases {
+            let (alert, message) = alert_for(&error);
+            assert_eq!(alert.to_u8(), code, "{error:?}");
+            assert!(!message.contains("hello") && !message.contains("public key"), "{message}");
+        }
+    }
+}
