@@ -62,7 +62,7 @@
 //!
 //! | layer | what | properties it holds (PROTOCOL.md 13) |
 //! |---|---|---|
-//! | `proto/codec.rs` | frames, bounds-checked reader, [`Body`](proto::codec::Body) | lengths checked before allocation; no trailing bytes |
+//! | `proto/codec.rs` | frames, bounds-checked reader, `Body` | lengths checked before allocation; no trailing bytes |
 //! | `proto/handshake.rs` | handshake states | versioned; mutual authentication; no private-key work before the client's signature verifies; pinning before signing |
 //! | `proto/schedule.rs` | HKDF, session keys | four independent keys |
 //! | `proto/record.rs` | `Sealer`, `Opener` | encrypt-then-MAC, tag checked before decryption; replay, reorder, reflection fail; sequence numbers never wrap |
