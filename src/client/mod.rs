@@ -138,39 +138,32 @@ impl Client {
         self.server_key.as_ref().map(PublicKey::fingerprint)
     }
 
+    /// The error for a server whose key is not the one expected.
+    fn changed(&self, expected: impl ToString, actual: &Fingerprint) -> Error {
+        let (host, expected, actual) =
+            (self.host.clone(), expected.to_string(), actual.to_string());
+        Error::HostKeyChanged { host, expected, actual }
+    }
+
     fn check_server_key(&self, key: &PublicKey) -> Result<()> {
         let actual = key.fingerprint();
         // Within one Client, the server key may never change across reconnects.
-        if let Some(known) = &self.server_key
-            && known != key
-        {
-            return Err(Error::HostKeyChanged {
-                host: self.host.clone(),
-                expected: known.fingerprint().to_string(),
-                actual: actual.to_string(),
-            });
+        if let Some(known) = self.server_key.as_ref().filter(|known| *known != key) {
+            return Err(self.changed(known.fingerprint(), &actual));
         }
         match &self.trust {
             HostTrust::Fingerprint(pinned) if *pinned == actual => Ok(()),
-            HostTrust::Fingerprint(pinned) => Err(Error::HostKeyChanged {
-                host: self.host.clone(),
-                expected: pinned.to_string(),
-                actual: actual.to_string(),
-            }),
+            HostTrust::Fingerprint(pinned) => Err(self.changed(pinned, &actual)),
             HostTrust::KnownHosts(file) | HostTrust::AcceptNew(file) => {
                 match file.check(&self.host, &actual)? {
                     HostCheck::Match => Ok(()),
-                    HostCheck::Changed { expected } => Err(Error::HostKeyChanged {
-                        host: self.host.clone(),
-                        expected: expected.to_string(),
-                        actual: actual.to_string(),
-                    }),
+                    HostCheck::Changed { expected } => Err(self.changed(expected, &actual)),
                     // Recorded only after the server proved it holds the key.
                     HostCheck::Unknown if matches!(self.trust, HostTrust::AcceptNew(_)) => Ok(()),
-                    HostCheck::Unknown => Err(Error::UnknownHost {
-                        host: self.host.clone(),
-                        fingerprint: actual.to_string(),
-                    }),
+                    HostCheck::Unknown => {
+                        let (host, fingerprint) = (self.host.clone(), actual.to_string());
+                        Err(Error::UnknownHost { host, fingerprint })
+                    }
                 }
             }
         }
@@ -202,13 +195,7 @@ impl Client {
             match file.check(&self.host, &actual)? {
                 HostCheck::Match => {}
                 HostCheck::Unknown => file.add(&self.host, &actual)?,
-                HostCheck::Changed { expected } => {
-                    return Err(Error::HostKeyChanged {
-                        host: self.host.clone(),
-                        expected: expected.to_string(),
-                        actual: actual.to_string(),
-                    });
-                }
+                HostCheck::Changed { expected } => return Err(self.changed(expected, &actual)),
             }
         }
         self.server_key = Some(session.peer().clone());
