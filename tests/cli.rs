@@ -628,3 +628,26 @@ fn progress_is_shown_on_a_terminal_only() {
     assert!(shown.contains('\r') && shown.contains("100%") && shown.contains("MB/s"), "{shown:?}");
     assert!(shown.contains("2.00 MB / 2.00 MB"), "{shown:?}");
 }
+
+#[test]
+fn first_contact_errors_say_what_to_do() {
+    let (server_home, client) = pair("first");
+    let stranger = Home::new("first-x");
+    ok(&stranger, &["keygen", "--bits", "2048"]);
+    // Nothing listening: the address is named, and so is the likely cause.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let out = ovtp(&client, &["send", &closed.to_string(), "hi", "--accept-new"], b"");
+    assert_eq!(out.code, 69, "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("cannot connect to {closed}")), "{}", out.stderr);
+    assert!(out.stderr.contains("nothing is listening"), "{}", out.stderr);
+
+    // An unknown key: told its own fingerprint, where its public key is, and
+    // the exact command the server's operator runs.
+    let server = Server::start(&server_home, &[]);
+    let out = ovtp(&stranger, &["send", &server.addr, "hi", "--accept-new"], b"");
+    assert_eq!(out.code, 66, "{}", out.stderr);
+    let fingerprint = ok(&stranger, &["fingerprint"]).stdout.trim().to_string();
+    assert!(out.stderr.contains(&fingerprint), "{}", out.stderr);
+    assert!(out.stderr.contains(&stranger.s("id_rsa.pub")), "{}", out.stderr);
+    assert!(out.stderr.contains("ovtp authorize id_rsa.pub"), "{}", out.stderr);
+}

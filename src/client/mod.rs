@@ -182,7 +182,7 @@ impl Client {
                     stream = Some(s);
                     break;
                 }
-                Err(e) => last = e.into(),
+                Err(e) => last = connect_error(&self.host, a, e),
             }
         }
         let stream = stream.ok_or(last)?;
@@ -352,6 +352,21 @@ impl Client {
         let wait = self.config.io_timeout;
         self.with_retries(|ch, id, _| transfer::digest_once(ch, id, remote, wait))
     }
+}
+
+/// A failed TCP connect, naming the address and what the failure means.
+fn connect_error(host: &str, addr: SocketAddr, e: std::io::Error) -> Error {
+    let why = match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => {
+            "connection refused: nothing is listening there (is the server running, on this port?)"
+                .to_string()
+        }
+        std::io::ErrorKind::TimedOut => "no answer within the handshake timeout".to_string(),
+        _ => e.to_string(),
+    };
+    let shown =
+        if host == addr.to_string() { host.to_string() } else { format!("{host} ({addr})") };
+    Error::Io(std::io::Error::new(e.kind(), format!("cannot connect to {shown}: {why}")))
 }
 
 /// Run `attempt` until it succeeds or fails for good: a lost connection or a
