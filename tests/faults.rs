@@ -606,7 +606,7 @@ fn strangers_and_garbage_cost_no_private_key_operation_and_no_file_access() {
 }
 
 #[test]
-fn an_authorized_hello_passes_a_pool_full_of_fresh_strangers_and_an_unknown_one_does_not() {
+fn an_authorized_hello_takes_a_fresh_silent_strangers_place_and_an_unknown_one_does_not() {
     let srv = TestServer::start(ServerConfig { max_unauthenticated: 2, ..quick_server() });
     // Two silent sockets, too young to be evicted, fill the stranger pool.
     let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(srv.addr).unwrap()).collect();
@@ -620,4 +620,46 @@ fn an_authorized_hello_passes_a_pool_full_of_fresh_strangers_and_an_unknown_one_
         .unwrap_err();
     assert!(matches!(err, Error::Refused { code: AlertCode::Unauthorized, .. }), "{err}");
     drop(held);
+}
+
+#[test]
+fn silent_sockets_naming_an_authorized_key_cannot_lock_another_client_out() {
+    // Issue 12, finding 1, scaled down: every place of the connection cap is
+    // asked for by a socket that sends an authorized client's ClientHello (its
+    // public key is public) and then stays silent. Another authorized client
+    // must still be served: a hello proves nothing until its ClientAuth verifies.
+    let srv = TestServer::start(ServerConfig {
+        max_connections: 8,
+        max_unauthenticated: 2,
+        ..quick_server()
+    });
+    let other = other_server_keys();
+    ovtp::AuthorizedKeys::new(&srv.authorized).add(other.public(), "another client").unwrap();
+    let mut rng = Rng::system();
+    let held: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = TcpStream::connect(srv.addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let (_, hello) = ClientStart::new(&client_keys(), &mut rng).unwrap();
+            s.write_all(&hello).unwrap();
+            let _ = read_frame(&mut s); // the ServerHello, or an alert and a close
+            s
+        })
+        .collect();
+    // Past the grace period: the strangers kept are old enough to be evicted.
+    std::thread::sleep(ovtp::MIN_STRANGER_AGE + Duration::from_millis(100));
+    let result = Client::connect_with(&srv.addr.to_string(), other, srv.pin(), no_retry())
+        .and_then(|mut c| c.send_message("in"));
+    assert!(result.is_ok(), "another authorized client was kept out: {}", result.unwrap_err());
+    let open = held
+        .iter()
+        .filter(|s| {
+            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            let silent = |e: &std::io::Error| {
+                matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+            };
+            matches!((&mut &**s).read(&mut [0u8; 64]), Err(e) if silent(&e))
+        })
+        .count();
+    assert!(open <= 2, "{open} silent sockets hold places; the stranger pool is 2");
 }

@@ -89,13 +89,16 @@ fn handshake(shared: &Shared, conn: &mut Conn, rng: &mut Rng, id: u64) -> Result
     let (state, reply) = ServerAwaitAuth::read_client_hello(&shared.keys, &hello, rng, |key| {
         let authorized = shared.authorized.contains(key)?;
         if authorized {
-            lock(&shared.gate).promote(id);
+            lock(&shared.gate).named(id);
         }
         Ok(authorized)
     })?;
     conn.write_all(&reply)?;
     let auth = conn.read_frame(MAX_HANDSHAKE_FRAME, deadline, "handshake")?;
     let verified = state.verify_client_auth(&auth)?;
+    // A public key is public: only its signature takes the connection out of
+    // the stranger pool.
+    lock(&shared.gate).promote(id);
     // Only now, with the client proven, does the server use its private key.
     // Unwrapping the client's secret and signing our half are independent, so
     // they run on two threads: one private-key operation off the critical
