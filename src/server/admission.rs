@@ -14,7 +14,8 @@
 //!   burst of connections cannot evict each other before they speak; only a
 //!   newcomer whose hello names an authorized key may take the place of a
 //!   young stranger that has not named one.
-//! - Failed handshakes are counted per source address in a token bucket. An
+//! - Failed handshakes are counted per source (an IPv4 address, an IPv6 /64)
+//!   in a token bucket. An
 //!   address out of tokens is "penalized": its strangers are evicted first,
 //!   and its newcomers that find no old enough stranger to replace are closed
 //!   at once, without an alert. A client from that address that presents an
@@ -35,9 +36,12 @@ use std::time::{Duration, Instant};
 /// through the pool: at most `max_unauthenticated` per this period.
 pub const MIN_STRANGER_AGE: Duration = Duration::from_millis(500);
 
-/// Most source addresses whose failures are remembered; beyond this, the
-/// buckets that have refilled are forgotten first.
+/// Most source addresses whose failures are remembered; beyond this, a
+/// bucket that has refilled is forgotten to make room.
 const MAX_TRACKED_ADDRESSES: usize = 4096;
+/// Tracked addresses looked at, oldest first, for one to forget: a failure
+/// costs O(1) under the lock the accept loop needs, however many are tracked.
+const FORGET_PROBES: usize = 4;
 
 /// Failure budget of one address: `burst` failures at once, refilling at
 /// `burst` per `window`.
@@ -84,6 +88,11 @@ pub(crate) struct Gate {
     budget: FailureBudget,
     strangers: VecDeque<Stranger>,
     buckets: HashMap<IpAddr, Bucket>,
+    /// The keys of `buckets`, each once, oldest (or longest spared) first.
+    tracked: VecDeque<IpAddr>,
+    /// Buckets looked at, to prove that a failure costs O(1).
+    #[cfg(test)]
+    refills: usize,
 }
 
 impl Gate {
@@ -93,12 +102,19 @@ impl Gate {
             budget,
             strangers: VecDeque::new(),
             buckets: HashMap::new(),
+            tracked: VecDeque::new(),
+            #[cfg(test)]
+            refills: 0,
         }
     }
 
     fn refill(&mut self, ip: IpAddr, now: Instant) -> Option<&mut Bucket> {
         let (burst, window) =
             (f64::from(self.budget.burst), self.budget.window.as_secs_f64().max(1e-3));
+        #[cfg(test)]
+        {
+            self.refills += 1;
+        }
         let b = self.buckets.get_mut(&ip)?;
         b.tokens =
             (b.tokens + now.duration_since(b.last).as_secs_f64() * burst / window).min(burst);
@@ -108,7 +124,7 @@ impl Gate {
 
     /// Whether `ip` has used up its failure budget.
     pub(crate) fn penalized(&mut self, ip: IpAddr, now: Instant) -> bool {
-        self.budget.burst > 0 && self.refill(ip, now).is_some_and(|b| b.tokens < 1.0)
+        self.budget.burst > 0 && self.refill(source(ip), now).is_some_and(|b| b.tokens < 1.0)
     }
 
     /// Admit connection `id` from `ip` into the stranger pool; `named`: its
@@ -153,23 +169,35 @@ impl Gate {
         if !failed || self.budget.burst == 0 {
             return;
         }
-        if self.buckets.len() >= MAX_TRACKED_ADDRESSES && !self.buckets.contains_key(&ip) {
-            let burst = f64::from(self.budget.burst);
-            let ips: Vec<IpAddr> = self.buckets.keys().copied().collect();
-            for other in ips {
-                if self.refill(other, now).is_some_and(|b| b.tokens >= burst) {
-                    self.buckets.remove(&other);
-                }
-            }
-            if self.buckets.len() >= MAX_TRACKED_ADDRESSES {
+        let ip = source(ip);
+        if !self.buckets.contains_key(&ip) {
+            if self.buckets.len() >= MAX_TRACKED_ADDRESSES && !self.forget_refilled(now) {
                 return; // everyone is misbehaving; the pool cap still holds
             }
+            let burst = f64::from(self.budget.burst);
+            self.buckets.insert(ip, Bucket { tokens: burst, last: now });
+            self.tracked.push_back(ip);
         }
-        let burst = f64::from(self.budget.burst);
-        self.buckets.entry(ip).or_insert(Bucket { tokens: burst, last: now });
         if let Some(b) = self.refill(ip, now) {
             b.tokens = (b.tokens - 1.0).max(0.0);
         }
+    }
+
+    /// Forget one tracked address whose bucket has refilled, looking at no
+    /// more than FORGET_PROBES of them (the others are spared until next time).
+    fn forget_refilled(&mut self, now: Instant) -> bool {
+        let burst = f64::from(self.budget.burst);
+        for _ in 0..FORGET_PROBES {
+            let Some(ip) = self.tracked.pop_front() else {
+                return false;
+            };
+            if self.refill(ip, now).is_some_and(|b| b.tokens >= burst) {
+                self.buckets.remove(&ip);
+                return true;
+            }
+            self.tracked.push_back(ip);
+        }
+        false
     }
 
     /// Whether a newcomer would have to evict someone (or be refused).
@@ -180,6 +208,15 @@ impl Gate {
     /// Connections currently in the stranger pool.
     pub(crate) fn strangers(&self) -> usize {
         self.strangers.len()
+    }
+}
+
+/// The source whose failures are counted: an IPv4 address (IPv4-mapped IPv6
+/// included), or an IPv6 address's /64, the block one host usually holds.
+fn source(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
     }
 }
 
@@ -369,6 +406,51 @@ mod tests {
         assert_eq!(g.admit(14, A, false, later), Admit::No { quiet: true });
         // A third of the window refills one token.
         assert!(!g.penalized(A, now + Duration::from_secs(21)));
+    }
+
+    #[test]
+    fn ipv6_sources_share_one_budget_per_64_and_mapped_ipv4_is_ipv4() {
+        let now = Instant::now();
+        let mut g = gate(2, 3);
+        let v6 = |s: &str| IpAddr::V6(s.parse().unwrap());
+        for id in 0..3 {
+            g.leave(id, v6(&format!("2001:db8::{id}")), true, now);
+        }
+        assert!(g.penalized(v6("2001:db8::ffff:1"), now), "same /64");
+        assert!(!g.penalized(v6("2001:db8:0:1::1"), now), "another /64");
+        for id in 0..3 {
+            g.leave(id, A, true, now);
+        }
+        assert!(g.penalized(v6("::ffff:10.0.0.1"), now));
+    }
+
+    #[test]
+    fn a_full_table_forgets_a_refilled_address_without_scanning_them_all() {
+        let t0 = Instant::now();
+        let mut g = gate(2, 2);
+        let addr = |n: u32| IpAddr::V4(std::net::Ipv4Addr::from(0xc0a8_0000 + n));
+        for n in 0..MAX_TRACKED_ADDRESSES as u32 {
+            g.leave(0, addr(n), true, t0);
+        }
+        // A window later every bucket has refilled: a new address is counted,
+        // at the cost of a few buckets looked at, not all 4,096.
+        let later = t0 + Duration::from_secs(60);
+        let before = g.refills;
+        g.leave(0, B, true, later);
+        assert!(g.refills - before <= 8, "{} buckets looked at", g.refills - before);
+        g.leave(0, B, true, later);
+        assert!(g.penalized(B, later));
+        assert!(g.buckets.len() <= MAX_TRACKED_ADDRESSES);
+        // While none has refilled, failures of new addresses go uncounted.
+        let mut g = gate(2, 2);
+        for n in 0..MAX_TRACKED_ADDRESSES as u32 {
+            g.leave(0, addr(n), true, t0);
+        }
+        let before = g.refills;
+        g.leave(0, B, true, t0);
+        g.leave(0, B, true, t0);
+        assert!(g.refills - before <= 16, "{} buckets looked at", g.refills - before);
+        assert!(!g.penalized(B, t0));
     }
 
     #[test]
