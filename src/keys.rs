@@ -183,7 +183,7 @@ impl fmt::Debug for PublicKey {
 
 /// A key fingerprint, `SHA256:` + unpadded standard base64 of SHA-256 over the
 /// SPKI DER, exactly as OpenSSH prints fingerprints (50 characters).
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct Fingerprint(String);
 
 impl Fingerprint {

@@ -12,7 +12,7 @@ use common::*;
 use ovtp::Event;
 use ovtp::constants::MAX_HANDSHAKE_FRAME;
 use ovtp::hooks::msg::FLAG_FIN;
-use ovtp::hooks::msg::{OP_GET, OP_PUT};
+use ovtp::hooks::msg::{OP_GET, OP_PUT, OP_TEXT};
 use ovtp::hooks::{ClientStart, Session};
 use ovtp::{
     AlertCode, Client, ClientConfig, Error, FailureBudget, KeyPair, Payload, Reply, Request, Rng,
@@ -150,7 +150,11 @@ impl RawPeer {
     }
 
     fn request(&mut self, op: u8, body: &[u8]) -> std::io::Result<()> {
-        let mut pt = Rng::system().array::<16>().unwrap().to_vec();
+        self.request_id(Rng::system().array::<16>().unwrap(), op, body)
+    }
+
+    fn request_id(&mut self, id: [u8; 16], op: u8, body: &[u8]) -> std::io::Result<()> {
+        let mut pt = id.to_vec();
         pt.push(op);
         pt.extend_from_slice(body);
         self.send(REC_REQUEST, &pt)
@@ -662,4 +666,28 @@ fn silent_sockets_naming_an_authorized_key_cannot_lock_another_client_out() {
         })
         .count();
     assert!(open <= 2, "{open} silent sockets hold places; the stranger pool is 2");
+}
+
+#[test]
+fn one_clients_flood_of_requests_cannot_make_another_clients_retry_run_twice() {
+    // Issue 12, finding 4: one authorized client sends more requests than the
+    // reply cache has entries; another client's retry of a request whose reply
+    // it lost must still be answered from the cache, not handled again.
+    let srv = TestServer::start(quick_server());
+    let flooder = other_server_keys();
+    ovtp::AuthorizedKeys::new(&srv.authorized).add(flooder.public(), "flooder").unwrap();
+    let id = [7u8; 16];
+    let mut victim = RawPeer::connect(srv.addr, &srv.keys);
+    victim.request_id(id, OP_TEXT, b"pay 100").unwrap();
+    let first = victim.recv();
+    drop(victim); // the reply is lost: the client retries on a new connection
+    let mut c =
+        Client::connect_with(&srv.addr.to_string(), flooder, srv.pin(), quick_client()).unwrap();
+    let items = vec![ovtp::Outgoing::Text("x"); ovtp::constants::REPLY_CACHE_ENTRIES + 16];
+    assert_eq!(c.send_batch(&items).unwrap().len(), items.len());
+    let calls = srv.calls();
+    let mut retry = RawPeer::connect(srv.addr, &srv.keys);
+    retry.request_id(id, OP_TEXT, b"pay 100").unwrap();
+    assert_eq!(retry.recv(), first);
+    assert_eq!(srv.calls(), calls, "the retried request was handled again");
 }
