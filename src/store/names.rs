@@ -3,6 +3,7 @@
 //! character nor a symlink can lead outside it (PROTOCOL.md 7.7.8).
 
 use crate::constants::{MAX_LAST_COMPONENT, MAX_NAME_LEN};
+use crate::error::is_deceptive;
 use crate::status;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,8 @@ fn refuse(code: u16, msg: impl Into<String>) -> Refusal {
 }
 
 /// Check a remote name's syntax: relative, `/`-separated, no empty, `.` or `..`
-/// components, no NUL, control characters or backslashes, not a partial file.
+/// components, no NUL, control or other deceptive characters (bidirectional
+/// overrides, zero-width characters...) or backslashes, not a partial file.
 pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("empty file name".into());
@@ -27,7 +29,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.len() > MAX_NAME_LEN {
         return Err(format!("file name longer than {MAX_NAME_LEN} bytes"));
     }
-    if let Some(c) = name.chars().find(|c| c.is_control() || *c == '\\') {
+    if let Some(c) = name.chars().find(|c| is_deceptive(*c) || *c == '\\') {
         return Err(format!("file name contains the forbidden character {:?}", c));
     }
     if name.starts_with('/') {
@@ -143,6 +145,11 @@ mod tests {
             "a\nb",
             "a\u{1b}[2Jb",
             "a\\b",
+            "invoice\u{202e}fdp.exe",
+            "a\u{200b}b",
+            "a\u{2028}b",
+            "a\u{2066}b/c",
+            "\u{feff}a",
             ".x.ovtp-part",
             "dir/.y.ovtp-part",
         ] {
