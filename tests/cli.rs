@@ -651,3 +651,36 @@ fn first_contact_errors_say_what_to_do() {
     assert!(out.stderr.contains(&stranger.s("id_rsa.pub")), "{}", out.stderr);
     assert!(out.stderr.contains("ovtp authorize id_rsa.pub"), "{}", out.stderr);
 }
+
+#[test]
+fn a_files_directory_holding_the_servers_home_or_key_files_is_refused() {
+    let (base, trust) = (Home::new("dirkeys"), Home::new("dirkeys-trust"));
+    let ak = trust.s("authorized_keys");
+    // Every case would serve until standard input closes (at once), were it not refused.
+    let serve = |args: &[&str]| {
+        let common = ["serve", "--listen", "127.0.0.1:0", "--stdin-close-stops"];
+        ovtp(&base, &[&common[..], args].concat(), b"")
+    };
+    let home = base.s("");
+    for (args, named) in [
+        // The home itself: it holds the key made on first use, and authorized_keys.
+        (vec!["--dir", &home, "--authorized-keys", &ak], "id_rsa"),
+        (vec!["--dir", &home], "authorized_keys"),
+    ] {
+        let out = serve(&args);
+        assert!(out.code != 0 && out.stderr.contains("contains"), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(named), "{args:?}: {}", out.stderr);
+    }
+    // A directory that holds the home, with the key and trust files elsewhere.
+    ok(&trust, &["keygen", "--bits", "2048"]);
+    let (dir, inner) = (base.s("files"), base.s("files/home"));
+    let key = trust.s("id_rsa");
+    let args = ["--home", &inner, "serve", "--listen", "127.0.0.1:0", "--stdin-close-stops"];
+    let out = ovtp(
+        &base,
+        &[&args[..], &["--dir", &dir, "--key", &key, "--authorized-keys", &ak]].concat(),
+        b"",
+    );
+    assert!(out.code != 0 && out.stderr.contains(&format!("contains {inner}")), "{}", out.stderr);
+    // Files inside the home are fine (tests/cli.rs serves from HOME/files throughout).
+}

@@ -21,6 +21,7 @@ pub use handler::{Handler, ServeFiles};
 use crate::error::{Error, Result};
 use crate::keys::{Fingerprint, KeyPair};
 use crate::store::locks::NameLocks;
+use crate::store::names;
 use crate::trust::AuthorizedKeys;
 use admission::Gate;
 use reply_cache::ReplyCache;
@@ -138,6 +139,12 @@ impl Server {
     ) -> Result<Self> {
         if config.max_connections == 0 {
             return Err(Error::InvalidInput("max_connections must be at least 1".into()));
+        }
+        if let Some(dir) = &config.files_dir {
+            let mut protected = vec![authorized.path()];
+            protected.extend(keys.path());
+            protected.extend(config.protected_paths.iter().map(|p| p.as_path()));
+            names::check_files_dir(dir, &protected).map_err(Error::InvalidInput)?;
         }
         let gate = Gate::new(config.max_unauthenticated, config.failure_budget);
         let shared = Arc::new(Shared {

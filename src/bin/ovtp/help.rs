@@ -98,10 +98,12 @@ status 0 \"ok\". A server key (HOME/id_rsa) is generated on first use.
                           DIR (created, mode 0700, if missing). WITHOUT --dir
                           FILE TRANSFERS ARE OFF: the server refuses them.
                           Names are relative to DIR; names that lead outside
-                          it (.., absolute, symlinks out) are refused
+                          it (.., absolute, symlinks out) are refused. DIR is
+                          refused if group or others can write it, or if it
+                          holds the home, the key or authorized_keys
   --max-file-size BYTES   largest upload accepted (default: no limit; K/M/G ok)
   --max-connections N     simultaneous connections (default 64)
-  --max-unauthenticated N of those, connections that have not yet shown an
+  --max-unauthenticated N of those, connections that have not yet proven an
                           authorized key (default 16, at most N above); when
                           full, the oldest is dropped, so strangers cannot
                           take the places of clients

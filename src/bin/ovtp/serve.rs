@@ -65,6 +65,11 @@ pub fn serve(a: &Args) -> Run {
         None => None,
         Some(dir) => Some(files_dir(Path::new(dir))?),
     };
+    // The library protects authorized_keys and a loaded key; a key made on
+    // first use and the home holding both are known here.
+    let key = file_in_home(a, "--key", "id_rsa", true)?;
+    let mut protected_paths = vec![crate::public_path(&key), key];
+    protected_paths.extend(crate::home(a, true).ok());
     let defaults = ServerConfig::default();
     let events = log.clone();
     let config = ServerConfig {
@@ -74,6 +79,7 @@ pub fn serve(a: &Args) -> Run {
         idle_timeout: a.seconds("--idle-timeout", defaults.idle_timeout)?,
         max_message_size: max_message,
         files_dir: files_dir.clone(),
+        protected_paths,
         max_file_size,
         events: Some(Arc::new(move |e: &Event<'_>| events.event(e))),
         ..defaults
