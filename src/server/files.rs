@@ -300,13 +300,14 @@ pub(crate) fn serve_digest(
     respond(ch, id, reply)
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::names::tests::{race_dirs, swap};
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn an_upload_through_a_directory_swapped_for_a_link_is_refused_before_and_after_its_data() {
+        use crate::store::names::tests::{race_dirs, swap};
         let (base, root, outside) = race_dirs("put");
         let target = names::resolve_for_write(&root, "d/x").unwrap();
         let partial = partial::partial_path(&target);

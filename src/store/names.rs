@@ -185,38 +185,24 @@ pub(crate) fn check_files_dir(dir: &Path, protected: &[&Path]) -> Result<(), Str
     Ok(())
 }
 
-/// `path` with its longest existing prefix resolved (a file that does not
-/// exist yet is where it would be created).
+/// Where `path` is, resolved as far as it exists (a file need not exist yet).
 fn resolved(path: &Path) -> PathBuf {
-    let mut rest = Vec::new();
-    let mut at = path;
-    loop {
-        let here = if at.as_os_str().is_empty() { Path::new(".") } else { at };
-        if let Ok(real) = here.canonicalize() {
-            return rest.iter().rev().fold(real, |p, name| p.join(name));
-        }
-        match (at.parent(), at.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name);
-                at = parent;
-            }
-            _ => return path.to_path_buf(),
-        }
-    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let beside = || Some(parent.canonicalize().ok()?.join(path.file_name()?));
+    let given = || std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    path.canonicalize().ok().or_else(beside).unwrap_or_else(given)
 }
 
 /// Whether two files' metadata are of the same file (where std can tell).
+#[cfg(unix)]
 pub(crate) fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        (a.dev(), a.ino()) == (b.dev(), b.ino())
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (a, b);
-        true
-    }
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+#[cfg(not(unix))]
+pub(crate) fn same_file(_: &fs::Metadata, _: &fs::Metadata) -> bool {
+    true
 }
 
 fn confined(root: &Path, path: &Path) -> Result<PathBuf, Refusal> {
@@ -268,6 +254,7 @@ pub(crate) mod tests {
     }
 
     /// A fresh directory `root` (with `root/d`) and a directory `outside` beside it.
+    #[cfg(target_os = "linux")]
     pub(crate) fn race_dirs(tag: &str) -> (PathBuf, PathBuf, PathBuf) {
         let base = std::env::temp_dir().join(format!("ovtp-race-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&base);
@@ -279,7 +266,7 @@ pub(crate) mod tests {
 
     /// What a local user who can write the files directory does between the
     /// server's checks and its open: `root/d` becomes a link to `outside`.
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     pub(crate) fn swap(root: &Path, outside: &Path) {
         let _ = fs::remove_dir_all(root.join("d.old"));
         fs::rename(root.join("d"), root.join("d.old")).unwrap();
