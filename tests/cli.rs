@@ -23,7 +23,10 @@ impl Home {
         let n = N.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("ovtp-cli-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let mut builder = std::fs::DirBuilder::new();
+        // 0755 whatever the umask: `serve --dir` refuses a group-writable directory.
+        std::os::unix::fs::DirBuilderExt::mode(builder.recursive(true), 0o755);
+        builder.create(&dir).unwrap();
         Home(dir)
     }
     fn join(&self, name: &str) -> PathBuf {

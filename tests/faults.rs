@@ -525,7 +525,7 @@ fn a_peer_holding_connections_up_to_the_cap_cannot_keep_clients_out() {
 fn strangers_and_garbage_cost_no_private_key_operation_and_no_file_access() {
     let dir = TempDir::new("strangers");
     let files = dir.join("files");
-    std::fs::create_dir_all(&files).unwrap();
+    make_dir(&files).unwrap();
     let (config, log) = logging(ServerConfig {
         files_dir: Some(files.clone()),
         // Not rate-limited here: every attempt must reach the handshake code.

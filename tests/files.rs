@@ -30,7 +30,7 @@ struct FileServer {
 fn file_server(tweak: impl FnOnce(&mut ServerConfig)) -> FileServer {
     let dir = TempDir::new("files");
     let files = dir.join("files");
-    std::fs::create_dir_all(&files).unwrap();
+    make_dir(&files).unwrap();
     let mut config = ServerConfig { files_dir: Some(files.clone()), ..quick_server() };
     tweak(&mut config);
     let events: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -79,7 +79,7 @@ fn leftovers(dir: &Path) -> Vec<String> {
 fn a_message_handler_that_answers_everything_ok_cannot_be_made_to_accept_or_serve_files() {
     let dir = TempDir::new("files");
     let files = dir.join("files");
-    std::fs::create_dir_all(&files).unwrap();
+    make_dir(&files).unwrap();
     std::fs::write(files.join("kept.txt"), b"private").unwrap();
     let config = ServerConfig { files_dir: Some(files.clone()), ..quick_server() };
     // A closure is a handler for messages only, however it answers.
@@ -513,7 +513,7 @@ fn a_files_directory_others_can_write_or_holding_the_servers_own_files_is_refuse
     use std::os::unix::fs::PermissionsExt;
     let home = TempDir::new("fdir");
     let files = home.join("files");
-    std::fs::create_dir_all(&files).unwrap();
+    make_dir(&files).unwrap();
     let key_file = home.join("id_rsa");
     server_keys().save(&key_file, false).unwrap();
     let keys = ovtp::KeyPair::load(&key_file).unwrap();
