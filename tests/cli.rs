@@ -687,3 +687,38 @@ fn a_files_directory_holding_the_servers_home_or_key_files_is_refused() {
     assert!(out.code != 0 && out.stderr.contains(&format!("contains {inner}")), "{}", out.stderr);
     // Files inside the home are fine (tests/cli.rs serves from HOME/files throughout).
 }
+
+#[test]
+fn an_ipv6_server_is_reached_by_bracketed_address_and_pinned_so() {
+    if let Err(e) = std::net::TcpListener::bind("[::1]:0") {
+        eprintln!("skipped: no IPv6 loopback here ([::1]: {e})");
+        return;
+    }
+    let (server_home, client) = pair("v6");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "[::1]:0", "--stdin-close-stops"])
+        .env("OVTP_HOME", &server_home.0)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _stdin = child.stdin.take();
+    let stderr = collect(child.stderr.take().unwrap());
+    let _kill = Kill(child);
+    let until = Instant::now() + COMMAND_LIMIT;
+    let addr = loop {
+        let text = String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
+        if let Some(rest) = text.split("listening on ").nth(1) {
+            break rest.split(", server key").next().unwrap().to_string();
+        }
+        assert!(Instant::now() < until, "no listening line: {text}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(addr.starts_with("[::1]:"), "{addr}");
+    assert_eq!(ok(&client, &["send", &addr, "hi", "--accept-new"]).stdout, "ok");
+    let known = std::fs::read_to_string(client.join("known_hosts")).unwrap();
+    assert!(known.contains(&format!("{addr} SHA256:")), "{known}");
+    // Pinned now: a second send needs no --accept-new.
+    assert_eq!(ok(&client, &["send", &addr, "again"]).stdout, "ok");
+}

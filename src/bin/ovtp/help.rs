@@ -85,7 +85,8 @@ Run a server. Without --exec it prints each message received on standard
 output (text with control characters escaped, data as <N bytes>) and answers
 status 0 \"ok\". A server key (HOME/id_rsa) is generated on first use.
 
-  --listen ADDR           address to listen on (default 0.0.0.0:888). Ports
+  --listen ADDR           address to listen on (default: port 888 on IPv6 and
+                          IPv4, [::]:888 and 0.0.0.0:888). Ports
                           below 1024 need root or CAP_NET_BIND_SERVICE;
                           otherwise use e.g. --listen 127.0.0.1:8888
   --key FILE              server private key (default HOME/id_rsa)
