@@ -114,7 +114,7 @@ pub mod hooks {
         alert_frame, client_hello_key,
     };
     pub use crate::proto::msg;
-    pub use crate::proto::record::{Opener, Record, Sealer};
+    pub use crate::proto::record::{Opener, Plain, Record, Sealer};
     pub use crate::proto::schedule::{DIR_CLIENT_TO_SERVER, DIR_SERVER_TO_CLIENT, SessionKeys};
     pub use crate::proto::transfer::{Receiver, Refusal, Sender, Start, Verdict};
 }
