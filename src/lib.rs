@@ -108,6 +108,7 @@ pub use trust::{
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub mod hooks {
+    pub use crate::io::sealing::SealPool;
     pub use crate::proto::codec::{Body, split_frame};
     pub use crate::proto::handshake::{
         ClientAwaitAuth, ClientStart, ServerAwaitAuth, ServerHalf, ServerVerified, Session,

@@ -5,13 +5,12 @@
 //! download use both alike; memory stays at a few chunks.
 
 use super::channel::{Channel, OwnedRecord};
+use super::sealing::SealPool;
 use crate::constants::*;
 use crate::error::{Error, Result};
 use crate::message::Progress;
 use crate::proto::codec::Body;
-use crate::proto::msg::{
-    FILE_DATA_HEADER, FLAG_FIN, FileData, FileEnd, REC_FILE_DATA, REC_FILE_END,
-};
+use crate::proto::msg::{FILE_DATA_HEADER, FileData, FileEnd, REC_FILE_DATA, REC_FILE_END};
 use crate::proto::transfer::{Receiver, Refusal, Sender, Start};
 use crate::store::partial;
 use sha2::{Digest, Sha256};
@@ -143,6 +142,7 @@ pub(crate) fn send_file(
     watch_peer: bool,
     ticker: &mut Ticker<'_, '_>,
 ) -> Result<Sent> {
+    let mut pool = SealPool::for_send();
     std::thread::scope(|scope| {
         let (chunks, from_reader) = mpsc::sync_channel::<Chunk>(2);
         let (recycle, spare) = mpsc::channel::<Vec<u8>>();
@@ -152,9 +152,11 @@ pub(crate) fn send_file(
             match chunk {
                 Chunk::Data(buf, n) => {
                     let data = sender.chunk(&buf[..n]).ok_or(Error::Malformed("file chunk"))?;
-                    let offset = data.offset.to_be_bytes();
-                    ch.send_record(REC_FILE_DATA, FLAG_FIN, &[&offset, data.bytes])?;
-                    let _ = recycle.send(buf);
+                    let (offset, buf) = (data.offset, Arc::new(buf));
+                    ch.send_file_data(&mut pool, offset, &buf, n)?;
+                    if let Ok(buf) = Arc::try_unwrap(buf) {
+                        let _ = recycle.send(buf);
+                    }
                     ticker.tick(sender.position(), sender.size(), false);
                     if watch_peer && ch.peer_has_data() {
                         let rec = ch.recv_record(Instant::now() + Duration::from_secs(5))?;
