@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 static SENDING: AtomicUsize = AtomicUsize::new(0);
 
 /// Most threads sealing for one file send: beyond that one connection
-/// already seals faster than its peer can open on one core.
+/// seals far faster than its peer opens records (on one core).
 const MAX_SEAL_THREADS: usize = 4;
 
 /// Seal `bytes`, read at `offset`, as FILE_DATA records (`offset u64 ||
@@ -99,12 +99,15 @@ impl SealPool {
         SealPool { helpers, own: Vec::new(), counted: false }
     }
 
-    /// The pool for one file send: as many threads as this process may use
-    /// (`available_parallelism`), shared among the file sends running now.
+    /// The pool for one file send: its share of the cores this process may
+    /// use (`available_parallelism`, divided among the file sends running
+    /// now), less one for its reader thread, which reads and hashes the file
+    /// at about the rate one thread seals. On 2 cores that is this thread
+    /// alone: a helper there only takes turns with the reader and the peer.
     pub(crate) fn for_send() -> SealPool {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let sending = SENDING.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut pool = SealPool::new(cores / sending);
+        let mut pool = SealPool::new((cores / sending).saturating_sub(1));
         pool.counted = true;
         pool
     }
