@@ -129,20 +129,23 @@ impl SealPool {
         let record = (FILE_CHUNK / (SEAL_CHAINS * threads)).max(MIN_FILE_RECORD);
         let records = n.div_ceil(record).max(1);
         let share = records.div_ceil(threads.min(records)) * record;
+        // Every sequence number is taken before any job starts.
         let mut own = sealer.split_off(share.min(n).div_ceil(record).max(1) as u64)?;
-        let mut given = 0;
-        for (at, helper) in (share..n).step_by(share).zip(&mut self.helpers) {
+        let jobs = (share..n).step_by(share).map(|at| {
             let range = at..(at + share).min(n);
             let sealer = sealer.split_off(range.len().div_ceil(record) as u64)?;
-            let out = std::mem::take(&mut helper.spare);
             let (data, offset) = (data.clone(), offset + at as u64);
-            let job = Job { sealer, data, range, offset, record, out, result: Ok(()) };
+            Ok(Job { sealer, data, range, offset, record, out: Vec::new(), result: Ok(()) })
+        });
+        let jobs: Vec<Job> = jobs.collect::<Result<_>>()?;
+        // `share * threads >= n`: there is a helper for each job.
+        debug_assert!(jobs.len() <= self.helpers.len());
+        let given = jobs.len();
+        for (mut job, helper) in jobs.into_iter().zip(&mut self.helpers) {
+            job.out = std::mem::take(&mut helper.spare);
             let sent = helper.jobs.as_ref().and_then(|j| j.send(job).ok());
             sent.ok_or(Error::Malformed("sealing thread stopped"))?;
-            given += 1;
         }
-        // `share * threads >= n`: the helpers took all the rest.
-        debug_assert!(share * threads >= n);
         self.own.clear();
         let sealed =
             seal_records((&mut own, rng), offset, &data[..share.min(n)], record, &mut self.own);
