@@ -108,13 +108,14 @@ pub use trust::{
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub mod hooks {
+    pub use crate::io::sealing::SealPool;
     pub use crate::proto::codec::{Body, split_frame};
     pub use crate::proto::handshake::{
         ClientAwaitAuth, ClientStart, ServerAwaitAuth, ServerHalf, ServerVerified, Session,
         alert_frame, client_hello_key,
     };
     pub use crate::proto::msg;
-    pub use crate::proto::record::{Opener, Record, Sealer};
+    pub use crate::proto::record::{Opener, Plain, Record, Sealer};
     pub use crate::proto::schedule::{DIR_CLIENT_TO_SERVER, DIR_SERVER_TO_CLIENT, SessionKeys};
     pub use crate::proto::transfer::{Receiver, Refusal, Sender, Start, Verdict};
 }

@@ -2,7 +2,12 @@
 //! vectors only, a seeded deterministic generator.
 
 use crate::error::{Error, Result};
+use cbc::cipher::zeroize::{Zeroize, Zeroizing};
 use rsa::rand_core::{TryCryptoRng, TryRng};
+
+/// Bytes drawn from the operating system at a time: 32 record IVs per
+/// `getrandom` call instead of one call per IV. Larger requests (keys) bypass it.
+const POOL: usize = 512;
 
 /// Where random bytes come from.
 ///
@@ -12,18 +17,17 @@ use rsa::rand_core::{TryCryptoRng, TryRng};
 pub struct Rng(Inner);
 
 enum Inner {
-    System,
+    /// Bytes `pool[used..]` are unused; used ones are zeroed, so that the
+    /// pool never holds a value already handed out, and all are on drop.
+    System { pool: Box<Zeroizing<[u8; POOL]>>, used: usize },
     #[cfg(any(test, feature = "test-hooks"))]
-    Seeded {
-        key: [u8; 32],
-        counter: u64,
-    },
+    Seeded { key: [u8; 32], counter: u64 },
 }
 
 impl Rng {
     /// The operating system's generator (`getrandom`).
     pub fn system() -> Self {
-        Rng(Inner::System)
+        Rng(Inner::System { pool: Box::new(Zeroizing::new([0; POOL])), used: POOL })
     }
 
     /// A deterministic generator: block `i` is HMAC-SHA256(seed, "ovtp test drbg" || i).
@@ -37,9 +41,25 @@ impl Rng {
     /// Fill `dest` with random bytes.
     pub fn fill(&mut self, dest: &mut [u8]) -> Result<()> {
         match &mut self.0 {
-            Inner::System => getrandom::fill(dest).map_err(|e| {
-                Error::Io(std::io::Error::other(format!("random source failed: {e}")))
-            }),
+            Inner::System { pool, used } => {
+                let os = |b: &mut [u8]| {
+                    getrandom::fill(b).map_err(|e| {
+                        Error::Io(std::io::Error::other(format!("random source failed: {e}")))
+                    })
+                };
+                if dest.len() > POOL / 4 {
+                    return os(dest);
+                }
+                if POOL - *used < dest.len() {
+                    os(&mut pool[..])?;
+                    *used = 0;
+                }
+                let taken = &mut pool[*used..*used + dest.len()];
+                dest.copy_from_slice(taken);
+                taken.zeroize();
+                *used += dest.len();
+                Ok(())
+            }
             #[cfg(any(test, feature = "test-hooks"))]
             Inner::Seeded { key, counter } => {
                 for chunk in dest.chunks_mut(32) {
@@ -69,7 +89,7 @@ impl Rng {
 impl std::fmt::Debug for Rng {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
-            Inner::System => f.write_str("Rng::system"),
+            Inner::System { .. } => f.write_str("Rng::system"),
             #[cfg(any(test, feature = "test-hooks"))]
             Inner::Seeded { .. } => f.write_str("Rng::seeded"),
         }
@@ -120,5 +140,13 @@ mod tests {
         let s1: [u8; 32] = Rng::system().array().unwrap();
         let s2: [u8; 32] = Rng::system().array().unwrap();
         assert_ne!(s1, s2);
+        // Drawn from the pool, across refills, and past it: never a repeat.
+        let mut rng = Rng::system();
+        let mut seen = std::collections::HashSet::new();
+        for len in [16, 16, 100, 16, 300, 8, 128, 129, 4096].repeat(20) {
+            let mut b = vec![0; len];
+            rng.fill(&mut b).unwrap();
+            assert!(b.len() < 8 || seen.insert(b[..8].to_vec()), "a repeated draw");
+        }
     }
 }

@@ -378,6 +378,22 @@ fn concurrent_uploads_to_one_name_do_not_interleave() {
 }
 
 #[test]
+fn a_file_longer_than_the_background_sync_interval_arrives_whole_both_ways() {
+    // 32 MiB written starts the receiver's background sync (io/pipes.rs
+    // SYNC_EVERY); the sender cuts each 1 MiB read into several records.
+    let fs = file_server(|_| {});
+    let local = TempDir::new("local");
+    let data = content((70 << 20) + 5, 2);
+    let src = write(&local, "src", &data);
+    let mut c = fs.srv.client();
+    assert_eq!(c.send_file(&src, "big").unwrap().sha256, sha(&data));
+    assert_eq!(std::fs::read(fs.files.join("big")).unwrap(), data);
+    let dst = local.join("dst");
+    assert_eq!(c.get_file("big", &dst).unwrap().sha256, sha(&data));
+    assert_eq!(std::fs::read(&dst).unwrap(), data);
+}
+
+#[test]
 fn progress_is_reported_at_a_modest_rate_and_ends_at_the_total() {
     let fs = file_server(|_| {});
     let local = TempDir::new("local");

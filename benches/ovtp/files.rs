@@ -382,7 +382,7 @@ fn share_rows(
         "upload / download as % of the encrypt-then-MAC ceiling",
         show(pct(up, seal), pct(down, seal)),
         seal.map_or(String::new(), |c| {
-            format!("record::Sealer::seal on one core: {} MB/s", thousands(c))
+            format!("file data sealed on one core (io::sealing, one thread): {} MB/s", thousands(c))
         }),
     );
     r.row_note(

@@ -2,6 +2,7 @@
 //! and sealed on the way out, records opened and assembled on the way in.
 
 use super::conn::Conn;
+use super::sealing::SealPool;
 use crate::constants::*;
 use crate::error::{Error, Result};
 use crate::keys::PublicKey;
@@ -11,6 +12,7 @@ use crate::proto::msg::{self, Alert, Assembler, FLAG_FIN, REC_ALERT};
 use crate::proto::record::{Opener, Sealer};
 use crate::rand::Rng;
 use crate::status::AlertCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Queued output is written once it reaches this size (bounds memory for
@@ -107,6 +109,19 @@ impl Channel {
     pub(crate) fn send_record(&mut self, rtype: u8, flags: u8, parts: &[&[u8]]) -> Result<()> {
         self.sealer.seal_parts(&mut self.rng, rtype, flags, parts, &mut self.out)?;
         self.flush()
+    }
+
+    /// Send `data[..n]`, read at `offset`, as FILE_DATA records sealed by `pool`.
+    pub(crate) fn send_file_data(
+        &mut self,
+        pool: &mut SealPool,
+        offset: u64,
+        data: &Arc<Vec<u8>>,
+        n: usize,
+    ) -> Result<()> {
+        self.flush()?;
+        let conn = &mut self.conn;
+        pool.seal(&mut self.sealer, &mut self.rng, offset, data, n, &mut |f| conn.write_all(f))
     }
 
     /// Whether a whole frame from the peer is already buffered (the next

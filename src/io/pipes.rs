@@ -5,13 +5,12 @@
 //! download use both alike; memory stays at a few chunks.
 
 use super::channel::{Channel, OwnedRecord};
+use super::sealing::SealPool;
 use crate::constants::*;
 use crate::error::{Error, Result};
 use crate::message::Progress;
 use crate::proto::codec::Body;
-use crate::proto::msg::{
-    FILE_DATA_HEADER, FLAG_FIN, FileData, FileEnd, REC_FILE_DATA, REC_FILE_END,
-};
+use crate::proto::msg::{FILE_DATA_HEADER, FileData, FileEnd, REC_FILE_DATA, REC_FILE_END};
 use crate::proto::transfer::{Receiver, Refusal, Sender, Start};
 use crate::store::partial;
 use sha2::{Digest, Sha256};
@@ -143,6 +142,7 @@ pub(crate) fn send_file(
     watch_peer: bool,
     ticker: &mut Ticker<'_, '_>,
 ) -> Result<Sent> {
+    let mut pool = SealPool::for_send();
     std::thread::scope(|scope| {
         let (chunks, from_reader) = mpsc::sync_channel::<Chunk>(2);
         let (recycle, spare) = mpsc::channel::<Vec<u8>>();
@@ -152,9 +152,11 @@ pub(crate) fn send_file(
             match chunk {
                 Chunk::Data(buf, n) => {
                     let data = sender.chunk(&buf[..n]).ok_or(Error::Malformed("file chunk"))?;
-                    let offset = data.offset.to_be_bytes();
-                    ch.send_record(REC_FILE_DATA, FLAG_FIN, &[&offset, data.bytes])?;
-                    let _ = recycle.send(buf);
+                    let (offset, buf) = (data.offset, Arc::new(buf));
+                    ch.send_file_data(&mut pool, offset, &buf, n)?;
+                    if let Ok(buf) = Arc::try_unwrap(buf) {
+                        let _ = recycle.send(buf);
+                    }
                     ticker.tick(sender.position(), sender.size(), false);
                     if watch_peer && ch.peer_has_data() {
                         let rec = ch.recv_record(Instant::now() + Duration::from_secs(5))?;
@@ -213,6 +215,49 @@ impl Sink {
     }
 }
 
+/// Bytes written after which the writer has them flushed to disk in the
+/// background, so that the fsync before the commit finds little left to do.
+const SYNC_EVERY: u64 = 32 * 1024 * 1024;
+
+/// Flushes a file's data to disk (`sync_data` on a second handle) on its own
+/// thread, started once [`SYNC_EVERY`] bytes were written, while the writing
+/// goes on. Both handles share one open file, so an error it sees would not
+/// be reported again to the commit's fsync: [`Syncer::finish`] returns it.
+#[derive(Default)]
+struct Syncer {
+    poke: Option<mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+    unsynced: u64,
+}
+
+impl Syncer {
+    fn wrote(&mut self, file: &File, n: usize) {
+        self.unsynced += n as u64;
+        if self.unsynced < SYNC_EVERY {
+            return;
+        }
+        self.unsynced = 0;
+        if self.thread.is_none() {
+            let (poke, pokes) = mpsc::sync_channel::<()>(1);
+            self.thread = file.try_clone().ok().and_then(|f| {
+                let sync = move || pokes.iter().try_for_each(|()| f.sync_data());
+                std::thread::Builder::new().name("ovtp-sync".into()).spawn(sync).ok()
+            });
+            self.poke = Some(poke);
+        }
+        // Still busy with the last flush: this one joins the next.
+        let _ = self.poke.as_ref().map(|p| p.try_send(()));
+    }
+
+    /// Wait for the flush under way; its error, if any.
+    fn finish(mut self) -> io::Result<()> {
+        self.poke = None;
+        let thread = self.thread.take();
+        thread
+            .map_or(Ok(()), |t| t.join().unwrap_or_else(|_| Err(io::Error::other("sync panicked"))))
+    }
+}
+
 /// The writing thread: writes and hashes until the channel closes.
 fn write_chunks(
     file: &mut File,
@@ -222,13 +267,17 @@ fn write_chunks(
     failure: &Mutex<Option<String>>,
 ) -> (Sha256, Option<io::Error>) {
     let mut error: Option<io::Error> = None;
+    let mut syncer = Syncer::default();
     for msg in rx {
         let result = match &msg {
             _ if error.is_some() => Ok(()),
             SinkMsg::Restart => partial::restart(file).map(|h| hasher = h),
             SinkMsg::Data(rec) => {
                 let bytes = &rec.plaintext()[FILE_DATA_HEADER..];
-                file.write_all(bytes).map(|()| hasher.update(bytes))
+                file.write_all(bytes).map(|()| {
+                    hasher.update(bytes);
+                    syncer.wrote(file, bytes.len());
+                })
             }
         };
         if let Err(e) = result {
@@ -238,6 +287,9 @@ fn write_chunks(
         if let SinkMsg::Data(rec) = msg {
             let _ = back.send(rec);
         }
+    }
+    if let Err(e) = syncer.finish() {
+        error.get_or_insert(e);
     }
     (hasher, error)
 }

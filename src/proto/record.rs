@@ -6,18 +6,23 @@
 //! `tag = HMAC(mac_key, direction u8 | seq u64 | type | flags | ct_len u32 | iv | ciphertext)`.
 //! The tag is checked in constant time before anything is decrypted.
 
-use super::schedule::hmac;
 use crate::constants::*;
 use crate::error::{Error, Result};
 use crate::rand::Rng;
-use aes::Aes256;
+use aes::cipher::consts::U16;
+use aes::cipher::{
+    Array, BlockCipherEncBackend, BlockCipherEncClosure, BlockCipherEncrypt, BlockSizeUser,
+    InnerIvInit,
+};
+use aes::{Aes256Dec, Aes256Enc};
+use cbc::cipher::BlockModeDecrypt;
 use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::zeroize::Zeroize;
-use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
+type Block = Array<u8, U16>;
 
 fn mac_header(dir: u8, seq: u64, rtype: u8, flags: u8, ct_len: usize) -> [u8; 15] {
     let mut h = [0u8; 15];
@@ -29,24 +34,118 @@ fn mac_header(dir: u8, seq: u64, rtype: u8, flags: u8, ct_len: usize) -> [u8; 15
     h
 }
 
+/// The AES key schedule and the keyed HMAC-SHA256 state of one direction,
+/// kept for the session: each record clones the HMAC state instead of keying
+/// it again (two SHA-256 compressions). Both wipe themselves on drop (the
+/// `zeroize` features of aes, hmac and sha2), and so do the key copies here.
+fn keyed<C: KeyInit>(mut enc: [u8; 32], mut mac: [u8; 32]) -> (C, HmacSha256) {
+    let cipher = C::new_from_slice(&enc).expect("AES-256 takes 32-byte keys");
+    // HMAC accepts keys of any length (RFC 2104), so this cannot fail.
+    let hmac = <HmacSha256 as KeyInit>::new_from_slice(&mac).expect("HMAC takes any key length");
+    enc.zeroize();
+    mac.zeroize();
+    (cipher, hmac)
+}
+
+/// The plaintext of one record as 16-byte blocks: the concatenation of its
+/// parts, then PKCS#7 padding (always at least one byte, each padding byte
+/// its count). Blocks are read straight from the parts: the plaintext is
+/// not copied into the frame before it is encrypted there.
+struct Padded<'a> {
+    parts: &'a [&'a [u8]],
+    /// Where the next block starts: a part, and an offset in it.
+    part: usize,
+    at: usize,
+    pad: u8,
+}
+
+impl<'a> Padded<'a> {
+    fn new(parts: &'a [&'a [u8]], pt_len: usize) -> Self {
+        Padded { parts, part: 0, at: 0, pad: (16 - pt_len % 16) as u8 }
+    }
+
+    #[inline(always)]
+    fn next_block(&mut self) -> Block {
+        // Most blocks lie inside one part.
+        if let Some(bytes) = self.parts.get(self.part).and_then(|p| p.get(self.at..self.at + 16)) {
+            self.at += 16;
+            // `bytes` is the 16-byte range just taken.
+            return Block::try_from(bytes).expect("16 bytes");
+        }
+        let mut block = Block::from([self.pad; 16]);
+        let mut filled = 0;
+        while let Some(p) = self.parts.get(self.part)
+            && filled < 16
+        {
+            let n = (p.len() - self.at).min(16 - filled);
+            block[filled..filled + n].copy_from_slice(&p[self.at..self.at + n]);
+            (filled, self.at) = (filled + n, self.at + n);
+            if self.at == p.len() {
+                (self.part, self.at) = (self.part + 1, 0);
+            }
+        }
+        block
+    }
+}
+
+/// AES-256-CBC encryption of several records in one interleaved pass: at
+/// each block position every record's next plaintext block is XORed with
+/// that record's previous ciphertext block (the IV at first), encrypted, and
+/// stored in its frame. The records' chains do not depend on each other, so
+/// the CPU overlaps their AES rounds, where one chain must wait for each
+/// block before it can start the next. Each record's output is exactly CBC's.
+struct Chains<'a, 'b>(&'a mut [(Block, Padded<'b>, &'b mut [Block])]);
+
+impl BlockSizeUser for Chains<'_, '_> {
+    type BlockSize = U16;
+}
+
+impl BlockCipherEncClosure for Chains<'_, '_> {
+    #[inline(always)]
+    fn call<B: BlockCipherEncBackend<BlockSize = U16>>(self, backend: &B) {
+        let longest = self.0.iter().map(|(_, _, out)| out.len()).max().unwrap_or(0);
+        for i in 0..longest {
+            for (prev, plain, out) in self.0.iter_mut() {
+                if let Some(slot) = out.get_mut(i) {
+                    let mut block = plain.next_block();
+                    for (b, p) in block.iter_mut().zip(prev.iter()) {
+                        *b ^= p;
+                    }
+                    backend.encrypt_block_inplace(&mut block);
+                    (*slot, *prev) = (block, block);
+                }
+            }
+        }
+    }
+}
+
+/// One record to seal: its type, flags, and its plaintext as the
+/// concatenation of `parts` (read once, by the encryption).
+#[derive(Debug, Clone, Copy)]
+pub struct Plain<'a> {
+    /// Record type.
+    pub rtype: u8,
+    /// Record flags.
+    pub flags: u8,
+    /// The plaintext, in pieces.
+    pub parts: &'a [&'a [u8]],
+}
+
 /// Seals outgoing records of one direction.
 pub struct Sealer {
     dir: u8,
-    enc: [u8; 32],
-    mac: [u8; 32],
+    aes: Aes256Enc,
+    mac: HmacSha256,
     seq: u64,
-}
-
-impl Drop for Sealer {
-    fn drop(&mut self) {
-        self.enc.zeroize();
-        self.mac.zeroize();
-    }
+    /// The first sequence number this sealer may not use: `u64::MAX` (never
+    /// used, so numbers never wrap), or the end of a range given by [`Sealer::split_off`].
+    end: u64,
 }
 
 impl Sealer {
     pub(crate) fn new(dir: u8, enc: [u8; 32], mac: [u8; 32]) -> Self {
-        Sealer { dir, enc, mac, seq: 0 }
+        let (aes, mac) = keyed(enc, mac);
+        Sealer { dir, aes, mac, seq: 0, end: u64::MAX }
     }
 
     /// Seal `plaintext` as one record and append the whole frame (length prefix
@@ -62,8 +161,8 @@ impl Sealer {
         self.seal_parts(rng, rtype, flags, &[plaintext], out)
     }
 
-    /// Seal the concatenation of `parts` as one record (no intermediate copy)
-    /// and append the whole frame to `out`.
+    /// Seal the concatenation of `parts` as one record and append the whole
+    /// frame to `out`.
     pub fn seal_parts(
         &mut self,
         rng: &mut Rng,
@@ -72,43 +171,94 @@ impl Sealer {
         parts: &[&[u8]],
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        let pt_len: usize = parts.iter().map(|p| p.len()).sum();
-        if pt_len > MAX_RECORD_PLAINTEXT {
-            return Err(Error::TooLarge {
-                what: "record plaintext",
-                size: pt_len as u64,
-                limit: MAX_RECORD_PLAINTEXT as u64,
-            });
+        self.seal_batch(rng, &[Plain { rtype, flags, parts }], out)
+    }
+
+    /// Seal `records` in order, with consecutive sequence numbers, and append
+    /// their frames to `out`: the same frames as sealing them one by one (each
+    /// its own random IV, sequence number and tag), but the CBC chains of all
+    /// of them are encrypted in one interleaved pass. Nothing is appended
+    /// unless all of them can be sealed.
+    pub fn seal_batch(
+        &mut self,
+        rng: &mut Rng,
+        records: &[Plain<'_>],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let lens: Vec<usize> =
+            records.iter().map(|r| r.parts.iter().map(|p| p.len()).sum()).collect();
+        if let Some(&len) = lens.iter().find(|&&len| len > MAX_RECORD_PLAINTEXT) {
+            let limit = MAX_RECORD_PLAINTEXT as u64;
+            return Err(Error::TooLarge { what: "record plaintext", size: len as u64, limit });
         }
         // Sequence numbers never wrap: the last value is refused, not reused.
-        if self.seq == u64::MAX {
+        if self.end - self.seq < records.len() as u64 {
             return Err(Error::SequenceExhausted);
         }
-        let ct_len = (pt_len / 16 + 1) * 16;
-        let body_len = RECORD_HEADER + IV_LEN + ct_len + TAG_LEN;
-        out.reserve(LEN_PREFIX + body_len);
-        out.extend_from_slice(&super::codec::frame_len(body_len).to_be_bytes());
-        out.push(rtype);
-        out.push(flags);
-        let iv: [u8; IV_LEN] = rng.array()?;
-        out.extend_from_slice(&iv);
-        let ct_start = out.len();
-        for p in parts {
-            out.extend_from_slice(p);
+        let ct_len = |pt_len: usize| (pt_len / 16 + 1) * 16;
+        let total: usize =
+            lens.iter().map(|&l| LEN_PREFIX + RECORD_HEADER + IV_LEN + ct_len(l) + TAG_LEN).sum();
+        out.reserve(total);
+        let first = out.len();
+        let mut ivs = Vec::with_capacity(records.len());
+        for (rec, &pt_len) in records.iter().zip(&lens) {
+            let body_len = RECORD_HEADER + IV_LEN + ct_len(pt_len) + TAG_LEN;
+            out.extend_from_slice(&super::codec::frame_len(body_len).to_be_bytes());
+            out.extend_from_slice(&[rec.rtype, rec.flags]);
+            let iv: [u8; IV_LEN] = match rng.array() {
+                Ok(iv) => iv,
+                Err(e) => {
+                    out.truncate(first);
+                    return Err(e);
+                }
+            };
+            ivs.push(Block::from(iv));
+            out.extend_from_slice(&iv);
+            // The ciphertext and the tag are written in place below.
+            out.resize(out.len() + ct_len(pt_len) + TAG_LEN, 0);
         }
-        out.resize(ct_start + ct_len, 0);
-        // ct_len is the plaintext rounded up to the next whole block (always
-        // at least one byte of padding), which is exactly what PKCS#7 needs.
-        cbc::Encryptor::<Aes256>::new((&self.enc).into(), &iv.into())
-            .encrypt_padded::<Pkcs7>(&mut out[ct_start..], pt_len)
-            .expect("buffer sized for padding");
-        let tag = hmac(
-            &self.mac,
-            &[&mac_header(self.dir, self.seq, rtype, flags, ct_len), &iv, &out[ct_start..]],
-        );
-        out.extend_from_slice(&tag);
-        self.seq += 1;
+        // Each record's ciphertext blocks, as disjoint slices of `out`.
+        let mut chains = Vec::with_capacity(records.len());
+        let mut rest = &mut out[first..];
+        for ((rec, &pt_len), iv) in records.iter().zip(&lens).zip(ivs) {
+            let (frame, tail) =
+                rest.split_at_mut(LEN_PREFIX + RECORD_HEADER + IV_LEN + ct_len(pt_len) + TAG_LEN);
+            let ct = &mut frame[LEN_PREFIX + RECORD_HEADER + IV_LEN..][..ct_len(pt_len)];
+            chains.push((iv, Padded::new(rec.parts, pt_len), Block::slice_as_chunks_mut(ct).0));
+            rest = tail;
+        }
+        self.aes.encrypt_with_backend(Chains(&mut chains));
+        drop(chains);
+        let mut at = first;
+        for (rec, &pt_len) in records.iter().zip(&lens) {
+            let head = at + LEN_PREFIX + RECORD_HEADER;
+            let tag_at = head + IV_LEN + ct_len(pt_len);
+            let mut mac = self.mac.clone();
+            mac.update(&mac_header(self.dir, self.seq, rec.rtype, rec.flags, ct_len(pt_len)));
+            mac.update(&out[head..tag_at]);
+            out[tag_at..tag_at + TAG_LEN].copy_from_slice(&mac.finalize().into_bytes());
+            self.seq += 1;
+            at = tag_at + TAG_LEN;
+        }
         Ok(())
+    }
+
+    /// A sealer for the next `n` sequence numbers, which this one skips: for
+    /// sealing on another thread. Its `n` records must all be sealed and sent
+    /// after those sealed here before, and before those sealed here after.
+    pub fn split_off(&mut self, n: u64) -> Result<Sealer> {
+        if self.end - self.seq < n {
+            return Err(Error::SequenceExhausted);
+        }
+        let part = Sealer {
+            dir: self.dir,
+            aes: self.aes.clone(),
+            mac: self.mac.clone(),
+            seq: self.seq,
+            end: self.seq + n,
+        };
+        self.seq += n;
+        Ok(part)
     }
 
     /// Number of records sealed so far (the next sequence number).
@@ -132,22 +282,16 @@ pub struct Record<'a> {
 /// Opens incoming records of one direction.
 pub struct Opener {
     dir: u8,
-    enc: [u8; 32],
-    mac: [u8; 32],
+    aes: Aes256Dec,
+    mac: HmacSha256,
     seq: u64,
     failed: bool,
 }
 
-impl Drop for Opener {
-    fn drop(&mut self) {
-        self.enc.zeroize();
-        self.mac.zeroize();
-    }
-}
-
 impl Opener {
     pub(crate) fn new(dir: u8, enc: [u8; 32], mac: [u8; 32]) -> Self {
-        Opener { dir, enc, mac, seq: 0, failed: false }
+        let (aes, mac) = keyed(enc, mac);
+        Opener { dir, aes, mac, seq: 0, failed: false }
     }
 
     /// Verify and decrypt one record frame body (without its length prefix),
@@ -181,15 +325,14 @@ impl Opener {
         let ct_start = RECORD_HEADER + IV_LEN;
         let ct_end = len - TAG_LEN;
         let (head, tag) = body.split_at_mut(ct_end);
-        // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.mac).expect("any key length");
+        let mut mac = self.mac.clone();
         mac.update(&mac_header(self.dir, self.seq, rtype, flags, ct_end - ct_start));
         mac.update(&head[RECORD_HEADER..]);
         // Constant-time comparison, before any decryption.
         mac.verify_slice(tag).map_err(|_| Error::BadRecord)?;
         // RECORD_HEADER..ct_start is IV_LEN bytes by construction of ct_start.
         let iv: [u8; IV_LEN] = head[RECORD_HEADER..ct_start].try_into().expect("fixed slice");
-        let pt_len = cbc::Decryptor::<Aes256>::new((&self.enc).into(), &iv.into())
+        let pt_len = cbc::Decryptor::inner_iv_init(self.aes.clone(), &iv.into())
             .decrypt_padded::<Pkcs7>(&mut head[ct_start..])
             .map_err(|_| Error::BadRecord)?
             .len();
@@ -283,6 +426,111 @@ mod tests {
         let (_, mut so, _, mut co) = pair();
         assert!(so.open(&mut body(&s)).is_err());
         assert!(co.open(&mut body(&a)).is_err());
+    }
+
+    /// Every length class of a batch: empty, under a block, whole blocks,
+    /// between blocks, long.
+    const LENS: [usize; 9] = [0, 1, 15, 16, 17, 31, 1000, 4096 + 7, 64 * 1024];
+
+    #[test]
+    fn interleaved_chains_encrypt_and_pad_as_cbc_does() {
+        use cbc::cipher::{BlockModeEncrypt, KeyIvInit};
+        let key = [5u8; 32];
+        let aes = Aes256Enc::new(&key.into());
+        for n in [1, 2, 3, 8, 9] {
+            let data: Vec<Vec<u8>> = (0..n)
+                .map(|c| (0..LENS[(c * 4) % LENS.len()]).map(|i| (i * 7 + c) as u8).collect())
+                .collect();
+            // Parts cut at uneven places, so blocks straddle them; an empty part too.
+            let parts: Vec<[&[u8]; 3]> = data
+                .iter()
+                .map(|d| {
+                    let (a, b) = d.split_at(d.len().min(3));
+                    [a, &[], b]
+                })
+                .collect();
+            let mut cts: Vec<Vec<u8>> =
+                data.iter().map(|d| vec![0; (d.len() / 16 + 1) * 16]).collect();
+            let mut chains: Vec<(Block, Padded<'_>, &mut [Block])> = cts
+                .iter_mut()
+                .zip(&parts)
+                .enumerate()
+                .map(|(c, (ct, p))| {
+                    let len = p.iter().map(|p| p.len()).sum();
+                    (
+                        Block::from([c as u8; 16]),
+                        Padded::new(p, len),
+                        Block::slice_as_chunks_mut(ct).0,
+                    )
+                })
+                .collect();
+            aes.encrypt_with_backend(Chains(&mut chains));
+            for (c, (d, got)) in data.iter().zip(&cts).enumerate() {
+                let mut want = d.clone();
+                want.resize(got.len(), 0);
+                cbc::Encryptor::<aes::Aes256>::new(&key.into(), &[c as u8; 16].into())
+                    .encrypt_padded::<Pkcs7>(&mut want, d.len())
+                    .unwrap();
+                assert_eq!(&want, got, "chain {c} of {n}, {} bytes", d.len());
+            }
+        }
+    }
+
+    #[test]
+    fn a_sealed_batch_is_cbc_and_hmac_record_by_record_and_opens() {
+        use cbc::cipher::{BlockModeEncrypt, KeyIvInit};
+        let keys = SessionKeys::derive(&[1; 32], &[2; 32], &[3; 32]);
+        for n in [1, 2, 5, 8, 9] {
+            let (mut cs, mut so, _, _) = pair();
+            let pts: Vec<Vec<u8>> = (0..n)
+                .map(|r| (0..LENS[(r * 5 + n) % LENS.len()]).map(|i| (i ^ r) as u8).collect())
+                .collect();
+            let parts: Vec<[&[u8]; 2]> = pts.iter().map(|p| [&b"hd"[..], &p[..]]).collect();
+            let recs: Vec<Plain<'_>> =
+                parts.iter().map(|p| Plain { rtype: 0x13, flags: FLAG_FIN, parts: p }).collect();
+            let mut out = Vec::new();
+            cs.seal_batch(&mut Rng::from_seed([4; 32]), &recs, &mut out).unwrap();
+            assert_eq!(cs.sequence(), n as u64);
+            let mut frames = &out[..];
+            for (seq, pt) in pts.iter().enumerate() {
+                let len = u32::from_be_bytes(frames[..4].try_into().unwrap()) as usize;
+                let (frame, rest) = frames.split_at(LEN_PREFIX + len);
+                frames = rest;
+                let body = &frame[LEN_PREFIX..];
+                let (iv, ct, tag) =
+                    (&body[2..18], &body[18..len - TAG_LEN], &body[len - TAG_LEN..]);
+                let plain = [&b"hd"[..], pt].concat();
+                let mut want = plain.clone();
+                want.resize((plain.len() / 16 + 1) * 16, 0);
+                cbc::Encryptor::<aes::Aes256>::new(&keys.c2s_enc.into(), iv.try_into().unwrap())
+                    .encrypt_padded::<Pkcs7>(&mut want, plain.len())
+                    .unwrap();
+                assert_eq!(ct, &want[..], "record {seq} of {n}");
+                let header = mac_header(1, seq as u64, 0x13, FLAG_FIN, ct.len());
+                assert_eq!(tag, super::super::schedule::hmac(&keys.c2s_mac, &[&header, iv, ct]));
+                let mut b = body.to_vec();
+                assert_eq!(so.open(&mut b).unwrap().plaintext, &plain[..]);
+            }
+            assert!(frames.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_split_off_sealer_takes_the_next_numbers_and_no_more() {
+        let (mut cs, mut so, _, _) = pair();
+        let mut rng = Rng::from_seed([2; 32]);
+        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        let mut part = cs.split_off(2).unwrap();
+        cs.seal(&mut rng, 0x10, 0, b"third", &mut c).unwrap();
+        part.seal(&mut rng, 0x10, 0, b"first", &mut a).unwrap();
+        part.seal(&mut rng, 0x10, 0, b"second", &mut b).unwrap();
+        assert!(matches!(
+            part.seal(&mut rng, 0x10, 0, b"x", &mut a),
+            Err(Error::SequenceExhausted)
+        ));
+        for (frame, text) in [(&a, &b"first"[..]), (&b, b"second"), (&c, b"third")] {
+            assert_eq!(so.open(&mut body(frame)).unwrap().plaintext, text);
+        }
     }
 
     #[test]

@@ -41,6 +41,10 @@ struct Cache {
     by_bytes: BTreeSet<(usize, Fingerprint)>,
     entries: usize,
     bytes: usize,
+    /// Threads waiting in [`ReplyCache::claim`]: only then does a finished
+    /// request wake anyone (a retry racing its original is rare; the common
+    /// case pays no system call).
+    waiting: usize,
 }
 
 impl Cache {
@@ -157,8 +161,10 @@ impl ReplyCache {
                         let lost = Reply::new(status::REPLY_LOST, "request still in progress");
                         return Claim::Answered(Arc::new(lost));
                     }
+                    cache.waiting += 1;
                     let woken = self.ready.wait_timeout(cache, left);
                     cache = woken.unwrap_or_else(|p| p.into_inner()).0;
+                    cache.waiting -= 1;
                 }
                 None => {
                     cache.map.insert(key.clone(), Entry::InProgress);
@@ -170,8 +176,11 @@ impl ReplyCache {
 
     /// Store the reply of a claimed request and wake those waiting for it.
     pub(crate) fn finish(&self, key: CacheKey, reply: Arc<Reply>) {
-        self.lock().insert(key, reply);
-        self.ready.notify_all();
+        let mut cache = self.lock();
+        cache.insert(key, reply);
+        if cache.waiting > 0 {
+            self.ready.notify_all();
+        }
     }
 
     /// Store the final reply of an upload (never claimed: uploads are
@@ -282,5 +291,27 @@ mod tests {
         let reply = cache.stored(&first).unwrap();
         assert_eq!((reply.status, reply.body.len()), (status::REPLY_LOST, 0));
         assert!(matches!(cache.claim(&first, Duration::ZERO), Claim::Answered(_)));
+    }
+
+    #[test]
+    fn a_retry_waiting_for_its_original_is_woken_with_the_reply() {
+        let cache = ReplyCache::default();
+        let k = key("SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU", 1);
+        assert!(matches!(cache.claim(&k, Duration::ZERO), Claim::Claimed));
+        std::thread::scope(|s| {
+            // A lost wake-up would leave the retry waiting its full minute and
+            // then answering REPLY_LOST.
+            let retry = s.spawn(|| cache.claim(&k, Duration::from_secs(60)));
+            for _ in 0..10_000 {
+                if cache.lock().waiting > 0 {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            cache.finish(k.clone(), Arc::new(Reply::new(0, "done once")));
+            let got = retry.join().unwrap();
+            assert!(matches!(got, Claim::Answered(r) if r.text() == "done once"));
+        });
+        assert_eq!(cache.lock().waiting, 0);
     }
 }
