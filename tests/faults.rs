@@ -582,13 +582,15 @@ fn strangers_and_garbage_cost_no_private_key_operation_and_no_file_access() {
         let (_, hello) = ClientStart::new(&client_keys(), &mut rng).unwrap();
         s.write_all(&hello).unwrap();
         read_frame(&mut s).unwrap();
-        let mut forged = vec![0u8; 4 + 7 + 2 + 256 + 2 + 256];
+        // Header, wrapped secret, key share (below p: its top byte 7f), signature.
+        let mut forged = vec![0u8; 4 + 7 + 2 + 256 + 384 + 2 + 256];
         rng.fill(&mut forged).unwrap();
         let body_len = forged.len() as u32 - 4;
         forged[..4].copy_from_slice(&body_len.to_be_bytes());
-        forged[4..11].copy_from_slice(b"OVTP\x00\x01\x03");
+        forged[4..11].copy_from_slice(b"OVTP\x00\x02\x03");
         forged[11..13].copy_from_slice(&256u16.to_be_bytes());
-        forged[269..271].copy_from_slice(&256u16.to_be_bytes());
+        forged[269] = 0x7f;
+        forged[653..655].copy_from_slice(&256u16.to_be_bytes());
         s.write_all(&forged).unwrap();
         let _ = s.read_to_end(&mut Vec::new());
         attempts += 1;

@@ -1,5 +1,6 @@
 //! The client's handshake parsers: the input is what a server sends, a
-//! ServerHello (or alert) frame then a ServerAuth frame. Keys and the client's
+//! ServerHello (or alert) frame then a ServerAuth frame (with its
+//! Diffie-Hellman share, which must be 1 < Y < p-1). Keys and the client's
 //! seed are those of tests/vectors, so the vector frames complete a handshake.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
@@ -49,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let before = client.private_operations();
     match state.read_server_auth(auth, &mut rng) {
-        Ok(session) => assert!(&session.peer() == server),
+        Ok(session) => assert!(session.peer() == server),
         Err(Error::Malformed("key transport" | "wrapped secret has the wrong length")) => {}
         Err(_) => assert_eq!(
             client.private_operations(),

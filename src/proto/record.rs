@@ -210,7 +210,7 @@ mod tests {
     use crate::proto::schedule::SessionKeys;
 
     fn pair() -> (Sealer, Opener, Sealer, Opener) {
-        let keys = SessionKeys::derive(&[1; 32], &[2; 32], &[3; 32]);
+        let keys = SessionKeys::derive(&[1; 32], &[2; 32], &[4; 384], &[3; 32]);
         let (cs, co) = keys.client_halves();
         let (ss, so) = keys.server_halves();
         (cs, so, ss, co)
