@@ -101,7 +101,9 @@ pub use rand::Rng;
 pub use server::admission::{FailureBudget, MIN_STRANGER_AGE};
 pub use server::{Event, EventSink, Handler, ServeFiles, Server, ServerConfig, Stopper};
 pub use status::AlertCode;
-pub use store::{PARTIAL_SUFFIX, check_name, check_name_for_write, hex, partial_path};
+pub use store::{
+    PARTIAL_SUFFIX, check_name, check_name_for_write, hex, partial_path, upload_partial_path,
+};
 pub use trust::{
     AuthorizedKeys, HostCheck, KnownHosts, authorized_key_line, parse_authorized_keys,
     parse_known_hosts,

@@ -298,7 +298,7 @@ fn a_peer_that_disconnects_at_every_stage_of_a_transfer_leaves_nothing_corrupt()
         );
         drop(c);
         let end = ends.next();
-        let partial = files.join(format!(".{name}.ovtp-part"));
+        let partial = ovtp::upload_partial_path(&files.join(&name), &client_keys().fingerprint());
         if *cut == (Dir::ToServer, 2) {
             // The request never arrived: a client that left between requests.
             assert_eq!(end, "disconnected cleanly");
@@ -316,7 +316,8 @@ fn a_peer_that_disconnects_at_every_stage_of_a_transfer_leaves_nothing_corrupt()
                 "cut {cut:?}: {end}"
             );
             assert!(!files.join(&name).exists(), "cut {cut:?}: final name exists");
-            let partial = files.join(format!(".{name}.ovtp-part"));
+            let partial =
+                ovtp::upload_partial_path(&files.join(&name), &client_keys().fingerprint());
             // What was kept for resuming is a true prefix of the file.
             let kept = std::fs::read(&partial).unwrap_or_default();
             assert!(

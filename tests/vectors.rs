@@ -68,6 +68,7 @@ const REC_FILE_READY: u8 = 0x12;
 const REC_FILE_DATA: u8 = 0x13;
 const REC_FILE_END: u8 = 0x14;
 const REC_ALERT: u8 = 0x15;
+const REC_FILE_PREFIX: u8 = 0x16;
 const FIN: u8 = 0x01;
 const OP_TEXT: u8 = 1;
 const OP_DATA: u8 = 2;
@@ -95,6 +96,9 @@ const DH_LEN: usize = 384;
 
 // The file of the file-transfer vectors.
 const FILE_NAME: &str = "hello.txt";
+/// Bytes of the file that the server holds from an interrupted upload by the
+/// same client key: the PUT resumes after them.
+const HELD: usize = 40;
 const FILE_CONTENT: &[u8; 100] = b"hello.txt holds one hundred bytes of known content for the ovtp file transfer test vectors. Goodbye\n";
 /// The body of the server's final answer to the upload (chosen by its handler).
 const PUT_REPLY: &[u8] = b"stored hello.txt";
@@ -322,6 +326,13 @@ fn put_body(name: &str, size: u64, flags: u8) -> Vec<u8> {
 /// GET body: `name vec16 || offset u64 || prefix_sha256 [32] || flags u8`.
 fn get_body(name: &str, offset: u64, prefix: &[u8; 32], flags: u8) -> Vec<u8> {
     [&vec16(name.as_bytes())[..], &offset.to_be_bytes(), prefix, &[flags]].concat()
+}
+
+/// The server's partial file of hello.txt uploaded by the key `fingerprint`.
+fn partial_name(fingerprint: &str) -> String {
+    let digest =
+        sha256(&[b"ovtp/2 partial", &[0], fingerprint.as_bytes(), &[0], FILE_NAME.as_bytes()]);
+    format!(".{}.ovtp-part", hex(&digest[..16]))
 }
 
 /// Two u64 fields (FILE_READY of a GET: `size || start`) or a u64 and bytes
@@ -642,7 +653,8 @@ fn generate() -> String {
     let id4: [u8; 16] = crng.array().unwrap();
     let id5: [u8; 16] = crng.array().unwrap();
     let id6: [u8; 16] = crng.array().unwrap();
-    let file_records: [(&str, bool, u8, Vec<u8>); 11] = [
+    let held = HELD as u64;
+    let file_records: [(&str, bool, u8, Vec<u8>); 13] = [
         (
             "PUT request (type 0x10, FIN), op 3: name \"hello.txt\" (vec16), size 100,\n\
              flags 0x02 (resume; no overwrite)",
@@ -651,20 +663,35 @@ fn generate() -> String {
             request(&id4, OP_PUT, &put_body(FILE_NAME, size, XFER_RESUME)),
         ),
         (
-            "FILE_READY (type 0x12, FIN) for the PUT: offset 0 (no partial file on the\n\
-             server) and the SHA-256 of those 0 bytes (of the empty string)",
+            "FILE_READY (type 0x12, FIN) for the PUT: offset 40. The server holds the first\n\
+             40 bytes of hello.txt in this client key's partial file (from an interrupted\n\
+             upload); it tells their number, never their digest",
             false,
             REC_FILE_READY,
-            u64_and(0, &empty_sha),
+            held.to_be_bytes().to_vec(),
         ),
         (
-            "FILE_DATA (type 0x13, FIN): offset 0, then the 100 bytes of hello.txt",
+            "FILE_PREFIX (type 0x16, FIN): the SHA-256 of the client's own first 40 bytes",
+            true,
+            REC_FILE_PREFIX,
+            sha256(&[&FILE_CONTENT[..HELD]]).to_vec(),
+        ),
+        (
+            "FILE_READY (type 0x12, FIN): offset 40, the prefix matched the partial file's:\n\
+             the data continues there (0 would have meant: start over)",
+            false,
+            REC_FILE_READY,
+            held.to_be_bytes().to_vec(),
+        ),
+        (
+            "FILE_DATA (type 0x13, FIN): offset 40, then bytes 40..100 of hello.txt",
             true,
             REC_FILE_DATA,
-            u64_and(0, FILE_CONTENT),
+            u64_and(held, &FILE_CONTENT[HELD..]),
         ),
         (
-            "FILE_END (type 0x14, FIN): total 100, SHA-256 of the whole file",
+            "FILE_END (type 0x14, FIN): total 100, SHA-256 of the whole file (prefix\n\
+             included), which the server keeps as the file's digest",
             true,
             REC_FILE_END,
             u64_and(size, &file_sha),
@@ -717,11 +744,16 @@ fn generate() -> String {
     ];
     out.comment(
         "---- File transfer (PROTOCOL.md 7.7), continuing the same session: hello.txt is\n\
-         uploaded (PUT), downloaded (GET) and its digest asked for (DIGEST).\n\
-         file.content is the file (ASCII text ending in a newline); file.sha256 its SHA-256.",
+         uploaded (PUT, resuming after the 40 bytes the server already holds), downloaded\n\
+         (GET) and its digest asked for (DIGEST). file.content is the file (ASCII text\n\
+         ending in a newline); file.sha256 its SHA-256. file.partial_name is the name of\n\
+         the server's partial file beside the target, as ASCII: \".\" and the hex of the\n\
+         first 16 bytes of SHA-256(\"ovtp/2 partial\" || 00 || client.fingerprint || 00 ||\n\
+         \"hello.txt\"), then \".ovtp-part\".",
     );
     out.bytes("file.content", FILE_CONTENT);
     out.bytes("file.sha256", &file_sha);
+    out.bytes("file.partial_name", partial_name(client.fingerprint().as_str()).as_bytes());
     for (note, c2s, rtype, plaintext) in file_records {
         emit(&mut out, Rec { note, c2s, rtype, flags: FIN, plaintext }, &mut crng, &mut srng);
     }
@@ -1105,7 +1137,7 @@ fn test_vectors_open_with_an_independent_check() {
         }
         count += 1;
     }
-    assert_eq!(count, 18, "expected the 18 records of the vector file");
+    assert_eq!(count, 20, "expected the 20 records of the vector file");
     assert!(partial.is_empty(), "a message lacks its FIN record");
 
     // Message layouts, in the order each side sent them.
@@ -1113,14 +1145,15 @@ fn test_vectors_open_with_an_independent_check() {
     assert_eq!(
         types("c2s"),
         [
-            REC_REQUEST,   // text "hello"
-            REC_REQUEST,   // data 00..ff
-            REC_REQUEST,   // text "two records", in two records
-            REC_REQUEST,   // PUT hello.txt
-            REC_FILE_DATA, // its bytes
-            REC_FILE_END,  // its length and digest
-            REC_REQUEST,   // GET hello.txt
-            REC_REQUEST,   // DIGEST hello.txt
+            REC_REQUEST,     // text "hello"
+            REC_REQUEST,     // data 00..ff
+            REC_REQUEST,     // text "two records", in two records
+            REC_REQUEST,     // PUT hello.txt
+            REC_FILE_PREFIX, // the digest of its first 40 bytes
+            REC_FILE_DATA,   // the bytes after them
+            REC_FILE_END,    // its length and digest
+            REC_REQUEST,     // GET hello.txt
+            REC_REQUEST,     // DIGEST hello.txt
         ]
     );
     assert_eq!(
@@ -1128,7 +1161,8 @@ fn test_vectors_open_with_an_independent_check() {
         [
             REC_RESPONSE,   // to "hello"
             REC_RESPONSE,   // to the data
-            REC_FILE_READY, // PUT: where to start
+            REC_FILE_READY, // PUT: how much is held
+            REC_FILE_READY, // PUT: where to start, once the prefix is proven
             REC_RESPONSE,   // PUT: the final answer
             REC_FILE_READY, // GET: size and start
             REC_FILE_DATA,  // GET: the bytes
@@ -1141,7 +1175,7 @@ fn test_vectors_open_with_an_independent_check() {
     let s2c: Vec<&[u8]> = messages["s2c"].iter().map(|m| m.1.as_slice()).collect();
 
     // Requests: id [16] || op || body.
-    let requests: Vec<(&[u8], u8, &[u8])> = [0, 1, 2, 3, 6, 7]
+    let requests: Vec<(&[u8], u8, &[u8])> = [0, 1, 2, 3, 7, 8]
         .iter()
         .map(|&i| {
             let mut c = Cursor(c2s[i], "request");
@@ -1178,22 +1212,32 @@ fn test_vectors_open_with_an_independent_check() {
     assert_eq!(c.u64(), size);
     assert_eq!(c.u8(), XFER_RESUME);
     c.end();
-    // FILE_READY of a PUT: offset u64 || SHA-256 of the receiver's first `offset` bytes.
+    // FILE_READY of a PUT: offset u64 alone, the bytes of the partial file held.
     let mut c = Cursor(s2c[2], "FILE_READY (PUT)");
     let offset = c.u64();
-    assert_eq!(offset, 0);
-    assert_eq!(c.take(32), sha256(&[&content[..offset as usize]]));
+    assert_eq!(offset, HELD as u64);
     c.end();
-    // FILE_DATA: offset u64 || bytes, starting at the offset the receiver offered
-    // (its prefix digest matches); FILE_END: total u64 || SHA-256 of the whole file.
-    let mut c = Cursor(c2s[4], "FILE_DATA (PUT)");
-    assert_eq!(c.u64(), offset);
-    assert_eq!(c.0, &content[offset as usize..]);
-    let mut c = Cursor(c2s[5], "FILE_END (PUT)");
+    // FILE_PREFIX: the client's SHA-256 of its own first `offset` bytes.
+    let mut c = Cursor(c2s[4], "FILE_PREFIX");
+    assert_eq!(c.take(32), sha256(&[&content[..HELD]]));
+    c.end();
+    // The second FILE_READY: the agreed start, `offset` (or 0 to start over).
+    let mut c = Cursor(s2c[3], "FILE_READY (PUT, agreed)");
+    let start = c.u64();
+    assert_eq!(start, offset, "the prefix matched, the data continues after it");
+    c.end();
+    // FILE_DATA: offset u64 || bytes, from the agreed start; FILE_END: total u64
+    // || SHA-256 of the whole file, prefix included.
+    let mut c = Cursor(c2s[5], "FILE_DATA (PUT)");
+    assert_eq!(c.u64(), start);
+    assert_eq!(c.0, &content[start as usize..]);
+    let mut c = Cursor(c2s[6], "FILE_END (PUT)");
     assert_eq!(c.u64(), size);
     assert_eq!(c.take(32), sha256(&[&content]));
     c.end();
-    assert_eq!(reply("response", s2c[3]), (id(3), 0, PUT_REPLY));
+    assert_eq!(reply("response", s2c[4]), (id(3), 0, PUT_REPLY));
+    let fingerprint = v.text("client.fingerprint");
+    v.expect("file.partial_name", partial_name(fingerprint).as_bytes());
 
     // GET: name vec16 || offset u64 || prefix_sha256 [32] || flags u8.
     let mut c = Cursor(requests[4].2, "GET");
@@ -1203,15 +1247,15 @@ fn test_vectors_open_with_an_independent_check() {
     assert_eq!(c.u8(), XFER_RESUME);
     c.end();
     // FILE_READY of a GET: size u64 || start u64 (start is the offered offset or 0).
-    let mut c = Cursor(s2c[4], "FILE_READY (GET)");
+    let mut c = Cursor(s2c[5], "FILE_READY (GET)");
     assert_eq!(c.u64(), size);
     let start = c.u64();
     assert!(start == offset || start == 0);
     c.end();
-    let mut c = Cursor(s2c[5], "FILE_DATA (GET)");
+    let mut c = Cursor(s2c[6], "FILE_DATA (GET)");
     assert_eq!(c.u64(), start);
     assert_eq!(c.0, &content[start as usize..]);
-    let mut c = Cursor(s2c[6], "FILE_END (GET)");
+    let mut c = Cursor(s2c[7], "FILE_END (GET)");
     assert_eq!(c.u64(), size);
     assert_eq!(c.take(32), sha256(&[&content]));
     c.end();
@@ -1220,7 +1264,7 @@ fn test_vectors_open_with_an_independent_check() {
     let mut c = Cursor(requests[5].2, "DIGEST");
     assert_eq!(c.vec16(), FILE_NAME.as_bytes());
     c.end();
-    let (rid, status, body) = reply("response", s2c[7]);
+    let (rid, status, body) = reply("response", s2c[8]);
     assert_eq!((rid, status), (id(5), 0));
     let mut c = Cursor(body, "DIGEST reply");
     assert_eq!(c.u64(), size);
@@ -1228,7 +1272,7 @@ fn test_vectors_open_with_an_independent_check() {
     c.end();
 
     // The alert: code u8 || message vec16.
-    let mut c = Cursor(s2c[8], "alert");
+    let mut c = Cursor(s2c[9], "alert");
     assert_eq!(c.u8(), 5);
     assert_eq!(c.vec16(), b"server is shutting down");
     c.end();
@@ -1276,6 +1320,11 @@ fn file_exchange_vectors_are_what_a_real_server_speaks() {
     let addr = server.local_addr().unwrap();
     let stopper = server.stopper().unwrap();
     let running = std::thread::spawn(move || server.run());
+    // The 40 bytes an interrupted upload by this client key left, under the
+    // name PROTOCOL.md 7.7.7 gives this key's partial file of hello.txt.
+    let partial = files.join(String::from_utf8(v.bytes("file.partial_name")).unwrap());
+    assert_eq!(partial, ovtp::upload_partial_path(&files.join(FILE_NAME), &client.fingerprint()));
+    std::fs::write(&partial, &v.bytes("file.content")[..HELD]).unwrap();
 
     // A handshake through the public state machines, over a real socket.
     let mut sock = std::net::TcpStream::connect(addr).unwrap();
@@ -1321,12 +1370,13 @@ fn file_exchange_vectors_are_what_a_real_server_speaks() {
         }
         replayed += 1;
     }
-    assert_eq!(replayed, 11);
+    assert_eq!(replayed, 13);
     assert_eq!(
         std::fs::read(files.join(FILE_NAME)).unwrap(),
         v.bytes("file.content"),
         "the uploaded file"
     );
+    assert!(!partial.exists(), "the partial file became the file");
     drop(sock);
     stopper.stop();
     running.join().unwrap().unwrap();
