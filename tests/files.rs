@@ -663,3 +663,49 @@ fn a_verified_transfer_reads_the_stored_file_back_and_catches_a_changed_copy() {
     assert!(matches!(err, Error::DigestMismatch(_)), "{err}");
     assert!(err.to_string().contains(&format!("{} bytes", data.len() + 1)), "{err}");
 }
+
+/// The server continues a partial upload only after the client proved, with
+/// FILE_PREFIX, that the bytes held are its file's: a FILE_DATA after them
+/// without the proof is refused, and a wrong digest makes the data start at 0.
+#[test]
+fn a_partial_upload_is_continued_only_after_its_prefix_is_proven() {
+    use ovtp::hooks::msg::{
+        FLAG_FIN, FileEnd, Op, Put, REC_FILE_DATA, REC_FILE_END, REC_FILE_PREFIX, REC_FILE_READY,
+        REC_RESPONSE,
+    };
+    let fs = file_server(|_| {});
+    let data = content(1000, 4);
+    let partial = ovtp::upload_partial_path(&fs.files.join("p.bin"), &client_keys().fingerprint());
+    let put = Op::Put(Put { name: "p.bin", size: 1000, overwrite: false, resume: true });
+    let ready = |c: &mut RawClient| {
+        let (rtype, _, pt) = c.recv();
+        assert_eq!(rtype, REC_FILE_READY);
+        u64::from_be_bytes(pt.try_into().unwrap())
+    };
+    let status = |pt: &[u8]| u16::from_be_bytes([pt[16], pt[17]]);
+
+    // No proof: FILE_DATA right after the 400 bytes held is refused at once.
+    std::fs::write(&partial, &data[..400]).unwrap();
+    let mut c = RawClient::connect(fs.srv.addr, &client_keys(), fs.srv.keys.public());
+    c.request(put.clone());
+    assert_eq!(ready(&mut c), 400);
+    c.send(REC_FILE_DATA, FLAG_FIN, &[&400u64.to_be_bytes()[..], &data[400..]].concat());
+    let (rtype, _, pt) = c.recv();
+    assert_eq!((rtype, status(&pt)), (REC_RESPONSE, ovtp::status::BAD_REQUEST));
+    let end = FileEnd { total: 1000, sha256: sha(&data), abort: false };
+    c.send(REC_FILE_END, FLAG_FIN, &end.to_vec()); // drained
+    assert!(!fs.files.join("p.bin").exists());
+
+    // A proof that does not match: the data starts over at 0, and the file is whole.
+    std::fs::write(&partial, &data[..400]).unwrap();
+    c.request(put);
+    assert_eq!(ready(&mut c), 400);
+    c.send(REC_FILE_PREFIX, FLAG_FIN, &sha(&data[..399]));
+    assert_eq!(ready(&mut c), 0, "a prefix that differs is not continued");
+    c.send(REC_FILE_DATA, FLAG_FIN, &[&0u64.to_be_bytes()[..], &data].concat());
+    c.send(REC_FILE_END, FLAG_FIN, &end.to_vec());
+    let (rtype, _, pt) = c.recv();
+    assert_eq!((rtype, status(&pt)), (REC_RESPONSE, ovtp::status::OK));
+    assert_eq!(std::fs::read(fs.files.join("p.bin")).unwrap(), data);
+    assert!(!partial.exists());
+}
