@@ -117,8 +117,8 @@ pub mod hooks {
     pub use crate::proto::codec::{Body, split_frame};
     pub use crate::proto::dh;
     pub use crate::proto::handshake::{
-        ClientAwaitAuth, ClientSecrets, ClientStart, ServerAwaitAuth, ServerHalf, ServerVerified,
-        Session, alert_frame, client_hello_key,
+        ClientAwaitAuth, ClientSecrets, ClientStart, ClientVerified, ServerAwaitAuth, ServerHalf,
+        ServerVerified, Session, alert_frame, client_hello_key,
     };
     pub use crate::proto::msg;
     pub use crate::proto::record::{Opener, Record, Sealer};

@@ -30,7 +30,9 @@ pub enum Payload {
         path: std::path::PathBuf,
         /// Its size in bytes.
         size: u64,
-        /// Its SHA-256.
+        /// Its SHA-256 as the client computed it and sent it in FILE_END: every
+        /// byte arrived authenticated and in order, but the server does not hash
+        /// them again (PROTOCOL.md 7.7.6); hash `path` if you need certainty.
         sha256: [u8; 32],
     },
     /// A client asks for a file (`get_file`) or its digest (`file_digest`).

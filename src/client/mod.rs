@@ -224,7 +224,15 @@ impl Client {
             state.read_server_hello(&body, &mut rng, |key| self.check_server_key(key))?;
         conn.write_all(&auth)?;
         let body = conn.read_frame(MAX_HANDSHAKE_FRAME, deadline, "handshake")?;
-        state.read_server_auth(&body, &mut rng)
+        let verified = state.verify_server_auth(&body)?;
+        // Unwrapping the server's secret and the Diffie-Hellman secret are
+        // independent: two threads, one exponentiation off the critical path.
+        let (server_secret, dh_secret) = std::thread::scope(|scope| {
+            let dh = scope.spawn(|| verified.dh_secret());
+            (verified.unwrap_server_secret(&mut rng), dh.join())
+        });
+        let dh_secret = dh_secret.map_err(|_| Error::Malformed("key exchange"))?;
+        Ok(verified.finish(&server_secret?, &dh_secret))
     }
 
     /// Drop the current connection (if any) and establish a new one.

@@ -242,21 +242,57 @@ impl ClientStart {
 }
 
 impl ClientAwaitAuth {
-    /// Read the ServerAuth: verify the server's signature, then unwrap its
-    /// secret and compute the Diffie-Hellman secret.
-    pub fn read_server_auth(mut self, body: &[u8], rng: &mut Rng) -> Result<Session> {
+    /// Read the ServerAuth and verify the server's signature; only a verified
+    /// state can unwrap the server's secret or compute the Diffie-Hellman secret.
+    pub fn verify_server_auth(mut self, body: &[u8]) -> Result<ClientVerified> {
         let (wrapped, share, signature) = parse_auth(body, SERVER_AUTH)?;
         self.transcript.absorb(wrapped);
         self.transcript.absorb(&share);
         let h2 = self.transcript.hash();
         self.server_key.verify_pss(&signed_message(LABEL_SERVER_SIG, &h2), signature)?;
-        let server_secret = unwrap_secret(&self.keys, rng, wrapped)?;
-        let dh_secret = self.exponent.shared_secret(&share);
         self.transcript.absorb(signature);
-        let h3 = self.transcript.hash();
-        let keys = SessionKeys::derive(self.secret.as_slice(), &server_secret, &dh_secret, &h3);
+        Ok(ClientVerified { state: self, wrapped: wrapped.to_vec(), share })
+    }
+
+    /// [`ClientAwaitAuth::verify_server_auth`], then both secrets one after
+    /// the other, then [`ClientVerified::finish`]. The client computes the
+    /// two at once instead (`client::Client`).
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn read_server_auth(self, body: &[u8], rng: &mut Rng) -> Result<Session> {
+        let verified = self.verify_server_auth(body)?;
+        let server_secret = verified.unwrap_server_secret(rng)?;
+        let dh_secret = verified.dh_secret();
+        Ok(verified.finish(&server_secret, &dh_secret))
+    }
+}
+
+/// Client, with the server's signature verified: two independent steps
+/// remain, [`ClientVerified::unwrap_server_secret`] (a private-key operation)
+/// and [`ClientVerified::dh_secret`] (an exponentiation); both take `&self`.
+pub struct ClientVerified {
+    state: ClientAwaitAuth,
+    wrapped: Vec<u8>,
+    share: Share,
+}
+
+impl ClientVerified {
+    /// Unwrap the server's secret with the client's private key.
+    pub fn unwrap_server_secret(&self, rng: &mut Rng) -> Result<Zeroizing<Vec<u8>>> {
+        unwrap_secret(&self.state.keys, rng, &self.wrapped)
+    }
+
+    /// The Diffie-Hellman secret `Y_s^x_c mod p`.
+    pub fn dh_secret(&self) -> Zeroizing<Share> {
+        self.state.exponent.shared_secret(&self.share)
+    }
+
+    /// The session, from both secrets; the exponent is wiped with `self`.
+    pub fn finish(self, server_secret: &[u8], dh_secret: &Share) -> Session {
+        let ClientAwaitAuth { server_key, secret, transcript, .. } = self.state;
+        let h3 = transcript.hash();
+        let keys = SessionKeys::derive(secret.as_slice(), server_secret, dh_secret, &h3);
         let (sealer, opener) = keys.client_halves();
-        Ok(Session { sealer, opener, peer: self.server_key, transcript: h3 })
+        Session { sealer, opener, peer: server_key, transcript: h3 }
     }
 }
 
