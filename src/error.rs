@@ -102,12 +102,27 @@ pub enum Error {
     },
 }
 
-/// Replace control characters so that peer-supplied text cannot move the
-/// cursor or hide output on a terminal (compare scp's CVE-2019-6109).
+/// Whether `c` changes how the text around it is shown while staying
+/// invisible itself: control characters (Cc), bidirectional embeddings,
+/// overrides, isolates and marks (`invoice\u{202e}fdp.exe` shows as
+/// "invoiceexe.pdf"), zero-width and other invisible format characters, the
+/// line and paragraph separators, the byte order mark, Hangul fillers,
+/// interlinear annotations and tag characters.
+pub(crate) fn is_deceptive(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{ad}' | '\u{61c}' | '\u{115f}' | '\u{1160}' | '\u{180e}' | '\u{3164}'
+            | '\u{feff}' | '\u{ffa0}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}' | '\u{fff9}'..='\u{fffb}' | '\u{e0000}'..='\u{e007f}')
+}
+
+/// Escape control characters and other deceptive ones (bidirectional
+/// overrides, zero-width characters, U+2028...: `is_deceptive`) so that
+/// peer-supplied text cannot move the cursor, hide output or reorder what a
+/// terminal or log shows (compare scp's CVE-2019-6109).
 pub fn escape_control(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        if c.is_control() {
+        if is_deceptive(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -212,3 +227,21 @@ impl From<io::Error> for Error {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bidi_zero_width_and_separator_characters_are_escaped_in_output() {
+        assert_eq!(escape_control("invoice\u{202e}fdp.exe"), "invoice\\u{202e}fdp.exe");
+        for c in
+            ['\u{200b}', '\u{200d}', '\u{200f}', '\u{2028}', '\u{2029}', '\u{2066}', '\u{feff}']
+        {
+            let shown = escape_control(&format!("a{c}b"));
+            assert!(!shown.contains(c) && shown.starts_with("a\\u{"), "{shown:?}");
+        }
+        assert_eq!(escape_control("a\u{1b}[2J"), "a\\u{1b}[2J");
+        assert_eq!(escape_control("ünïcode, 日本語 ok"), "ünïcode, 日本語 ok");
+    }
+}

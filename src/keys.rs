@@ -183,7 +183,7 @@ impl fmt::Debug for PublicKey {
 
 /// A key fingerprint, `SHA256:` + unpadded standard base64 of SHA-256 over the
 /// SPKI DER, exactly as OpenSSH prints fingerprints (50 characters).
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct Fingerprint(String);
 
 impl Fingerprint {
@@ -235,6 +235,8 @@ pub struct KeyPair {
     private: Arc<rsa::PrivateKey>,
     public: PublicKey,
     private_ops: Arc<AtomicU64>,
+    /// The file it was loaded from: a server's files directory may not hold it.
+    path: Option<Arc<Path>>,
 }
 
 impl KeyPair {
@@ -257,7 +259,8 @@ impl KeyPair {
 
     fn from_rsa(private: rsa::PrivateKey) -> Result<Self> {
         let public = PublicKey::from_rsa(private.to_public_key())?;
-        Ok(KeyPair { private: Arc::new(private), public, private_ops: Arc::new(AtomicU64::new(0)) })
+        let private_ops = Arc::new(AtomicU64::new(0));
+        Ok(KeyPair { private: Arc::new(private), public, private_ops, path: None })
     }
 
     /// Parse an unencrypted private key: PKCS#8 (`BEGIN PRIVATE KEY`) or
@@ -314,7 +317,13 @@ impl KeyPair {
         let path = path.as_ref();
         let pem = read_capped_secret(path, MAX_KEY_FILE)?;
         let pem = utf8(path, &pem)?;
-        Self::from_pem(pem).map_err(|e| with_path(path, e))
+        let keys = Self::from_pem(pem).map_err(|e| with_path(path, e))?;
+        Ok(KeyPair { path: Some(path.into()), ..keys })
+    }
+
+    /// The file this key was [`load`](Self::load)ed from, if it was.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 
     /// Write the private key (PKCS#8 PEM) with mode 0600, atomically. Refuses to

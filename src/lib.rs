@@ -65,7 +65,7 @@
 //!
 //! | layer | what | properties it holds (PROTOCOL.md 13) |
 //! |---|---|---|
-//! | `proto/codec.rs` | frames, bounds-checked reader, [`Body`](proto::codec::Body) | lengths checked before allocation; no trailing bytes |
+//! | `proto/codec.rs` | frames, bounds-checked reader, `Body` | lengths checked before allocation; no trailing bytes |
 //! | `proto/handshake.rs` | handshake states | versioned; mutual authentication; no private-key work and no exponentiation before the client's signature verifies; pinning before signing |
 //! | `proto/dh.rs` | ffdhe3072 shares and secret | forward secrecy; peer shares checked `1 < Y < p-1` |
 //! | `proto/schedule.rs` | HKDF, session keys | four independent keys |
@@ -123,7 +123,7 @@ pub mod hooks {
     pub use crate::proto::msg;
     pub use crate::proto::record::{Opener, Record, Sealer};
     pub use crate::proto::schedule::{DIR_CLIENT_TO_SERVER, DIR_SERVER_TO_CLIENT, SessionKeys};
-    pub use crate::proto::transfer::{Receiver, Refusal, Sender, Start, Verdict};
+    pub use crate::proto::transfer::{Receiver, Refusal, Sender, Start, Verdict, resume_point};
 }
 
 /// The README's code examples, compiled as doctests so they cannot rot.

@@ -23,7 +23,10 @@ impl Home {
         let n = N.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("ovtp-cli-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let mut builder = std::fs::DirBuilder::new();
+        // 0755 whatever the umask: `serve --dir` refuses a group-writable directory.
+        std::os::unix::fs::DirBuilderExt::mode(builder.recursive(true), 0o755);
+        builder.create(&dir).unwrap();
         Home(dir)
     }
     fn join(&self, name: &str) -> PathBuf {
@@ -627,4 +630,95 @@ fn progress_is_shown_on_a_terminal_only() {
     let shown = out.stdout;
     assert!(shown.contains('\r') && shown.contains("100%") && shown.contains("MB/s"), "{shown:?}");
     assert!(shown.contains("2.00 MB / 2.00 MB"), "{shown:?}");
+}
+
+#[test]
+fn first_contact_errors_say_what_to_do() {
+    let (server_home, client) = pair("first");
+    let stranger = Home::new("first-x");
+    ok(&stranger, &["keygen", "--bits", "2048"]);
+    // Nothing listening: the address is named, and so is the likely cause.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let out = ovtp(&client, &["send", &closed.to_string(), "hi", "--accept-new"], b"");
+    assert_eq!(out.code, 69, "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("cannot connect to {closed}")), "{}", out.stderr);
+    assert!(out.stderr.contains("nothing is listening"), "{}", out.stderr);
+
+    // An unknown key: told its own fingerprint, where its public key is, and
+    // the exact command the server's operator runs.
+    let server = Server::start(&server_home, &[]);
+    let out = ovtp(&stranger, &["send", &server.addr, "hi", "--accept-new"], b"");
+    assert_eq!(out.code, 66, "{}", out.stderr);
+    let fingerprint = ok(&stranger, &["fingerprint"]).stdout.trim().to_string();
+    assert!(out.stderr.contains(&fingerprint), "{}", out.stderr);
+    assert!(out.stderr.contains(&stranger.s("id_rsa.pub")), "{}", out.stderr);
+    assert!(out.stderr.contains("ovtp authorize id_rsa.pub"), "{}", out.stderr);
+}
+
+#[test]
+fn a_files_directory_holding_the_servers_home_or_key_files_is_refused() {
+    let (base, trust) = (Home::new("dirkeys"), Home::new("dirkeys-trust"));
+    let ak = trust.s("authorized_keys");
+    // Every case would serve until standard input closes (at once), were it not refused.
+    let serve = |args: &[&str]| {
+        let common = ["serve", "--listen", "127.0.0.1:0", "--stdin-close-stops"];
+        ovtp(&base, &[&common[..], args].concat(), b"")
+    };
+    let home = base.s("");
+    for (args, named) in [
+        // The home itself: it holds the key made on first use, and authorized_keys.
+        (vec!["--dir", &home, "--authorized-keys", &ak], "id_rsa"),
+        (vec!["--dir", &home], "authorized_keys"),
+    ] {
+        let out = serve(&args);
+        assert!(out.code != 0 && out.stderr.contains("contains"), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(named), "{args:?}: {}", out.stderr);
+    }
+    // A directory that holds the home, with the key and trust files elsewhere.
+    ok(&trust, &["keygen", "--bits", "2048"]);
+    let (dir, inner) = (base.s("files"), base.s("files/home"));
+    let key = trust.s("id_rsa");
+    let args = ["--home", &inner, "serve", "--listen", "127.0.0.1:0", "--stdin-close-stops"];
+    let out = ovtp(
+        &base,
+        &[&args[..], &["--dir", &dir, "--key", &key, "--authorized-keys", &ak]].concat(),
+        b"",
+    );
+    assert!(out.code != 0 && out.stderr.contains(&format!("contains {inner}")), "{}", out.stderr);
+    // Files inside the home are fine (tests/cli.rs serves from HOME/files throughout).
+}
+
+#[test]
+fn an_ipv6_server_is_reached_by_bracketed_address_and_pinned_so() {
+    if let Err(e) = std::net::TcpListener::bind("[::1]:0") {
+        eprintln!("skipped: no IPv6 loopback here ([::1]: {e})");
+        return;
+    }
+    let (server_home, client) = pair("v6");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "[::1]:0", "--stdin-close-stops"])
+        .env("OVTP_HOME", &server_home.0)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _stdin = child.stdin.take();
+    let stderr = collect(child.stderr.take().unwrap());
+    let _kill = Kill(child);
+    let until = Instant::now() + COMMAND_LIMIT;
+    let addr = loop {
+        let text = String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
+        if let Some(rest) = text.split("listening on ").nth(1) {
+            break rest.split(", server key").next().unwrap().to_string();
+        }
+        assert!(Instant::now() < until, "no listening line: {text}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(addr.starts_with("[::1]:"), "{addr}");
+    assert_eq!(ok(&client, &["send", &addr, "hi", "--accept-new"]).stdout, "ok");
+    let known = std::fs::read_to_string(client.join("known_hosts")).unwrap();
+    assert!(known.contains(&format!("{addr} SHA256:")), "{known}");
+    // Pinned now: a second send needs no --accept-new.
+    assert_eq!(ok(&client, &["send", &addr, "again"]).stdout, "ok");
 }

@@ -613,3 +613,41 @@ fn a_batch_interrupted_by_a_lost_connection_is_completed_without_running_any_han
     }
     assert_eq!(srv.calls(), 1000, "a retried request ran the handler again");
 }
+
+/// `[::1]:0` bound, or `None` (with the reason printed) where this machine has
+/// no IPv6 loopback.
+fn ipv6_loopback() -> Option<std::net::TcpListener> {
+    match std::net::TcpListener::bind("[::1]:0") {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!("skipped: no IPv6 loopback here ([::1]: {e})");
+            None
+        }
+    }
+}
+
+#[test]
+fn one_server_serves_ipv4_and_ipv6_listeners_and_stops_both() {
+    let Some(v6) = ipv6_loopback() else { return };
+    let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = TempDir::new("dual");
+    let ak = ovtp::AuthorizedKeys::new(dir.join("authorized_keys"));
+    ak.add(client_keys().public(), "test client").unwrap();
+    let keys = server_keys();
+    let handler = |req: Request<'_>| Reply::ok(format!("{:?}", req.peer_addr.is_ipv6()));
+    let server =
+        ovtp::Server::from_listeners(vec![v4, v6], keys.clone(), ak, quick_server(), handler)
+            .unwrap();
+    let addrs = server.local_addrs().unwrap();
+    let stopper = server.stopper().unwrap();
+    let running = std::thread::spawn(move || server.run());
+    let pin = HostTrust::Fingerprint(keys.fingerprint());
+    for (addr, v6) in [(addrs[0], "false"), (addrs[1], "true")] {
+        let mut c =
+            Client::connect_with(&addr.to_string(), client_keys(), pin.clone(), quick_client())
+                .unwrap();
+        assert_eq!(c.send_message("hi").unwrap().text(), v6, "{addr}");
+    }
+    stopper.stop();
+    running.join().unwrap().unwrap();
+}

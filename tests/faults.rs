@@ -12,7 +12,7 @@ use common::*;
 use ovtp::Event;
 use ovtp::constants::MAX_HANDSHAKE_FRAME;
 use ovtp::hooks::msg::FLAG_FIN;
-use ovtp::hooks::msg::{OP_GET, OP_PUT};
+use ovtp::hooks::msg::{OP_GET, OP_PUT, OP_TEXT};
 use ovtp::hooks::{ClientStart, Session};
 use ovtp::{
     AlertCode, Client, ClientConfig, Error, FailureBudget, KeyPair, Payload, Reply, Request, Rng,
@@ -150,7 +150,11 @@ impl RawPeer {
     }
 
     fn request(&mut self, op: u8, body: &[u8]) -> std::io::Result<()> {
-        let mut pt = Rng::system().array::<16>().unwrap().to_vec();
+        self.request_id(Rng::system().array::<16>().unwrap(), op, body)
+    }
+
+    fn request_id(&mut self, id: [u8; 16], op: u8, body: &[u8]) -> std::io::Result<()> {
+        let mut pt = id.to_vec();
         pt.push(op);
         pt.extend_from_slice(body);
         self.send(REC_REQUEST, &pt)
@@ -522,7 +526,7 @@ fn a_peer_holding_connections_up_to_the_cap_cannot_keep_clients_out() {
 fn strangers_and_garbage_cost_no_private_key_operation_and_no_file_access() {
     let dir = TempDir::new("strangers");
     let files = dir.join("files");
-    std::fs::create_dir_all(&files).unwrap();
+    make_dir(&files).unwrap();
     let (config, log) = logging(ServerConfig {
         files_dir: Some(files.clone()),
         // Not rate-limited here: every attempt must reach the handshake code.
@@ -609,7 +613,7 @@ fn strangers_and_garbage_cost_no_private_key_operation_and_no_file_access() {
 }
 
 #[test]
-fn an_authorized_hello_passes_a_pool_full_of_fresh_strangers_and_an_unknown_one_does_not() {
+fn an_authorized_hello_takes_a_fresh_silent_strangers_place_and_an_unknown_one_does_not() {
     let srv = TestServer::start(ServerConfig { max_unauthenticated: 2, ..quick_server() });
     // Two silent sockets, too young to be evicted, fill the stranger pool.
     let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(srv.addr).unwrap()).collect();
@@ -623,4 +627,70 @@ fn an_authorized_hello_passes_a_pool_full_of_fresh_strangers_and_an_unknown_one_
         .unwrap_err();
     assert!(matches!(err, Error::Refused { code: AlertCode::Unauthorized, .. }), "{err}");
     drop(held);
+}
+
+#[test]
+fn silent_sockets_naming_an_authorized_key_cannot_lock_another_client_out() {
+    // Issue 12, finding 1, scaled down: every place of the connection cap is
+    // asked for by a socket that sends an authorized client's ClientHello (its
+    // public key is public) and then stays silent. Another authorized client
+    // must still be served: a hello proves nothing until its ClientAuth verifies.
+    let srv = TestServer::start(ServerConfig {
+        max_connections: 8,
+        max_unauthenticated: 2,
+        ..quick_server()
+    });
+    let other = other_server_keys();
+    ovtp::AuthorizedKeys::new(&srv.authorized).add(other.public(), "another client").unwrap();
+    let mut rng = Rng::system();
+    let held: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = TcpStream::connect(srv.addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let (_, hello) = ClientStart::new(&client_keys(), &mut rng).unwrap();
+            s.write_all(&hello).unwrap();
+            let _ = read_frame(&mut s); // the ServerHello, or an alert and a close
+            s
+        })
+        .collect();
+    // Past the grace period: the strangers kept are old enough to be evicted.
+    std::thread::sleep(ovtp::MIN_STRANGER_AGE + Duration::from_millis(100));
+    let result = Client::connect_with(&srv.addr.to_string(), other, srv.pin(), no_retry())
+        .and_then(|mut c| c.send_message("in"));
+    assert!(result.is_ok(), "another authorized client was kept out: {}", result.unwrap_err());
+    let open = held
+        .iter()
+        .filter(|s| {
+            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            let silent = |e: &std::io::Error| {
+                matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+            };
+            matches!((&mut &**s).read(&mut [0u8; 64]), Err(e) if silent(&e))
+        })
+        .count();
+    assert!(open <= 2, "{open} silent sockets hold places; the stranger pool is 2");
+}
+
+#[test]
+fn one_clients_flood_of_requests_cannot_make_another_clients_retry_run_twice() {
+    // Issue 12, finding 4: one authorized client sends more requests than the
+    // reply cache has entries; another client's retry of a request whose reply
+    // it lost must still be answered from the cache, not handled again.
+    let srv = TestServer::start(quick_server());
+    let flooder = other_server_keys();
+    ovtp::AuthorizedKeys::new(&srv.authorized).add(flooder.public(), "flooder").unwrap();
+    let id = [7u8; 16];
+    let mut victim = RawPeer::connect(srv.addr, &srv.keys);
+    victim.request_id(id, OP_TEXT, b"pay 100").unwrap();
+    let first = victim.recv();
+    drop(victim); // the reply is lost: the client retries on a new connection
+    let mut c =
+        Client::connect_with(&srv.addr.to_string(), flooder, srv.pin(), quick_client()).unwrap();
+    let items = vec![ovtp::Outgoing::Text("x"); ovtp::constants::REPLY_CACHE_ENTRIES + 16];
+    assert_eq!(c.send_batch(&items).unwrap().len(), items.len());
+    let calls = srv.calls();
+    let mut retry = RawPeer::connect(srv.addr, &srv.keys);
+    retry.request_id(id, OP_TEXT, b"pay 100").unwrap();
+    assert_eq!(retry.recv(), first);
+    assert_eq!(srv.calls(), calls, "the retried request was handled again");
 }

@@ -30,7 +30,7 @@ struct FileServer {
 fn file_server(tweak: impl FnOnce(&mut ServerConfig)) -> FileServer {
     let dir = TempDir::new("files");
     let files = dir.join("files");
-    std::fs::create_dir_all(&files).unwrap();
+    make_dir(&files).unwrap();
     let mut config = ServerConfig { files_dir: Some(files.clone()), ..quick_server() };
     tweak(&mut config);
     let events: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -79,7 +79,7 @@ fn leftovers(dir: &Path) -> Vec<String> {
 fn a_message_handler_that_answers_everything_ok_cannot_be_made_to_accept_or_serve_files() {
     let dir = TempDir::new("files");
     let files = dir.join("files");
-    std::fs::create_dir_all(&files).unwrap();
+    make_dir(&files).unwrap();
     std::fs::write(files.join("kept.txt"), b"private").unwrap();
     let config = ServerConfig { files_dir: Some(files.clone()), ..quick_server() };
     // A closure is a handler for messages only, however it answers.
@@ -708,4 +708,51 @@ fn a_partial_upload_is_continued_only_after_its_prefix_is_proven() {
     assert_eq!((rtype, status(&pt)), (REC_RESPONSE, ovtp::status::OK));
     assert_eq!(std::fs::read(fs.files.join("p.bin")).unwrap(), data);
     assert!(!partial.exists());
+}
+
+#[cfg(unix)]
+#[test]
+fn a_files_directory_others_can_write_or_holding_the_servers_own_files_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = TempDir::new("fdir");
+    let files = home.join("files");
+    make_dir(&files).unwrap();
+    let key_file = home.join("id_rsa");
+    server_keys().save(&key_file, false).unwrap();
+    let keys = ovtp::KeyPair::load(&key_file).unwrap();
+    let bind = |dir: &Path, authorized: &Path, protected: &[&Path]| {
+        let config = ServerConfig {
+            files_dir: Some(dir.to_path_buf()),
+            protected_paths: protected.iter().map(|p| p.to_path_buf()).collect(),
+            ..quick_server()
+        };
+        let ak = ovtp::AuthorizedKeys::new(authorized);
+        let handler = |_: Request<'_>| Reply::ok("");
+        ovtp::Server::bind_with("127.0.0.1:0", keys.clone(), ak, config, handler)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let authorized = home.join("authorized_keys");
+    // Inside the home, beside the key and trust files: fine.
+    bind(&files, &authorized, &[home.path()]).unwrap();
+    // Writable by group or others: refused, with the command that fixes it.
+    std::fs::set_permissions(&files, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let err = bind(&files, &authorized, &[]).unwrap_err();
+    assert!(err.contains(&format!("chmod go-w {}", files.display())), "{err}");
+    std::fs::set_permissions(&files, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // Holding authorized_keys (even before it exists), the key it was loaded
+    // from, or a protected path such as the command line's home: refused.
+    let (inside, outside) = (files.join("sub/authorized_keys"), TempDir::new("fdir-ak"));
+    for (dir, authorized, protected, named) in [
+        (home.path(), &authorized, &[][..], "authorized_keys"),
+        (files.as_path(), &inside, &[][..], "authorized_keys"),
+        (home.path(), &outside.join("ak"), &[][..], "id_rsa"),
+        (files.as_path(), &authorized, &[files.join("home").as_path()][..], "home"),
+    ] {
+        let err = bind(dir, authorized, protected).unwrap_err();
+        assert!(err.contains("contains") && err.contains(named), "{err}");
+    }
+    // A files directory that does not exist is refused up front.
+    let err = bind(&home.join("missing"), &authorized, &[]).unwrap_err();
+    assert!(err.contains("missing"), "{err}");
 }

@@ -34,7 +34,7 @@
 
 mod common;
 
-use common::{Action, Dir, TempDir, proxy, quick_client};
+use common::{Action, Dir, TempDir, make_dir, proxy, quick_client};
 use ovtp::Event;
 use ovtp::{
     AuthorizedKeys, Client, Error, HostTrust, KeyPair, Payload, Reply, Request, ServeFiles, Server,
@@ -118,7 +118,7 @@ impl Rig {
     fn start(keys: &KeyPair) -> Rig {
         let dir = TempDir::new("mut");
         let files = dir.join("files");
-        std::fs::create_dir_all(&files).unwrap();
+        make_dir(&files).unwrap();
         let authorized = AuthorizedKeys::new(dir.join("authorized_keys"));
         authorized.add(client_keys().public(), "client").unwrap();
         let ends: Arc<Mutex<Vec<End>>> = Arc::default();

@@ -1302,7 +1302,10 @@ fn file_exchange_vectors_are_what_a_real_server_speaks() {
     let dir = std::env::temp_dir().join(format!("ovtp-vectors-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let files = dir.join("files");
-    std::fs::create_dir_all(&files).unwrap();
+    let mut builder = std::fs::DirBuilder::new();
+    // 0755 whatever the umask: a server refuses a group-writable files directory.
+    std::os::unix::fs::DirBuilderExt::mode(builder.recursive(true), 0o755);
+    builder.create(&files).unwrap();
     let authorized = AuthorizedKeys::new(dir.join("authorized_keys"));
     authorized.add(client.public(), "vector client").unwrap();
     let config = ServerConfig { files_dir: Some(files.clone()), ..ServerConfig::default() };

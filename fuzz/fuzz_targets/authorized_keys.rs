@@ -17,10 +17,8 @@ fuzz_target!(|data: &[u8]| {
         let again = parse_authorized_keys(&line).expect("a written line parses");
         assert_eq!(again.len(), 1);
         assert!(again[0].0 == key);
-        let cleaned: String = comment
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
+        let cleaned: String =
+            comment.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
         assert_eq!(again[0].1, cleaned.trim());
     }
 });

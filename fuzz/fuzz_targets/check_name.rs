@@ -14,14 +14,8 @@ fuzz_target!(|data: &[u8]| {
     }
     assert!(!name.chars().any(|c| c.is_control() || c == '\\'));
     let path = Path::new(name);
-    assert!(
-        path.components().all(|c| matches!(c, Component::Normal(_))),
-        "{name:?}"
-    );
-    assert!(
-        name.split('/')
-            .all(|p| !p.is_empty() && p != "." && p != "..")
-    );
+    assert!(path.components().all(|c| matches!(c, Component::Normal(_))), "{name:?}");
+    assert!(name.split('/').all(|p| !p.is_empty() && p != "." && p != ".."));
     let root = Path::new("/srv/ovtp/files");
     let joined = root.join(path);
     assert!(joined.starts_with(root) && joined != root, "{name:?}");

@@ -30,19 +30,11 @@ fuzz_target!(|data: &[u8]| {
     };
     // The client pins the vector server key, as a strict client would.
     let pin = |k: &PublicKey| {
-        if k == server {
-            Ok(())
-        } else {
-            Err(Error::InvalidInput("not the pinned key".into()))
-        }
+        if k == server { Ok(()) } else { Err(Error::InvalidInput("not the pinned key".into())) }
     };
     let before = client.private_operations();
     let Ok((state, _client_auth)) = start.read_server_hello(hello, &mut rng, pin) else {
-        assert_eq!(
-            client.private_operations(),
-            before,
-            "signed for a refused server"
-        );
+        assert_eq!(client.private_operations(), before, "signed for a refused server");
         return;
     };
     let Ok((auth, _)) = split_frame(rest, MAX_HANDSHAKE_FRAME) else {

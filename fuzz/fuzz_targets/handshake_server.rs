@@ -30,11 +30,7 @@ fuzz_target!(|data: &[u8]| {
     let before = server.private_operations();
     // Any well-formed key counts as authorized, so that the fuzzer gets past the hello.
     let state = ServerAwaitAuth::read_client_hello(server, hello, &mut rng, |_| Ok(true));
-    assert_eq!(
-        server.private_operations(),
-        before,
-        "private-key work on a hello"
-    );
+    assert_eq!(server.private_operations(), before, "private-key work on a hello");
     let Ok((state, _server_hello)) = state else {
         return;
     };

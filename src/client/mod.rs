@@ -138,39 +138,32 @@ impl Client {
         self.server_key.as_ref().map(PublicKey::fingerprint)
     }
 
+    /// The error for a server whose key is not the one expected.
+    fn changed(&self, expected: impl ToString, actual: &Fingerprint) -> Error {
+        let (host, expected, actual) =
+            (self.host.clone(), expected.to_string(), actual.to_string());
+        Error::HostKeyChanged { host, expected, actual }
+    }
+
     fn check_server_key(&self, key: &PublicKey) -> Result<()> {
         let actual = key.fingerprint();
         // Within one Client, the server key may never change across reconnects.
-        if let Some(known) = &self.server_key
-            && known != key
-        {
-            return Err(Error::HostKeyChanged {
-                host: self.host.clone(),
-                expected: known.fingerprint().to_string(),
-                actual: actual.to_string(),
-            });
+        if let Some(known) = self.server_key.as_ref().filter(|known| *known != key) {
+            return Err(self.changed(known.fingerprint(), &actual));
         }
         match &self.trust {
             HostTrust::Fingerprint(pinned) if *pinned == actual => Ok(()),
-            HostTrust::Fingerprint(pinned) => Err(Error::HostKeyChanged {
-                host: self.host.clone(),
-                expected: pinned.to_string(),
-                actual: actual.to_string(),
-            }),
+            HostTrust::Fingerprint(pinned) => Err(self.changed(pinned, &actual)),
             HostTrust::KnownHosts(file) | HostTrust::AcceptNew(file) => {
                 match file.check(&self.host, &actual)? {
                     HostCheck::Match => Ok(()),
-                    HostCheck::Changed { expected } => Err(Error::HostKeyChanged {
-                        host: self.host.clone(),
-                        expected: expected.to_string(),
-                        actual: actual.to_string(),
-                    }),
+                    HostCheck::Changed { expected } => Err(self.changed(expected, &actual)),
                     // Recorded only after the server proved it holds the key.
                     HostCheck::Unknown if matches!(self.trust, HostTrust::AcceptNew(_)) => Ok(()),
-                    HostCheck::Unknown => Err(Error::UnknownHost {
-                        host: self.host.clone(),
-                        fingerprint: actual.to_string(),
-                    }),
+                    HostCheck::Unknown => {
+                        let (host, fingerprint) = (self.host.clone(), actual.to_string());
+                        Err(Error::UnknownHost { host, fingerprint })
+                    }
                 }
             }
         }
@@ -189,7 +182,7 @@ impl Client {
                     stream = Some(s);
                     break;
                 }
-                Err(e) => last = e.into(),
+                Err(e) => last = connect_error(&self.host, a, e),
             }
         }
         let stream = stream.ok_or(last)?;
@@ -202,13 +195,7 @@ impl Client {
             match file.check(&self.host, &actual)? {
                 HostCheck::Match => {}
                 HostCheck::Unknown => file.add(&self.host, &actual)?,
-                HostCheck::Changed { expected } => {
-                    return Err(Error::HostKeyChanged {
-                        host: self.host.clone(),
-                        expected: expected.to_string(),
-                        actual: actual.to_string(),
-                    });
-                }
+                HostCheck::Changed { expected } => return Err(self.changed(expected, &actual)),
             }
         }
         self.server_key = Some(session.peer().clone());
@@ -384,6 +371,21 @@ impl Client {
         let wait = self.config.io_timeout;
         self.with_retries(|ch, id, _| transfer::digest_once(ch, id, remote, wait))
     }
+}
+
+/// A failed TCP connect, naming the address and what the failure means.
+fn connect_error(host: &str, addr: SocketAddr, e: std::io::Error) -> Error {
+    let why = match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => {
+            "connection refused: nothing is listening there (is the server running, on this port?)"
+                .to_string()
+        }
+        std::io::ErrorKind::TimedOut => "no answer within the handshake timeout".to_string(),
+        _ => e.to_string(),
+    };
+    let shown =
+        if host == addr.to_string() { host.to_string() } else { format!("{host} ({addr})") };
+    Error::Io(std::io::Error::new(e.kind(), format!("cannot connect to {shown}: {why}")))
 }
 
 /// Run `attempt` until it succeeds or fails for good: a lost connection or a

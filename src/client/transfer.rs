@@ -2,7 +2,6 @@
 //! sends), a download (it receives) or a digest request over a channel. The
 //! retry loop around them is `Client::with_retries`.
 
-use crate::constants::DEFAULT_MAX_MESSAGE;
 use crate::error::{Error, Result};
 use crate::io::channel::{Channel, OwnedRecord};
 use crate::io::pipes::{self, Problem, Sent, Ticker};
@@ -10,8 +9,8 @@ use crate::message::{FileDigest, FileReport, Progress, Reply};
 use crate::proto::codec::Body;
 use crate::proto::msg::{
     Assembler, DigestReply, FLAG_FIN, FileEnd, FilePrefix, Get, Op, Put, REC_FILE_PREFIX,
-    REC_FILE_READY, REC_REQUEST, REC_RESPONSE, ReadyToReceive, ReadyToSend, Request, RequestId,
-    Response,
+    REC_FILE_READY, REC_REQUEST, REC_RESPONSE, RESPONSE_HEADER, ReadyToReceive, ReadyToSend,
+    Request, RequestId, Response,
 };
 use crate::proto::transfer::{Receiver, Start, Verdict};
 use crate::status;
@@ -42,7 +41,8 @@ fn recv_response(
     first: OwnedRecord,
     wait: Duration,
 ) -> Result<Reply> {
-    let mut message = Assembler::new(DEFAULT_MAX_MESSAGE);
+    // The same limit as every other message (ClientConfig::max_message_size).
+    let mut message = Assembler::new(ch.max_message + RESPONSE_HEADER);
     let mut rec = first;
     loop {
         if rec.rtype != REC_RESPONSE {

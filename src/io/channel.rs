@@ -24,7 +24,7 @@ pub(crate) struct Channel {
     opener: Opener,
     pub(crate) peer: PublicKey,
     pub(crate) rng: Rng,
-    max_message: usize,
+    pub(crate) max_message: usize,
     out: Vec<u8>,
     /// A record buffer handed back by [`Channel::recycle`], reused by the next receive.
     spare: Vec<u8>,

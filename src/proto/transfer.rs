@@ -169,14 +169,14 @@ impl Receiver {
 
     /// A FILE_DATA chunk. Before the start is known (an upload), the first
     /// chunk's offset is the start; `Some` tells what to do with the partial.
+    /// A refused chunk changes nothing.
     pub fn data(&mut self, chunk: &FileData<'_>) -> Result<Option<Start>, Refusal> {
         let start = match self.pos {
-            None => Some(self.start(chunk.offset)?),
+            None => Some(self.clone().start(chunk.offset)?),
             Some(pos) if pos == chunk.offset => None,
             Some(_) => return Err(Refusal::Offset),
         };
-        let end = chunk.offset.checked_add(chunk.bytes.len() as u64);
-        match end {
+        match chunk.offset.checked_add(chunk.bytes.len() as u64) {
             Some(end) if end <= self.size => {
                 self.pos = Some(end);
                 Ok(start)
@@ -260,6 +260,10 @@ mod tests {
         // or whose prefix differed) the bytes held are never continued.
         assert_eq!(Receiver::new(4, 10, false).data(&data(4, &[1])), Err(Refusal::Offset));
         assert_eq!(Receiver::new(4, 10, false).data(&data(0, &[1])), Ok(Some(Start::Restart)));
+        // A refused first chunk decides nothing: a later one still restarts.
+        let mut r = Receiver::new(4, 10, true);
+        assert_eq!(r.data(&data(0, &[0; 11])), Err(Refusal::TooLarge));
+        assert_eq!(r.data(&data(0, &[0; 1])), Ok(Some(Start::Restart)));
         assert_eq!(Receiver::new(0, 10, true).start(3), Err(Refusal::Offset));
         let mut r = Receiver::new(4, 10, true);
         assert_eq!(r.start(4), Ok(Start::Continue));

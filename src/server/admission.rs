@@ -3,13 +3,19 @@
 //! key ("strangers") get a pool of their own, smaller than the connection cap,
 //! so that strangers holding sockets open cannot take the places of clients.
 //!
+//! - A connection stays a stranger until its ClientAuth signature verifies:
+//!   a public key is public, so a hello that merely names an authorized key
+//!   proves nothing and takes no place outside the pool.
 //! - When the pool is full, a new connection evicts the oldest stranger that
-//!   has had at least [`MIN_STRANGER_AGE`] to say hello (a real client sends
-//!   its hello within a round trip of connecting, so it leaves the pool long
+//!   has had at least [`MIN_STRANGER_AGE`] to finish its handshake (a real
+//!   client does so within a few round trips, so it leaves the pool long
 //!   before; a socket held open in silence is what gets evicted). If every
 //!   stranger is younger than that, the newcomer is refused as busy, so a
-//!   burst of connections cannot evict each other before they speak.
-//! - Failed handshakes are counted per source address in a token bucket. An
+//!   burst of connections cannot evict each other before they speak; only a
+//!   newcomer whose hello names an authorized key may take the place of a
+//!   young stranger that has not named one.
+//! - Failed handshakes are counted per source (an IPv4 address, an IPv6 /64)
+//!   in a token bucket. An
 //!   address out of tokens is "penalized": its strangers are evicted first,
 //!   and its newcomers that find no old enough stranger to replace are closed
 //!   at once, without an alert. A client from that address that presents an
@@ -22,6 +28,7 @@ use crate::proto::handshake::client_hello_key;
 use crate::status::AlertCode;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::panic::catch_unwind;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 /// How long a new connection is safe from eviction: time to send its hello
@@ -29,9 +36,12 @@ use std::time::{Duration, Instant};
 /// through the pool: at most `max_unauthenticated` per this period.
 pub const MIN_STRANGER_AGE: Duration = Duration::from_millis(500);
 
-/// Most source addresses whose failures are remembered; beyond this, the
-/// buckets that have refilled are forgotten first.
+/// Most source addresses whose failures are remembered; beyond this, a
+/// bucket that has refilled is forgotten to make room.
 const MAX_TRACKED_ADDRESSES: usize = 4096;
+/// Tracked addresses looked at, oldest first, for one to forget: a failure
+/// costs O(1) under the lock the accept loop needs, however many are tracked.
+const FORGET_PROBES: usize = 4;
 
 /// Failure budget of one address: `burst` failures at once, refilling at
 /// `burst` per `window`.
@@ -53,6 +63,8 @@ struct Bucket {
 struct Stranger {
     id: u64,
     penalized: bool,
+    /// Its hello named an authorized key (not yet proven).
+    named: bool,
     since: Instant,
 }
 
@@ -76,6 +88,11 @@ pub(crate) struct Gate {
     budget: FailureBudget,
     strangers: VecDeque<Stranger>,
     buckets: HashMap<IpAddr, Bucket>,
+    /// The keys of `buckets`, each once, oldest (or longest spared) first.
+    tracked: VecDeque<IpAddr>,
+    /// Buckets looked at, to prove that a failure costs O(1).
+    #[cfg(test)]
+    refills: usize,
 }
 
 impl Gate {
@@ -85,12 +102,19 @@ impl Gate {
             budget,
             strangers: VecDeque::new(),
             buckets: HashMap::new(),
+            tracked: VecDeque::new(),
+            #[cfg(test)]
+            refills: 0,
         }
     }
 
     fn refill(&mut self, ip: IpAddr, now: Instant) -> Option<&mut Bucket> {
         let (burst, window) =
             (f64::from(self.budget.burst), self.budget.window.as_secs_f64().max(1e-3));
+        #[cfg(test)]
+        {
+            self.refills += 1;
+        }
         let b = self.buckets.get_mut(&ip)?;
         b.tokens =
             (b.tokens + now.duration_since(b.last).as_secs_f64() * burst / window).min(burst);
@@ -100,31 +124,41 @@ impl Gate {
 
     /// Whether `ip` has used up its failure budget.
     pub(crate) fn penalized(&mut self, ip: IpAddr, now: Instant) -> bool {
-        self.budget.burst > 0 && self.refill(ip, now).is_some_and(|b| b.tokens < 1.0)
+        self.budget.burst > 0 && self.refill(source(ip), now).is_some_and(|b| b.tokens < 1.0)
     }
 
-    /// Admit connection `id` from `ip` into the stranger pool.
-    pub(crate) fn admit(&mut self, id: u64, ip: IpAddr, now: Instant) -> Admit {
+    /// Admit connection `id` from `ip` into the stranger pool; `named`: its
+    /// hello, already here, names an authorized key.
+    pub(crate) fn admit(&mut self, id: u64, ip: IpAddr, named: bool, now: Instant) -> Admit {
         let penalized = self.penalized(ip, now);
         let mut evict = None;
         if self.strangers.len() >= self.max_strangers {
-            // Oldest first; among those old enough, penalized ones first.
+            // Oldest first; among those old enough, penalized ones first; a
+            // named newcomer may also replace a young stranger that is not.
             let old = |s: &Stranger| now.duration_since(s.since) >= MIN_STRANGER_AGE;
             let victim = self
                 .strangers
                 .iter()
                 .position(|s| s.penalized && old(s))
-                .or_else(|| self.strangers.iter().position(old));
+                .or_else(|| self.strangers.iter().position(old))
+                .or_else(|| self.strangers.iter().position(|s| named && !s.named));
             match victim {
                 Some(v) => evict = self.strangers.remove(v).map(|s| s.id),
                 None => return Admit::No { quiet: penalized },
             }
         }
-        self.strangers.push_back(Stranger { id, penalized, since: now });
+        self.strangers.push_back(Stranger { id, penalized, named, since: now });
         Admit::Yes { evict }
     }
 
-    /// Connection `id` presented an authorized key: it is no longer a stranger.
+    /// Connection `id`'s hello named an authorized key: it is still a stranger.
+    pub(crate) fn named(&mut self, id: u64) {
+        if let Some(s) = self.strangers.iter_mut().find(|s| s.id == id) {
+            s.named = true;
+        }
+    }
+
+    /// Connection `id` proved its authorized key: it is no longer a stranger.
     pub(crate) fn promote(&mut self, id: u64) {
         self.strangers.retain(|s| s.id != id);
     }
@@ -135,23 +169,35 @@ impl Gate {
         if !failed || self.budget.burst == 0 {
             return;
         }
-        if self.buckets.len() >= MAX_TRACKED_ADDRESSES && !self.buckets.contains_key(&ip) {
-            let burst = f64::from(self.budget.burst);
-            let ips: Vec<IpAddr> = self.buckets.keys().copied().collect();
-            for other in ips {
-                if self.refill(other, now).is_some_and(|b| b.tokens >= burst) {
-                    self.buckets.remove(&other);
-                }
-            }
-            if self.buckets.len() >= MAX_TRACKED_ADDRESSES {
+        let ip = source(ip);
+        if !self.buckets.contains_key(&ip) {
+            if self.buckets.len() >= MAX_TRACKED_ADDRESSES && !self.forget_refilled(now) {
                 return; // everyone is misbehaving; the pool cap still holds
             }
+            let burst = f64::from(self.budget.burst);
+            self.buckets.insert(ip, Bucket { tokens: burst, last: now });
+            self.tracked.push_back(ip);
         }
-        let burst = f64::from(self.budget.burst);
-        self.buckets.entry(ip).or_insert(Bucket { tokens: burst, last: now });
         if let Some(b) = self.refill(ip, now) {
             b.tokens = (b.tokens - 1.0).max(0.0);
         }
+    }
+
+    /// Forget one tracked address whose bucket has refilled, looking at no
+    /// more than FORGET_PROBES of them (the others are spared until next time).
+    fn forget_refilled(&mut self, now: Instant) -> bool {
+        let burst = f64::from(self.budget.burst);
+        for _ in 0..FORGET_PROBES {
+            let Some(ip) = self.tracked.pop_front() else {
+                return false;
+            };
+            if self.refill(ip, now).is_some_and(|b| b.tokens >= burst) {
+                self.buckets.remove(&ip);
+                return true;
+            }
+            self.tracked.push_back(ip);
+        }
+        false
     }
 
     /// Whether a newcomer would have to evict someone (or be refused).
@@ -162,6 +208,15 @@ impl Gate {
     /// Connections currently in the stranger pool.
     pub(crate) fn strangers(&self) -> usize {
         self.strangers.len()
+    }
+}
+
+/// The source whose failures are counted: an IPv4 address (IPv4-mapped IPv6
+/// included), or an IPv6 address's /64, the block one host usually holds.
+fn source(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
     }
 }
 
@@ -176,20 +231,20 @@ pub(crate) fn admit(shared: &Shared, stream: TcpStream) -> Option<(TcpStream, So
         return refuse(shared, stream, peer, Some((AlertCode::Busy, busy)));
     }
     let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
-    // With the stranger pool full, look at what the newcomer has already
-    // sent: a client sends its hello right after connecting, so it is
-    // usually here by now. An authorized key goes straight past the
-    // pool; an unknown one is refused without taking a place.
+    // Look at what the newcomer has already sent (a client sends its hello
+    // right after connecting, so it is usually here by now): when the pool is
+    // full, for a moment. An authorized key is preferred within the pool (it
+    // never passes it: only a verified signature does); with the pool full,
+    // an unknown one is refused without taking a place.
     let full = lock(&shared.gate).is_full();
-    let peeked = if full { peek_hello(shared, &stream) } else { Peeked::Nothing };
-    let admitted = match peeked {
-        Peeked::Authorized => Admit::Yes { evict: None },
-        Peeked::Unauthorized => {
+    let wait = if full { HELLO_PEEK } else { Duration::ZERO };
+    let admitted = match peek_hello(shared, &stream, wait) {
+        Peeked::Unauthorized if full => {
             lock(&shared.gate).leave(id, peer.ip(), true, Instant::now());
             let why = "client key is not in authorized_keys";
             return refuse(shared, stream, peer, Some((AlertCode::Unauthorized, why)));
         }
-        Peeked::Nothing => lock(&shared.gate).admit(id, peer.ip(), Instant::now()),
+        p => lock(&shared.gate).admit(id, peer.ip(), p == Peeked::Authorized, Instant::now()),
     };
     match admitted {
         // A penalized address gets not even an alert; others learn to retry.
@@ -228,6 +283,7 @@ fn refuse<T>(
 }
 
 /// What a newcomer has sent before it was given a thread.
+#[derive(PartialEq)]
 enum Peeked {
     /// A complete hello naming a key in `authorized_keys`.
     Authorized,
@@ -237,41 +293,52 @@ enum Peeked {
     Nothing,
 }
 
-/// How long the accept loop looks for a newcomer's hello when the stranger
-/// pool is full. Short: the accept loop serves everyone.
+/// How long the accept loop waits for a newcomer's hello when the stranger
+/// pool is full (otherwise it only looks). Short: the accept loop serves everyone.
 const HELLO_PEEK: Duration = Duration::from_millis(2);
 
-/// Peek (without consuming) at a newcomer's first frame, for at most HELLO_PEEK.
-fn peek_hello(shared: &Shared, stream: &TcpStream) -> Peeked {
-    let deadline = Instant::now() + HELLO_PEEK;
+/// Peek (without consuming) at a newcomer's first frame, for at most `wait`.
+fn peek_hello(shared: &Shared, stream: &TcpStream, wait: Duration) -> Peeked {
+    let deadline = Instant::now() + wait;
     let mut buf = vec![0u8; LEN_PREFIX + MAX_HANDSHAKE_FRAME];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            return Peeked::Nothing;
-        }
-        let n = match stream.peek(&mut buf) {
-            Ok(n) if n > 0 => n,
-            _ => return Peeked::Nothing,
-        };
-        if n >= LEN_PREFIX {
-            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-            if len == 0 || len > MAX_HANDSHAKE_FRAME {
-                return Peeked::Nothing;
-            }
-            if n >= LEN_PREFIX + len {
-                return match client_hello_key(&buf[LEN_PREFIX..LEN_PREFIX + len]) {
-                    Ok(key) if shared.authorized.contains(&key).unwrap_or(false) => {
-                        Peeked::Authorized
-                    }
-                    Ok(_) => Peeked::Unauthorized,
-                    Err(_) => Peeked::Nothing,
-                };
-            }
-        }
-        // A partial frame: give the rest a moment.
-        std::thread::sleep(Duration::from_micros(100));
+    if stream.set_nonblocking(true).is_err() {
+        return Peeked::Nothing;
     }
+    let peeked = loop {
+        match stream.peek(&mut buf) {
+            Ok(n) if n > 0 => {
+                if let Some(verdict) = hello_verdict(shared, &buf[..n]) {
+                    break verdict;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            _ => break Peeked::Nothing,
+        }
+        if Instant::now() >= deadline {
+            break Peeked::Nothing;
+        }
+        // A partial frame, or nothing yet: give the rest a moment.
+        std::thread::sleep(Duration::from_micros(100));
+    };
+    let _ = stream.set_nonblocking(false);
+    peeked
+}
+
+/// What a peeked first frame says; `None` while it is incomplete.
+fn hello_verdict(shared: &Shared, buf: &[u8]) -> Option<Peeked> {
+    let (prefix, rest) = buf.split_first_chunk::<LEN_PREFIX>()?;
+    let len = u32::from_be_bytes(*prefix) as usize;
+    if len == 0 || len > MAX_HANDSHAKE_FRAME {
+        return Some(Peeked::Nothing);
+    }
+    let hello = rest.get(..len)?;
+    // A stranger's key is parsed on the accept thread: a panic in the parser
+    // must not stop the server.
+    Some(match catch_unwind(|| client_hello_key(hello)) {
+        Ok(Ok(key)) if shared.authorized.contains(&key).unwrap_or(false) => Peeked::Authorized,
+        Ok(Ok(_)) => Peeked::Unauthorized,
+        _ => Peeked::Nothing,
+    })
 }
 
 #[cfg(test)]
@@ -290,14 +357,33 @@ mod tests {
         let t0 = Instant::now();
         let later = t0 + MIN_STRANGER_AGE;
         let mut g = gate(2, 5);
-        assert_eq!(g.admit(1, A, t0), Admit::Yes { evict: None });
-        assert_eq!(g.admit(2, A, t0), Admit::Yes { evict: None });
+        assert_eq!(g.admit(1, A, false, t0), Admit::Yes { evict: None });
+        assert_eq!(g.admit(2, A, false, t0), Admit::Yes { evict: None });
         // Too young to evict: the newcomer is refused as busy.
-        assert_eq!(g.admit(3, B, t0), Admit::No { quiet: false });
-        assert_eq!(g.admit(3, B, later), Admit::Yes { evict: Some(1) });
+        assert_eq!(g.admit(3, B, false, t0), Admit::No { quiet: false });
+        assert_eq!(g.admit(3, B, false, later), Admit::Yes { evict: Some(1) });
         g.promote(2);
         assert_eq!(g.strangers(), 1);
-        assert_eq!(g.admit(4, B, later), Admit::Yes { evict: None });
+        assert_eq!(g.admit(4, B, false, later), Admit::Yes { evict: None });
+    }
+
+    #[test]
+    fn a_named_key_is_preferred_within_the_pool_but_never_passes_it() {
+        let t0 = Instant::now();
+        let mut g = gate(2, 5);
+        assert_eq!(g.admit(1, A, false, t0), Admit::Yes { evict: None });
+        assert_eq!(g.admit(2, A, true, t0), Admit::Yes { evict: None });
+        // A hello naming an authorized key replaces a young silent stranger...
+        assert_eq!(g.admit(3, B, true, t0), Admit::Yes { evict: Some(1) });
+        // ...but not a young one that named a key too, and a silent one nothing young.
+        assert_eq!(g.admit(4, B, true, t0), Admit::No { quiet: false });
+        assert_eq!(g.admit(4, B, false, t0), Admit::No { quiet: false });
+        // Naming a key is not proving it: still a stranger, evicted once old.
+        g.named(2);
+        assert_eq!(g.strangers(), 2);
+        assert_eq!(g.admit(5, B, false, t0 + MIN_STRANGER_AGE), Admit::Yes { evict: Some(2) });
+        g.promote(3);
+        assert_eq!(g.strangers(), 1);
     }
 
     #[test]
@@ -305,7 +391,7 @@ mod tests {
         let now = Instant::now();
         let mut g = gate(2, 3);
         for id in 0..3 {
-            g.admit(id, A, now);
+            g.admit(id, A, false, now);
             g.leave(id, A, true, now);
         }
         assert!(g.penalized(A, now));
@@ -313,13 +399,58 @@ mod tests {
         // Penalized strangers are evicted first (once old enough); a penalized
         // newcomer finding none to replace is closed quietly.
         let later = now + MIN_STRANGER_AGE;
-        assert_eq!(g.admit(10, B, now), Admit::Yes { evict: None });
-        assert_eq!(g.admit(11, A, now), Admit::Yes { evict: None });
-        assert_eq!(g.admit(12, B, later), Admit::Yes { evict: Some(11) });
-        assert_eq!(g.admit(13, A, later), Admit::Yes { evict: Some(10) });
-        assert_eq!(g.admit(14, A, later), Admit::No { quiet: true });
+        assert_eq!(g.admit(10, B, false, now), Admit::Yes { evict: None });
+        assert_eq!(g.admit(11, A, false, now), Admit::Yes { evict: None });
+        assert_eq!(g.admit(12, B, false, later), Admit::Yes { evict: Some(11) });
+        assert_eq!(g.admit(13, A, false, later), Admit::Yes { evict: Some(10) });
+        assert_eq!(g.admit(14, A, false, later), Admit::No { quiet: true });
         // A third of the window refills one token.
         assert!(!g.penalized(A, now + Duration::from_secs(21)));
+    }
+
+    #[test]
+    fn ipv6_sources_share_one_budget_per_64_and_mapped_ipv4_is_ipv4() {
+        let now = Instant::now();
+        let mut g = gate(2, 3);
+        let v6 = |s: &str| IpAddr::V6(s.parse().unwrap());
+        for id in 0..3 {
+            g.leave(id, v6(&format!("2001:db8::{id}")), true, now);
+        }
+        assert!(g.penalized(v6("2001:db8::ffff:1"), now), "same /64");
+        assert!(!g.penalized(v6("2001:db8:0:1::1"), now), "another /64");
+        for id in 0..3 {
+            g.leave(id, A, true, now);
+        }
+        assert!(g.penalized(v6("::ffff:10.0.0.1"), now));
+    }
+
+    #[test]
+    fn a_full_table_forgets_a_refilled_address_without_scanning_them_all() {
+        let t0 = Instant::now();
+        let mut g = gate(2, 2);
+        let addr = |n: u32| IpAddr::V4(std::net::Ipv4Addr::from(0xc0a8_0000 + n));
+        for n in 0..MAX_TRACKED_ADDRESSES as u32 {
+            g.leave(0, addr(n), true, t0);
+        }
+        // A window later every bucket has refilled: a new address is counted,
+        // at the cost of a few buckets looked at, not all 4,096.
+        let later = t0 + Duration::from_secs(60);
+        let before = g.refills;
+        g.leave(0, B, true, later);
+        assert!(g.refills - before <= 8, "{} buckets looked at", g.refills - before);
+        g.leave(0, B, true, later);
+        assert!(g.penalized(B, later));
+        assert!(g.buckets.len() <= MAX_TRACKED_ADDRESSES);
+        // While none has refilled, failures of new addresses go uncounted.
+        let mut g = gate(2, 2);
+        for n in 0..MAX_TRACKED_ADDRESSES as u32 {
+            g.leave(0, addr(n), true, t0);
+        }
+        let before = g.refills;
+        g.leave(0, B, true, t0);
+        g.leave(0, B, true, t0);
+        assert!(g.refills - before <= 16, "{} buckets looked at", g.refills - before);
+        assert!(!g.penalized(B, t0));
     }
 
     #[test]
@@ -327,7 +458,7 @@ mod tests {
         let now = Instant::now();
         let mut g = gate(1, 0);
         for id in 0..100 {
-            g.admit(id, A, now);
+            g.admit(id, A, false, now);
             g.leave(id, A, true, now);
         }
         assert!(!g.penalized(A, now));

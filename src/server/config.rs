@@ -82,8 +82,13 @@ pub struct ServerConfig {
     pub io_timeout: Duration,
     /// Largest message held in memory.
     pub max_message_size: usize,
-    /// Directory for uploads and downloads; `None` refuses file transfers.
+    /// Directory for uploads and downloads; `None` refuses file transfers. It
+    /// must exist, be writable by its owner only, and not contain the server's
+    /// `authorized_keys`, the key file it was loaded from, or `protected_paths`.
     pub files_dir: Option<std::path::PathBuf>,
+    /// More files and directories that `files_dir` may not contain (the
+    /// command line adds its home and key files).
+    pub protected_paths: Vec<std::path::PathBuf>,
     /// Largest file accepted for upload; `None` means no limit.
     pub max_file_size: Option<u64>,
     /// Optional observer of connections and requests.
@@ -113,6 +118,7 @@ impl Default for ServerConfig {
             io_timeout: DEFAULT_IO_TIMEOUT,
             max_message_size: DEFAULT_MAX_MESSAGE,
             files_dir: None,
+            protected_paths: Vec::new(),
             max_file_size: None,
             events: None,
             #[cfg(feature = "test-hooks")]
@@ -132,6 +138,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("io_timeout", &self.io_timeout)
             .field("max_message_size", &self.max_message_size)
             .field("files_dir", &self.files_dir)
+            .field("protected_paths", &self.protected_paths)
             .field("max_file_size", &self.max_file_size)
             .finish_non_exhaustive()
     }

@@ -15,6 +15,7 @@ use crate::proto::transfer::{Receiver, Refusal, Verdict, resume_point};
 use crate::status;
 use crate::store::locks::{NameGuard, NameLocks, Owner};
 use crate::store::{names, partial};
+use sha2::Digest;
 use std::fs::{self, File};
 use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -56,8 +57,12 @@ fn root<'a>(ctx: &FileContext<'a>) -> std::result::Result<&'a Path, Reply> {
     })
 }
 
-/// The checks before an upload may start: files directory, size, name, existing target.
-fn put_target(ctx: &FileContext<'_>, put: &Put<'_>) -> std::result::Result<PathBuf, Reply> {
+/// The checks before an upload may start: files directory, size, name,
+/// existing target. Returns the files directory and the target.
+fn put_target<'a>(
+    ctx: &FileContext<'a>,
+    put: &Put<'_>,
+) -> std::result::Result<(&'a Path, PathBuf), Reply> {
     let root = root(ctx)?;
     if let Some(max) = ctx.max_file_size
         && put.size > max
@@ -70,7 +75,7 @@ fn put_target(ctx: &FileContext<'_>, put: &Put<'_>) -> std::result::Result<PathB
         let msg = format!("{} exists; ask to overwrite to replace it", put.name);
         return Err(Reply::new(status::FILE_EXISTS, msg));
     }
-    Ok(target)
+    Ok((root, target))
 }
 
 /// Take the name lock. If the holder is this very request on an older
@@ -98,8 +103,8 @@ pub(crate) fn serve_put(
     id: &RequestId,
     put: &Put<'_>,
 ) -> Result<Reply> {
-    let target = match put_target(ctx, put) {
-        Ok(target) => target,
+    let (root, target) = match put_target(ctx, put) {
+        Ok(found) => found,
         Err(reply) => return respond(ch, id, reply),
     };
     let Some(_guard) = lock_name(ctx, &target) else {
@@ -113,12 +118,9 @@ pub(crate) fn serve_put(
     }
     // This client key's own partial file: no other key can find or resume it.
     let partial = partial::upload_partial_path(&target, &ctx.owner.request.0);
-    let (mut file, held) = match partial::open_partial(&partial, put.resume, size) {
+    let (mut file, held) = match open_upload(root, &partial, put.resume, size) {
         Ok(opened) => opened,
-        Err(e) => {
-            let msg = format!("cannot create the file: {e}");
-            return respond(ch, id, Reply::new(status::IO_ERROR, msg));
-        }
+        Err(reply) => return respond(ch, id, reply),
     };
     // Its length only, never its digest: the client proves the prefix.
     ch.send_record(REC_FILE_READY, FLAG_FIN, &[&ReadyToReceive { offset: held }.to_vec()])?;
@@ -163,7 +165,7 @@ pub(crate) fn serve_put(
                 format!("received {pos} of {size} bytes, FILE_END says {total}; nothing kept");
             Reply::new(status::DIGEST_MISMATCH, msg)
         }
-        Verdict::Complete => commit_upload(ctx, put, &partial, file, target, got.end.sha256),
+        Verdict::Complete => commit_upload(ctx, root, put, &partial, file, target, got.end.sha256),
     };
     (ctx.remember)(&reply);
     respond(ch, id, reply)
@@ -206,48 +208,82 @@ fn problem_reply(problem: Problem) -> Reply {
     }
 }
 
+/// The partial file of an upload, opened (or created) and checked to be inside `root`.
+fn open_upload(
+    root: &Path,
+    partial: &Path,
+    resume: bool,
+    size: u64,
+) -> std::result::Result<(File, u64), Reply> {
+    let opened = partial::open_partial(partial, resume, size)
+        .map_err(|e| Reply::new(status::IO_ERROR, format!("cannot create the file: {e}")))?;
+    names::opened_inside(root, &opened.0).map_err(refusal)?;
+    Ok(opened)
+}
+
 /// Give a verified upload its final name, then let the handler answer it.
 fn commit_upload(
     ctx: &FileContext<'_>,
+    root: &Path,
     put: &Put<'_>,
     partial: &Path,
     file: File,
     target: PathBuf,
     sha256: [u8; 32],
 ) -> Reply {
-    match partial::commit(partial, file, &target, put.overwrite) {
+    match commit_checked(root, partial, file, &target, put.overwrite) {
         Ok(()) => (ctx.handler)(Payload::FileReceived {
             name: put.name.to_string(),
             path: target,
             size: put.size,
             sha256,
         }),
-        Err(e) => {
-            drop(fs::remove_file(partial));
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                let msg = "the file appeared meanwhile; not replaced";
-                Reply::new(status::FILE_EXISTS, msg)
-            } else {
-                io_reply(e)
-            }
-        }
+        Err(reply) => reply,
     }
 }
 
-/// Resolve `name` for reading, and let the handler decide.
+/// Commit, then check that the final name holds this very file, inside `root`
+/// (a directory swapped for a link meanwhile would have sent the commit elsewhere).
+fn commit_checked(
+    root: &Path,
+    partial: &Path,
+    file: File,
+    target: &Path,
+    overwrite: bool,
+) -> std::result::Result<(), Reply> {
+    let ours = file.metadata().map_err(io_reply)?;
+    if let Err(e) = partial::commit(partial, file, target, overwrite) {
+        drop(fs::remove_file(partial));
+        return Err(if e.kind() == io::ErrorKind::AlreadyExists {
+            Reply::new(status::FILE_EXISTS, "the file appeared meanwhile; not replaced")
+        } else {
+            io_reply(e)
+        });
+    }
+    let placed = names::open_read(root, target).map_err(refusal)?;
+    if !names::same_file(&ours, &placed.metadata().map_err(io_reply)?) {
+        let msg = "the files directory changed during the upload; the file is not where asked";
+        return Err(Reply::new(status::IO_ERROR, msg));
+    }
+    Ok(())
+}
+
+/// Resolve `name` for reading, open it, and let the handler decide.
 fn readable(
     ctx: &FileContext<'_>,
     name: &str,
     digest_only: bool,
-) -> std::result::Result<(PathBuf, u64), Reply> {
-    let path = names::resolve_for_read(root(ctx)?, name).map_err(refusal)?;
-    let size = fs::metadata(&path).map_err(io_reply)?.len();
+) -> std::result::Result<(File, u64), Reply> {
+    let root = root(ctx)?;
+    let path = names::resolve_for_read(root, name).map_err(refusal)?;
+    let file = names::open_read(root, &path).map_err(refusal)?;
+    let size = file.metadata().map_err(io_reply)?.len();
     let name = name.to_string();
     let verdict = (ctx.handler)(Payload::FileRequest { name, size, digest_only });
     if !verdict.is_ok() {
         return Err(verdict);
     }
-    Ok((path, size))
+    Ok((file, size))
 }
 
 /// Serve a GET: stream the file, or answer with a refusal.
@@ -257,17 +293,14 @@ pub(crate) fn serve_get(
     id: &RequestId,
     get: &Get<'_>,
 ) -> Result<Reply> {
-    let opened = readable(ctx, get.name, false)
-        .and_then(|(path, _)| File::open(path).map_err(io_reply))
-        .and_then(|f| Ok((f.metadata().map_err(io_reply)?.len(), f)));
-    let (size, mut file) = match opened {
+    let (mut file, size) = match readable(ctx, get.name, false) {
         Ok(v) => v,
         Err(reply) => return respond(ch, id, reply),
     };
     // The client sent the digest of its partial file; we compare it with ours.
     let offer = if get.resume { get.offset } else { 0 };
     let own = pipes::own_prefix(&mut file, size, offer)?;
-    let digest = own.as_ref().map(|h| sha2::Digest::finalize(h.clone()).into());
+    let digest = own.as_ref().map(|h| h.clone().finalize().into());
     let start = resume_point(size, offer, &get.prefix, digest.as_ref());
     let (mut sender, hasher) = pipes::sender_at(&mut file, size, start, own)?;
     let ready = ReadyToSend { size, start }.to_vec();
@@ -293,8 +326,35 @@ pub(crate) fn serve_digest(
     name: &str,
 ) -> Result<Reply> {
     let reply = readable(ctx, name, true)
-        .and_then(|(path, _)| partial::digest_file(&path).map_err(io_reply))
-        .map(|(size, sha256)| Reply::ok(DigestReply { size, sha256 }.to_vec()))
+        .and_then(|(mut file, _)| partial::hash_prefix(&mut file, u64::MAX).map_err(io_reply))
+        .map(|(size, h)| Reply::ok(DigestReply { size, sha256: h.finalize().into() }.to_vec()))
         .unwrap_or_else(|r| r);
     respond(ch, id, reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_upload_through_a_directory_swapped_for_a_link_is_refused_before_and_after_its_data() {
+        use crate::store::names::tests::{race_dirs, swap};
+        let (base, root, outside) = race_dirs("put");
+        let target = names::resolve_for_write(&root, "d/x").unwrap();
+        let partial = partial::partial_path(&target);
+        // Swapped before the partial file is created: refused, nothing written through it.
+        swap(&root, &outside);
+        let opened = open_upload(&root, &partial, false, 10).map(|_| ());
+        assert_eq!(opened.map_err(|r| r.status), Err(status::BAD_NAME));
+        fs::remove_file(root.join("d")).unwrap();
+        fs::rename(root.join("d.old"), root.join("d")).unwrap();
+        // Swapped after it, before the commit, with a file planted outside.
+        let (file, _) = open_upload(&root, &partial, false, 10).unwrap();
+        swap(&root, &outside);
+        fs::write(outside.join(".x.ovtp-part"), b"planted").unwrap();
+        let committed = commit_checked(&root, &partial, file, &target, true);
+        assert_eq!(committed.map_err(|r| r.status), Err(status::BAD_NAME));
+        fs::remove_dir_all(base).unwrap();
+    }
 }

@@ -21,6 +21,7 @@ pub use handler::{Handler, ServeFiles};
 use crate::error::{Error, Result};
 use crate::keys::{Fingerprint, KeyPair};
 use crate::store::locks::NameLocks;
+use crate::store::names;
 use crate::trust::AuthorizedKeys;
 use admission::Gate;
 use reply_cache::ReplyCache;
@@ -64,7 +65,7 @@ impl Shared {
 #[derive(Clone)]
 pub struct Stopper {
     shared: Arc<Shared>,
-    wake: SocketAddr,
+    wake: Vec<SocketAddr>,
 }
 
 impl std::fmt::Debug for Stopper {
@@ -80,8 +81,10 @@ impl Stopper {
         if self.shared.stop.swap(true, Ordering::SeqCst) {
             return;
         }
-        // Wake the accept loop with a throwaway connection.
-        let _ = TcpStream::connect_timeout(&self.wake, Duration::from_secs(1));
+        // Wake each accept loop with a throwaway connection.
+        for addr in &self.wake {
+            let _ = TcpStream::connect_timeout(addr, Duration::from_secs(1));
+        }
         // Reads in connection threads return end-of-file; a request being
         // handled still gets its reply written.
         for s in lock(&self.shared.conns).values() {
@@ -92,15 +95,13 @@ impl Stopper {
 
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server {
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server")
-            .field("addr", &self.listener.local_addr().ok())
-            .finish_non_exhaustive()
+        f.debug_struct("Server").field("addrs", &self.local_addrs().ok()).finish_non_exhaustive()
     }
 }
 
@@ -136,8 +137,29 @@ impl Server {
         config: ServerConfig,
         handler: impl Handler,
     ) -> Result<Self> {
+        Self::from_listeners(vec![listener], keys, authorized, config, handler)
+    }
+
+    /// Serve on several listeners at once (say an IPv4 and an IPv6 one), with
+    /// one connection cap and one admission gate for all of them.
+    pub fn from_listeners(
+        listeners: Vec<TcpListener>,
+        keys: KeyPair,
+        authorized: AuthorizedKeys,
+        config: ServerConfig,
+        handler: impl Handler,
+    ) -> Result<Self> {
+        if listeners.is_empty() {
+            return Err(Error::InvalidInput("a server needs a listener".into()));
+        }
         if config.max_connections == 0 {
             return Err(Error::InvalidInput("max_connections must be at least 1".into()));
+        }
+        if let Some(dir) = &config.files_dir {
+            let mut protected = vec![authorized.path()];
+            protected.extend(keys.path());
+            protected.extend(config.protected_paths.iter().map(|p| p.as_path()));
+            names::check_files_dir(dir, &protected).map_err(Error::InvalidInput)?;
         }
         let gate = Gate::new(config.max_unauthenticated, config.failure_budget);
         let shared = Arc::new(Shared {
@@ -153,12 +175,18 @@ impl Server {
             names: NameLocks::default(),
             gate: Mutex::new(gate),
         });
-        Ok(Server { listener, shared })
+        Ok(Server { listeners, shared })
     }
 
-    /// The address the server listens on (useful after binding port 0).
+    /// The address the server listens on (the first, with several listeners;
+    /// useful after binding port 0).
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        Ok(self.listener.local_addr()?)
+        Ok(self.listeners[0].local_addr()?)
+    }
+
+    /// Every address the server listens on.
+    pub fn local_addrs(&self) -> Result<Vec<SocketAddr>> {
+        Ok(self.listeners.iter().map(TcpListener::local_addr).collect::<std::io::Result<_>>()?)
     }
 
     /// The server key's fingerprint.
@@ -168,9 +196,9 @@ impl Server {
 
     /// A handle to stop the server from another thread.
     pub fn stopper(&self) -> Result<Stopper> {
-        let mut wake = self.local_addr()?;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake {
+        let mut wake = self.local_addrs()?;
+        for addr in wake.iter_mut().filter(|a| a.ip().is_unspecified()) {
+            addr.set_ip(match addr {
                 SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
                 SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
             });
@@ -191,29 +219,41 @@ impl Server {
     /// Accept and serve until stopped. Returns after the accept loop ends and
     /// connection threads have finished (or `io_timeout` passed).
     pub fn run(self) -> Result<()> {
-        let shared = self.shared;
-        for incoming in self.listener.incoming() {
-            if shared.stop.load(Ordering::SeqCst) {
-                break;
+        let (shared, mut listeners) = (self.shared, self.listeners);
+        let first = listeners.remove(0);
+        // One accept loop per further listener, on a thread of its own.
+        std::thread::scope(|scope| {
+            for listener in &listeners {
+                scope.spawn(|| accept(&shared, listener));
             }
-            let stream = match incoming {
-                Ok(s) => s,
-                // Out of file descriptors and similar: back off briefly, keep serving.
-                Err(_) => {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-            };
-            if let Some((stream, peer, id)) = admission::admit(&shared, stream) {
-                spawn_connection(&shared, stream, peer, id);
-            }
-        }
+            accept(&shared, &first);
+        });
         // Wait for connection threads to wind down (bounded).
         let until = Instant::now() + shared.config.io_timeout;
         while shared.active.load(Ordering::SeqCst) > 0 && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(10));
         }
         Ok(())
+    }
+}
+
+/// Accept and admit connections until the server is stopped.
+fn accept(shared: &Arc<Shared>, listener: &TcpListener) {
+    for incoming in listener.incoming() {
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match incoming {
+            Ok(s) => s,
+            // Out of file descriptors and similar: back off briefly, keep serving.
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        if let Some((stream, peer, id)) = admission::admit(shared, stream) {
+            spawn_connection(shared, stream, peer, id);
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use crate::keys::Fingerprint;
 use crate::message::Reply;
 use crate::proto::msg::RequestId;
 use crate::status;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -19,56 +19,95 @@ enum Entry {
     Done(Arc<Reply>),
 }
 
+/// One client's finished requests, in the order they finished.
+#[derive(Default)]
+struct Share {
+    done: VecDeque<RequestId>,
+    /// `done[..trimmed]` have no body left (or never had one).
+    trimmed: usize,
+    /// Body bytes of `done[trimmed..]`.
+    bytes: usize,
+}
+
+/// The budgets are shared, but each is taken from the client that holds the
+/// most of it: one client's requests can only ever push out its own replies
+/// (PROTOCOL.md 8). Bodies are dropped in the order requests finished.
 #[derive(Default)]
 struct Cache {
     map: HashMap<CacheKey, Entry>,
-    order: VecDeque<CacheKey>,
+    shares: HashMap<Fingerprint, Share>,
+    /// The shares by finished entries and by body bytes, largest last.
+    by_entries: BTreeSet<(usize, Fingerprint)>,
+    by_bytes: BTreeSet<(usize, Fingerprint)>,
+    entries: usize,
     bytes: usize,
-    /// Entries at the front of `order` already looked at for bodies to drop:
-    /// the next drop starts after them instead of rescanning (which made each
-    /// request cost a scan of the whole cache once it was over budget).
-    scanned: usize,
 }
 
 impl Cache {
-    fn insert(&mut self, key: CacheKey, reply: Arc<Reply>, new: bool) {
-        self.bytes += reply.body.len();
-        if new {
-            self.order.push_back(key.clone());
+    fn insert(&mut self, key: CacheKey, reply: Arc<Reply>) {
+        if let Some(Entry::Done(_)) = self.map.get(&key) {
+            return; // the first answer stands
         }
-        self.map.insert(key, Entry::Done(reply));
+        let len = reply.body.len();
+        self.map.insert(key.clone(), Entry::Done(reply));
+        let (client, id) = key;
+        let mut share = self.take(&client);
+        share.done.push_back(id);
+        share.bytes += len;
+        self.put(client, share);
+        self.entries += 1;
+        self.bytes += len;
         self.evict();
     }
 
-    /// Over the byte budget, the oldest replies lose their bodies but keep
-    /// their ids (a retry then gets REPLY_LOST, never a second handler run);
-    /// over the entry budget, the oldest ids are forgotten.
-    fn evict(&mut self) {
-        while self.bytes > REPLY_CACHE_BYTES && self.scanned < self.order.len() {
-            let key = &self.order[self.scanned];
-            if let Some(Entry::Done(r)) = self.map.get_mut(key)
-                && !r.body.is_empty()
-            {
-                self.bytes -= r.body.len();
-                *r = Arc::new(Reply::new(status::REPLY_LOST, ""));
-            }
-            self.scanned += 1;
+    /// Take `client`'s share out of the indexes, to change it and [`put`](Self::put) it back.
+    fn take(&mut self, client: &Fingerprint) -> Share {
+        let share = self.shares.remove(client).unwrap_or_default();
+        self.by_entries.remove(&(share.done.len(), client.clone()));
+        self.by_bytes.remove(&(share.bytes, client.clone()));
+        share
+    }
+
+    fn put(&mut self, client: Fingerprint, share: Share) {
+        if !share.done.is_empty() {
+            self.by_entries.insert((share.done.len(), client.clone()));
+            self.by_bytes.insert((share.bytes, client.clone()));
+            self.shares.insert(client, share);
         }
-        let mut budget = self.order.len();
-        while self.map.len() > REPLY_CACHE_ENTRIES && budget > 0 {
-            budget -= 1;
-            self.scanned = self.scanned.saturating_sub(1);
-            let Some(key) = self.order.pop_front() else {
-                break;
-            };
-            match self.map.get(&key) {
-                Some(Entry::InProgress) => self.order.push_back(key),
-                Some(Entry::Done(r)) => {
+    }
+
+    /// Over the byte budget, the largest share's oldest replies lose their
+    /// bodies but keep their ids (a retry then gets REPLY_LOST, never a second
+    /// handler run); over the entry budget, its oldest ids are forgotten.
+    fn evict(&mut self) {
+        while self.bytes > REPLY_CACHE_BYTES {
+            let Some((_, client)) = self.by_bytes.last().cloned() else { break };
+            let mut share = self.take(&client);
+            while let Some(&id) = share.done.get(share.trimmed) {
+                share.trimmed += 1;
+                if let Some(Entry::Done(r)) = self.map.get_mut(&(client.clone(), id))
+                    && !r.body.is_empty()
+                {
+                    share.bytes -= r.body.len();
                     self.bytes -= r.body.len();
-                    self.map.remove(&key);
+                    *r = Arc::new(Reply::new(status::REPLY_LOST, ""));
+                    break;
                 }
-                None => {}
             }
+            self.put(client, share);
+        }
+        while self.entries > REPLY_CACHE_ENTRIES {
+            let Some((_, client)) = self.by_entries.last().cloned() else { break };
+            let mut share = self.take(&client);
+            if let Some(id) = share.done.pop_front() {
+                share.trimmed = share.trimmed.saturating_sub(1);
+                if let Some(Entry::Done(r)) = self.map.remove(&(client.clone(), id)) {
+                    share.bytes -= r.body.len();
+                    self.bytes -= r.body.len();
+                }
+                self.entries -= 1;
+            }
+            self.put(client, share);
         }
     }
 }
@@ -123,7 +162,6 @@ impl ReplyCache {
                 }
                 None => {
                     cache.map.insert(key.clone(), Entry::InProgress);
-                    cache.order.push_back(key.clone());
                     return Claim::Claimed;
                 }
             }
@@ -132,14 +170,14 @@ impl ReplyCache {
 
     /// Store the reply of a claimed request and wake those waiting for it.
     pub(crate) fn finish(&self, key: CacheKey, reply: Arc<Reply>) {
-        self.lock().insert(key, reply, false);
+        self.lock().insert(key, reply);
         self.ready.notify_all();
     }
 
     /// Store the final reply of an upload (never claimed: uploads are
     /// recognized by their stored reply alone, PROTOCOL.md 7.7.10).
     pub(crate) fn remember(&self, key: CacheKey, reply: Reply) {
-        self.lock().insert(key, Arc::new(reply), true);
+        self.lock().insert(key, Arc::new(reply));
     }
 }
 
@@ -166,6 +204,69 @@ mod tests {
         // The same request id from another key is another request.
         assert!(cache.stored(&mallory).is_none());
         assert!(matches!(cache.claim(&mallory, Duration::ZERO), Claim::Claimed));
+    }
+
+    const ALICE: &str = "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU";
+    const MALLORY: &str = "SHA256:ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0";
+
+    fn wide_key(client: &str, n: usize) -> CacheKey {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&(n as u64).to_be_bytes());
+        (client.parse().unwrap(), id)
+    }
+
+    /// Bytes of reply bodies the cache holds.
+    fn kept(cache: &ReplyCache) -> usize {
+        let cache = cache.lock();
+        let body = |e: &Entry| if let Entry::Done(r) = e { r.body.len() } else { 0 };
+        let sum = cache.map.values().map(body).sum();
+        let shares = cache.shares.values();
+        assert_eq!((cache.bytes, cache.bytes), (sum, shares.map(|s| s.bytes).sum()));
+        sum
+    }
+
+    #[test]
+    fn the_byte_bound_holds_when_replies_finish_out_of_order() {
+        let cache = ReplyCache::default();
+        let size = REPLY_CACHE_BYTES / 16;
+        let reply = || Arc::new(Reply::new(0, vec![1u8; size]));
+        // Slow requests are claimed first and finish last, after quick ones
+        // have pushed the cache over its budget.
+        let slow: Vec<CacheKey> = (0..40).map(|n| wide_key(ALICE, n)).collect();
+        for k in &slow {
+            assert!(matches!(cache.claim(k, Duration::ZERO), Claim::Claimed));
+        }
+        for n in 100..120 {
+            let k = wide_key(MALLORY, n);
+            assert!(matches!(cache.claim(&k, Duration::ZERO), Claim::Claimed));
+            cache.finish(k, reply());
+            assert!(kept(&cache) <= REPLY_CACHE_BYTES + size, "{} bytes kept", kept(&cache));
+        }
+        for k in slow.into_iter().rev() {
+            cache.finish(k, reply());
+            assert!(kept(&cache) <= REPLY_CACHE_BYTES + size, "{} bytes kept", kept(&cache));
+        }
+    }
+
+    #[test]
+    fn one_clients_requests_cannot_evict_another_clients_entry_or_body() {
+        let cache = ReplyCache::default();
+        let alice = wide_key(ALICE, 0);
+        assert!(matches!(cache.claim(&alice, Duration::ZERO), Claim::Claimed));
+        cache.finish(alice.clone(), Arc::new(Reply::ok("paid")));
+        for n in 0..REPLY_CACHE_ENTRIES + 16 {
+            let k = wide_key(MALLORY, n);
+            assert!(matches!(cache.claim(&k, Duration::ZERO), Claim::Claimed));
+            cache.finish(k, Arc::new(Reply::ok(if n < 40 { vec![0u8; 1 << 20] } else { vec![] })));
+        }
+        // Alice's retry is answered, with its body; Mallory lost its own oldest.
+        let answered = |k: &CacheKey| match cache.claim(k, Duration::ZERO) {
+            Claim::Answered(r) => Some(r.text()),
+            Claim::Claimed => None,
+        };
+        assert_eq!(answered(&alice).as_deref(), Some("paid"));
+        assert_eq!(answered(&wide_key(MALLORY, 0)), None);
+        assert!(kept(&cache) <= REPLY_CACHE_BYTES);
     }
 
     #[test]

@@ -90,13 +90,16 @@ fn handshake(shared: &Shared, conn: &mut Conn, rng: &mut Rng, id: u64) -> Result
     let (state, reply) = ServerAwaitAuth::read_client_hello(&shared.keys, &hello, rng, |key| {
         let authorized = shared.authorized.contains(key)?;
         if authorized {
-            lock(&shared.gate).promote(id);
+            lock(&shared.gate).named(id);
         }
         Ok(authorized)
     })?;
     conn.write_all(&reply)?;
     let auth = conn.read_frame(MAX_HANDSHAKE_FRAME, deadline, "handshake")?;
     let verified = state.verify_client_auth(&auth, rng)?;
+    // A public key is public: only its signature takes the connection out of
+    // the stranger pool.
+    lock(&shared.gate).promote(id);
     // Only now, with the client proven, does the server use its private key
     // and exponentiate. The client's half (unwrap its secret, then the
     // Diffie-Hellman secret) and ours (our share, then our signature) are
@@ -283,5 +286,30 @@ fn message_payload(op: &Op<'_>) -> std::result::Result<Payload, Reply> {
             Err(Reply::new(status::UNSUPPORTED, format!("unknown operation {other}")))
         }
         _ => Err(Reply::new(status::BAD_REQUEST, "not a message")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_handshake_failure_gets_its_documented_alert() {
+        // PROTOCOL.md 9: the alert a client is told for each way a handshake fails.
+        let cases = [
+            (Error::NotAuthorized { fingerprint: String::new() }, 2),
+            (Error::Version { ours: 1, theirs: 9 }, 3),
+            (Error::Timeout("handshake"), 4),
+            (Error::BadSignature, 4),
+            (Error::Malformed("hello"), 4),
+            (Error::Refused { code: AlertCode::HandshakeFailed, message: String::new() }, 4),
+            (Error::ShuttingDown, 5),
+            (Error::TooLarge { what: "public key", size: 2000, limit: 1024 }, 6),
+        ];
+        for (error, code) in cases {
+            let (alert, message) = alert_for(&error);
+            assert_eq!(alert.to_u8(), code, "{error:?}");
+            assert!(!message.contains("hello") && !message.contains("public key"), "{message}");
+        }
     }
 }

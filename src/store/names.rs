@@ -3,8 +3,11 @@
 //! character nor a symlink can lead outside it (PROTOCOL.md 7.7.8).
 
 use crate::constants::{MAX_LAST_COMPONENT, MAX_NAME_LEN};
+use crate::error::{escape_control, is_deceptive};
 use crate::status;
-use std::fs;
+use std::fs::{self, File};
+#[cfg(target_os = "linux")]
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// Suffix of partial files; names ending in it are refused as remote names so a
@@ -19,7 +22,8 @@ fn refuse(code: u16, msg: impl Into<String>) -> Refusal {
 }
 
 /// Check a remote name's syntax: relative, `/`-separated, no empty, `.` or `..`
-/// components, no NUL, control characters or backslashes, not a partial file.
+/// components, no NUL, control or other deceptive characters (bidirectional
+/// overrides, zero-width characters...) or backslashes, not a partial file.
 pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("empty file name".into());
@@ -27,7 +31,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.len() > MAX_NAME_LEN {
         return Err(format!("file name longer than {MAX_NAME_LEN} bytes"));
     }
-    if let Some(c) = name.chars().find(|c| c.is_control() || *c == '\\') {
+    if let Some(c) = name.chars().find(|c| is_deceptive(*c) || *c == '\\') {
         return Err(format!("file name contains the forbidden character {:?}", c));
     }
     if name.starts_with('/') {
@@ -88,7 +92,12 @@ pub(crate) fn resolve_for_write(root: &Path, name: &str) -> Result<PathBuf, Refu
         existing = existing.parent().map(Path::to_path_buf).unwrap_or_else(|| root.clone());
     }
     confined(&root, &existing)?;
-    fs::create_dir_all(&parent)
+    // Never writable by group or others, whatever the umask (see check_files_dir).
+    let mut dirs = fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut dirs, 0o755);
+    dirs.recursive(true)
+        .create(&parent)
         .map_err(|e| refuse(status::IO_ERROR, format!("cannot create directory: {e}")))?;
     let parent = confined(&root, &parent)?;
     let file_name = target.file_name().ok_or_else(|| refuse(status::BAD_NAME, "no file name"))?;
@@ -115,6 +124,87 @@ pub(crate) fn resolve_for_read(root: &Path, name: &str) -> Result<PathBuf, Refus
     Ok(real)
 }
 
+/// Open `path` (from [`resolve_for_read`], or a committed upload) for reading,
+/// checked to be inside `root` after the open.
+pub(crate) fn open_read(root: &Path, path: &Path) -> Result<File, Refusal> {
+    let file = File::open(path)
+        .map_err(|e| refuse(status::IO_ERROR, format!("server file error: {e}")))?;
+    opened_inside(root, &file)?;
+    Ok(file)
+}
+
+/// Refuse an open file that is not inside `root` after all: a directory on
+/// its way was swapped for a symbolic link between the checks and the open.
+/// The kernel says where the descriptor is (`/proc/self/fd/N`, Linux only;
+/// elsewhere, or without `/proc`, the checks before the open stand alone).
+pub(crate) fn opened_inside(root: &Path, file: &File) -> Result<(), Refusal> {
+    #[cfg(target_os = "linux")]
+    if let Ok(real) = fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) {
+        let root = root
+            .canonicalize()
+            .map_err(|e| refuse(status::IO_ERROR, format!("files directory unavailable: {e}")))?;
+        if !real.starts_with(root) {
+            let msg = "the name leads outside the files directory (a directory on its way was \
+                       replaced by a symbolic link)";
+            return Err(refuse(status::BAD_NAME, msg));
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (root, file);
+    Ok(())
+}
+
+/// Refuse a files directory that others can change under the server, or
+/// that holds what a client must never reach: `protected` (the server's key,
+/// its `authorized_keys`, the home holding them). A files directory inside
+/// the home is fine: names cannot leave it.
+pub(crate) fn check_files_dir(dir: &Path, protected: &[&Path]) -> Result<(), String> {
+    let shown = escape_control(&dir.display().to_string());
+    let real = dir.canonicalize().map_err(|e| format!("files directory {shown}: {e}"))?;
+    let meta = fs::metadata(&real).map_err(|e| format!("files directory {shown}: {e}"))?;
+    if !meta.is_dir() {
+        return Err(format!("files directory {shown}: not a directory"));
+    }
+    #[cfg(unix)]
+    if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o022 != 0 {
+        return Err(format!(
+            "the files directory {shown} can be written by group or others: a local user could \
+             swap what it holds for symbolic links while the server works; fix it with: \
+             chmod go-w {shown}"
+        ));
+    }
+    for path in protected {
+        if resolved(path).starts_with(&real) {
+            let p = escape_control(&path.display().to_string());
+            return Err(format!(
+                "the files directory {shown} contains {p}: clients could download or replace it; \
+                 serve files from a directory of their own"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Where `path` is, resolved as far as it exists (a file need not exist yet).
+fn resolved(path: &Path) -> PathBuf {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let beside = || Some(parent.canonicalize().ok()?.join(path.file_name()?));
+    let given = || std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    path.canonicalize().ok().or_else(beside).unwrap_or_else(given)
+}
+
+/// Whether two files' metadata are of the same file (where std can tell).
+#[cfg(unix)]
+pub(crate) fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+#[cfg(not(unix))]
+pub(crate) fn same_file(_: &fs::Metadata, _: &fs::Metadata) -> bool {
+    true
+}
+
 fn confined(root: &Path, path: &Path) -> Result<PathBuf, Refusal> {
     let real = path
         .canonicalize()
@@ -127,7 +217,7 @@ fn confined(root: &Path, path: &Path) -> Result<PathBuf, Refusal> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -143,6 +233,11 @@ mod tests {
             "a\nb",
             "a\u{1b}[2Jb",
             "a\\b",
+            "invoice\u{202e}fdp.exe",
+            "a\u{200b}b",
+            "a\u{2028}b",
+            "a\u{2066}b/c",
+            "\u{feff}a",
             ".x.ovtp-part",
             "dir/.y.ovtp-part",
         ] {
@@ -156,5 +251,38 @@ mod tests {
         assert!(check_name_for_write(&format!("d/{}", "a".repeat(244))).is_ok());
         assert!(check_name_for_write(&format!("d/{}", "a".repeat(245))).is_err());
         assert!(check_name(&"a".repeat(245)).is_ok(), "reading needs no partial file");
+    }
+
+    /// A fresh directory `root` (with `root/d`) and a directory `outside` beside it.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn race_dirs(tag: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let base = std::env::temp_dir().join(format!("ovtp-race-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let (root, outside) = (base.join("root"), base.join("outside"));
+        fs::create_dir_all(root.join("d")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        (base, root.canonicalize().unwrap(), outside)
+    }
+
+    /// What a local user who can write the files directory does between the
+    /// server's checks and its open: `root/d` becomes a link to `outside`.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn swap(root: &Path, outside: &Path) {
+        let _ = fs::remove_dir_all(root.join("d.old"));
+        fs::rename(root.join("d"), root.join("d.old")).unwrap();
+        std::os::unix::fs::symlink(outside, root.join("d")).unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_directory_swapped_for_a_link_after_the_checks_is_caught_after_the_open() {
+        let (base, root, outside) = race_dirs("read");
+        fs::write(root.join("d/f"), b"public").unwrap();
+        fs::write(outside.join("f"), b"secret").unwrap();
+        let path = resolve_for_read(&root, "d/f").unwrap();
+        swap(&root, &outside);
+        let opened = open_read(&root, &path).map(|f| std::io::read_to_string(f).unwrap());
+        assert!(matches!(&opened, Err((status::BAD_NAME, _))), "{opened:?}");
+        fs::remove_dir_all(base).unwrap();
     }
 }

@@ -16,7 +16,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 mod tempdir;
-pub use tempdir::TempDir;
+#[allow(unused_imports)] // not every test binary makes directories
+pub use tempdir::{TempDir, make_dir};
 
 /// Three 2048-bit key pairs, generated once per test binary: server, client, stranger.
 pub fn keys() -> &'static [KeyPair; 4] {

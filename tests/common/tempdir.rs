@@ -5,6 +5,18 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// Create `path` and its missing parents with mode 0755, whatever the umask
+/// (a umask only removes bits): a server refuses a files directory that group
+/// or others can write, so the tests must not depend on the umask they run under.
+#[allow(dead_code)]
+pub fn make_dir(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o755);
+    builder.create(path)
+}
+
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -25,7 +37,7 @@ impl TempDir {
             N.fetch_add(1, Ordering::SeqCst)
         ));
         let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p)?;
+        make_dir(&p)?;
         Ok(TempDir(p))
     }
 

@@ -54,12 +54,30 @@ pub fn connect(a: &Args, host: &str) -> Result<Client, Fail> {
     let accept_new = matches!(trust, HostTrust::AcceptNew(_));
     let recorded = !accept_new
         || known.check(&host, &keys.fingerprint()).map_err(Fail::local)? != HostCheck::Unknown;
-    let client =
-        Client::connect_with(&host, keys, trust, ClientConfig::default()).map_err(Fail::net)?;
+    let ours = keys.fingerprint();
+    let client = Client::connect_with(&host, keys, trust, ClientConfig::default())
+        .map_err(|e| not_authorized(e, &ours, &key_path))?;
     if let (false, Some(fp)) = (recorded, client.server_fingerprint()) {
         warn!("ovtp: recorded {host} {fp} in {}", known.path().display());
     }
     Ok(client)
+}
+
+/// A refusal of our key says which key, where its public half is, and what
+/// the server's operator runs to authorize it.
+fn not_authorized(e: Error, ours: &Fingerprint, key_path: &std::path::Path) -> Fail {
+    let Error::Refused { code: ovtp::AlertCode::Unauthorized, .. } = e else {
+        return Fail::net(e);
+    };
+    let public = crate::public_path(key_path);
+    let name = public.file_name().map_or("KEY.pub".into(), |n| n.to_string_lossy().into_owned());
+    let msg = format!(
+        "{e}. Your key {ours} is not in the server's authorized_keys; its public half is {}. \
+         Send that file to the server's operator, who runs: ovtp authorize {}",
+        escape_control(&public.display().to_string()),
+        escape_control(&name)
+    );
+    Fail::new(exit::REFUSED, msg)
 }
 
 /// The message: the MESSAGE argument, or standard input when it is `-` or absent.

@@ -85,7 +85,8 @@ Run a server. Without --exec it prints each message received on standard
 output (text with control characters escaped, data as <N bytes>) and answers
 status 0 \"ok\". A server key (HOME/id_rsa) is generated on first use.
 
-  --listen ADDR           address to listen on (default 0.0.0.0:888). Ports
+  --listen ADDR           address to listen on (default: port 888 on IPv6 and
+                          IPv4, [::]:888 and 0.0.0.0:888). Ports
                           below 1024 need root or CAP_NET_BIND_SERVICE;
                           otherwise use e.g. --listen 127.0.0.1:8888
   --key FILE              server private key (default HOME/id_rsa)
@@ -98,10 +99,12 @@ status 0 \"ok\". A server key (HOME/id_rsa) is generated on first use.
                           DIR (created, mode 0700, if missing). WITHOUT --dir
                           FILE TRANSFERS ARE OFF: the server refuses them.
                           Names are relative to DIR; names that lead outside
-                          it (.., absolute, symlinks out) are refused
+                          it (.., absolute, symlinks out) are refused. DIR is
+                          refused if group or others can write it, or if it
+                          holds the home, the key or authorized_keys
   --max-file-size BYTES   largest upload accepted (default: no limit; K/M/G ok)
   --max-connections N     simultaneous connections (default 64)
-  --max-unauthenticated N of those, connections that have not yet shown an
+  --max-unauthenticated N of those, connections that have not yet proven an
                           authorized key (default 16, at most N above); when
                           full, the oldest is dropped, so strangers cannot
                           take the places of clients

@@ -13,6 +13,7 @@ use ovtp::{Error, KeyPair, Payload, Reply, Request, ServeFiles, Server, ServerCo
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
@@ -23,7 +24,8 @@ pub const OPTIONS: &str = "--no-serve --stdin-close-stops --quiet --verbose --li
     --max-message= --max-file-size= --max-unauthenticated= --exec= --exec-timeout= \
     --add-keys=...";
 
-const DEFAULT_LISTEN: &str = "0.0.0.0:888";
+/// The default port on every address, IPv6 and IPv4 (see `default_listeners`).
+const DEFAULT_LISTEN: &str = "[::]:888 and 0.0.0.0:888";
 const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn serve(a: &Args) -> Run {
@@ -65,6 +67,11 @@ pub fn serve(a: &Args) -> Run {
         None => None,
         Some(dir) => Some(files_dir(Path::new(dir))?),
     };
+    // The library protects authorized_keys and a loaded key; a key made on
+    // first use and the home holding both are known here.
+    let key = file_in_home(a, "--key", "id_rsa", true)?;
+    let mut protected_paths = vec![crate::public_path(&key), key];
+    protected_paths.extend(crate::home(a, true).ok());
     let defaults = ServerConfig::default();
     let events = log.clone();
     let config = ServerConfig {
@@ -74,6 +81,7 @@ pub fn serve(a: &Args) -> Run {
         idle_timeout: a.seconds("--idle-timeout", defaults.idle_timeout)?,
         max_message_size: max_message,
         files_dir: files_dir.clone(),
+        protected_paths,
         max_file_size,
         events: Some(Arc::new(move |e: &Event<'_>| events.event(e))),
         ..defaults
@@ -92,13 +100,21 @@ pub fn serve(a: &Args) -> Run {
     let count = authorized.keys().map_err(Fail::local)?.len();
     let keys = server_key(a, &log)?;
     let listen = a.value("--listen").unwrap_or(DEFAULT_LISTEN);
+    let (listeners, stacks) = match a.value("--listen") {
+        Some(addr) => {
+            (vec![TcpListener::bind(addr).map_err(|e| bind_error(listen, e.into()))?], "")
+        }
+        None => default_listeners().map_err(|e| bind_error(listen, e.into()))?,
+    };
     let fingerprint = keys.fingerprint();
     // Files are served only with --dir (no files directory refuses them all),
     // and then the handler below decides each file operation.
     let serve = ServeFiles(move |r: Request<'_>| handler.handle(r));
-    let server = Server::bind_with(listen, keys, authorized, config.clone(), serve)
-        .map_err(|e| bind_error(listen, e))?;
-    let addr = server.local_addr().map_err(Fail::net)?;
+    let server = Server::from_listeners(listeners, keys, authorized, config.clone(), serve)
+        .map_err(Fail::net)?;
+    let addrs = server.local_addrs().map_err(Fail::net)?;
+    let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    let addr = format!("{}{stacks}", addrs.join(" and "));
     log.note(Level::Quiet, &format!("listening on {addr}, server key {fingerprint}"));
     if count == 0 {
         let msg = "no client key is authorized yet: add one with `ovtp authorize KEY.pub` \
@@ -160,6 +176,27 @@ fn server_key(a: &Args, log: &Log) -> Result<KeyPair, Fail> {
     let (p, fp) = (path.display(), keys.fingerprint());
     log.note(Level::Quiet, &format!("generated a new server key {p} ({p}.pub), fingerprint {fp}"));
     Ok(keys)
+}
+
+/// Port 888 on IPv6 and IPv4: one dual-stack `[::]` listener where the
+/// system maps IPv4 into it, else `[::]` and `0.0.0.0` side by side, else
+/// whichever family the system has. The text says which it is.
+fn default_listeners() -> io::Result<(Vec<TcpListener>, &'static str)> {
+    let port = ovtp::constants::DEFAULT_PORT;
+    let v6 = match TcpListener::bind((std::net::Ipv6Addr::UNSPECIFIED, port)) {
+        Ok(v6) => v6,
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(e),
+        Err(_) => {
+            let v4 = TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port))?;
+            return Ok((vec![v4], " (IPv4 only: this system has no IPv6)"));
+        }
+    };
+    match TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)) {
+        Ok(v4) => Ok((vec![v6, v4], " (IPv6 and IPv4)")),
+        // The dual-stack [::] socket already holds the IPv4 port.
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Ok((vec![v6], " (IPv6 and IPv4)")),
+        Err(_) => Ok((vec![v6], " (IPv6 only)")),
+    }
 }
 
 fn bind_error(listen: &str, e: Error) -> Fail {
