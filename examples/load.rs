@@ -325,11 +325,7 @@ fn load(dir: &Path, keys: &[KeyPair], pin: &HostTrust, failures: &Failures) {
                                 .send_file_with(
                                     local.join(format!("c{c}-f{f}")),
                                     &format!("c{c}/f{f}.bin"),
-                                    TransferOptions {
-                                        overwrite: false,
-                                        resume: false,
-                                        progress: None,
-                                    },
+                                    TransferOptions { resume: false, ..TransferOptions::default() },
                                 )
                                 .map_err(|e| format!("client {c} file {f}: {e}"))?;
                             if report.size != FILE_SIZES[f] as u64 {

@@ -6,14 +6,14 @@ use std::time::Duration;
 /// The first four bytes of each side's first frame.
 pub const MAGIC: [u8; 4] = *b"OVTP";
 /// The protocol version this build speaks. Bumped on any wire change.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The TCP port of the original ovtp, kept as the default.
 pub const DEFAULT_PORT: u16 = 888;
 
 /// Bytes of the big-endian length prefix in front of every frame.
 pub const LEN_PREFIX: usize = 4;
 /// Largest handshake frame. A hello with a 4096-bit key is about 600 bytes and
-/// an auth frame about 1,030; 16 KiB leaves room for growth yet cannot be used
+/// an auth frame about 1,420 (with its 384-byte key share); 16 KiB leaves room for growth yet cannot be used
 /// to make a server allocate much before authentication.
 pub const MAX_HANDSHAKE_FRAME: usize = 16 * 1024;
 /// File data read at once, and the most one FILE_DATA record may carry. 1 MiB
@@ -60,20 +60,21 @@ pub const DEFAULT_RSA_BITS: usize = 3072;
 pub const MAX_PUBLIC_KEY_DER: usize = 1024;
 
 /// Context strings. Each signature and each derived key has its own label, so
-/// that nothing produced for one purpose verifies or decrypts in another.
-pub const LABEL_TRANSCRIPT: &[u8] = b"ovtp/1 transcript";
+/// that nothing produced for one purpose verifies or decrypts in another; the
+/// version in them keeps a version-1 signature or key from serving in version 2.
+pub const LABEL_TRANSCRIPT: &[u8] = b"ovtp/2 transcript";
 /// Prefix of the message the client signs.
-pub const LABEL_CLIENT_SIG: &[u8] = b"ovtp/1 client signature";
+pub const LABEL_CLIENT_SIG: &[u8] = b"ovtp/2 client signature";
 /// Prefix of the message the server signs.
-pub const LABEL_SERVER_SIG: &[u8] = b"ovtp/1 server signature";
+pub const LABEL_SERVER_SIG: &[u8] = b"ovtp/2 server signature";
 /// HKDF info of the client-to-server encryption key.
-pub const LABEL_C2S_ENC: &[u8] = b"ovtp/1 c2s enc";
+pub const LABEL_C2S_ENC: &[u8] = b"ovtp/2 c2s enc";
 /// HKDF info of the client-to-server MAC key.
-pub const LABEL_C2S_MAC: &[u8] = b"ovtp/1 c2s mac";
+pub const LABEL_C2S_MAC: &[u8] = b"ovtp/2 c2s mac";
 /// HKDF info of the server-to-client encryption key.
-pub const LABEL_S2C_ENC: &[u8] = b"ovtp/1 s2c enc";
+pub const LABEL_S2C_ENC: &[u8] = b"ovtp/2 s2c enc";
 /// HKDF info of the server-to-client MAC key.
-pub const LABEL_S2C_MAC: &[u8] = b"ovtp/1 s2c mac";
+pub const LABEL_S2C_MAC: &[u8] = b"ovtp/2 s2c mac";
 
 /// Default cap on simultaneous connections (each one a thread).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;

@@ -32,6 +32,8 @@ pub enum Error {
     BadRecord,
     /// A signature in the handshake did not verify.
     BadSignature,
+    /// The peer's Diffie-Hellman share is outside `1 < Y < p-1`.
+    BadKeyShare,
     /// A length in a frame exceeds the limit for it.
     TooLarge {
         /// What was too large.
@@ -148,6 +150,9 @@ impl fmt::Display for Error {
                 "a record failed authentication (tampered, replayed or corrupted); connection closed",
             ),
             Error::BadSignature => f.write_str("handshake signature did not verify; connection closed"),
+            Error::BadKeyShare => f.write_str(
+                "the peer's Diffie-Hellman share is out of range (1 < Y < p-1 is required); connection closed",
+            ),
             Error::TooLarge { what, size, limit } => {
                 write!(f, "{what} too large: {size} bytes, the limit is {limit}")
             }

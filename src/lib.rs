@@ -11,7 +11,10 @@
 //!
 //! Both sides prove possession of their RSA keys by signing (RSA-PSS-SHA256)
 //! the whole handshake transcript; each wraps a fresh secret to the other with
-//! RSA-OAEP-SHA256; session keys come from both secrets through HKDF-SHA256;
+//! RSA-OAEP-SHA256 and adds an ephemeral ffdhe3072 share (RFC 7919), so that a
+//! recorded session stays closed even to whoever later steals both private
+//! keys; session keys come from both secrets and the Diffie-Hellman secret
+//! through HKDF-SHA256;
 //! records are AES-256-CBC + HMAC-SHA256, encrypt-then-MAC, with sequence
 //! numbers. The server only talks to keys in its `authorized_keys`; the client
 //! only to a server whose key it has pinned (`known_hosts` or a fingerprint).
@@ -63,7 +66,8 @@
 //! | layer | what | properties it holds (PROTOCOL.md 13) |
 //! |---|---|---|
 //! | `proto/codec.rs` | frames, bounds-checked reader, `Body` | lengths checked before allocation; no trailing bytes |
-//! | `proto/handshake.rs` | handshake states | versioned; mutual authentication; no private-key work before the client's signature verifies; pinning before signing |
+//! | `proto/handshake.rs` | handshake states | versioned; mutual authentication; no private-key work and no exponentiation before the client's signature verifies; pinning before signing |
+//! | `proto/dh.rs` | ffdhe3072 shares and secret | forward secrecy; peer shares checked `1 < Y < p-1` |
 //! | `proto/schedule.rs` | HKDF, session keys | four independent keys |
 //! | `proto/record.rs` | `Sealer`, `Opener` | encrypt-then-MAC, tag checked before decryption; replay, reorder, reflection fail; sequence numbers never wrap |
 //! | `proto/msg.rs` | wire codes, typed bodies, message assembly | unknown flags refused; one message type per message; message size bounded |
@@ -97,7 +101,9 @@ pub use rand::Rng;
 pub use server::admission::{FailureBudget, MIN_STRANGER_AGE};
 pub use server::{Event, EventSink, Handler, ServeFiles, Server, ServerConfig, Stopper};
 pub use status::AlertCode;
-pub use store::{PARTIAL_SUFFIX, check_name, check_name_for_write, hex, partial_path};
+pub use store::{
+    PARTIAL_SUFFIX, check_name, check_name_for_write, hex, partial_path, upload_partial_path,
+};
 pub use trust::{
     AuthorizedKeys, HostCheck, KnownHosts, authorized_key_line, parse_authorized_keys,
     parse_known_hosts,
@@ -110,14 +116,15 @@ pub use trust::{
 pub mod hooks {
     pub use crate::io::sealing::SealPool;
     pub use crate::proto::codec::{Body, split_frame};
+    pub use crate::proto::dh;
     pub use crate::proto::handshake::{
-        ClientAwaitAuth, ClientStart, ServerAwaitAuth, ServerHalf, ServerVerified, Session,
-        alert_frame, client_hello_key,
+        ClientAwaitAuth, ClientSecrets, ClientStart, ClientVerified, ServerAwaitAuth, ServerHalf,
+        ServerVerified, Session, alert_frame, client_hello_key,
     };
     pub use crate::proto::msg;
     pub use crate::proto::record::{Opener, Plain, Record, Sealer};
     pub use crate::proto::schedule::{DIR_CLIENT_TO_SERVER, DIR_SERVER_TO_CLIENT, SessionKeys};
-    pub use crate::proto::transfer::{Receiver, Refusal, Sender, Start, Verdict};
+    pub use crate::proto::transfer::{Receiver, Refusal, Sender, Start, Verdict, resume_point};
 }
 
 /// The README's code examples, compiled as doctests so they cannot rot.

@@ -30,7 +30,9 @@ pub enum Payload {
         path: std::path::PathBuf,
         /// Its size in bytes.
         size: u64,
-        /// Its SHA-256.
+        /// Its SHA-256 as the client computed it and sent it in FILE_END: every
+        /// byte arrived authenticated and in order, but the server does not hash
+        /// them again (PROTOCOL.md 7.7.6); hash `path` if you need certainty.
         sha256: [u8; 32],
     },
     /// A client asks for a file (`get_file`) or its digest (`file_digest`).
@@ -102,11 +104,17 @@ pub struct TransferOptions<'a> {
     pub resume: bool,
     /// Called with `(bytes done, total)` at most every 100 ms and at the end (default: none).
     pub progress: Progress<'a>,
+    /// Read the stored file back and compare its SHA-256 with the sender's,
+    /// as rsync's checksum does (default: no). A download reads its partial
+    /// file back before it gets its name; an upload asks the server for the
+    /// stored file's digest afterwards (one DIGEST request). It costs one more
+    /// read of the file; what travels is already authenticated record by record.
+    pub verify: bool,
 }
 
 impl Default for TransferOptions<'_> {
     fn default() -> Self {
-        TransferOptions { overwrite: false, resume: true, progress: None }
+        TransferOptions { overwrite: false, resume: true, progress: None, verify: false }
     }
 }
 
@@ -116,6 +124,7 @@ impl std::fmt::Debug for TransferOptions<'_> {
             .field("overwrite", &self.overwrite)
             .field("resume", &self.resume)
             .field("progress", &self.progress.is_some())
+            .field("verify", &self.verify)
             .finish()
     }
 }
@@ -125,7 +134,8 @@ impl std::fmt::Debug for TransferOptions<'_> {
 pub struct FileReport {
     /// Size of the file in bytes.
     pub size: u64,
-    /// SHA-256 of the whole file, checked by the receiver.
+    /// SHA-256 of the whole file as its sender computed it while reading it
+    /// (ours for an upload; the server's, from FILE_END, for a download).
     pub sha256: [u8; 32],
     /// Bytes that were already present from an interrupted transfer and not sent again.
     pub resumed_from: u64,

@@ -75,6 +75,8 @@ pub enum AlertCode {
     TooLarge,
     /// Any other protocol error.
     Protocol,
+    /// The peer's Diffie-Hellman share is out of range.
+    KeyShare,
     /// A code this build does not know.
     Unknown(u8),
 }
@@ -90,6 +92,7 @@ impl AlertCode {
             AlertCode::ShuttingDown => 5,
             AlertCode::TooLarge => 6,
             AlertCode::Protocol => 7,
+            AlertCode::KeyShare => 8,
             AlertCode::Unknown(v) => v,
         }
     }
@@ -104,6 +107,7 @@ impl AlertCode {
             5 => AlertCode::ShuttingDown,
             6 => AlertCode::TooLarge,
             7 => AlertCode::Protocol,
+            8 => AlertCode::KeyShare,
             other => AlertCode::Unknown(other),
         }
     }
@@ -119,6 +123,7 @@ impl fmt::Display for AlertCode {
             AlertCode::ShuttingDown => f.write_str("server shutting down"),
             AlertCode::TooLarge => f.write_str("limit exceeded"),
             AlertCode::Protocol => f.write_str("protocol error"),
+            AlertCode::KeyShare => f.write_str("Diffie-Hellman share out of range"),
             AlertCode::Unknown(v) => write!(f, "unknown alert {v}"),
         }
     }

@@ -98,9 +98,12 @@ fn client_with_a_stolen_public_key_but_no_private_key_is_refused_after_a_signatu
     let srv_keys = server_keys();
     let client_pub_only = client_keys();
     let mut rng = Rng::system();
+    // The server's generator is seeded, to see what it draws (its nonce, then nothing).
+    let mut srng = Rng::from_seed([9; 32]);
     let (start, hello) = ClientStart::new(&client_pub_only, &mut rng).unwrap();
     let (server_state, shello) =
-        ServerAwaitAuth::read_client_hello(&srv_keys, &hello[4..], &mut rng, |_| Ok(true)).unwrap();
+        ServerAwaitAuth::read_client_hello(&srv_keys, &hello[4..], &mut srng, |_| Ok(true))
+            .unwrap();
     let (_, auth) = start.read_server_hello(&shello[4..], &mut rng, |_| Ok(())).unwrap();
     // Replace the signature with one made by another key: it must not verify.
     let mut forged = auth.clone();
@@ -115,13 +118,18 @@ fn client_with_a_stolen_public_key_but_no_private_key_is_refused_after_a_signatu
     forged[n - sig_len..].copy_from_slice(&auth2[auth2.len() - sig_len..]);
     let before = srv_keys.private_operations();
     let err =
-        server_state.read_client_auth(&forged[4..], &mut rng).err().expect("forged auth accepted");
+        server_state.read_client_auth(&forged[4..], &mut srng).err().expect("forged auth accepted");
     assert!(matches!(err, Error::BadSignature), "{err}");
     assert_eq!(
         srv_keys.private_operations(),
         before,
         "private-key work before the client signature verified"
     );
+    // No exponent was drawn, so no exponentiation can have happened: the
+    // server's next draw is the block right after its nonce.
+    let mut fresh = Rng::from_seed([9; 32]);
+    let _nonce: [u8; 32] = fresh.array().unwrap();
+    assert_eq!(srng.array::<32>().unwrap(), fresh.array::<32>().unwrap(), "an exponent was drawn");
 }
 
 #[test]
@@ -483,20 +491,25 @@ fn adding_and_removing_a_key_takes_effect_without_a_restart() {
 #[test]
 fn a_peer_with_another_protocol_version_gets_a_clear_error() {
     let srv = TestServer::start(quick_server());
+    // A version-1 ClientHello (the layout of both versions), naming an authorized key.
     let mut s = TcpStream::connect(srv.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut body = b"OVTP".to_vec();
-    body.extend_from_slice(&99u16.to_be_bytes());
+    body.extend_from_slice(&1u16.to_be_bytes());
     body.push(1);
-    body.extend_from_slice(&[0u8; 40]);
+    body.extend_from_slice(&[7u8; 32]);
+    let key = client_keys().public().to_der().to_vec();
+    body.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    body.extend(key);
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
     frame.extend(body);
     s.write_all(&frame).unwrap();
     let mut answer = Vec::new();
     let _ = s.read_to_end(&mut answer);
+    assert_eq!(&answer[4..11], b"OVTP\x00\x02\x15", "a version-2 plaintext alert");
     assert_eq!(answer[11], AlertCode::Version.to_u8());
     let msg = String::from_utf8_lossy(&answer[14..]);
-    assert!(msg.contains("version 1"), "{msg}");
+    assert!(msg.contains("version 2"), "{msg}");
 
     // And the client side maps a peer's different version to Error::Version.
     let fake = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -506,7 +519,7 @@ fn a_peer_with_another_protocol_version_gets_a_clear_error() {
             let mut buf = [0u8; 2048];
             let _ = s.read(&mut buf);
             let mut body = b"OVTP".to_vec();
-            body.extend_from_slice(&2u16.to_be_bytes());
+            body.extend_from_slice(&1u16.to_be_bytes());
             body.push(2);
             let mut frame = (body.len() as u32).to_be_bytes().to_vec();
             frame.extend(body);
@@ -516,8 +529,8 @@ fn a_peer_with_another_protocol_version_gets_a_clear_error() {
     let err =
         Client::connect_with(&fake_addr.to_string(), client_keys(), srv.pin(), quick_client())
             .unwrap_err();
-    assert!(matches!(err, Error::Version { ours: 1, theirs: 2 }), "{err}");
-    assert!(err.to_string().contains("version 2"));
+    assert!(matches!(err, Error::Version { ours: 2, theirs: 1 }), "{err}");
+    assert!(err.to_string().contains("we speak version 2, the peer speaks version 1"), "{err}");
 }
 
 #[test]

@@ -302,7 +302,7 @@ fn a_peer_that_disconnects_at_every_stage_of_a_transfer_leaves_nothing_corrupt()
         );
         drop(c);
         let end = ends.next();
-        let partial = files.join(format!(".{name}.ovtp-part"));
+        let partial = ovtp::upload_partial_path(&files.join(&name), &client_keys().fingerprint());
         if *cut == (Dir::ToServer, 2) {
             // The request never arrived: a client that left between requests.
             assert_eq!(end, "disconnected cleanly");
@@ -320,7 +320,8 @@ fn a_peer_that_disconnects_at_every_stage_of_a_transfer_leaves_nothing_corrupt()
                 "cut {cut:?}: {end}"
             );
             assert!(!files.join(&name).exists(), "cut {cut:?}: final name exists");
-            let partial = files.join(format!(".{name}.ovtp-part"));
+            let partial =
+                ovtp::upload_partial_path(&files.join(&name), &client_keys().fingerprint());
             // What was kept for resuming is a true prefix of the file.
             let kept = std::fs::read(&partial).unwrap_or_default();
             assert!(
@@ -586,13 +587,15 @@ fn strangers_and_garbage_cost_no_private_key_operation_and_no_file_access() {
         let (_, hello) = ClientStart::new(&client_keys(), &mut rng).unwrap();
         s.write_all(&hello).unwrap();
         read_frame(&mut s).unwrap();
-        let mut forged = vec![0u8; 4 + 7 + 2 + 256 + 2 + 256];
+        // Header, wrapped secret, key share (below p: its top byte 7f), signature.
+        let mut forged = vec![0u8; 4 + 7 + 2 + 256 + 384 + 2 + 256];
         rng.fill(&mut forged).unwrap();
         let body_len = forged.len() as u32 - 4;
         forged[..4].copy_from_slice(&body_len.to_be_bytes());
-        forged[4..11].copy_from_slice(b"OVTP\x00\x01\x03");
+        forged[4..11].copy_from_slice(b"OVTP\x00\x02\x03");
         forged[11..13].copy_from_slice(&256u16.to_be_bytes());
-        forged[269..271].copy_from_slice(&256u16.to_be_bytes());
+        forged[269] = 0x7f;
+        forged[653..655].copy_from_slice(&256u16.to_be_bytes());
         s.write_all(&forged).unwrap();
         let _ = s.read_to_end(&mut Vec::new());
         attempts += 1;

@@ -269,7 +269,9 @@ fn an_interrupted_upload_leaves_nothing_under_the_final_name_and_resumes() {
     assert!(matches!(err, Error::Closed(_) | Error::Io(_)), "{err}");
     std::thread::sleep(Duration::from_millis(200));
     assert!(!fs.files.join("big.bin").exists(), "a partial upload appeared under the final name");
-    let partial = fs.files.join(".big.bin.ovtp-part");
+    // The upload's partial file is this client key's own (PROTOCOL.md 7.7.7).
+    let partial =
+        ovtp::upload_partial_path(&fs.files.join("big.bin"), &client_keys().fingerprint());
     let kept = std::fs::metadata(&partial).unwrap().len();
     assert!(kept > 0 && kept < data.len() as u64, "kept {kept}");
 
@@ -521,6 +523,207 @@ fn a_lost_final_reply_of_an_upload_is_answered_from_the_cache_on_retry() {
     let received =
         fs.events.lock().unwrap().iter().filter(|e| e.starts_with("received once.bin")).count();
     assert_eq!(received, 1, "the handler heard of the same upload twice");
+}
+
+/// SHA-256 length extension (the attack of finding 2): from the digest of a
+/// `len`-byte message alone (`len` a multiple of 64), the glue padding that
+/// follows it and the digest of `message || glue || ext` (`ext` whole blocks).
+fn extend_sha256(digest: &[u8], len: u64, ext: &[u8]) -> (Vec<u8>, [u8; 32]) {
+    let padding = |len: u64| {
+        let mut p = vec![0x80];
+        p.resize(56, 0);
+        p.extend_from_slice(&(len * 8).to_be_bytes());
+        p
+    };
+    assert!(len.is_multiple_of(64) && ext.len().is_multiple_of(64));
+    let glue = padding(len);
+    let mut state = [0u32; 8];
+    for (i, w) in state.iter_mut().enumerate() {
+        *w = u32::from_be_bytes(digest[4 * i..4 * i + 4].try_into().unwrap());
+    }
+    let total = len + 64 + ext.len() as u64;
+    let tail = [ext, &padding(total)].concat();
+    let blocks: Vec<[u8; 64]> = tail.chunks(64).map(|c| c.try_into().unwrap()).collect();
+    sha2::block_api::compress256(&mut state, &blocks);
+    let mut out = [0u8; 32];
+    for (i, w) in state.iter().enumerate() {
+        out[4 * i..4 * i + 4].copy_from_slice(&w.to_be_bytes());
+    }
+    (glue, out)
+}
+
+#[test]
+fn length_extension_helper_matches_sha256() {
+    let m = content(128, 1);
+    let ext = [7u8; 64];
+    let (glue, forged) = extend_sha256(&sha(&m), 128, &ext);
+    assert_eq!(forged, sha(&[&m[..], &glue, &ext].concat()));
+}
+
+/// Finding 2 of issue 12, as it was tried live: a victim's upload is cut
+/// after 1 MiB; a second authorized key asks to resume the same name. In
+/// version 1 it was told the partial file's length and SHA-256, continued it
+/// with SHA-256 padding and a digest computed from that state alone, had it
+/// committed, and downloaded the victim's first MiB. Now a partial file
+/// belongs to the key that started it: the second key sees nothing, and the
+/// victim still resumes its own upload.
+#[test]
+fn another_key_can_neither_see_nor_complete_an_interrupted_upload() {
+    use ovtp::hooks::msg::{
+        FLAG_ABORT, FLAG_FIN, FileEnd, Get, Op, Put, REC_FILE_DATA, REC_FILE_END, REC_FILE_READY,
+        REC_RESPONSE,
+    };
+    let fs = file_server(|_| {});
+    let second = other_server_keys();
+    ovtp::AuthorizedKeys::new(&fs.srv.authorized).add(second.public(), "second client").unwrap();
+    let local = TempDir::new("local");
+    let victim = content(3 << 20, 11);
+    let src = write(&local, "victim.bin", &victim);
+    let proxy_addr = proxy(fs.srv.addr, 1, cut_after(Dir::ToServer, 1));
+    let mut c =
+        Client::connect_with(&proxy_addr.to_string(), client_keys(), fs.srv.pin(), no_retry())
+            .unwrap();
+    assert!(c.send_file(&src, "report.bin").is_err());
+    let held = |dir: &Path| {
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).find(|p| {
+            p.to_string_lossy().ends_with(".ovtp-part")
+                && std::fs::metadata(p).is_ok_and(|m| m.len() == 1 << 20)
+        })
+    };
+    for _ in 0..100 {
+        if held(&fs.files).is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(held(&fs.files).is_some(), "the victim's first MiB is kept in a partial file");
+
+    // The second key asks to resume the same name.
+    let mut b = RawClient::connect(fs.srv.addr, &second, fs.srv.keys.public());
+    let put = |size| Op::Put(Put { name: "report.bin", size, overwrite: false, resume: true });
+    b.request(put(4 << 20));
+    let (rtype, _, ready) = b.recv();
+    assert_eq!(rtype, REC_FILE_READY);
+    let seen = u64::from_be_bytes(ready[..8].try_into().unwrap());
+    let abort = |b: &mut RawClient, total| {
+        let end = FileEnd { total, sha256: [0; 32], abort: true };
+        b.send(REC_FILE_END, FLAG_FIN | FLAG_ABORT, &end.to_vec());
+        assert_eq!(b.recv().0, REC_RESPONSE, "ABORTED");
+    };
+    if seen > 0 && ready.len() == 40 {
+        // Version 1: the length and SHA-256 of the victim's bytes. Extend them.
+        abort(&mut b, 0);
+        let ext = [b'!'; 64];
+        let (glue, forged) = extend_sha256(&ready[8..], seen, &ext);
+        let total = seen + (glue.len() + ext.len()) as u64;
+        b.request(put(total));
+        assert_eq!(b.recv().0, REC_FILE_READY);
+        b.send(REC_FILE_DATA, FLAG_FIN, &[&seen.to_be_bytes()[..], &glue, &ext].concat());
+        b.send(REC_FILE_END, FLAG_FIN, &FileEnd { total, sha256: forged, abort: false }.to_vec());
+        assert_eq!(b.recv().0, REC_RESPONSE);
+        let prefix = sha(b"");
+        b.request(Op::Get(Get { name: "report.bin", offset: 0, prefix, resume: false }));
+        let mut got = Vec::new();
+        loop {
+            let (rtype, _, pt) = b.recv();
+            match rtype {
+                REC_FILE_DATA => got.extend_from_slice(&pt[8..]),
+                REC_FILE_READY => {}
+                _ => break,
+            }
+        }
+        assert!(
+            !got.starts_with(&victim[..1 << 20]),
+            "a second key completed the victim's interrupted upload by length extension \
+             and downloaded the victim's first MiB"
+        );
+    }
+    assert_eq!((seen, ready.len()), (0, 8), "a second key sees another key's partial file");
+    abort(&mut b, 0);
+    drop(b);
+
+    // The victim's own retry resumes where its upload was cut.
+    let report = fs.srv.client().send_file(&src, "report.bin").unwrap();
+    assert_eq!(report.resumed_from, 1 << 20);
+    assert_eq!(std::fs::read(fs.files.join("report.bin")).unwrap(), victim);
+}
+
+#[test]
+fn a_verified_transfer_reads_the_stored_file_back_and_catches_a_changed_copy() {
+    // The handler appends to files named "rot*" once they are stored: a disk
+    // (or a bug) that changed what was written.
+    let dir = TempDir::new("files");
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let config = ServerConfig { files_dir: Some(files.clone()), ..quick_server() };
+    let srv = TestServer::start_with(config, Arc::new(AtomicUsize::new(0)), |req: Request<'_>| {
+        if let Payload::FileReceived { name, path, .. } = &req.payload
+            && name.starts_with("rot")
+        {
+            let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+            std::io::Write::write_all(&mut f, b"!").unwrap();
+        }
+        Reply::ok("")
+    });
+    let local = TempDir::new("local");
+    let data = content((2 << 20) + 3, 8);
+    let src = write(&local, "src", &data);
+    let verify = || TransferOptions { verify: true, ..Default::default() };
+    let mut c = srv.client();
+    let report = c.send_file_with(&src, "kept.bin", verify()).unwrap();
+    assert_eq!(report.sha256, sha(&data));
+    let copy = local.join("copy.bin");
+    let report = c.get_file_with("kept.bin", &copy, verify()).unwrap();
+    assert_eq!((report.sha256, std::fs::read(&copy).unwrap()), (sha(&data), data.clone()));
+    let err = c.send_file_with(&src, "rot.bin", verify()).unwrap_err();
+    assert!(matches!(err, Error::DigestMismatch(_)), "{err}");
+    assert!(err.to_string().contains(&format!("{} bytes", data.len() + 1)), "{err}");
+}
+
+/// The server continues a partial upload only after the client proved, with
+/// FILE_PREFIX, that the bytes held are its file's: a FILE_DATA after them
+/// without the proof is refused, and a wrong digest makes the data start at 0.
+#[test]
+fn a_partial_upload_is_continued_only_after_its_prefix_is_proven() {
+    use ovtp::hooks::msg::{
+        FLAG_FIN, FileEnd, Op, Put, REC_FILE_DATA, REC_FILE_END, REC_FILE_PREFIX, REC_FILE_READY,
+        REC_RESPONSE,
+    };
+    let fs = file_server(|_| {});
+    let data = content(1000, 4);
+    let partial = ovtp::upload_partial_path(&fs.files.join("p.bin"), &client_keys().fingerprint());
+    let put = Op::Put(Put { name: "p.bin", size: 1000, overwrite: false, resume: true });
+    let ready = |c: &mut RawClient| {
+        let (rtype, _, pt) = c.recv();
+        assert_eq!(rtype, REC_FILE_READY);
+        u64::from_be_bytes(pt.try_into().unwrap())
+    };
+    let status = |pt: &[u8]| u16::from_be_bytes([pt[16], pt[17]]);
+
+    // No proof: FILE_DATA right after the 400 bytes held is refused at once.
+    std::fs::write(&partial, &data[..400]).unwrap();
+    let mut c = RawClient::connect(fs.srv.addr, &client_keys(), fs.srv.keys.public());
+    c.request(put.clone());
+    assert_eq!(ready(&mut c), 400);
+    c.send(REC_FILE_DATA, FLAG_FIN, &[&400u64.to_be_bytes()[..], &data[400..]].concat());
+    let (rtype, _, pt) = c.recv();
+    assert_eq!((rtype, status(&pt)), (REC_RESPONSE, ovtp::status::BAD_REQUEST));
+    let end = FileEnd { total: 1000, sha256: sha(&data), abort: false };
+    c.send(REC_FILE_END, FLAG_FIN, &end.to_vec()); // drained
+    assert!(!fs.files.join("p.bin").exists());
+
+    // A proof that does not match: the data starts over at 0, and the file is whole.
+    std::fs::write(&partial, &data[..400]).unwrap();
+    c.request(put);
+    assert_eq!(ready(&mut c), 400);
+    c.send(REC_FILE_PREFIX, FLAG_FIN, &sha(&data[..399]));
+    assert_eq!(ready(&mut c), 0, "a prefix that differs is not continued");
+    c.send(REC_FILE_DATA, FLAG_FIN, &[&0u64.to_be_bytes()[..], &data].concat());
+    c.send(REC_FILE_END, FLAG_FIN, &end.to_vec());
+    let (rtype, _, pt) = c.recv();
+    assert_eq!((rtype, status(&pt)), (REC_RESPONSE, ovtp::status::OK));
+    assert_eq!(std::fs::read(fs.files.join("p.bin")).unwrap(), data);
+    assert!(!partial.exists());
 }
 
 #[cfg(unix)]

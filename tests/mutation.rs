@@ -13,11 +13,11 @@
 //!
 //! - one flipped bit (bit `position % 8`, so all eight bit positions are used)
 //!   in every field of every frame of A's client stream: length prefixes,
-//!   magic, version, type, nonce, key, wrapped secret, signature, record type,
+//!   magic, version, type, nonce, key, wrapped secret, key share, signature, record type,
 //!   flags, IV, ciphertext and tag. By default every byte of the small fields
 //!   and a sample of the bulk ones (first and last 4 bytes, every 8th between:
-//!   about 460 of the 1,958 positions); with `OVTP_MUTATION_EVERY_BYTE=1`,
-//!   every byte position (about 2,050 cases instead of 550);
+//!   about 510 of the 2,340 positions); with `OVTP_MUTATION_EVERY_BYTE=1`,
+//!   every byte position (about 2,430 cases instead of 600);
 //! - truncation at every frame boundary, and inside every frame (after 1, 3, 4
 //!   and 5 bytes, at the middle and one byte short of its end);
 //! - every frame duplicated; every pair of adjacent frames swapped;
@@ -82,6 +82,7 @@ fn kind(e: &Error) -> &'static str {
     match e {
         Error::BadRecord => "bad-record",
         Error::BadSignature => "bad-signature",
+        Error::BadKeyShare => "bad-key-share",
         Error::Closed(_) => "closed",
         Error::TooLarge { .. } => "too-large",
         Error::Malformed(_) => "malformed",
@@ -324,8 +325,16 @@ struct Case {
 
 /// Error kinds by where the damage is.
 fn kinds_for(frame: usize, in_prefix: bool) -> Vec<Option<&'static str>> {
-    let hs =
-        ["malformed", "version", "key", "not-authorized", "bad-signature", "too-large", "closed"];
+    let hs = [
+        "malformed",
+        "version",
+        "key",
+        "not-authorized",
+        "bad-signature",
+        "bad-key-share",
+        "too-large",
+        "closed",
+    ];
     match (frame, in_prefix) {
         (0 | 1, _) => hs.iter().map(|k| Some(*k)).collect(),
         (_, true) => vec![Some("bad-record"), Some("too-large"), Some("closed")],
@@ -352,8 +361,9 @@ fn fields(j: usize, f: &[u8]) -> Vec<(&'static str, std::ops::Range<usize>, bool
                 ("magic, version, type", 4..11, false),
                 ("wrapped secret length", 11..13, false),
                 ("wrapped secret", 13..w, true),
-                ("signature length", w..w + 2, false),
-                ("signature", w + 2..f.len(), true),
+                ("key share", w..w + 384, true),
+                ("signature length", w + 384..w + 386, false),
+                ("signature", w + 386..f.len(), true),
             ]
         }
         _ => vec![

@@ -51,7 +51,7 @@ const SERVER_SEED: [u8; 32] = *b"ovtp test vectors: server seed!!";
 // The protocol's numbers, written out again here from PROTOCOL.md rather than
 // imported, so that the independent check does not trust the library's constants.
 const MAGIC: &[u8; 4] = b"OVTP";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 const CLIENT_HELLO: u8 = 1;
 const SERVER_HELLO: u8 = 2;
 const CLIENT_AUTH: u8 = 3;
@@ -68,6 +68,7 @@ const REC_FILE_READY: u8 = 0x12;
 const REC_FILE_DATA: u8 = 0x13;
 const REC_FILE_END: u8 = 0x14;
 const REC_ALERT: u8 = 0x15;
+const REC_FILE_PREFIX: u8 = 0x16;
 const FIN: u8 = 0x01;
 const OP_TEXT: u8 = 1;
 const OP_DATA: u8 = 2;
@@ -76,9 +77,28 @@ const OP_GET: u8 = 4;
 const OP_DIGEST: u8 = 5;
 /// PUT and GET flag: keep a matching partial file from an earlier attempt.
 const XFER_RESUME: u8 = 0x02;
+/// The ffdhe3072 prime (RFC 7919, Appendix A.2), as PROTOCOL.md 4.10 prints it; g = 2.
+const FFDHE3072_P: &str = "\
+    ffffffffffffffffadf85458a2bb4a9aafdc5620273d3cf1d8b9c583ce2d3695\
+    a9e13641146433fbcc939dce249b3ef97d2fe363630c75d8f681b202aec4617a\
+    d3df1ed5d5fd65612433f51f5f066ed0856365553ded1af3b557135e7f57c935\
+    984f0c70e0e68b77e2a689daf3efe8721df158a136ade73530acca4f483a797a\
+    bc0ab182b324fb61d108a94bb2c8e3fbb96adab760d7f4681d4f42a3de394df4\
+    ae56ede76372bb190b07a7c8ee0a6d709e02fce1cdf7e2ecc03404cd28342f61\
+    9172fe9ce98583ff8e4f1232eef28183c3fe3b1b4c6fad733bb5fcbc2ec22005\
+    c58ef1837d1683b2c6f34a26c1b2effa886b4238611fcfdcde355b3b6519035b\
+    bc34f4def99c023861b46fc9d6e6c9077ad91d2691f7f7ee598cb0fac186d91c\
+    aefe130985139270b4130c93bc437944f4fd4452e2d74dd364f2e21e71f54bff\
+    5cae82ab9c9df69ee86d2bc522363a0dabc521979b0deada1dbf9a42d5c4484e\
+    0abcd06bfa53ddef3c1b20ee3fd59d7c25e41d2b66c62e37ffffffffffffffff";
+/// Bytes of a key share and of the Diffie-Hellman secret.
+const DH_LEN: usize = 384;
 
 // The file of the file-transfer vectors.
 const FILE_NAME: &str = "hello.txt";
+/// Bytes of the file that the server holds from an interrupted upload by the
+/// same client key: the PUT resumes after them.
+const HELD: usize = 40;
 const FILE_CONTENT: &[u8; 100] = b"hello.txt holds one hundred bytes of known content for the ovtp file transfer test vectors. Goodbye\n";
 /// The body of the server's final answer to the upload (chosen by its handler).
 const PUT_REPLY: &[u8] = b"stored hello.txt";
@@ -122,7 +142,7 @@ fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 fn transcript_hash(elements: &[&[u8]]) -> [u8; 32] {
     let lens: Vec<[u8; 4]> =
         elements.iter().map(|e| u32::try_from(e.len()).unwrap().to_be_bytes()).collect();
-    let mut parts: Vec<&[u8]> = vec![b"ovtp/1 transcript"];
+    let mut parts: Vec<&[u8]> = vec![b"ovtp/2 transcript"];
     for (len, e) in lens.iter().zip(elements) {
         parts.push(len);
         parts.push(e);
@@ -195,13 +215,29 @@ fn parse_hello<'a>(body: &'a [u8], frame_type: u8, what: &'static str) -> (&'a [
     (nonce, spki)
 }
 
-/// (wrapped secret, signature) of an auth frame body.
-fn parse_auth<'a>(body: &'a [u8], frame_type: u8, what: &'static str) -> (&'a [u8], &'a [u8]) {
+/// (wrapped secret, key share, signature) of an auth frame body.
+fn parse_auth<'a>(body: &'a [u8], frame_type: u8, what: &'static str) -> [&'a [u8]; 3] {
     let mut c = handshake_body(body, frame_type, what);
     let wrapped = c.vec16();
+    let share = c.take(DH_LEN);
     let signature = c.vec16();
     c.end();
-    (wrapped, signature)
+    [wrapped, share, signature]
+}
+
+/// `base^exponent mod p` in ffdhe3072, as 384 big-endian bytes.
+fn dh_pow(base: &[u8], exponent: &[u8]) -> Vec<u8> {
+    use rsa::BoxedUint;
+    let p = BoxedUint::from_be_slice(&unhex("p", FFDHE3072_P), 3072).unwrap();
+    let p = Option::from(p.to_odd()).expect("p is odd");
+    let e = BoxedUint::from_be_slice(exponent, 8 * exponent.len() as u32).unwrap();
+    BoxedUint::from_be_slice(base, 3072).unwrap().pow_mod(&e, &p).to_be_bytes().to_vec()
+}
+
+/// A side's Diffie-Hellman exponent: the 40 bytes drawn after its nonce, i.e.
+/// block 1 and the first 8 bytes of block 2 of its generator.
+fn dh_exponent(seed: &[u8]) -> Vec<u8> {
+    [&drbg_block(seed, 1)[..], &drbg_block(seed, 2)[..8]].concat()
 }
 
 fn rsa_key(pem: &str) -> rsa::PrivateKey {
@@ -292,6 +328,13 @@ fn get_body(name: &str, offset: u64, prefix: &[u8; 32], flags: u8) -> Vec<u8> {
     [&vec16(name.as_bytes())[..], &offset.to_be_bytes(), prefix, &[flags]].concat()
 }
 
+/// The server's partial file of hello.txt uploaded by the key `fingerprint`.
+fn partial_name(fingerprint: &str) -> String {
+    let digest =
+        sha256(&[b"ovtp/2 partial", &[0], fingerprint.as_bytes(), &[0], FILE_NAME.as_bytes()]);
+    format!(".{}.ovtp-part", hex(&digest[..16]))
+}
+
 /// Two u64 fields (FILE_READY of a GET: `size || start`) or a u64 and bytes
 /// (FILE_READY of a PUT: `offset || prefix_sha256`; FILE_DATA: `offset ||
 /// bytes`; FILE_END: `total || sha256`; a DIGEST reply body: `size || sha256`).
@@ -332,8 +375,8 @@ impl Out {
 }
 
 const HEADER: &str = "\
-ovtp protocol version 1: test vectors (handshake, transcript, key schedule,
-records, file transfer).
+ovtp protocol version 2: test vectors (handshake with its ephemeral ffdhe3072
+exchange, transcript, key schedule, records, file transfer).
 
 Generated from the code by tests/vectors.rs; do not edit by hand.
 `cargo test --test vectors` regenerates everything in memory and fails if this
@@ -357,16 +400,20 @@ unencrypted PKCS#8 PEM made once with
 Randomness: each side draws from a deterministic generator (ovtp::Rng::from_seed,
 for test vectors only). Block i (i = 0, 1, 2, ...) is
     HMAC-SHA256(key = seed, \"ovtp test drbg\" || u64be(i))
-and each draw of n <= 32 bytes takes the first n bytes of the next block. Each
-side's first four blocks are, in order: its nonce (block 0), its secret (block 1:
-secret_c of the client, secret_s of the server), the RSA-OAEP seed that wraps
-that secret (block 2) and the RSA-PSS salt of its signature (block 3). So both
-auth frames reproduce byte for byte with an OAEP and a PSS that take the seed
-and the salt from the caller. After block 3 the rsa crate draws blinding values
-from the same generator (the server unwraps the client's secret on a thread of
-its own, with blinding from the system, which cannot change the result), so the
-later blocks (request ids, record IVs) are specific to this code; each IV is in
-its frame. Everything else is a deterministic function of the values given here.";
+and each draw of n bytes takes the next ceil(n / 32) blocks, the last one cut to
+what is left. Each side's first six blocks are, in order: its nonce (block 0),
+its Diffie-Hellman exponent (40 bytes: block 1 and the first 8 bytes of block 2),
+its secret (block 3: secret_c of the client, secret_s of the server), the RSA-OAEP
+seed that wraps that secret (block 4) and the RSA-PSS salt of its signature
+(block 5). So both auth frames reproduce byte for byte with an OAEP and a PSS
+that take the seed and the salt from the caller. After block 5 the rsa crate
+draws blinding values from the same generator (the server unwraps the client's
+secret on a thread of its own, with blinding from the system, which cannot
+change the result), so the later blocks (request ids, record IVs) are specific
+to this code; each IV is in its frame. Everything else is a deterministic
+function of the values given here. The exponents are shown so that the shares
+and the Diffie-Hellman secret can be checked; a real peer draws them fresh and
+wipes them after the handshake.";
 
 fn generate() -> String {
     let client = KeyPair::from_pem(CLIENT_PEM).expect("client key");
@@ -400,22 +447,27 @@ fn generate() -> String {
     // Intermediate values the library keeps to itself, recomputed from the frames.
     let (nonce_c, _) = parse_hello(ch, CLIENT_HELLO, "ClientHello");
     let (nonce_s, _) = parse_hello(sh, SERVER_HELLO, "ServerHello");
-    let (wrapped_c, sig_c) = parse_auth(ca, CLIENT_AUTH, "ClientAuth");
-    let (wrapped_s, sig_s) = parse_auth(sa, SERVER_AUTH, "ServerAuth");
+    let [wrapped_c, share_c, sig_c] = parse_auth(ca, CLIENT_AUTH, "ClientAuth");
+    let [wrapped_s, share_s, sig_s] = parse_auth(sa, SERVER_AUTH, "ServerAuth");
     let secret_c = oaep_unwrap(&server_rsa, wrapped_c);
     let secret_s = oaep_unwrap(&client_rsa, wrapped_s);
-    let h1 = transcript_hash(&[ch, sh, wrapped_c]);
-    let h2 = transcript_hash(&[ch, sh, wrapped_c, sig_c, wrapped_s]);
-    let h3 = transcript_hash(&[ch, sh, wrapped_c, sig_c, wrapped_s, sig_s]);
+    let (x_c, x_s) = (dh_exponent(&CLIENT_SEED), dh_exponent(&SERVER_SEED));
+    assert_eq!(dh_pow(&[2], &x_c), share_c, "the client's share is not 2^x_c");
+    assert_eq!(dh_pow(&[2], &x_s), share_s, "the server's share is not 2^x_s");
+    let dh_secret = dh_pow(share_s, &x_c);
+    assert_eq!(dh_secret, dh_pow(share_c, &x_s));
+    let h1 = transcript_hash(&[ch, sh, wrapped_c, share_c]);
+    let h2 = transcript_hash(&[ch, sh, wrapped_c, share_c, sig_c, wrapped_s, share_s]);
+    let h3 = transcript_hash(&[ch, sh, wrapped_c, share_c, sig_c, wrapped_s, share_s, sig_s]);
     assert_eq!(*c_session.transcript(), h3, "client's H3 differs from PROTOCOL.md's");
     assert_eq!(*s_session.transcript(), h3, "server's H3 differs from PROTOCOL.md's");
-    let ikm = [secret_c.as_slice(), secret_s.as_slice()].concat();
+    let ikm = [&secret_c[..], &secret_s, &dh_secret].concat();
     let prk = hmac_sha256(&h3, &[&ikm]);
     let keys = [
-        ("keys.c2s_enc", hkdf(&h3, &ikm, b"ovtp/1 c2s enc")),
-        ("keys.c2s_mac", hkdf(&h3, &ikm, b"ovtp/1 c2s mac")),
-        ("keys.s2c_enc", hkdf(&h3, &ikm, b"ovtp/1 s2c enc")),
-        ("keys.s2c_mac", hkdf(&h3, &ikm, b"ovtp/1 s2c mac")),
+        ("keys.c2s_enc", hkdf(&h3, &ikm, b"ovtp/2 c2s enc")),
+        ("keys.c2s_mac", hkdf(&h3, &ikm, b"ovtp/2 c2s mac")),
+        ("keys.s2c_enc", hkdf(&h3, &ikm, b"ovtp/2 s2c enc")),
+        ("keys.s2c_mac", hkdf(&h3, &ikm, b"ovtp/2 s2c mac")),
     ];
 
     let mut out = Out::default();
@@ -432,23 +484,31 @@ fn generate() -> String {
     out.comment(
         "---- Handshake frames, in the order sent, with the values inside them.\n\
          secret_c and secret_s are shown after unwrapping (RSA-OAEP) with the\n\
-         recipient's private key.",
+         recipient's private key. share is the side's Diffie-Hellman share\n\
+         (2^exponent mod p in ffdhe3072, 384 bytes); dh.secret is\n\
+         share_s^exponent_c mod p = share_c^exponent_s mod p.",
     );
     out.bytes("client_hello.frame", &client_hello);
     out.bytes("client_hello.nonce", nonce_c);
     out.bytes("server_hello.frame", &server_hello);
     out.bytes("server_hello.nonce", nonce_s);
     out.bytes("client_auth.frame", &client_auth);
+    out.bytes("client_auth.dh_exponent", &x_c);
+    out.bytes("client_auth.share", share_c);
     out.bytes("client_auth.secret", &secret_c);
     out.bytes("server_auth.frame", &server_auth);
+    out.bytes("server_auth.dh_exponent", &x_s);
+    out.bytes("server_auth.share", share_s);
     out.bytes("server_auth.secret", &secret_s);
+    out.bytes("dh.secret", &dh_secret);
     out.blank();
     out.comment(
         "---- Transcript hashes. Elements are the ClientHello and ServerHello frame\n\
-         bodies (no length prefix) and the raw wrapped secrets and signatures.\n\
-         h1 = T(ClientHello, ServerHello, wrapped_c); the client signs\n\
-         \"ovtp/1 client signature\" || h1.\n\
-         h2 = T(..., sig_c, wrapped_s); the server signs \"ovtp/1 server signature\" || h2.\n\
+         bodies (no length prefix) and the raw wrapped secrets, shares and signatures.\n\
+         h1 = T(ClientHello, ServerHello, wrapped_c, share_c); the client signs\n\
+         \"ovtp/2 client signature\" || h1.\n\
+         h2 = T(..., sig_c, wrapped_s, share_s); the server signs\n\
+         \"ovtp/2 server signature\" || h2.\n\
          h3 = T(..., sig_s): the HKDF salt and session identifier.",
     );
     out.bytes("transcript.h1", &h1);
@@ -456,8 +516,9 @@ fn generate() -> String {
     out.bytes("transcript.h3", &h3);
     out.blank();
     out.comment(
-        "---- Key schedule: ikm = secret_c || secret_s, prk = HMAC-SHA256(h3, ikm),\n\
-         key = HMAC-SHA256(prk, info || 0x01) with info \"ovtp/1 c2s enc\" and so on.",
+        "---- Key schedule: ikm = secret_c || secret_s || dh.secret (448 bytes),\n\
+         prk = HMAC-SHA256(h3, ikm), key = HMAC-SHA256(prk, info || 0x01) with info\n\
+         \"ovtp/2 c2s enc\" and so on.",
     );
     out.bytes("hkdf.ikm", &ikm);
     out.bytes("hkdf.prk", &prk);
@@ -592,7 +653,8 @@ fn generate() -> String {
     let id4: [u8; 16] = crng.array().unwrap();
     let id5: [u8; 16] = crng.array().unwrap();
     let id6: [u8; 16] = crng.array().unwrap();
-    let file_records: [(&str, bool, u8, Vec<u8>); 11] = [
+    let held = HELD as u64;
+    let file_records: [(&str, bool, u8, Vec<u8>); 13] = [
         (
             "PUT request (type 0x10, FIN), op 3: name \"hello.txt\" (vec16), size 100,\n\
              flags 0x02 (resume; no overwrite)",
@@ -601,20 +663,35 @@ fn generate() -> String {
             request(&id4, OP_PUT, &put_body(FILE_NAME, size, XFER_RESUME)),
         ),
         (
-            "FILE_READY (type 0x12, FIN) for the PUT: offset 0 (no partial file on the\n\
-             server) and the SHA-256 of those 0 bytes (of the empty string)",
+            "FILE_READY (type 0x12, FIN) for the PUT: offset 40. The server holds the first\n\
+             40 bytes of hello.txt in this client key's partial file (from an interrupted\n\
+             upload); it tells their number, never their digest",
             false,
             REC_FILE_READY,
-            u64_and(0, &empty_sha),
+            held.to_be_bytes().to_vec(),
         ),
         (
-            "FILE_DATA (type 0x13, FIN): offset 0, then the 100 bytes of hello.txt",
+            "FILE_PREFIX (type 0x16, FIN): the SHA-256 of the client's own first 40 bytes",
+            true,
+            REC_FILE_PREFIX,
+            sha256(&[&FILE_CONTENT[..HELD]]).to_vec(),
+        ),
+        (
+            "FILE_READY (type 0x12, FIN): offset 40, the prefix matched the partial file's:\n\
+             the data continues there (0 would have meant: start over)",
+            false,
+            REC_FILE_READY,
+            held.to_be_bytes().to_vec(),
+        ),
+        (
+            "FILE_DATA (type 0x13, FIN): offset 40, then bytes 40..100 of hello.txt",
             true,
             REC_FILE_DATA,
-            u64_and(0, FILE_CONTENT),
+            u64_and(held, &FILE_CONTENT[HELD..]),
         ),
         (
-            "FILE_END (type 0x14, FIN): total 100, SHA-256 of the whole file",
+            "FILE_END (type 0x14, FIN): total 100, SHA-256 of the whole file (prefix\n\
+             included), which the server keeps as the file's digest",
             true,
             REC_FILE_END,
             u64_and(size, &file_sha),
@@ -667,11 +744,16 @@ fn generate() -> String {
     ];
     out.comment(
         "---- File transfer (PROTOCOL.md 7.7), continuing the same session: hello.txt is\n\
-         uploaded (PUT), downloaded (GET) and its digest asked for (DIGEST).\n\
-         file.content is the file (ASCII text ending in a newline); file.sha256 its SHA-256.",
+         uploaded (PUT, resuming after the 40 bytes the server already holds), downloaded\n\
+         (GET) and its digest asked for (DIGEST). file.content is the file (ASCII text\n\
+         ending in a newline); file.sha256 its SHA-256. file.partial_name is the name of\n\
+         the server's partial file beside the target, as ASCII: \".\" and the hex of the\n\
+         first 16 bytes of SHA-256(\"ovtp/2 partial\" || 00 || client.fingerprint || 00 ||\n\
+         \"hello.txt\"), then \".ovtp-part\".",
     );
     out.bytes("file.content", FILE_CONTENT);
     out.bytes("file.sha256", &file_sha);
+    out.bytes("file.partial_name", partial_name(client.fingerprint().as_str()).as_bytes());
     for (note, c2s, rtype, plaintext) in file_records {
         emit(&mut out, Rec { note, c2s, rtype, flags: FIN, plaintext }, &mut crng, &mut srng);
     }
@@ -876,8 +958,10 @@ fn test_vectors_open_with_an_independent_check() {
     }
     let (client_seed, server_seed) = (v.bytes("client.seed"), v.bytes("server.seed"));
     v.expect("client_hello.nonce", &drbg_block(&client_seed, 0));
-    v.expect("client_auth.secret", &drbg_block(&client_seed, 1));
+    v.expect("client_auth.dh_exponent", &dh_exponent(&client_seed));
+    v.expect("client_auth.secret", &drbg_block(&client_seed, 3));
     v.expect("server_hello.nonce", &drbg_block(&server_seed, 0));
+    v.expect("server_auth.dh_exponent", &dh_exponent(&server_seed));
 
     // Handshake frames, parsed by hand.
     let frames =
@@ -891,31 +975,52 @@ fn test_vectors_open_with_an_independent_check() {
     v.expect("server_hello.nonce", nonce_s);
     v.expect("client.spki", spki_c);
     v.expect("server.spki", spki_s);
-    let (wrapped_c, sig_c) = parse_auth(ca, CLIENT_AUTH, "ClientAuth");
-    let (wrapped_s, sig_s) = parse_auth(sa, SERVER_AUTH, "ServerAuth");
+    let [wrapped_c, share_c, sig_c] = parse_auth(ca, CLIENT_AUTH, "ClientAuth");
+    let [wrapped_s, share_s, sig_s] = parse_auth(sa, SERVER_AUTH, "ServerAuth");
     for field in [wrapped_c, sig_c, wrapped_s, sig_s] {
         assert_eq!(field.len(), 256, "a 2048-bit RSA block is 256 bytes");
     }
 
+    // The ephemeral exchange: each share is 2^x mod p for the exponent drawn
+    // after the nonce, 1 < share < p - 1, and both sides reach one secret.
+    let p = unhex("p", FFDHE3072_P);
+    assert_eq!(
+        hex(&sha256(&[&p])),
+        "0eaf67db3a839156d5013494a5318a772b5697d270d721f37f092efc69ea5a17"
+    );
+    let mut p_minus_1 = p.clone();
+    *p_minus_1.last_mut().unwrap() -= 1;
+    let one = [&[0u8; DH_LEN - 1][..], &[1]].concat();
+    for (share, seed, name) in
+        [(share_c, &client_seed, "client_auth.share"), (share_s, &server_seed, "server_auth.share")]
+    {
+        v.expect(name, share);
+        assert!(share > &one[..] && share < &p_minus_1[..], "{name}: out of range");
+        assert_eq!(dh_pow(&[2], &dh_exponent(seed)), share, "{name}: not 2^exponent mod p");
+    }
+    let dh_secret = dh_pow(share_s, &dh_exponent(&client_seed));
+    assert_eq!(dh_secret, dh_pow(share_c, &dh_exponent(&server_seed)));
+    v.expect("dh.secret", &dh_secret);
+
     // Transcript and signatures.
-    let h1 = transcript_hash(&[ch, sh, wrapped_c]);
-    let h2 = transcript_hash(&[ch, sh, wrapped_c, sig_c, wrapped_s]);
-    let h3 = transcript_hash(&[ch, sh, wrapped_c, sig_c, wrapped_s, sig_s]);
+    let h1 = transcript_hash(&[ch, sh, wrapped_c, share_c]);
+    let h2 = transcript_hash(&[ch, sh, wrapped_c, share_c, sig_c, wrapped_s, share_s]);
+    let h3 = transcript_hash(&[ch, sh, wrapped_c, share_c, sig_c, wrapped_s, share_s, sig_s]);
     v.expect("transcript.h1", &h1);
     v.expect("transcript.h2", &h2);
     v.expect("transcript.h3", &h3);
     let client_pub = rsa::PublicKey::from_public_key_der(spki_c).unwrap();
     let server_pub = rsa::PublicKey::from_public_key_der(spki_s).unwrap();
     client_pub
-        .pss_verify::<sha2::Sha256>(&[&b"ovtp/1 client signature"[..], &h1].concat(), sig_c)
+        .pss_verify::<sha2::Sha256>(&[&b"ovtp/2 client signature"[..], &h1].concat(), sig_c)
         .expect("client signature over label || h1");
     server_pub
-        .pss_verify::<sha2::Sha256>(&[&b"ovtp/1 server signature"[..], &h2].concat(), sig_s)
+        .pss_verify::<sha2::Sha256>(&[&b"ovtp/2 server signature"[..], &h2].concat(), sig_s)
         .expect("server signature over label || h2");
     // Each signature is bound to its own label.
     assert!(
         client_pub
-            .pss_verify::<sha2::Sha256>(&[&b"ovtp/1 server signature"[..], &h1].concat(), sig_c)
+            .pss_verify::<sha2::Sha256>(&[&b"ovtp/2 server signature"[..], &h1].concat(), sig_c)
             .is_err()
     );
 
@@ -924,44 +1029,44 @@ fn test_vectors_open_with_an_independent_check() {
     let secret_s = oaep_unwrap(&client_rsa, wrapped_s);
     v.expect("client_auth.secret", &secret_c);
     v.expect("server_auth.secret", &secret_s);
-    v.expect("server_auth.secret", &drbg_block(&server_seed, 1));
+    v.expect("server_auth.secret", &drbg_block(&server_seed, 3));
     assert_eq!((secret_c.len(), secret_s.len()), (32, 32));
 
-    // Both auth frames reproduce byte for byte: each side's OAEP seed is block 2
-    // of its generator and its PSS salt block 3.
+    // Both auth frames reproduce byte for byte: each side's OAEP seed is block 4
+    // of its generator and its PSS salt block 5.
     let reproduce = |seed: &[u8], to: &rsa::PublicKey, signer: &rsa::PrivateKey, secret, msg| {
         let wrapped = to
             .oaep_encrypt_with_rng::<sha2::Sha256, _>(
-                &mut Scripted(Some(drbg_block(seed, 2))),
+                &mut Scripted(Some(drbg_block(seed, 4))),
                 secret,
             )
             .unwrap();
         let signature = signer
-            .pss_sign_with_rng::<sha2::Sha256, _>(&mut Scripted(Some(drbg_block(seed, 3))), msg)
+            .pss_sign_with_rng::<sha2::Sha256, _>(&mut Scripted(Some(drbg_block(seed, 5))), msg)
             .unwrap();
         (wrapped, signature)
     };
-    let client_msg = [&b"ovtp/1 client signature"[..], &h1].concat();
-    let server_msg = [&b"ovtp/1 server signature"[..], &h2].concat();
+    let client_msg = [&b"ovtp/2 client signature"[..], &h1].concat();
+    let server_msg = [&b"ovtp/2 server signature"[..], &h2].concat();
     assert!(
         reproduce(&client_seed, &server_pub, &client_rsa, &secret_c, &client_msg)
             == (wrapped_c.to_vec(), sig_c.to_vec()),
-        "ClientAuth: OAEP with client block 2 as seed and PSS with client block 3 as salt \
+        "ClientAuth: OAEP with client block 4 as seed and PSS with client block 5 as salt \
          do not give wrapped_c and sig_c"
     );
     assert!(
         reproduce(&server_seed, &client_pub, &server_rsa, &secret_s, &server_msg)
             == (wrapped_s.to_vec(), sig_s.to_vec()),
-        "ServerAuth: OAEP with server block 2 as seed and PSS with server block 3 as salt \
+        "ServerAuth: OAEP with server block 4 as seed and PSS with server block 5 as salt \
          do not give wrapped_s and sig_s"
     );
-    let ikm = [secret_c, secret_s].concat();
+    let ikm = [secret_c, secret_s, dh_secret].concat();
     v.expect("hkdf.ikm", &ikm);
     v.expect("hkdf.prk", &hmac_sha256(&h3, &[&ikm]));
-    let c2s_enc = hkdf(&h3, &ikm, b"ovtp/1 c2s enc");
-    let c2s_mac = hkdf(&h3, &ikm, b"ovtp/1 c2s mac");
-    let s2c_enc = hkdf(&h3, &ikm, b"ovtp/1 s2c enc");
-    let s2c_mac = hkdf(&h3, &ikm, b"ovtp/1 s2c mac");
+    let c2s_enc = hkdf(&h3, &ikm, b"ovtp/2 c2s enc");
+    let c2s_mac = hkdf(&h3, &ikm, b"ovtp/2 c2s mac");
+    let s2c_enc = hkdf(&h3, &ikm, b"ovtp/2 s2c enc");
+    let s2c_mac = hkdf(&h3, &ikm, b"ovtp/2 s2c mac");
     v.expect("keys.c2s_enc", &c2s_enc);
     v.expect("keys.c2s_mac", &c2s_mac);
     v.expect("keys.s2c_enc", &s2c_enc);
@@ -1032,7 +1137,7 @@ fn test_vectors_open_with_an_independent_check() {
         }
         count += 1;
     }
-    assert_eq!(count, 18, "expected the 18 records of the vector file");
+    assert_eq!(count, 20, "expected the 20 records of the vector file");
     assert!(partial.is_empty(), "a message lacks its FIN record");
 
     // Message layouts, in the order each side sent them.
@@ -1040,14 +1145,15 @@ fn test_vectors_open_with_an_independent_check() {
     assert_eq!(
         types("c2s"),
         [
-            REC_REQUEST,   // text "hello"
-            REC_REQUEST,   // data 00..ff
-            REC_REQUEST,   // text "two records", in two records
-            REC_REQUEST,   // PUT hello.txt
-            REC_FILE_DATA, // its bytes
-            REC_FILE_END,  // its length and digest
-            REC_REQUEST,   // GET hello.txt
-            REC_REQUEST,   // DIGEST hello.txt
+            REC_REQUEST,     // text "hello"
+            REC_REQUEST,     // data 00..ff
+            REC_REQUEST,     // text "two records", in two records
+            REC_REQUEST,     // PUT hello.txt
+            REC_FILE_PREFIX, // the digest of its first 40 bytes
+            REC_FILE_DATA,   // the bytes after them
+            REC_FILE_END,    // its length and digest
+            REC_REQUEST,     // GET hello.txt
+            REC_REQUEST,     // DIGEST hello.txt
         ]
     );
     assert_eq!(
@@ -1055,7 +1161,8 @@ fn test_vectors_open_with_an_independent_check() {
         [
             REC_RESPONSE,   // to "hello"
             REC_RESPONSE,   // to the data
-            REC_FILE_READY, // PUT: where to start
+            REC_FILE_READY, // PUT: how much is held
+            REC_FILE_READY, // PUT: where to start, once the prefix is proven
             REC_RESPONSE,   // PUT: the final answer
             REC_FILE_READY, // GET: size and start
             REC_FILE_DATA,  // GET: the bytes
@@ -1068,7 +1175,7 @@ fn test_vectors_open_with_an_independent_check() {
     let s2c: Vec<&[u8]> = messages["s2c"].iter().map(|m| m.1.as_slice()).collect();
 
     // Requests: id [16] || op || body.
-    let requests: Vec<(&[u8], u8, &[u8])> = [0, 1, 2, 3, 6, 7]
+    let requests: Vec<(&[u8], u8, &[u8])> = [0, 1, 2, 3, 7, 8]
         .iter()
         .map(|&i| {
             let mut c = Cursor(c2s[i], "request");
@@ -1105,22 +1212,32 @@ fn test_vectors_open_with_an_independent_check() {
     assert_eq!(c.u64(), size);
     assert_eq!(c.u8(), XFER_RESUME);
     c.end();
-    // FILE_READY of a PUT: offset u64 || SHA-256 of the receiver's first `offset` bytes.
+    // FILE_READY of a PUT: offset u64 alone, the bytes of the partial file held.
     let mut c = Cursor(s2c[2], "FILE_READY (PUT)");
     let offset = c.u64();
-    assert_eq!(offset, 0);
-    assert_eq!(c.take(32), sha256(&[&content[..offset as usize]]));
+    assert_eq!(offset, HELD as u64);
     c.end();
-    // FILE_DATA: offset u64 || bytes, starting at the offset the receiver offered
-    // (its prefix digest matches); FILE_END: total u64 || SHA-256 of the whole file.
-    let mut c = Cursor(c2s[4], "FILE_DATA (PUT)");
-    assert_eq!(c.u64(), offset);
-    assert_eq!(c.0, &content[offset as usize..]);
-    let mut c = Cursor(c2s[5], "FILE_END (PUT)");
+    // FILE_PREFIX: the client's SHA-256 of its own first `offset` bytes.
+    let mut c = Cursor(c2s[4], "FILE_PREFIX");
+    assert_eq!(c.take(32), sha256(&[&content[..HELD]]));
+    c.end();
+    // The second FILE_READY: the agreed start, `offset` (or 0 to start over).
+    let mut c = Cursor(s2c[3], "FILE_READY (PUT, agreed)");
+    let start = c.u64();
+    assert_eq!(start, offset, "the prefix matched, the data continues after it");
+    c.end();
+    // FILE_DATA: offset u64 || bytes, from the agreed start; FILE_END: total u64
+    // || SHA-256 of the whole file, prefix included.
+    let mut c = Cursor(c2s[5], "FILE_DATA (PUT)");
+    assert_eq!(c.u64(), start);
+    assert_eq!(c.0, &content[start as usize..]);
+    let mut c = Cursor(c2s[6], "FILE_END (PUT)");
     assert_eq!(c.u64(), size);
     assert_eq!(c.take(32), sha256(&[&content]));
     c.end();
-    assert_eq!(reply("response", s2c[3]), (id(3), 0, PUT_REPLY));
+    assert_eq!(reply("response", s2c[4]), (id(3), 0, PUT_REPLY));
+    let fingerprint = v.text("client.fingerprint");
+    v.expect("file.partial_name", partial_name(fingerprint).as_bytes());
 
     // GET: name vec16 || offset u64 || prefix_sha256 [32] || flags u8.
     let mut c = Cursor(requests[4].2, "GET");
@@ -1130,15 +1247,15 @@ fn test_vectors_open_with_an_independent_check() {
     assert_eq!(c.u8(), XFER_RESUME);
     c.end();
     // FILE_READY of a GET: size u64 || start u64 (start is the offered offset or 0).
-    let mut c = Cursor(s2c[4], "FILE_READY (GET)");
+    let mut c = Cursor(s2c[5], "FILE_READY (GET)");
     assert_eq!(c.u64(), size);
     let start = c.u64();
     assert!(start == offset || start == 0);
     c.end();
-    let mut c = Cursor(s2c[5], "FILE_DATA (GET)");
+    let mut c = Cursor(s2c[6], "FILE_DATA (GET)");
     assert_eq!(c.u64(), start);
     assert_eq!(c.0, &content[start as usize..]);
-    let mut c = Cursor(s2c[6], "FILE_END (GET)");
+    let mut c = Cursor(s2c[7], "FILE_END (GET)");
     assert_eq!(c.u64(), size);
     assert_eq!(c.take(32), sha256(&[&content]));
     c.end();
@@ -1147,7 +1264,7 @@ fn test_vectors_open_with_an_independent_check() {
     let mut c = Cursor(requests[5].2, "DIGEST");
     assert_eq!(c.vec16(), FILE_NAME.as_bytes());
     c.end();
-    let (rid, status, body) = reply("response", s2c[7]);
+    let (rid, status, body) = reply("response", s2c[8]);
     assert_eq!((rid, status), (id(5), 0));
     let mut c = Cursor(body, "DIGEST reply");
     assert_eq!(c.u64(), size);
@@ -1155,7 +1272,7 @@ fn test_vectors_open_with_an_independent_check() {
     c.end();
 
     // The alert: code u8 || message vec16.
-    let mut c = Cursor(s2c[8], "alert");
+    let mut c = Cursor(s2c[9], "alert");
     assert_eq!(c.u8(), 5);
     assert_eq!(c.vec16(), b"server is shutting down");
     c.end();
@@ -1206,6 +1323,11 @@ fn file_exchange_vectors_are_what_a_real_server_speaks() {
     let addr = server.local_addr().unwrap();
     let stopper = server.stopper().unwrap();
     let running = std::thread::spawn(move || server.run());
+    // The 40 bytes an interrupted upload by this client key left, under the
+    // name PROTOCOL.md 7.7.7 gives this key's partial file of hello.txt.
+    let partial = files.join(String::from_utf8(v.bytes("file.partial_name")).unwrap());
+    assert_eq!(partial, ovtp::upload_partial_path(&files.join(FILE_NAME), &client.fingerprint()));
+    std::fs::write(&partial, &v.bytes("file.content")[..HELD]).unwrap();
 
     // A handshake through the public state machines, over a real socket.
     let mut sock = std::net::TcpStream::connect(addr).unwrap();
@@ -1251,12 +1373,13 @@ fn file_exchange_vectors_are_what_a_real_server_speaks() {
         }
         replayed += 1;
     }
-    assert_eq!(replayed, 11);
+    assert_eq!(replayed, 13);
     assert_eq!(
         std::fs::read(files.join(FILE_NAME)).unwrap(),
         v.bytes("file.content"),
         "the uploaded file"
     );
+    assert!(!partial.exists(), "the partial file became the file");
     drop(sock);
     stopper.stop();
     running.join().unwrap().unwrap();
@@ -1290,6 +1413,7 @@ const THEN_ALERT_2: &str = "the server answers plaintext alert 2 (Unauthorized) 
 const THEN_ALERT_3: &str = "the server answers plaintext alert 3 (Version) and closes";
 const THEN_ALERT_4: &str = "the server answers plaintext alert 4 (HandshakeFailed) and closes";
 const THEN_ALERT_6: &str = "the server answers plaintext alert 6 (TooLarge) and closes";
+const THEN_ALERT_8: &str = "the server answers plaintext alert 8 (KeyShare) and closes";
 const THEN_CLIENT_CLOSES: &str = "the client closes the connection without an alert";
 const THEN_SILENT_CLOSE: &str = "the server closes the connection without an alert";
 
@@ -1358,6 +1482,37 @@ fn length_prefix(len: usize) -> Vec<u8> {
     u32::try_from(len).unwrap().to_be_bytes().to_vec()
 }
 
+/// handshake.txt's ClientAuth (`client`) or ServerAuth with its key share
+/// replaced by `share`, signed again over the transcript that holds it (with
+/// the signer's PSS salt, block 5): only the share is wrong.
+fn auth_with_share(v: &Vectors, client: bool, share: &[u8]) -> Vec<u8> {
+    let body = |name: &str| v.bytes(name)[4..].to_vec();
+    let (ch, sh, ca, sa) = (
+        body("client_hello.frame"),
+        body("server_hello.frame"),
+        body("client_auth.frame"),
+        body("server_auth.frame"),
+    );
+    let [wrapped_c, share_c, sig_c] = parse_auth(&ca, CLIENT_AUTH, "ClientAuth");
+    let [wrapped_s, ..] = parse_auth(&sa, SERVER_AUTH, "ServerAuth");
+    let (who, pem, label, frame_type, wrapped, elements) = if client {
+        let elements = vec![&ch[..], &sh, wrapped_c, share];
+        ("client", CLIENT_PEM, &b"ovtp/2 client signature"[..], CLIENT_AUTH, wrapped_c, elements)
+    } else {
+        let elements = vec![&ch[..], &sh, wrapped_c, share_c, sig_c, wrapped_s, share];
+        ("server", SERVER_PEM, &b"ovtp/2 server signature"[..], SERVER_AUTH, wrapped_s, elements)
+    };
+    let salt = drbg_block(&v.bytes(&format!("{who}.seed")), 5);
+    let signature = rsa_key(pem)
+        .pss_sign_with_rng::<sha2::Sha256, _>(
+            &mut Scripted(Some(salt)),
+            &[label, &transcript_hash(&elements)].concat(),
+        )
+        .unwrap();
+    let header = [&MAGIC[..], &VERSION.to_be_bytes(), &[frame_type]].concat();
+    framed(&[&header[..], &vec16(wrapped), share, &vec16(&signature)].concat())
+}
+
 /// A copy of `frame` with body byte `at` XORed with `mask`.
 fn flipped(frame: &[u8], at: usize, mask: u8) -> Vec<u8> {
     let mut out = frame.to_vec();
@@ -1387,6 +1542,13 @@ fn negatives(v: &Vectors) -> Vec<Negative> {
     // type, flags and IV) to the tag, which is the last 32 bytes.
     let (ct_start, ct_end) = (4 + 2 + 16, c2s0.len() - 32);
     let wrapped_c_last = 9 + 256 - 1; // body offset of wrapped_c's last byte (2048-bit keys)
+    let p = unhex("p", FFDHE3072_P);
+    let minus = |d: u8| {
+        let mut n = p.clone();
+        *n.last_mut().unwrap() -= d; // p ends in ff
+        n
+    };
+    let one = [&[0u8; DH_LEN - 1][..], &[1]].concat();
     let negative = |file, what, how, then, at, expect, frames| Negative {
         file,
         what,
@@ -1408,11 +1570,12 @@ fn negatives(v: &Vectors) -> Vec<Negative> {
         ),
         negative(
             "handshake-wrong-version.txt",
-            "a ClientHello of protocol version 2",
-            "client_hello.frame with body bytes 4-5 (the version) changed from 00 01 to 00 02",
+            "a ClientHello of protocol version 1, as a version-1 peer sends it (the hello layout \
+             did not change, so only the version differs)",
+            "client_hello.frame with body bytes 4-5 (the version) changed from 00 02 to 00 01",
             THEN_ALERT_3,
             AT_SERVER_HELLO,
-            "Version 2",
+            "Version 1",
             vec![flipped(&ch, 5, 0x03)],
         ),
         negative(
@@ -1513,9 +1676,48 @@ fn negatives(v: &Vectors) -> Vec<Negative> {
             vec![flipped(&ca, wrapped_c_last, 0x01)],
         ),
         negative(
+            "handshake-client-share-one.txt",
+            "a ClientAuth whose key share is 1, validly signed: 1^x = 1 for every exponent, so the \
+             Diffie-Hellman secret would be known to anyone",
+            "client_auth.frame with share_c (body offset 265, 384 bytes) replaced by 00..0001, and \
+             sig_c made again over the new H1 with the client's PSS salt (block 5)",
+            THEN_ALERT_8,
+            AT_SERVER_AUTH,
+            "BadKeyShare",
+            vec![auth_with_share(v, true, &one)],
+        ),
+        negative(
+            "handshake-client-share-p-minus-1.txt",
+            "a ClientAuth whose key share is p - 1, validly signed: (p-1)^x is 1 or p - 1",
+            "client_auth.frame with share_c replaced by p - 1 and sig_c made again over the new H1",
+            THEN_ALERT_8,
+            AT_SERVER_AUTH,
+            "BadKeyShare",
+            vec![auth_with_share(v, true, &minus(1))],
+        ),
+        negative(
+            "handshake-client-share-p.txt",
+            "a ClientAuth whose key share is p itself, validly signed: no share may be p or more",
+            "client_auth.frame with share_c replaced by p and sig_c made again over the new H1",
+            THEN_ALERT_8,
+            AT_SERVER_AUTH,
+            "BadKeyShare",
+            vec![auth_with_share(v, true, &p)],
+        ),
+        negative(
+            "handshake-server-share-too-large.txt",
+            "a ServerAuth whose key share is 2^3072 - 1 (all ones, above p), validly signed",
+            "server_auth.frame with share_s (body offset 265) replaced by 384 bytes ff, and sig_s \
+             made again over the new H2 with the server's PSS salt (block 5)",
+            THEN_CLIENT_CLOSES,
+            AT_CLIENT_AUTH,
+            "BadKeyShare",
+            vec![auth_with_share(v, false, &[0xff; DH_LEN])],
+        ),
+        negative(
             "handshake-client-alert.txt",
             "a plaintext alert 4 (HandshakeFailed) from the client in place of its ClientAuth",
-            "made from PROTOCOL.md 4.6: OVTP, version 1, type 15, code 04, message \"handshake failed\"",
+            "made from PROTOCOL.md 4.6: OVTP, version 2, type 15, code 04, message \"handshake failed\"",
             THEN_ALERT_4,
             AT_SERVER_AUTH,
             "Refused 4",
@@ -1534,7 +1736,7 @@ fn negatives(v: &Vectors) -> Vec<Negative> {
             "handshake-alert-unauthorized.txt",
             "a plaintext alert 2 (Unauthorized) in place of the ServerHello, as a server sends it \
              to a key that is not in its authorized_keys",
-            "made from PROTOCOL.md 4.6: OVTP, version 1, type 15, code 02, message \
+            "made from PROTOCOL.md 4.6: OVTP, version 2, type 15, code 02, message \
              \"client key is not in authorized_keys\"",
             THEN_CLIENT_CLOSES,
             AT_CLIENT_HELLO,
@@ -1617,6 +1819,7 @@ fn error_kind(e: &Error) -> String {
         Error::Version { theirs, .. } => format!("Version {theirs}"),
         Error::BadRecord => "BadRecord".into(),
         Error::BadSignature => "BadSignature".into(),
+        Error::BadKeyShare => "BadKeyShare".into(),
         Error::Key(_) => "Key".into(),
         Error::NotAuthorized { .. } => "NotAuthorized".into(),
         Error::Refused { code, .. } => format!("Refused {}", code.to_u8()),
@@ -1705,11 +1908,13 @@ fn feed(file: &str, at: &str, frames: &[Vec<u8>], v: &Vectors) -> Result<(), Err
         }
         AT_SERVER_RECORD | AT_CLIENT_RECORD => {
             let value = |name: &str| -> [u8; 32] { v.bytes(name).try_into().unwrap() };
-            let ((_, client_opener), (_, server_opener)) = SessionKeys::from_secrets_for_testing(
-                &value("client_auth.secret"),
-                &value("server_auth.secret"),
-                &value("transcript.h3"),
-            );
+            let ((_, client_opener), (_, server_opener)) =
+                SessionKeys::from_handshake_secrets_for_testing(
+                    &value("client_auth.secret"),
+                    &value("server_auth.secret"),
+                    &v.bytes("dh.secret").try_into().unwrap(),
+                    &value("transcript.h3"),
+                );
             let mut opener = if at == AT_SERVER_RECORD { server_opener } else { client_opener };
             let mut open = |frame: &[u8]| opener.open(&mut split(frame)?).map(drop);
             for (i, frame) in earlier.iter().enumerate() {
@@ -1787,4 +1992,189 @@ fn negative_vectors_are_rejected_with_the_expected_errors() {
             ),
         }
     }
+}
+
+// ---------------------------------------------------------------- forward secrecy
+
+/// What an attacker who recorded a session and later stole both long-term
+/// private keys computes: both RSA secrets unwrapped, the transcript hash, and
+/// the record keys of `schedule`. Returns whether the first client record opens
+/// (its tag verifies under the derived MAC key) and, if so, its plaintext.
+struct Recorded {
+    /// Frames client to server and server to client, length prefixes included.
+    c2s: Vec<Vec<u8>>,
+    s2c: Vec<Vec<u8>>,
+}
+
+impl Recorded {
+    /// Split two recorded byte streams into frames.
+    fn from_streams(c2s: &[u8], s2c: &[u8]) -> Self {
+        let split = |mut bytes: &[u8]| {
+            let mut frames = Vec::new();
+            while !bytes.is_empty() {
+                let len = 4 + u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+                frames.push(bytes[..len].to_vec());
+                bytes = &bytes[len..];
+            }
+            frames
+        };
+        Recorded { c2s: split(c2s), s2c: split(s2c) }
+    }
+
+    /// Both RSA secrets, with both private keys: `(secret_c, secret_s)`.
+    fn unwrap_both(&self, version: u16) -> (Vec<u8>, Vec<u8>) {
+        let auth = |frame: &[u8], frame_type| -> Vec<u8> {
+            let mut c = Cursor(frame_body(frame, MAX_HANDSHAKE_FRAME, "auth"), "auth");
+            assert_eq!((c.take(4), c.u16(), c.u8()), (&MAGIC[..], version, frame_type));
+            c.vec16().to_vec()
+        };
+        let secret_c = oaep_unwrap(&rsa_key(SERVER_PEM), &auth(&self.c2s[1], CLIENT_AUTH));
+        let secret_s = oaep_unwrap(&rsa_key(CLIENT_PEM), &auth(&self.s2c[1], SERVER_AUTH));
+        (secret_c, secret_s)
+    }
+
+    /// Try to open the first client record with keys derived from `ikm` and
+    /// `h3` under the labels of `version`: its plaintext if the tag verifies.
+    fn open_first_request(&self, version: u8, h3: &[u8; 32], ikm: &[u8]) -> Option<Vec<u8>> {
+        let label = |what: &str| format!("ovtp/{version} c2s {what}").into_bytes();
+        let (enc, mac) = (hkdf(h3, ikm, &label("enc")), hkdf(h3, ikm, &label("mac")));
+        let body = frame_body(&self.c2s[2], MAX_RECORD_FRAME, "record");
+        let ct_len = body.len() - 2 - 16 - 32;
+        let (head, rest) = body.split_at(2);
+        let (iv, rest) = rest.split_at(16);
+        let (ct, tag) = rest.split_at(ct_len);
+        let ct_len_be = u32::try_from(ct_len).unwrap().to_be_bytes();
+        let expected =
+            hmac_sha256(&mac, &[&[DIR_C2S], &0u64.to_be_bytes(), head, &ct_len_be, iv, ct]);
+        (expected == tag).then(|| unpad(cbc_decrypt(&enc, iv, ct), "record"))
+    }
+}
+
+/// The ikm of `secret_c || secret_s || tail`.
+fn ikm(secrets: &(Vec<u8>, Vec<u8>), tail: &[u8]) -> Vec<u8> {
+    [&secrets.0[..], &secrets.1, tail].concat()
+}
+
+/// Record the bytes of one direction while forwarding them.
+fn relay(mut from: std::net::TcpStream, mut to: std::net::TcpStream) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let (mut seen, mut buf) = (Vec::new(), [0u8; 16 * 1024]);
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 || to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+    seen
+}
+
+#[test]
+fn a_recorded_session_stays_closed_to_both_stolen_private_keys() {
+    use ovtp::{AuthorizedKeys, ClientConfig, HostTrust, Reply, Request, Server, ServerConfig};
+    use std::net::{TcpListener, TcpStream};
+    const SECRET: &str = "recorded today, read never";
+    let (client, server_keys) =
+        (KeyPair::from_pem(CLIENT_PEM).unwrap(), KeyPair::from_pem(SERVER_PEM).unwrap());
+    let dir = std::env::temp_dir().join(format!("ovtp-fs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let authorized = AuthorizedKeys::new(dir.join("authorized_keys"));
+    authorized.add(client.public(), "vector client").unwrap();
+    // The server's generator is seeded so that this test (not an attacker) can
+    // compute the Diffie-Hellman secret afterwards and show what it is worth.
+    let config = ServerConfig { test_rng_seed: Some(SERVER_SEED), ..ServerConfig::default() };
+    let handler = |req: Request<'_>| Reply::ok(format!("{:?}", req.payload));
+    let server =
+        Server::bind_with("127.0.0.1:0", server_keys.clone(), authorized, config, handler).unwrap();
+    let (addr, stopper) = (server.local_addr().unwrap(), server.stopper().unwrap());
+    let running = std::thread::spawn(move || server.run());
+
+    // A recording proxy between a real client and the real server.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = listener.local_addr().unwrap();
+    let recorder = std::thread::spawn(move || {
+        let (down, _) = listener.accept().unwrap();
+        let up = TcpStream::connect(addr).unwrap();
+        let (d2, u2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+        let to_server = std::thread::spawn(move || relay(down, up));
+        let s2c = relay(u2, d2);
+        (to_server.join().unwrap(), s2c)
+    });
+    let trust = HostTrust::Fingerprint(server_keys.fingerprint());
+    let mut c = ovtp::Client::connect_with(
+        &proxy_addr.to_string(),
+        client,
+        trust,
+        ClientConfig { retries: 0, ..ClientConfig::default() },
+    )
+    .unwrap();
+    assert_eq!(c.send_message(SECRET).unwrap().status, 0);
+    drop(c);
+    let (c2s, s2c) = recorder.join().unwrap();
+    stopper.stop();
+    running.join().unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let rec = Recorded::from_streams(&c2s, &s2c);
+    assert!(rec.c2s.len() >= 3 && rec.s2c.len() >= 3, "handshake and one exchange recorded");
+
+    // The attacker holds both private keys: both RSA secrets come out.
+    let secrets = rec.unwrap_both(2);
+    let bodies = |frames: &[Vec<u8>]| -> Vec<Vec<u8>> {
+        frames[..2].iter().map(|f| f[4..].to_vec()).collect()
+    };
+    let (cb, sb) = (bodies(&rec.c2s), bodies(&rec.s2c));
+    let [wrapped_c, share_c, sig_c] = parse_auth(&cb[1], CLIENT_AUTH, "ClientAuth");
+    let [wrapped_s, share_s, sig_s] = parse_auth(&sb[1], SERVER_AUTH, "ServerAuth");
+    let h3 =
+        transcript_hash(&[&cb[0], &sb[0], wrapped_c, share_c, sig_c, wrapped_s, share_s, sig_s]);
+
+    // Everything on the wire and both long-term keys are not enough: the key
+    // schedule of version 1 (the secrets alone), or of version 2 with any
+    // guess in place of the Diffie-Hellman secret, leaves the records shut.
+    assert_eq!(rec.open_first_request(1, &h3, &ikm(&secrets, &[])), None);
+    for guess in [[0u8; DH_LEN].to_vec(), share_c.to_vec(), share_s.to_vec()] {
+        assert_eq!(rec.open_first_request(2, &h3, &ikm(&secrets, &guess)), None);
+    }
+    // With the ephemeral secret, which only the exponents give and both sides
+    // wiped, the same steps open them: nothing else was missing.
+    let dh_secret = dh_pow(share_c, &dh_exponent(&SERVER_SEED));
+    let opened = rec.open_first_request(2, &h3, &ikm(&secrets, &dh_secret)).expect("opens with Z");
+    assert!(opened.ends_with(SECRET.as_bytes()), "the request carries the message");
+}
+
+#[test]
+fn a_recorded_version_1_session_opens_with_both_stolen_private_keys() {
+    // tests/vectors/v1-session.txt: the version-1 vectors, kept as a recording
+    // of a version-1 session. The same steps, with version 1's key schedule.
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/vectors/v1-session.txt"
+    ))
+    .unwrap();
+    let value = |name: &str| {
+        let line = text.lines().find(|l| l.starts_with(&format!("{name}: "))).unwrap();
+        unhex(name, &line[name.len() + 2..])
+    };
+    let frame = |name: &str| value(&format!("{name}.frame"));
+    let rec = Recorded {
+        c2s: vec![frame("client_hello"), frame("client_auth"), frame("record.c2s.0")],
+        s2c: vec![frame("server_hello"), frame("server_auth")],
+    };
+    let secrets = rec.unwrap_both(1);
+    // Version 1's transcript: no shares, its own label.
+    let element =
+        |f: &[u8]| -> Vec<u8> { [&u32::try_from(f.len()).unwrap().to_be_bytes()[..], f].concat() };
+    let mut t = b"ovtp/1 transcript".to_vec();
+    let mut fields = vec![rec.c2s[0][4..].to_vec(), rec.s2c[0][4..].to_vec()];
+    for auth in [&rec.c2s[1], &rec.s2c[1]] {
+        let mut c = Cursor(&auth[4 + 7..], "v1 auth");
+        fields.extend([c.vec16().to_vec(), c.vec16().to_vec()]);
+    }
+    for f in &fields {
+        t.extend(element(f));
+    }
+    let h3 = sha256(&[&t]);
+    assert_eq!(h3.to_vec(), value("transcript.h3"));
+    let opened = rec.open_first_request(1, &h3, &ikm(&secrets, &[])).expect("version 1 opens");
+    assert_eq!(opened, value("record.c2s.0.plaintext"));
 }

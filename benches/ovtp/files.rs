@@ -406,7 +406,7 @@ fn share_rows(
 pub fn transfer_job(client: &mut Client, job: &str) -> BenchResult<()> {
     let local = PathBuf::from(child_env(CHILD_LOCAL)?);
     let remote = child_env(CHILD_REMOTE)?;
-    let opts = || ovtp::TransferOptions { overwrite: false, resume: false, progress: None };
+    let opts = || ovtp::TransferOptions { resume: false, ..Default::default() };
     println!("vmhwm_connected_kib {}", peak_memory_kib().unwrap_or(0));
     let monitor = ThreadMonitor::start();
     let (cpu0, busy0) = (process_cpu(), machine_busy());

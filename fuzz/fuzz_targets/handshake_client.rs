@@ -1,5 +1,6 @@
 //! The client's handshake parsers: the input is what a server sends, a
-//! ServerHello (or alert) frame then a ServerAuth frame. Keys and the client's
+//! ServerHello (or alert) frame then a ServerAuth frame (with its
+//! Diffie-Hellman share, which must be 1 < Y < p-1). Keys and the client's
 //! seed are those of tests/vectors, so the vector frames complete a handshake.
 #![no_main]
 use libfuzzer_sys::fuzz_target;

@@ -1,6 +1,7 @@
 //! The server's handshake parsers: the input is what a client sends, a
-//! ClientHello frame then a ClientAuth frame. The server key and seed are those
-//! of tests/vectors, so the seed corpus (the vector frames) completes a handshake.
+//! ClientHello frame then a ClientAuth frame (with its Diffie-Hellman share).
+//! The server key and seed are those of tests/vectors, so the seed corpus (the
+//! vector frames) completes a handshake.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use ovtp::constants::MAX_HANDSHAKE_FRAME;
@@ -41,10 +42,20 @@ fuzz_target!(|data: &[u8]| {
         Ok((session, _)) => assert!(session.peer() == client),
         // Failures after the signature verified come from the private-key step.
         Err(Error::Malformed("key transport" | "wrapped secret has the wrong length")) => {}
-        Err(_) => assert_eq!(
-            server.private_operations(),
-            before,
-            "private-key work before the client's signature verified"
-        ),
+        Err(_) => {
+            assert_eq!(
+                server.private_operations(),
+                before,
+                "private-key work before the client's signature verified"
+            );
+            // Nothing drawn after the nonce: no exponent, so no exponentiation.
+            let mut fresh = Rng::from_seed(SERVER_SEED);
+            let _nonce: [u8; 32] = fresh.array().unwrap();
+            assert_eq!(
+                rng.array::<32>().unwrap(),
+                fresh.array::<32>().unwrap(),
+                "an exponent was drawn before the client's signature verified"
+            );
+        }
     }
 });

@@ -16,9 +16,9 @@ use ovtp::AlertCode;
 use ovtp::constants::{MAX_NAME_LEN, REQUEST_ID_LEN};
 use ovtp::hooks::Body;
 use ovtp::hooks::msg::{
-    Alert, DigestReply, FLAG_ABORT, FLAG_FIN, FileData, FileEnd, Get, MAX_ALERT_MESSAGE, OP_DATA,
-    OP_DIGEST, OP_GET, OP_PUT, OP_TEXT, Op, PUT_OVERWRITE, Put, ReadyToReceive, ReadyToSend,
-    Request, Response, XFER_RESUME,
+    Alert, DigestReply, FLAG_ABORT, FLAG_FIN, FileData, FileEnd, FilePrefix, Get,
+    MAX_ALERT_MESSAGE, OP_DATA, OP_DIGEST, OP_GET, OP_PUT, OP_TEXT, Op, PUT_OVERWRITE, Put,
+    ReadyToReceive, ReadyToSend, Request, Response, XFER_RESUME,
 };
 
 /// Decode `$x` as `$t`; if it decodes, its encoding must be `$canonical`
@@ -156,7 +156,7 @@ fn file_end(flags: u8, x: &[u8]) {
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, x)) = data.split_first() else { return };
-    match which % 11 {
+    match which % 12 {
         0 => alert(x),
         1 => alert_encode(x),
         2 => request(x),
@@ -164,9 +164,10 @@ fuzz_target!(|data: &[u8]| {
         4 => get(x),
         5 => assert_eq!(round_trip!(Response, x, x), x.len() >= REQUEST_ID_LEN + 2),
         6 => assert_eq!(round_trip!(DigestReply, x, x), x.len() == 40),
-        7 => assert_eq!(round_trip!(ReadyToReceive, x, x), x.len() == 40),
+        7 => assert_eq!(round_trip!(ReadyToReceive, x, x), x.len() == 8),
         8 => assert_eq!(round_trip!(ReadyToSend, x, x), x.len() == 16),
         9 => assert_eq!(round_trip!(FileData, x, x), x.len() >= 8),
+        11 => assert_eq!(round_trip!(FilePrefix, x, x), x.len() == 32),
         _ => {
             if let Some((&flags, rest)) = x.split_first() {
                 file_end(flags, rest)

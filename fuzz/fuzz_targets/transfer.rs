@@ -6,23 +6,26 @@
 //!    decoded as `receive_file` does (flags checked as the channel does,
 //!    FILE_DATA and FILE_END through the typed decoders, anything else ends
 //!    the transfer), for an upload (the first chunk says where the data
-//!    starts) or a download (FILE_READY's `start` does). Against a model of
-//!    the partial file, which the I/O layer writes at its end, whatever a
-//!    chunk's offset says:
+//!    starts) or a download (FILE_READY's `start` does). An upload's held
+//!    bytes may be continued only when the prefix was agreed (FILE_PREFIX);
+//!    a download's always may (the server compared the client's digest).
+//!    Against a model of the partial file, which the I/O layer writes at its
+//!    end, whatever a chunk's offset says:
 //!    - every accepted chunk starts exactly where the file ends: at the
-//!      receiver's offer, or at 0 after a `Start::Restart` (which empties the
-//!      file), then where the previous chunk ended; so no offset outside the
-//!      file is ever written;
+//!      receiver's offer (if agreed), or at 0 after a `Start::Restart` (which
+//!      empties the file), then where the previous chunk ended; so no offset
+//!      outside the file is ever written;
 //!    - no accepted chunk ends past the announced size;
 //!    - a chunk is refused exactly when one of those fails, with the right
 //!      `Refusal`;
 //!    - `Verdict::Aborted` exactly when FILE_END carries the ABORT flag;
 //!    - `Verdict::Complete` exactly when, without ABORT, the data started,
-//!      the file holds [0, size) and FILE_END's total and SHA-256 match the
-//!      bytes accepted (restarts included); `Mismatch` otherwise.
+//!      the file holds [0, size) and FILE_END's total is the size (its
+//!      SHA-256 is the sender's statement, kept, not checked: PROTOCOL.md
+//!      7.7.6); `Mismatch` otherwise.
 //! 1. A `Sender` for any size, offer and digests, asked for chunks of any
-//!    length: it resumes at the offer only when the receiver's reported
-//!    digest equals its own (and the offer lies inside the file); its chunks
+//!    length: `resume_point` resumes at the offer only when the client's
+//!    digest equals the server's own (and the offer lies inside the file); its chunks
 //!    are contiguous from `start()` and never pass the size; `next_len` asks
 //!    for what is left (at most a chunk); `end()` is `Some` only once exactly
 //!    `size` bytes are covered; `abort()` says where it stopped.
@@ -36,10 +39,10 @@
 use libfuzzer_sys::fuzz_target;
 use ovtp::constants::FILE_CHUNK;
 use ovtp::hooks::msg::{
-    FLAG_ABORT, FLAG_FIN, FileData, FileEnd, Get, REC_FILE_DATA, REC_FILE_END, ReadyToReceive,
-    ReadyToSend, check_flags,
+    FLAG_ABORT, FLAG_FIN, FileData, FileEnd, FilePrefix, Get, REC_FILE_DATA, REC_FILE_END,
+    ReadyToReceive, ReadyToSend, check_flags,
 };
-use ovtp::hooks::{Body, Receiver, Refusal, Sender, Start, Verdict};
+use ovtp::hooks::{Body, Receiver, Refusal, Sender, Start, Verdict, resume_point};
 use ovtp_fuzz::Input;
 use sha2::{Digest, Sha256};
 
@@ -69,7 +72,7 @@ impl PartialFile {
         (self.kept, self.written) = (0, Vec::new());
     }
 
-    /// What `pipes::receive_file` reports as `stored`.
+    /// The SHA-256 of the file's bytes (what an honest sender's FILE_END says).
     fn sha256(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         if self.kept <= MATERIAL {
@@ -127,6 +130,7 @@ fn receiver(input: &mut Input) {
     let offered = if mode & 2 != 0 { input.u64() } else { u64::from(input.u16() % 4096) };
     let mut file = PartialFile { kept: offered, written: Vec::new() };
     let mut started = false;
+    let agreed = mode & 1 != 0 || mode & 0x20 != 0; // a download's offer was compared
     let mut rx = if mode & 1 != 0 {
         // A download: the server's FILE_READY, decoded as `get_once` does.
         let ready = if mode & 4 != 0 {
@@ -141,7 +145,7 @@ fn receiver(input: &mut Input) {
             ReadyToSend { size, start }.to_vec()
         };
         let ready = ReadyToSend::decode(&ready).expect("16 bytes are a FILE_READY");
-        let mut rx = Receiver::new(offered, ready.size);
+        let mut rx = Receiver::new(offered, ready.size, true);
         match rx.start(ready.start) {
             Ok(Start::Continue) => assert_eq!(ready.start, offered),
             Ok(Start::Restart) => {
@@ -157,9 +161,10 @@ fn receiver(input: &mut Input) {
         started = true;
         rx
     } else {
-        // An upload: the size from the PUT; the first chunk says where the data starts.
+        // An upload: the size from the PUT; whether FILE_PREFIX agreed on the
+        // held bytes; the first chunk says where the data starts.
         let size = if mode & 4 != 0 { input.u64() } else { u64::from(input.u16()) };
-        Receiver::new(offered, size)
+        Receiver::new(offered, size, agreed)
     };
     let size = rx.size();
     while !input.is_empty() {
@@ -169,15 +174,14 @@ fn receiver(input: &mut Input) {
         }
         if rtype == REC_FILE_END {
             let Ok(end) = FileEnd::from_record(flags, &plaintext) else { return };
-            let stored = file.sha256();
             assert_eq!(end.abort, flags & FLAG_ABORT != 0, "abort is the ABORT flag");
             let whole = started && file.len() == size && end.total == size;
             let expected = match () {
                 _ if end.abort => Verdict::Aborted,
-                _ if whole && stored == end.sha256 => Verdict::Complete,
+                _ if whole => Verdict::Complete,
                 _ => Verdict::Mismatch,
             };
-            assert_eq!(rx.end(&end, &stored), expected, "file {} of {size}", file.len());
+            assert_eq!(rx.end(&end), expected, "file {} of {size}", file.len());
             return;
         }
         if rtype != REC_FILE_DATA {
@@ -187,7 +191,7 @@ fn receiver(input: &mut Input) {
         let where_ok = if started {
             chunk.offset == file.len()
         } else {
-            chunk.offset == offered || chunk.offset == 0
+            (agreed && chunk.offset == offered) || chunk.offset == 0
         };
         let len = chunk.bytes.len() as u64;
         let fits = chunk.offset.checked_add(len).is_some_and(|end| end <= size);
@@ -238,7 +242,7 @@ fn sender(input: &mut Input) {
     let reported = if mode & 0x20 != 0 { input.array() } else { own_digest };
     let inside = offer > 0 && offer <= size;
     assert_eq!(Sender::prefix_to_check(size, offer), inside.then_some(offer));
-    let mut s = Sender::new(size, offer, &reported, own);
+    let mut s = Sender::new(size, resume_point(size, offer, &reported, own.as_ref()));
     let start = if inside && own == Some(reported) { offer } else { 0 };
     assert_eq!(s.start(), start, "resumed at {} for an offer of {offer}", s.start());
     assert_eq!((s.position(), s.size()), (start, size));
@@ -294,27 +298,37 @@ fn honest(input: &mut Input) {
     if !resume {
         partial.clear(); // `open_partial` without resume
     }
-    let (offered, prefix) = (partial.len() as u64, sha256(&partial));
-    // The offer as the sender reads it: the GET's fields, or FILE_READY after a PUT.
-    let (offer, reported) = if download {
-        let wire = Get { name: "f", offset: offered, prefix, resume }.to_vec();
+    let offered = partial.len() as u64;
+    // The sender's own digest of the first `n` bytes, if it has them.
+    let own = |n: u64| Sender::prefix_to_check(size as u64, n).map(|n| sha256(&ours[..n as usize]));
+    // The server decides where the data starts, from the client's digest.
+    let start = if download {
+        // The GET carries the client's partial's length and digest (`serve_get`).
+        let wire = Get { name: "f", offset: offered, prefix: sha256(&partial), resume }.to_vec();
         let get = Get::decode(&wire).unwrap();
-        (if get.resume { get.offset } else { 0 }, get.prefix) // as `serve_get`
+        let offer = if get.resume { get.offset } else { 0 };
+        resume_point(size as u64, offer, &get.prefix, own(offer).as_ref())
     } else {
-        let wire = ReadyToReceive { offset: offered, prefix }.to_vec();
-        let ready = ReadyToReceive::decode(&wire).unwrap();
-        (ready.offset, ready.prefix)
+        // FILE_READY says the length held; the client proves its own prefix
+        // with FILE_PREFIX (or starts at 0); the server compares (`serve_put`).
+        let ready = ReadyToReceive::decode(&ReadyToReceive { offset: offered }.to_vec()).unwrap();
+        match own(ready.offset) {
+            Some(sha256) => {
+                let claim = FilePrefix::decode(&FilePrefix { sha256 }.to_vec()).unwrap();
+                resume_point(size as u64, offered, &claim.sha256, Some(&self::sha256(&partial)))
+            }
+            None => 0,
+        }
     };
-    let own = Sender::prefix_to_check(size as u64, offer).map(|n| sha256(&ours[..n as usize]));
-    let mut s = Sender::new(size as u64, offer, &reported, own);
+    let mut s = Sender::new(size as u64, start);
     let intact = offered > 0 && partial.len() <= size && partial[..] == ours[..partial.len()];
     assert_eq!(s.start(), if intact { offered } else { 0 }, "resume decided wrongly");
     let mut file = partial;
-    let mut rx = Receiver::new(offered, size as u64);
+    let mut rx = Receiver::new(offered, size as u64, start > 0);
     if download {
         let wire = ReadyToSend { size: size as u64, start: s.start() }.to_vec();
         let ready = ReadyToSend::decode(&wire).unwrap();
-        rx = Receiver::new(offered, ready.size);
+        rx = Receiver::new(offered, ready.size, true);
         if rx.start(ready.start).expect("an honest start refused") == Start::Restart {
             file.clear();
         }
@@ -332,7 +346,7 @@ fn honest(input: &mut Input) {
     }
     let end = s.end(sha256(&ours)).expect("everything was sent");
     let end = FileEnd::from_record(end.flags(), &end.to_vec()).unwrap();
-    assert_eq!(rx.end(&end, &sha256(&file)), Verdict::Complete);
+    assert_eq!(rx.end(&end), Verdict::Complete);
     assert!(file == ours, "the received file differs from the sent one");
 }
 

@@ -41,7 +41,8 @@ messages = {
     "get": b"\x04" + vec16(NAME) + u64(0) + bytes(32) + b"\x00",
     "response": b"\x05" + ID + u16(0) + b"ok",
     "digest_reply": b"\x06" + u64(12345) + SHA,
-    "ready_to_receive": b"\x07" + u64(4096) + SHA,
+    "ready_to_receive": b"\x07" + u64(4096),
+    "file_prefix": b"\x0b" + SHA,
     "ready_to_send": b"\x08" + u64(10000) + u64(4096),
     "file_data": b"\x09" + u64(4096) + b"chunk bytes",
     "file_end": b"\x0a" + b"\x01" + u64(10000) + SHA,
@@ -70,8 +71,8 @@ transfer = {
     # receiver, upload of 10 bytes from nothing; then complete.
     "rx_upload": b"\x00" + b"\x00" + u16(0) + u16(10) + data(DATA_NEXT, 10, 0x41)
     + bytes([END_TRUE]),
-    # receiver, upload resumed after 4 held bytes, in two chunks.
-    "rx_upload_resume": b"\x00" + b"\x00" + u16(4) + u16(10) + data(DATA_NEXT, 3, 1)
+    # receiver, upload resumed after 4 held bytes (prefix agreed: mode 0x20), in two chunks.
+    "rx_upload_resume": b"\x00" + b"\x20" + u16(4) + u16(10) + data(DATA_NEXT, 3, 1)
     + data(DATA_NEXT, 3, 4) + bytes([END_TRUE]),
     # receiver, upload where the sender starts over at 0.
     "rx_upload_restart": b"\x00" + b"\x00" + u16(4) + u16(8) + data(DATA_ZERO, 8, 9)

@@ -211,7 +211,15 @@ impl Client {
             state.read_server_hello(&body, &mut rng, |key| self.check_server_key(key))?;
         conn.write_all(&auth)?;
         let body = conn.read_frame(MAX_HANDSHAKE_FRAME, deadline, "handshake")?;
-        state.read_server_auth(&body, &mut rng)
+        let verified = state.verify_server_auth(&body)?;
+        // Unwrapping the server's secret and the Diffie-Hellman secret are
+        // independent: two threads, one exponentiation off the critical path.
+        let (server_secret, dh_secret) = std::thread::scope(|scope| {
+            let dh = scope.spawn(|| verified.dh_secret());
+            (verified.unwrap_server_secret(&mut rng), dh.join())
+        });
+        let dh_secret = dh_secret.map_err(|_| Error::Malformed("key exchange"))?;
+        Ok(verified.finish(&server_secret?, &dh_secret))
     }
 
     /// Drop the current connection (if any) and establish a new one.
@@ -305,22 +313,33 @@ impl Client {
         self.send_file_with(local, remote, TransferOptions::default())
     }
 
-    /// Upload with options (overwrite, resume, a progress callback).
+    /// Upload with options (overwrite, resume, a progress callback, read-back verify).
     pub fn send_file_with(
         &mut self,
         local: impl AsRef<Path>,
         remote: &str,
         opts: TransferOptions<'_>,
     ) -> Result<FileReport> {
-        let TransferOptions { overwrite, resume, mut progress } = opts;
+        let TransferOptions { overwrite, resume, mut progress, verify } = opts;
         let local = transfer::local_file(local.as_ref())?;
         store::check_name(remote).map_err(Error::InvalidInput)?;
         let wait = self.config.io_timeout;
-        self.with_retries(|ch, id, tries| {
+        let report = self.with_retries(|ch, id, tries| {
             // A retry continues what the failed attempt left on the server.
             let flags = (overwrite, resume || tries > 0);
             transfer::put_once(ch, id, (&local, remote), flags, wait, &mut progress)
-        })
+        })?;
+        if verify {
+            // The server reads back what it stored.
+            let stored = self.file_digest(remote)?;
+            if (stored.size, stored.sha256) != (report.size, report.sha256) {
+                let got = store::hex(&stored.sha256);
+                let msg =
+                    format!("the server's {remote} reads back as {} bytes, {got}", stored.size);
+                return Err(Error::DigestMismatch(msg));
+            }
+        }
+        Ok(report)
     }
 
     /// Download `remote` from the server's files directory to `local`,
@@ -329,19 +348,19 @@ impl Client {
         self.get_file_with(remote, local, TransferOptions::default())
     }
 
-    /// Download with options (overwrite, resume, a progress callback).
+    /// Download with options (overwrite, resume, a progress callback, read-back verify).
     pub fn get_file_with(
         &mut self,
         remote: &str,
         local: impl AsRef<Path>,
         opts: TransferOptions<'_>,
     ) -> Result<FileReport> {
-        let TransferOptions { overwrite, resume, mut progress } = opts;
+        let TransferOptions { overwrite, resume, mut progress, verify } = opts;
         store::check_name(remote).map_err(Error::InvalidInput)?;
         let local = local.as_ref().to_path_buf();
         let wait = self.config.io_timeout;
         self.with_retries(|ch, id, tries| {
-            let flags = (overwrite, resume || tries > 0);
+            let flags = (overwrite, resume || tries > 0, verify);
             transfer::get_once(ch, id, (remote, &local), flags, wait, &mut progress)
         })
     }

@@ -8,13 +8,14 @@ use crate::io::pipes::{self, Problem, Sent, Ticker};
 use crate::message::{FileDigest, FileReport, Progress, Reply};
 use crate::proto::codec::Body;
 use crate::proto::msg::{
-    Assembler, DigestReply, Get, Op, Put, REC_FILE_READY, REC_REQUEST, REC_RESPONSE,
-    RESPONSE_HEADER, ReadyToReceive, ReadyToSend, Request, RequestId, Response,
+    Assembler, DigestReply, FLAG_FIN, FileEnd, FilePrefix, Get, Op, Put, REC_FILE_PREFIX,
+    REC_FILE_READY, REC_REQUEST, REC_RESPONSE, RESPONSE_HEADER, ReadyToReceive, ReadyToSend,
+    Request, RequestId, Response,
 };
 use crate::proto::transfer::{Receiver, Start, Verdict};
 use crate::status;
 use crate::store::partial;
-use sha2::Digest;
+use sha2::{Digest, Sha256};
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -98,8 +99,12 @@ pub(crate) fn put_once(
         }
         Err(reply) => return Err(remote(reply)),
     };
-    let (mut sender, hasher) =
-        pipes::resume_sender(&mut file, size, ready.offset, &ready.prefix).map_err(local_err)?;
+    let own = pipes::own_prefix(&mut file, size, ready.offset).map_err(local_err)?;
+    let start = match &own {
+        Some(prefix) => prove_prefix(ch, prefix, ready.offset, pipes::slow_wait(wait, size))?,
+        None => 0, // nothing held, or not our prefix: the data starts at 0
+    };
+    let (mut sender, hasher) = pipes::sender_at(&mut file, size, start, own).map_err(local_err)?;
     let mut ticker = Ticker::new(progress);
     let sha256 = match pipes::send_file(ch, &mut file, &mut sender, hasher, true, &mut ticker)? {
         Sent::Done(digest) => digest,
@@ -128,12 +133,28 @@ pub(crate) fn put_once(
     Ok(FileReport { size, sha256, resumed_from, reply })
 }
 
+/// The server holds `offset` bytes of our partial upload: send the SHA-256
+/// of our own first `offset` bytes (state `prefix`); the server compares
+/// and answers where the data starts, `offset` or 0.
+fn prove_prefix(ch: &mut Channel, prefix: &Sha256, offset: u64, wait: Duration) -> Result<u64> {
+    let sha256 = prefix.clone().finalize().into();
+    ch.send_record(REC_FILE_PREFIX, FLAG_FIN, &[&FilePrefix { sha256 }.to_vec()])?;
+    let rec = ch.recv_record_by(Instant::now() + wait)?;
+    if rec.rtype != REC_FILE_READY {
+        return Err(Error::Malformed("expected FILE_READY after FILE_PREFIX"));
+    }
+    match ReadyToReceive::decode(rec.plaintext())?.offset {
+        start if start == offset || start == 0 => Ok(start),
+        _ => Err(Error::Malformed("server resumed at an offset it did not offer")),
+    }
+}
+
 /// One download attempt over `ch` into `local` (via its partial file).
 pub(crate) fn get_once(
     ch: &mut Channel,
     id: &RequestId,
     (name, local): (&str, &Path),
-    (overwrite, resume): (bool, bool),
+    (overwrite, resume, verify): (bool, bool, bool),
     wait: Duration,
     progress: &mut Progress<'_>,
 ) -> Result<FileReport> {
@@ -142,9 +163,14 @@ pub(crate) fn get_once(
     }
     let partial = partial::partial_path(local);
     let partial_err = |e| Error::File { path: partial.clone(), source: e };
-    let (mut file, offset, mut hasher) =
+    let (mut file, offset) =
         partial::open_partial(&partial, resume, u64::MAX).map_err(partial_err)?;
-    let prefix = hasher.clone().finalize().into();
+    // Our partial file's digest goes to the server, which compares it with its
+    // file; it is hashed only when there is something to resume.
+    let prefix = match offset {
+        0 => Sha256::digest(b"").into(),
+        _ => partial::prefix_digest(&mut file, offset).map_err(partial_err)?.unwrap_or_default(),
+    };
     send_request(ch, id, Op::Get(Get { name, offset, prefix, resume }))?;
     let ready = match ready_or_reply(ch, id, wait, pipes::slow_wait(wait, offset))? {
         Ok(rec) => ReadyToSend::decode(rec.plaintext())?,
@@ -157,10 +183,10 @@ pub(crate) fn get_once(
             return Err(remote(reply));
         }
     };
-    let mut receiver = Receiver::new(offset, ready.size);
+    let mut receiver = Receiver::new(offset, ready.size, true);
     match receiver.start(ready.start) {
         Ok(Start::Continue) => {}
-        Ok(Start::Restart) => hasher = partial::restart(&mut file).map_err(partial_err)?,
+        Ok(Start::Restart) => partial::restart(&mut file).map_err(partial_err)?,
         Err(_) => {
             return Err(Error::Malformed("server resumed at an offset we did not offer"));
         }
@@ -169,8 +195,7 @@ pub(crate) fn get_once(
     let got = pipes::receive_file(
         ch,
         &mut file,
-        hasher,
-        &mut receiver,
+        (&mut receiver, None),
         (wait, Duration::ZERO),
         &mut ticker,
         &mut |_, problem| match problem {
@@ -182,7 +207,7 @@ pub(crate) fn get_once(
     if let Some(e) = got.write_error {
         return Err(partial_err(e));
     }
-    match receiver.end(&got.end, &got.stored) {
+    match receiver.end(&got.end) {
         Verdict::Aborted => Err(Error::Remote {
             status: status::ABORTED,
             message: "the file changed on the server during the download; try again".into(),
@@ -193,13 +218,25 @@ pub(crate) fn get_once(
             let (pos, size) = (receiver.position(), ready.size);
             Err(Error::DigestMismatch(format!("got {pos} of {size} bytes")))
         }
+        Verdict::Complete if verify && !reads_back(&mut file, &got.end).map_err(partial_err)? => {
+            drop(file);
+            let _ = fs::remove_file(&partial);
+            let msg = format!("the received file does not read back as the server's {name}");
+            Err(Error::DigestMismatch(msg))
+        }
         Verdict::Complete => {
             commit_download(&partial, file, local, overwrite)?;
             ticker.tick(ready.size, ready.size, true);
-            let (size, sha256, resumed_from) = (ready.size, got.stored, ready.start);
+            let (size, sha256, resumed_from) = (ready.size, got.end.sha256, ready.start);
             Ok(FileReport { size, sha256, resumed_from, reply: Reply::ok("") })
         }
     }
+}
+
+/// Whether `file` holds exactly `end.total` bytes whose SHA-256 is `end.sha256`.
+fn reads_back(file: &mut File, end: &FileEnd) -> io::Result<bool> {
+    let (len, hasher) = partial::hash_prefix(file, u64::MAX)?;
+    Ok(len == end.total && <[u8; 32]>::from(hasher.finalize()) == end.sha256)
 }
 
 fn commit_download(partial: &Path, file: File, local: &Path, overwrite: bool) -> Result<()> {

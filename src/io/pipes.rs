@@ -1,8 +1,9 @@
 //! Moving a file over a channel: a reader thread that reads and hashes
 //! while the connection thread seals and writes, a writer thread that writes
-//! and hashes while the connection thread reads and opens, and the two loops
-//! that drive `proto::transfer`'s [`Sender`] and [`Receiver`]. Upload and
-//! download use both alike; memory stays at a few chunks.
+//! while the connection thread reads and opens (the receiver does not hash:
+//! PROTOCOL.md 7.7.6), and the two loops that drive `proto::transfer`'s
+//! [`Sender`] and [`Receiver`]. Upload and download use both alike; memory
+//! stays at a few chunks.
 
 use super::channel::{Channel, OwnedRecord};
 use super::sealing::SealPool;
@@ -57,28 +58,28 @@ fn read_some(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// The sender of `file` (`size` bytes) for a receiver that holds `offer`
-/// bytes whose SHA-256 it `reported`, and the digest state at the start.
-/// The file is positioned where the data starts.
-pub(crate) fn resume_sender(
+/// The digest state after the first `offer` bytes of `file` (`size` bytes),
+/// when a resume there is possible at all: the offer is inside the file and
+/// the file has that many bytes.
+pub(crate) fn own_prefix(file: &mut File, size: u64, offer: u64) -> io::Result<Option<Sha256>> {
+    let Some(len) = Sender::prefix_to_check(size, offer) else {
+        return Ok(None);
+    };
+    let (n, hasher) = partial::hash_prefix(file, len)?;
+    Ok((n == len).then_some(hasher))
+}
+
+/// The sender of `file` (`size` bytes) from `start` (0, or the offer whose
+/// digest state `prefix` is), and the digest state there; the file is
+/// positioned where the data starts.
+pub(crate) fn sender_at(
     file: &mut File,
     size: u64,
-    offer: u64,
-    reported: &[u8; 32],
+    start: u64,
+    prefix: Option<Sha256>,
 ) -> io::Result<(Sender, Sha256)> {
-    let mut own = None;
-    if let Some(len) = Sender::prefix_to_check(size, offer) {
-        let (n, hasher) = partial::hash_prefix(file, len)?;
-        if n == len {
-            own = Some(hasher);
-        }
-    }
-    let digest = own.as_ref().map(|h| h.clone().finalize().into());
-    let sender = Sender::new(size, offer, reported, digest);
-    let hasher = match own {
-        Some(h) if sender.start() > 0 => h,
-        _ => Sha256::new(),
-    };
+    let sender = Sender::new(size, start);
+    let hasher = prefix.filter(|_| sender.start() > 0).unwrap_or_default();
     file.seek(SeekFrom::Start(sender.start()))?;
     Ok((sender, hasher))
 }
@@ -182,14 +183,14 @@ pub(crate) fn abort(ch: &mut Channel, sender: &Sender) -> Result<()> {
 
 /// Work for the writing thread of a receiver.
 enum SinkMsg {
-    /// The sender starts over: truncate the partial file and the digest.
+    /// The sender starts over: truncate the partial file.
     Restart,
-    /// A FILE_DATA record: write and hash its bytes after the offset.
+    /// A FILE_DATA record: write its bytes after the offset.
     Data(OwnedRecord),
 }
 
-/// The receiving side's second thread: it writes and hashes chunks while the
-/// first thread verifies and decrypts the next record. After a write error it
+/// The receiving side's second thread: it writes chunks while the first
+/// thread verifies and decrypts the next record. After a write error it
 /// keeps taking (and dropping) chunks, so the first thread never blocks on it.
 struct Sink {
     tx: mpsc::SyncSender<SinkMsg>,
@@ -258,26 +259,22 @@ impl Syncer {
     }
 }
 
-/// The writing thread: writes and hashes until the channel closes.
+/// The writing thread: writes until the channel closes.
 fn write_chunks(
     file: &mut File,
-    mut hasher: Sha256,
     rx: mpsc::Receiver<SinkMsg>,
     back: mpsc::Sender<OwnedRecord>,
     failure: &Mutex<Option<String>>,
-) -> (Sha256, Option<io::Error>) {
+) -> Option<io::Error> {
     let mut error: Option<io::Error> = None;
     let mut syncer = Syncer::default();
     for msg in rx {
         let result = match &msg {
             _ if error.is_some() => Ok(()),
-            SinkMsg::Restart => partial::restart(file).map(|h| hasher = h),
+            SinkMsg::Restart => partial::restart(file),
             SinkMsg::Data(rec) => {
                 let bytes = &rec.plaintext()[FILE_DATA_HEADER..];
-                file.write_all(bytes).map(|()| {
-                    hasher.update(bytes);
-                    syncer.wrote(file, bytes.len());
-                })
+                file.write_all(bytes).map(|()| syncer.wrote(file, bytes.len()))
             }
         };
         if let Err(e) = result {
@@ -291,30 +288,24 @@ fn write_chunks(
     if let Err(e) = syncer.finish() {
         error.get_or_insert(e);
     }
-    (hasher, error)
+    error
 }
 
-/// Run `receive` with a writing thread for `file`; returns its result, the
-/// digest state after everything written, and the first write error.
-fn with_sink<R>(
-    file: &mut File,
-    hasher: Sha256,
-    receive: impl FnOnce(&Sink) -> R,
-) -> (R, Sha256, Option<io::Error>) {
+/// Run `receive` with a writing thread for `file`; returns its result and
+/// the first write error.
+fn with_sink<R>(file: &mut File, receive: impl FnOnce(&Sink) -> R) -> (R, Option<io::Error>) {
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::sync_channel::<SinkMsg>(2);
         let (back_tx, back) = mpsc::channel::<OwnedRecord>();
         let failure = Arc::new(Mutex::new(None));
         let failure_w = failure.clone();
-        let writer = scope.spawn(move || write_chunks(file, hasher, rx, back_tx, &failure_w));
+        let writer = scope.spawn(move || write_chunks(file, rx, back_tx, &failure_w));
         let sink = Sink { tx, back, failure };
         let result = receive(&sink);
         drop(sink); // ends the writer's loop
-        let (hasher, error) = writer.join().unwrap_or_else(|_| {
-            let panicked = io::Error::other("file writer panicked");
-            (Sha256::new(), Some(panicked))
-        });
-        (result, hasher, error)
+        let error =
+            writer.join().unwrap_or_else(|_| Some(io::Error::other("file writer panicked")));
+        (result, error)
     })
 }
 
@@ -328,40 +319,41 @@ pub(crate) enum Problem {
 
 /// How a receive ended.
 pub(crate) struct Received {
-    /// The sender's FILE_END.
+    /// The sender's FILE_END, whose SHA-256 becomes the file's digest.
     pub(crate) end: FileEnd,
-    /// SHA-256 of what was stored.
-    pub(crate) stored: [u8; 32],
     /// The first write error.
     pub(crate) write_error: Option<io::Error>,
 }
 
 /// Receive FILE_DATA records until FILE_END into `file` (positioned after the
-/// bytes `receiver` holds), each checked by `receiver`. `refuse` is told of
-/// the first problem: `Ok` means read and discard the rest until FILE_END
-/// (the caller has answered), an error ends the transfer. The first record
-/// may take `first_slack` longer (the sender hashes its prefix first); after
-/// it, each MiB must arrive within another `io_timeout`, so a peer trickling
-/// tiny records cannot hold a connection.
+/// bytes `receiver` holds), each checked by `receiver`, beginning with
+/// `first` if the caller already read it. Nothing is hashed: each record's
+/// MAC binds its bytes, sequence number and offset (PROTOCOL.md 7.7.6).
+/// `refuse` is told of the first problem: `Ok` means read and discard the
+/// rest until FILE_END (the caller has answered), an error ends the
+/// transfer. The first record may take `first_slack` longer (the sender
+/// hashes its prefix first); after it, each MiB must arrive within another
+/// `io_timeout`, so a peer trickling tiny records cannot hold a connection.
 pub(crate) fn receive_file(
     ch: &mut Channel,
     file: &mut File,
-    hasher: Sha256,
-    receiver: &mut Receiver,
+    (receiver, mut first): (&mut Receiver, Option<OwnedRecord>),
     (io_timeout, first_slack): (Duration, Duration),
     ticker: &mut Ticker<'_, '_>,
     refuse: &mut dyn FnMut(&mut Channel, Problem) -> Result<()>,
 ) -> Result<Received> {
-    let (ended, hasher, write_error) = with_sink(file, hasher, |sink| {
+    let (ended, write_error) = with_sink(file, |sink| {
         let (started, mut received, mut refused) = (Instant::now(), 0u64, false);
         loop {
             sink.recycle(ch);
             let earned = 1 + u32::try_from(received / FILE_CHUNK as u64).unwrap_or(u32::MAX - 1);
             let progress = started + io_timeout.saturating_mul(earned);
-            let rec = if received == 0 {
-                ch.recv_record_by((Instant::now() + io_timeout).min(progress) + first_slack)?
-            } else {
-                ch.recv_record(progress)?
+            let rec = match first.take() {
+                Some(rec) => rec,
+                None if received == 0 => {
+                    ch.recv_record_by((Instant::now() + io_timeout).min(progress) + first_slack)?
+                }
+                None => ch.recv_record(progress)?,
             };
             received += rec.plaintext().len() as u64;
             if rec.rtype == REC_FILE_END {
@@ -390,7 +382,5 @@ pub(crate) fn receive_file(
             }
         }
     });
-    let end = ended?;
-    let stored = hasher.finalize().into();
-    Ok(Received { end, stored, write_error })
+    Ok(Received { end: ended?, write_error })
 }

@@ -187,7 +187,7 @@ mod tests {
     fn a_chunk_sealed_on_several_threads_opens_in_order_as_contiguous_file_data() {
         for threads in 1..=MAX_SEAL_THREADS + 1 {
             let mut pool = SealPool::new(threads);
-            let keys = SessionKeys::derive(&[1; 32], &[2; 32], &[3; 32]);
+            let keys = SessionKeys::derive(&[1; 32], &[2; 32], &[4; 384], &[3; 32]);
             let ((mut sealer, _), (_, mut opener)) = (keys.client_halves(), keys.server_halves());
             let mut rng = Rng::system();
             let mut offset = 5u64;

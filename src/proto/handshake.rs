@@ -7,17 +7,21 @@
 //! ClientHello  nonce_c, pk_c          ------>     pk_c in authorized_keys? (no private-key work)
 //!                                     <------     ServerHello  nonce_s, pk_s
 //! pk_s pinned? (known_hosts/fingerprint)
-//! ClientAuth   OAEP(pk_s, secret_c),
-//!              PSS(sk_c, H1)          ------>     verify PSS first, then decrypt secret_c
-//!                                     <------     ServerAuth  OAEP(pk_c, secret_s), PSS(sk_s, H2)
-//! verify, decrypt secret_s
-//! keys = HKDF(salt = H3, ikm = secret_c || secret_s)
+//! ClientAuth   OAEP(pk_s, secret_c), Y_c,
+//!              PSS(sk_c, H1)          ------>     verify PSS first; only then draw x_s,
+//!                                                 decrypt secret_c, Y_s = g^x_s, Z = Y_c^x_s
+//!                                     <------     ServerAuth  OAEP(pk_c, secret_s), Y_s, PSS(sk_s, H2)
+//! verify, decrypt secret_s, Z = Y_s^x_c
+//! keys = HKDF(salt = H3, ikm = secret_c || secret_s || Z)
 //! ```
 //!
 //! H1, H2, H3 are SHA-256 over the label and each transcript element
 //! length-prefixed (see [`Transcript`]); PROTOCOL.md gives the exact bytes.
+//! `Y = g^x mod p` in ffdhe3072 ([`super::dh`]); the exponents are fresh
+//! for each handshake and wiped with the state that holds them.
 
 use super::codec::{Body, Reader, frame, put_vec16};
+use super::dh::{self, DH_LEN, Exponent, Share};
 use super::msg::{ALERT, Alert, CLIENT_AUTH, CLIENT_HELLO, SERVER_AUTH, SERVER_HELLO};
 use super::record::{Opener, Sealer};
 use super::schedule::SessionKeys;
@@ -117,19 +121,23 @@ pub fn client_hello_key(body: &[u8]) -> Result<PublicKey> {
     parse_hello(body, CLIENT_HELLO).map(|(_, key)| key)
 }
 
-fn auth(frame_type: u8, wrapped: &[u8], signature: &[u8]) -> Vec<u8> {
+fn auth(frame_type: u8, wrapped: &[u8], share: &Share, signature: &[u8]) -> Vec<u8> {
     let mut b = plain_header(frame_type);
     put_vec16(&mut b, wrapped);
+    b.extend_from_slice(share);
     put_vec16(&mut b, signature);
     b
 }
 
-fn parse_auth(body: &[u8], frame_type: u8) -> Result<(&[u8], &[u8])> {
+/// An auth frame's fields: the wrapped secret, the Diffie-Hellman share
+/// (range-checked: [`Error::BadKeyShare`]) and the signature.
+fn parse_auth(body: &[u8], frame_type: u8) -> Result<(&[u8], Share, &[u8])> {
     let mut r = parse_plain(body, frame_type)?;
     let wrapped = r.vec16(MAX_RSA_BLOCK, "wrapped secret")?;
+    let share = r.take(DH_LEN, "key share")?;
     let signature = r.vec16(MAX_RSA_BLOCK, "signature")?;
     r.finish("auth")?;
-    Ok((wrapped, signature))
+    Ok((wrapped, dh::check_share(share)?, signature))
 }
 
 /// Unwrap the peer's secret, which must be exactly SECRET_LEN bytes.
@@ -193,6 +201,7 @@ pub struct ClientAwaitAuth {
     keys: KeyPair,
     server_key: PublicKey,
     secret: Zeroizing<[u8; SECRET_LEN]>,
+    exponent: Exponent,
     transcript: Transcript,
 }
 
@@ -217,33 +226,73 @@ impl ClientStart {
         let (_nonce, server_key) = parse_hello(body, SERVER_HELLO)?;
         check_server_key(&server_key)?;
         self.transcript.absorb(body);
+        let exponent = Exponent::draw(rng)?;
         let secret = Zeroizing::new(rng.array::<SECRET_LEN>()?);
         let wrapped = server_key.oaep_encrypt(rng, secret.as_slice())?;
+        let share = exponent.share();
         self.transcript.absorb(&wrapped);
+        self.transcript.absorb(&share);
         let h1 = self.transcript.hash();
         let signature = self.keys.sign_pss(rng, &signed_message(LABEL_CLIENT_SIG, &h1))?;
         self.transcript.absorb(&signature);
-        let out = frame(&auth(CLIENT_AUTH, &wrapped, &signature));
-        Ok((
-            ClientAwaitAuth { keys: self.keys, server_key, secret, transcript: self.transcript },
-            out,
-        ))
+        let out = frame(&auth(CLIENT_AUTH, &wrapped, &share, &signature));
+        let (keys, transcript) = (self.keys, self.transcript);
+        Ok((ClientAwaitAuth { keys, server_key, secret, exponent, transcript }, out))
     }
 }
 
 impl ClientAwaitAuth {
-    /// Read the ServerAuth: verify the server's signature, then unwrap its secret.
-    pub fn read_server_auth(mut self, body: &[u8], rng: &mut Rng) -> Result<Session> {
-        let (wrapped, signature) = parse_auth(body, SERVER_AUTH)?;
+    /// Read the ServerAuth and verify the server's signature; only a verified
+    /// state can unwrap the server's secret or compute the Diffie-Hellman secret.
+    pub fn verify_server_auth(mut self, body: &[u8]) -> Result<ClientVerified> {
+        let (wrapped, share, signature) = parse_auth(body, SERVER_AUTH)?;
         self.transcript.absorb(wrapped);
+        self.transcript.absorb(&share);
         let h2 = self.transcript.hash();
         self.server_key.verify_pss(&signed_message(LABEL_SERVER_SIG, &h2), signature)?;
-        let server_secret = unwrap_secret(&self.keys, rng, wrapped)?;
         self.transcript.absorb(signature);
-        let h3 = self.transcript.hash();
-        let (sealer, opener) =
-            SessionKeys::derive(self.secret.as_slice(), &server_secret, &h3).client_halves();
-        Ok(Session { sealer, opener, peer: self.server_key, transcript: h3 })
+        Ok(ClientVerified { state: self, wrapped: wrapped.to_vec(), share })
+    }
+
+    /// [`ClientAwaitAuth::verify_server_auth`], then both secrets one after
+    /// the other, then [`ClientVerified::finish`]. The client computes the
+    /// two at once instead (`client::Client`).
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn read_server_auth(self, body: &[u8], rng: &mut Rng) -> Result<Session> {
+        let verified = self.verify_server_auth(body)?;
+        let server_secret = verified.unwrap_server_secret(rng)?;
+        let dh_secret = verified.dh_secret();
+        Ok(verified.finish(&server_secret, &dh_secret))
+    }
+}
+
+/// Client, with the server's signature verified: two independent steps
+/// remain, [`ClientVerified::unwrap_server_secret`] (a private-key operation)
+/// and [`ClientVerified::dh_secret`] (an exponentiation); both take `&self`.
+pub struct ClientVerified {
+    state: ClientAwaitAuth,
+    wrapped: Vec<u8>,
+    share: Share,
+}
+
+impl ClientVerified {
+    /// Unwrap the server's secret with the client's private key.
+    pub fn unwrap_server_secret(&self, rng: &mut Rng) -> Result<Zeroizing<Vec<u8>>> {
+        unwrap_secret(&self.state.keys, rng, &self.wrapped)
+    }
+
+    /// The Diffie-Hellman secret `Y_s^x_c mod p`.
+    pub fn dh_secret(&self) -> Zeroizing<Share> {
+        self.state.exponent.shared_secret(&self.share)
+    }
+
+    /// The session, from both secrets; the exponent is wiped with `self`.
+    pub fn finish(self, server_secret: &[u8], dh_secret: &Share) -> Session {
+        let ClientAwaitAuth { server_key, secret, transcript, .. } = self.state;
+        let h3 = transcript.hash();
+        let keys = SessionKeys::derive(secret.as_slice(), server_secret, dh_secret, &h3);
+        let (sealer, opener) = keys.client_halves();
+        Session { sealer, opener, peer: server_key, transcript: h3 }
     }
 }
 
@@ -277,10 +326,13 @@ impl ServerAwaitAuth {
     }
 
     /// Read the ClientAuth and verify the client's signature (a public-key
-    /// operation). Only a verified state can reach the server's private key.
-    pub fn verify_client_auth(mut self, body: &[u8]) -> Result<ServerVerified> {
-        let (wrapped, signature) = parse_auth(body, CLIENT_AUTH)?;
+    /// operation). Only a verified state can reach the server's private key,
+    /// and only then is the server's exponent drawn: a client that cannot sign
+    /// costs no private-key operation and no exponentiation.
+    pub fn verify_client_auth(mut self, body: &[u8], rng: &mut Rng) -> Result<ServerVerified> {
+        let (wrapped, client_share, signature) = parse_auth(body, CLIENT_AUTH)?;
         self.transcript.absorb(wrapped);
+        self.transcript.absorb(&client_share);
         let h1 = self.transcript.hash();
         self.client_key.verify_pss(&signed_message(LABEL_CLIENT_SIG, &h1), signature)?;
         self.transcript.absorb(signature);
@@ -289,6 +341,8 @@ impl ServerAwaitAuth {
             client_key: self.client_key,
             transcript: self.transcript,
             wrapped: wrapped.to_vec(),
+            client_share,
+            exponent: Exponent::draw(rng)?,
         })
     }
 
@@ -297,57 +351,75 @@ impl ServerAwaitAuth {
     /// server runs the two operations in parallel instead (`server::session`).
     #[cfg(any(test, feature = "test-hooks"))]
     pub fn read_client_auth(self, body: &[u8], rng: &mut Rng) -> Result<(Session, Vec<u8>)> {
-        let verified = self.verify_client_auth(body)?;
-        let client_secret = verified.unwrap_client_secret(&mut Rng::system())?;
+        let verified = self.verify_client_auth(body, rng)?;
+        let theirs = verified.client_secrets(&mut Rng::system())?;
         let ours = verified.sign(rng)?;
-        Ok(verified.finish(&client_secret, ours))
+        Ok(verified.finish(theirs, ours))
     }
 }
 
-/// Server, with the client's signature verified: two independent private-key
-/// operations remain, [`ServerVerified::unwrap_client_secret`] and
-/// [`ServerVerified::sign`]; both take `&self`, so they can run at once.
+/// Server, with the client's signature verified and its exponent drawn: two
+/// independent halves remain, [`ServerVerified::client_secrets`] and
+/// [`ServerVerified::sign`], each a private-key operation and an
+/// exponentiation; both take `&self`, so they can run at once.
 pub struct ServerVerified {
     keys: KeyPair,
     client_key: PublicKey,
     transcript: Transcript,
     wrapped: Vec<u8>,
+    client_share: Share,
+    exponent: Exponent,
 }
 
-/// The server's half of the key transport: its secret, wrapped to the
-/// client, and its signature over the transcript.
+/// What the server learns from the client's half: its unwrapped secret and
+/// the Diffie-Hellman secret. Wiped on drop.
+pub struct ClientSecrets {
+    transported: Zeroizing<Vec<u8>>,
+    dh: Zeroizing<Share>,
+}
+
+/// The server's half: its secret (and that secret wrapped to the client),
+/// its share, and its signature over the transcript.
 pub struct ServerHalf {
     secret: Zeroizing<[u8; SECRET_LEN]>,
     wrapped: Vec<u8>,
+    share: Share,
     signature: Vec<u8>,
 }
 
 impl ServerVerified {
-    /// Unwrap the client's secret with the server's private key. The
-    /// blinding comes from `rng`; nothing drawn here goes on the wire.
-    pub fn unwrap_client_secret(&self, rng: &mut Rng) -> Result<Zeroizing<Vec<u8>>> {
-        unwrap_secret(&self.keys, rng, &self.wrapped)
+    /// Unwrap the client's secret with the server's private key, and compute
+    /// the Diffie-Hellman secret. The blinding comes from `rng`; nothing drawn
+    /// here goes on the wire.
+    pub fn client_secrets(&self, rng: &mut Rng) -> Result<ClientSecrets> {
+        let transported = unwrap_secret(&self.keys, rng, &self.wrapped)?;
+        Ok(ClientSecrets { transported, dh: self.exponent.shared_secret(&self.client_share) })
     }
 
-    /// Draw the server's secret, wrap it to the client and sign the transcript.
+    /// Draw the server's secret, wrap it to the client, compute the server's
+    /// share and sign the transcript.
     pub fn sign(&self, rng: &mut Rng) -> Result<ServerHalf> {
         let mut transcript = self.transcript.clone();
         let secret = Zeroizing::new(rng.array::<SECRET_LEN>()?);
         let wrapped = self.client_key.oaep_encrypt(rng, secret.as_slice())?;
+        let share = self.exponent.share();
         transcript.absorb(&wrapped);
+        transcript.absorb(&share);
         let h2 = transcript.hash();
         let signature = self.keys.sign_pss(rng, &signed_message(LABEL_SERVER_SIG, &h2))?;
-        Ok(ServerHalf { secret, wrapped, signature })
+        Ok(ServerHalf { secret, wrapped, share, signature })
     }
 
     /// The session, and the ServerAuth frame to send.
-    pub fn finish(mut self, client_secret: &[u8], ours: ServerHalf) -> (Session, Vec<u8>) {
+    pub fn finish(mut self, theirs: ClientSecrets, ours: ServerHalf) -> (Session, Vec<u8>) {
         self.transcript.absorb(&ours.wrapped);
+        self.transcript.absorb(&ours.share);
         self.transcript.absorb(&ours.signature);
         let h3 = self.transcript.hash();
-        let (sealer, opener) =
-            SessionKeys::derive(client_secret, ours.secret.as_slice(), &h3).server_halves();
-        let out = frame(&auth(SERVER_AUTH, &ours.wrapped, &ours.signature));
+        let keys =
+            SessionKeys::derive(&theirs.transported, ours.secret.as_slice(), &theirs.dh, &h3);
+        let (sealer, opener) = keys.server_halves();
+        let out = frame(&auth(SERVER_AUTH, &ours.wrapped, &ours.share, &ours.signature));
         let session = Session { sealer, opener, peer: self.client_key, transcript: h3 };
         (session, out)
     }

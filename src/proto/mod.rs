@@ -4,12 +4,14 @@
 //!
 //! - [`codec`]: frames and a bounds-checked reader that refuses trailing bytes;
 //! - [`handshake`]: states that consume each other; a session only from a verified transcript;
+//! - [`dh`]: the ffdhe3072 group, ephemeral exponents, shares and the shared secret;
 //! - [`schedule`]: HKDF-SHA256 and the four session keys;
 //! - [`record`]: sealing and opening encrypt-then-MAC records;
 //! - [`msg`]: every wire code, and the typed message bodies;
 //! - [`transfer`]: the file `Sender` and `Receiver`, shared by upload and download.
 
 pub mod codec;
+pub mod dh;
 pub mod handshake;
 pub mod msg;
 pub mod record;

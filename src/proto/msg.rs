@@ -32,6 +32,9 @@ pub const REC_FILE_DATA: u8 = 0x13;
 pub const REC_FILE_END: u8 = 0x14;
 /// Record type: an alert inside the session (then the sender closes).
 pub const REC_ALERT: u8 = ALERT;
+/// Record type: the client, resuming an upload, proves it holds the bytes the
+/// server's partial file holds: the SHA-256 of its own prefix.
+pub const REC_FILE_PREFIX: u8 = 0x16;
 
 /// Record flag: this record ends its message.
 pub const FLAG_FIN: u8 = 0x01;
@@ -320,24 +323,40 @@ impl Body<'_> for DigestReply {
     }
 }
 
-/// FILE_READY after a PUT (the server receives): `offset u64 || prefix_sha256 [32]`,
-/// how much of a partial file it already holds and the SHA-256 of that prefix.
+/// FILE_READY after a PUT (the server receives): `offset u64`, how many bytes
+/// of this client key's partial file it holds (never their digest). After a
+/// FILE_PREFIX, the same layout says where the data starts: `offset` or 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadyToReceive {
-    /// Bytes already held.
+    /// Bytes already held (or, answering FILE_PREFIX, where the data starts).
     pub offset: u64,
-    /// Their SHA-256.
-    pub prefix: [u8; 32],
 }
 
 impl Body<'_> for ReadyToReceive {
     const WHAT: &'static str = "file ready";
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.offset.to_be_bytes());
-        out.extend_from_slice(&self.prefix);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self> {
-        Ok(ReadyToReceive { offset: r.u64("offset")?, prefix: r.array("prefix sha256")? })
+        Ok(ReadyToReceive { offset: r.u64("offset")? })
+    }
+}
+
+/// FILE_PREFIX (the client resuming an upload): `sha256 [32]`, the SHA-256 of
+/// its own first `offset` bytes, for the server to compare with its partial file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilePrefix {
+    /// SHA-256 of the sender's first `offset` bytes.
+    pub sha256: [u8; 32],
+}
+
+impl Body<'_> for FilePrefix {
+    const WHAT: &'static str = "file prefix";
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.sha256);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self> {
+        Ok(FilePrefix { sha256: r.array("prefix sha256")? })
     }
 }
 
@@ -478,6 +497,9 @@ mod tests {
         assert!(ReadyToSend::decode(&bytes).is_ok());
         bytes.push(0);
         assert!(matches!(ReadyToSend::decode(&bytes), Err(Error::Malformed(_))));
+        round_trip(&ReadyToReceive { offset: 7 }, &mut Vec::new());
+        round_trip(&FilePrefix { sha256: [3; 32] }, &mut Vec::new());
+        assert!(ReadyToReceive::decode(&[0; 40]).is_err(), "version 1's FILE_READY");
         let mut bytes = Request { id: [0; 16], op: Op::Digest("x") }.to_vec();
         bytes.push(0);
         assert!(matches!(Request::decode(&bytes), Err(Error::Malformed(_))));

@@ -353,7 +353,7 @@ mod tests {
     use crate::proto::schedule::SessionKeys;
 
     fn pair() -> (Sealer, Opener, Sealer, Opener) {
-        let keys = SessionKeys::derive(&[1; 32], &[2; 32], &[3; 32]);
+        let keys = SessionKeys::derive(&[1; 32], &[2; 32], &[4; 384], &[3; 32]);
         let (cs, co) = keys.client_halves();
         let (ss, so) = keys.server_halves();
         (cs, so, ss, co)
@@ -479,7 +479,7 @@ mod tests {
     #[test]
     fn a_sealed_batch_is_cbc_and_hmac_record_by_record_and_opens() {
         use cbc::cipher::{BlockModeEncrypt, KeyIvInit};
-        let keys = SessionKeys::derive(&[1; 32], &[2; 32], &[3; 32]);
+        let keys = SessionKeys::derive(&[1; 32], &[2; 32], &[4; 384], &[3; 32]);
         for n in [1, 2, 5, 8, 9] {
             let (mut cs, mut so, _, _) = pair();
             let pts: Vec<Vec<u8>> = (0..n)

@@ -1,7 +1,9 @@
 //! The key schedule: HKDF-SHA256 (RFC 5869) over `hmac`, and the four keys
 //! of a session (encryption and MAC, each direction) derived from both
-//! sides' secrets and the transcript hash (PROTOCOL.md 4.11).
+//! sides' transported secrets, the Diffie-Hellman secret and the transcript
+//! hash (PROTOCOL.md 4.12).
 
+use super::dh::DH_LEN;
 use super::record::{Opener, Sealer};
 use crate::constants::*;
 use cbc::cipher::zeroize::Zeroize;
@@ -43,15 +45,18 @@ pub struct SessionKeys {
 }
 
 impl SessionKeys {
-    /// Derive the keys from both sides' secrets and the final transcript hash.
+    /// Derive the keys from both sides' transported secrets, the
+    /// Diffie-Hellman secret (all 384 bytes) and the final transcript hash.
     pub(crate) fn derive(
         client_secret: &[u8],
         server_secret: &[u8],
+        dh_secret: &[u8; DH_LEN],
         transcript: &[u8; 32],
     ) -> Self {
-        let mut ikm = [0u8; 2 * SECRET_LEN];
+        let mut ikm = [0u8; 2 * SECRET_LEN + DH_LEN];
         ikm[..SECRET_LEN].copy_from_slice(client_secret);
-        ikm[SECRET_LEN..].copy_from_slice(server_secret);
+        ikm[SECRET_LEN..2 * SECRET_LEN].copy_from_slice(server_secret);
+        ikm[2 * SECRET_LEN..].copy_from_slice(dh_secret);
         let keys = SessionKeys {
             c2s_enc: hkdf_sha256(transcript, &ikm, LABEL_C2S_ENC),
             c2s_mac: hkdf_sha256(transcript, &ikm, LABEL_C2S_MAC),
@@ -95,13 +100,31 @@ impl SessionKeys {
     /// given secrets and transcript hash as a handshake derives them, without
     /// the handshake.
     #[doc(hidden)]
+    pub fn from_handshake_secrets_for_testing(
+        client_secret: &[u8; SECRET_LEN],
+        server_secret: &[u8; SECRET_LEN],
+        dh_secret: &[u8; DH_LEN],
+        transcript: &[u8; 32],
+    ) -> ((Sealer, Opener), (Sealer, Opener)) {
+        let keys = SessionKeys::derive(client_secret, server_secret, dh_secret, transcript);
+        (keys.client_halves(), keys.server_halves())
+    }
+
+    /// [`SessionKeys::from_handshake_secrets_for_testing`] with a zero
+    /// Diffie-Hellman secret: for fuzzing and benchmarks, where only the
+    /// record layer matters, not which keys it runs under.
+    #[doc(hidden)]
     pub fn from_secrets_for_testing(
         client_secret: &[u8; SECRET_LEN],
         server_secret: &[u8; SECRET_LEN],
         transcript: &[u8; 32],
     ) -> ((Sealer, Opener), (Sealer, Opener)) {
-        let keys = SessionKeys::derive(client_secret, server_secret, transcript);
-        (keys.client_halves(), keys.server_halves())
+        Self::from_handshake_secrets_for_testing(
+            client_secret,
+            server_secret,
+            &[0; DH_LEN],
+            transcript,
+        )
     }
 }
 

@@ -3,21 +3,21 @@
 //! and the name locks before any data moves (PROTOCOL.md 7.7).
 
 use crate::error::{Error, Result};
-use crate::io::channel::Channel;
+use crate::io::channel::{Channel, OwnedRecord};
 use crate::io::pipes::{self, Problem, Sent, Ticker};
 use crate::message::{Payload, Reply};
 use crate::proto::codec::Body;
 use crate::proto::msg::{
-    DigestReply, FLAG_FIN, Get, Put, REC_FILE_READY, REC_RESPONSE, ReadyToReceive, ReadyToSend,
-    RequestId, Response,
+    DigestReply, FLAG_FIN, FilePrefix, Get, Put, REC_FILE_PREFIX, REC_FILE_READY, REC_RESPONSE,
+    ReadyToReceive, ReadyToSend, RequestId, Response,
 };
-use crate::proto::transfer::{Receiver, Refusal, Verdict};
+use crate::proto::transfer::{Receiver, Refusal, Verdict, resume_point};
 use crate::status;
 use crate::store::locks::{NameGuard, NameLocks, Owner};
 use crate::store::{names, partial};
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -116,23 +116,26 @@ pub(crate) fn serve_put(
     if !offer.is_ok() {
         return respond(ch, id, offer);
     }
-    let partial = partial::partial_path(&target);
-    let (mut file, offset, hasher) = match open_upload(root, &partial, put.resume, size) {
+    // This client key's own partial file: no other key can find or resume it.
+    let partial = partial::upload_partial_path(&target, &ctx.owner.request.0);
+    let (mut file, held) = match open_upload(root, &partial, put.resume, size) {
         Ok(opened) => opened,
         Err(reply) => return respond(ch, id, reply),
     };
-    let prefix = hasher.clone().finalize().into();
-    let ready = ReadyToReceive { offset, prefix }.to_vec();
-    ch.send_record(REC_FILE_READY, FLAG_FIN, &[&ready])?;
+    // Its length only, never its digest: the client proves the prefix.
+    ch.send_record(REC_FILE_READY, FLAG_FIN, &[&ReadyToReceive { offset: held }.to_vec()])?;
+    let (resumable, first) = match held {
+        0 => (false, None),
+        _ => agree_on_prefix(ctx, ch, &mut file, held, size)?,
+    };
 
-    let mut receiver = Receiver::new(offset, size);
+    let mut receiver = Receiver::new(held, size, resumable);
     let mut early: Option<Reply> = None;
-    let pace = (ctx.io_timeout, pipes::slow_wait(Duration::ZERO, offset));
+    let pace = (ctx.io_timeout, pipes::slow_wait(Duration::ZERO, held));
     let got = pipes::receive_file(
         ch,
         &mut file,
-        hasher,
-        &mut receiver,
+        (&mut receiver, first),
         pace,
         &mut Ticker::new(&mut None),
         &mut |ch, problem| {
@@ -150,21 +153,47 @@ pub(crate) fn serve_put(
         drop(fs::remove_file(&partial));
         return respond(ch, id, io_reply(e));
     }
-    let reply = match receiver.end(&got.end, &got.stored) {
+    let reply = match receiver.end(&got.end) {
         Verdict::Aborted => {
             let msg = "upload abandoned by the sender; partial file kept for resuming";
             return respond(ch, id, Reply::new(status::ABORTED, msg));
         }
         Verdict::Mismatch => {
             drop(fs::remove_file(&partial));
-            let (pos, got) = (receiver.position(), partial::hex(&got.stored));
-            let msg = format!("received {pos} of {size} bytes, sha256 {got}; nothing kept");
+            let (pos, total) = (receiver.position(), got.end.total);
+            let msg =
+                format!("received {pos} of {size} bytes, FILE_END says {total}; nothing kept");
             Reply::new(status::DIGEST_MISMATCH, msg)
         }
-        Verdict::Complete => commit_upload(ctx, root, put, &partial, file, target, got.stored),
+        Verdict::Complete => commit_upload(ctx, root, put, &partial, file, target, got.end.sha256),
     };
     (ctx.remember)(&reply);
     respond(ch, id, reply)
+}
+
+/// After a FILE_READY that offered the `held` bytes of the client's partial
+/// file: a FILE_PREFIX (the client's SHA-256 of its own first `held` bytes)
+/// is compared with the partial file's, hashed from disk only now, and
+/// answered with a FILE_READY saying where the data starts (`held`, or 0);
+/// any other record is the first of the data, which must then start at 0.
+fn agree_on_prefix(
+    ctx: &FileContext<'_>,
+    ch: &mut Channel,
+    file: &mut File,
+    held: u64,
+    size: u64,
+) -> Result<(bool, Option<OwnedRecord>)> {
+    // The client hashes its prefix before it answers.
+    let rec = ch.recv_record_by(Instant::now() + pipes::slow_wait(ctx.io_timeout, held))?;
+    if rec.rtype != REC_FILE_PREFIX {
+        return Ok((false, Some(rec)));
+    }
+    let claimed = FilePrefix::decode(rec.plaintext())?.sha256;
+    let own = partial::prefix_digest(file, held)?;
+    let start = resume_point(size, held, &claimed, own.as_ref());
+    file.seek(SeekFrom::Start(held))?;
+    ch.send_record(REC_FILE_READY, FLAG_FIN, &[&ReadyToReceive { offset: start }.to_vec()])?;
+    Ok((start > 0, None))
 }
 
 fn problem_reply(problem: Problem) -> Reply {
@@ -185,7 +214,7 @@ fn open_upload(
     partial: &Path,
     resume: bool,
     size: u64,
-) -> std::result::Result<(File, u64, Sha256), Reply> {
+) -> std::result::Result<(File, u64), Reply> {
     let opened = partial::open_partial(partial, resume, size)
         .map_err(|e| Reply::new(status::IO_ERROR, format!("cannot create the file: {e}")))?;
     names::opened_inside(root, &opened.0).map_err(refusal)?;
@@ -268,9 +297,12 @@ pub(crate) fn serve_get(
         Ok(v) => v,
         Err(reply) => return respond(ch, id, reply),
     };
+    // The client sent the digest of its partial file; we compare it with ours.
     let offer = if get.resume { get.offset } else { 0 };
-    let (mut sender, hasher) = pipes::resume_sender(&mut file, size, offer, &get.prefix)?;
-    let start = sender.start();
+    let own = pipes::own_prefix(&mut file, size, offer)?;
+    let digest = own.as_ref().map(|h| h.clone().finalize().into());
+    let start = resume_point(size, offer, &get.prefix, digest.as_ref());
+    let (mut sender, hasher) = pipes::sender_at(&mut file, size, start, own)?;
     let ready = ReadyToSend { size, start }.to_vec();
     ch.send_record(REC_FILE_READY, FLAG_FIN, &[&ready])?;
     let mut no_progress = None;
@@ -318,7 +350,7 @@ mod tests {
         fs::remove_file(root.join("d")).unwrap();
         fs::rename(root.join("d.old"), root.join("d")).unwrap();
         // Swapped after it, before the commit, with a file planted outside.
-        let (file, _, _) = open_upload(&root, &partial, false, 10).unwrap();
+        let (file, _) = open_upload(&root, &partial, false, 10).unwrap();
         swap(&root, &outside);
         fs::write(outside.join(".x.ovtp-part"), b"planted").unwrap();
         let committed = commit_checked(&root, &partial, file, &target, true);

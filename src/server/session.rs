@@ -73,6 +73,7 @@ fn alert_for(err: &Error) -> (AlertCode, String) {
             return (AlertCode::Version, text);
         }
         Error::TooLarge { .. } => (AlertCode::TooLarge, "size limit exceeded"),
+        Error::BadKeyShare => (AlertCode::KeyShare, "Diffie-Hellman share out of range"),
         Error::ShuttingDown => (AlertCode::ShuttingDown, "server is shutting down"),
         Error::Timeout(_) => (AlertCode::HandshakeFailed, "timed out"),
         _ => (AlertCode::HandshakeFailed, "handshake failed"),
@@ -95,22 +96,23 @@ fn handshake(shared: &Shared, conn: &mut Conn, rng: &mut Rng, id: u64) -> Result
     })?;
     conn.write_all(&reply)?;
     let auth = conn.read_frame(MAX_HANDSHAKE_FRAME, deadline, "handshake")?;
-    let verified = state.verify_client_auth(&auth)?;
+    let verified = state.verify_client_auth(&auth, rng)?;
     // A public key is public: only its signature takes the connection out of
     // the stranger pool.
     lock(&shared.gate).promote(id);
-    // Only now, with the client proven, does the server use its private key.
-    // Unwrapping the client's secret and signing our half are independent, so
-    // they run on two threads: one private-key operation off the critical
-    // path of every handshake. (The unwrap draws its blinding from the
-    // system; `rng` alone decides what goes on the wire.)
-    let (client_secret, ours) = std::thread::scope(|scope| {
-        let unwrap = scope.spawn(|| verified.unwrap_client_secret(&mut Rng::system()));
+    // Only now, with the client proven, does the server use its private key
+    // and exponentiate. The client's half (unwrap its secret, then the
+    // Diffie-Hellman secret) and ours (our share, then our signature) are
+    // independent, so they run on two threads: each a private-key operation
+    // and an exponentiation. (The unwrap draws its blinding from the system;
+    // `rng` alone decides what goes on the wire.)
+    let (theirs, ours) = std::thread::scope(|scope| {
+        let theirs = scope.spawn(|| verified.client_secrets(&mut Rng::system()));
         let ours = verified.sign(rng);
-        let secret = unwrap.join().unwrap_or(Err(Error::Malformed("key transport")));
-        (secret, ours)
+        let theirs = theirs.join().unwrap_or(Err(Error::Malformed("key transport")));
+        (theirs, ours)
     });
-    let (session, reply) = verified.finish(&client_secret?, ours?);
+    let (session, reply) = verified.finish(theirs?, ours?);
     conn.write_all(&reply)?;
     Ok(session)
 }

@@ -8,4 +8,4 @@ pub mod names;
 pub mod partial;
 
 pub use names::{PARTIAL_SUFFIX, check_name, check_name_for_write};
-pub use partial::{hex, partial_path};
+pub use partial::{hex, partial_path, upload_partial_path};

@@ -1,42 +1,52 @@
-//! Partial files beside their target, prefix digests for resume, and the
-//! verify-then-rename commit that makes a file appear whole or not at all.
+//! Partial files beside their target (a download's named after it, an
+//! upload's after its target and the client key that owns it), prefix
+//! digests for resume, and the commit that makes a file appear whole or not
+//! at all.
 
 use super::names::PARTIAL_SUFFIX;
+use crate::keys::Fingerprint;
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-/// The partial file beside `target`: `.<file name>.ovtp-part`.
+/// The partial file of a download beside `target`: `.<file name>.ovtp-part`.
 pub fn partial_path(target: &Path) -> PathBuf {
     let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     target.with_file_name(format!(".{name}{PARTIAL_SUFFIX}"))
 }
 
+/// The partial file of an upload to `target` by the client key `owner`,
+/// beside the target: `.<32 hex digits>.ovtp-part`, the first 16 bytes of
+/// SHA-256("ovtp/2 partial" || 0 || fingerprint || 0 || file name). Each key
+/// has its own, so no other key can find, resume or learn anything of it
+/// (PROTOCOL.md 7.7.7); its length does not depend on the name's.
+pub fn upload_partial_path(target: &Path, owner: &Fingerprint) -> PathBuf {
+    let name = target.file_name().unwrap_or_default().as_encoded_bytes();
+    let parts: [&[u8]; 5] = [b"ovtp/2 partial", &[0], owner.as_str().as_bytes(), &[0], name];
+    let digest = parts.iter().fold(Sha256::new(), |h, p| h.chain_update(p)).finalize();
+    target.with_file_name(format!(".{}{PARTIAL_SUFFIX}", hex(&digest[..16])))
+}
+
 /// Open the partial file for a transfer. With `resume`, an existing regular
-/// partial file is kept and its length and digest returned (the hasher is
-/// positioned after the prefix); otherwise it is created empty. Never follows
-/// a symlink planted at the partial file's name.
-pub(crate) fn open_partial(
-    path: &Path,
-    resume: bool,
-    max_len: u64,
-) -> io::Result<(File, u64, Sha256)> {
+/// partial file of at most `max_len` bytes is kept and its length returned
+/// (the file positioned at its end); it is not hashed, which only a resume
+/// that gets that far needs ([`hash_prefix`]). Otherwise it is created empty.
+/// Never follows a symlink planted at the partial file's name.
+pub(crate) fn open_partial(path: &Path, resume: bool, max_len: u64) -> io::Result<(File, u64)> {
     if let Ok(meta) = fs::symlink_metadata(path) {
         if !meta.file_type().is_file() {
             return Err(io::Error::other("partial file is not a regular file"));
         }
         if resume && meta.len() <= max_len {
             let mut file = OpenOptions::new().read(true).write(true).open(path)?;
-            let (len, hasher) = hash_prefix(&mut file, meta.len())?;
-            file.seek(SeekFrom::Start(len))?;
-            return Ok((file, len, hasher));
+            let len = file.seek(SeekFrom::End(0))?;
+            return Ok((file, len));
         }
         fs::remove_file(path)?;
     }
     // create_new does not follow a symlink someone raced into place.
-    let file = create_private(path)?;
-    Ok((file, 0, Sha256::new()))
+    Ok((create_private(path)?, 0))
 }
 
 fn create_private(path: &Path) -> io::Result<File> {
@@ -48,10 +58,9 @@ fn create_private(path: &Path) -> io::Result<File> {
 }
 
 /// Start the partial file over (the sender's file changed since the prefix was written).
-pub(crate) fn restart(file: &mut File) -> io::Result<Sha256> {
+pub(crate) fn restart(file: &mut File) -> io::Result<()> {
     file.set_len(0)?;
-    file.seek(SeekFrom::Start(0))?;
-    Ok(Sha256::new())
+    file.seek(SeekFrom::Start(0)).map(drop)
 }
 
 /// Hash the first `len` bytes of `file` (from its start); returns the bytes
@@ -73,6 +82,12 @@ pub fn hash_prefix(file: &mut File, len: u64) -> io::Result<(u64, Sha256)> {
         done += n as u64;
     }
     Ok((done, hasher))
+}
+
+/// The SHA-256 of the first `len` bytes of `file`, if it has that many.
+pub(crate) fn prefix_digest(file: &mut File, len: u64) -> io::Result<Option<[u8; 32]>> {
+    let (n, hasher) = hash_prefix(file, len)?;
+    Ok((n == len).then(|| hasher.finalize().into()))
 }
 
 /// Size and SHA-256 of a whole file.
@@ -124,5 +139,21 @@ mod tests {
             partial_path(Path::new("/srv/files/a/b.txt")),
             Path::new("/srv/files/a/.b.txt.ovtp-part")
         );
+    }
+
+    #[test]
+    fn an_upload_partial_belongs_to_one_key_and_one_name() {
+        let (a, b) = (Fingerprint::of_der(b"key a"), Fingerprint::of_der(b"key b"));
+        let target = Path::new("/srv/files/a/b.txt");
+        let p = upload_partial_path(target, &a);
+        assert_eq!(p.parent(), target.parent());
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.starts_with('.') && name.ends_with(".ovtp-part") && name.len() == 43,
+            "{name}"
+        );
+        assert_eq!(p, upload_partial_path(target, &a), "the same for the same key and name");
+        assert_ne!(p, upload_partial_path(target, &b), "another key's");
+        assert_ne!(p, upload_partial_path(&target.with_file_name("c.txt"), &a));
     }
 }

@@ -231,3 +231,67 @@ pub fn proxy(upstream: SocketAddr, max_conns: usize, mutate: Arc<Mutator>) -> So
 
 /// Record of what a handler was called with, for assertions.
 pub type Seen = Arc<Mutex<Vec<String>>>;
+
+/// A client driven by hand over a raw socket, with the library's socket-free
+/// handshake states and record layer (test hooks): it speaks any key's part
+/// and sends whatever records a test (or an attacker) wants.
+pub struct RawClient {
+    pub s: TcpStream,
+    pub session: ovtp::hooks::Session,
+    pub rng: ovtp::Rng,
+}
+
+impl RawClient {
+    /// Connect and complete the handshake as `keys`, pinning `server`.
+    pub fn connect(addr: SocketAddr, keys: &KeyPair, server: &ovtp::PublicKey) -> RawClient {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut rng = ovtp::Rng::system();
+        let (start, hello) = ovtp::hooks::ClientStart::new(keys, &mut rng).unwrap();
+        s.write_all(&hello).unwrap();
+        let body = read_frame(&mut s);
+        let pin = |k: &ovtp::PublicKey| {
+            assert!(k == server);
+            Ok(())
+        };
+        let (state, auth) = start.read_server_hello(&body, &mut rng, pin).unwrap();
+        s.write_all(&auth).unwrap();
+        let body = read_frame(&mut s);
+        let session = state.read_server_auth(&body, &mut rng).unwrap();
+        RawClient { s, session, rng }
+    }
+
+    /// Seal and send one record.
+    pub fn send(&mut self, rtype: u8, flags: u8, plaintext: &[u8]) {
+        let mut out = Vec::new();
+        self.session.sealer().seal(&mut self.rng, rtype, flags, plaintext, &mut out).unwrap();
+        self.s.write_all(&out).unwrap();
+    }
+
+    /// Receive and open one record: (type, flags, plaintext).
+    pub fn recv(&mut self) -> (u8, u8, Vec<u8>) {
+        let mut body = read_frame(&mut self.s);
+        let rec = self.session.opener().open(&mut body).unwrap();
+        (rec.rtype, rec.flags, rec.plaintext.to_vec())
+    }
+
+    /// Send a request (a fresh random id) with operation `op`; returns the id.
+    pub fn request(&mut self, op: ovtp::hooks::msg::Op<'_>) -> [u8; 16] {
+        use ovtp::hooks::Body;
+        let id = ovtp::Rng::system().array::<16>().unwrap();
+        let request = ovtp::hooks::msg::Request { id, op }.to_vec();
+        self.send(ovtp::hooks::msg::REC_REQUEST, ovtp::hooks::msg::FLAG_FIN, &request);
+        id
+    }
+}
+
+/// One frame body from a socket (at most 2 MiB).
+pub fn read_frame(s: &mut TcpStream) -> Vec<u8> {
+    let mut prefix = [0u8; 4];
+    s.read_exact(&mut prefix).unwrap();
+    let len = u32::from_be_bytes(prefix) as usize;
+    assert!(len <= 2 << 20, "frame of {len} bytes");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    body
+}

@@ -17,8 +17,10 @@ use std::path::{Path, PathBuf};
 /// Options of the commands that connect (see `args`).
 pub const CONNECT: &str = "--accept-new --fingerprint= --key= --known-hosts=";
 pub const SEND: &str = "--data --accept-new --fingerprint= --key= --known-hosts=";
-pub const PUT: &str = "--to= --force --no-resume --accept-new --fingerprint= --key= --known-hosts=";
-pub const GET: &str = "--force --no-resume --accept-new --fingerprint= --key= --known-hosts=";
+pub const PUT: &str =
+    "--to= --force --no-resume --verify --accept-new --fingerprint= --key= --known-hosts=";
+pub const GET: &str =
+    "--force --no-resume --verify --accept-new --fingerprint= --key= --known-hosts=";
 
 /// Connect to `host` with the key and trust policy the options name.
 pub fn connect(a: &Args, host: &str) -> Result<Client, Fail> {
@@ -304,12 +306,14 @@ pub fn put(a: &Args) -> Run {
         return Err(Fail::new(exit::LOCAL, format!("{f}: {problem}")));
     }
     let (overwrite, resume) = transfer_options(a);
+    let verify = a.flag("--verify");
     let mut client = connect(a, host)?;
     let mut code = 0;
     let mut failed = 0;
     for (file, name) in files.iter().zip(&names) {
         let result = with_progress(name, |progress| {
-            client.send_file_with(file, name, TransferOptions { overwrite, resume, progress })
+            let opts = TransferOptions { overwrite, resume, progress, verify };
+            client.send_file_with(file, name, opts)
         });
         match result {
             Ok(r) => {
@@ -373,7 +377,8 @@ pub fn get(a: &Args) -> Run {
     let partial = ovtp::partial_path(&local);
     let had_partial = std::fs::symlink_metadata(&partial).is_ok();
     let result = with_progress(&label, |progress| {
-        client.get_file_with(remote, &local, TransferOptions { overwrite, resume, progress })
+        let opts = TransferOptions { overwrite, resume, progress, verify: a.flag("--verify") };
+        client.get_file_with(remote, &local, opts)
     });
     if let Err(Error::Remote { .. }) = result {
         // Refused before any data came: leave no empty partial file behind.

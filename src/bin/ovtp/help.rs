@@ -126,9 +126,10 @@ status 0 \"ok\". A server key (HOME/id_rsa) is generated on first use.
 Files (with --dir): every upload offered, file received (with its size and
 SHA-256) and download or digest request is accepted and logged, one line
 each. --exec is for messages only: file transfers do not run the program.
-An upload arrives whole or not at all (written to .NAME.ovtp-part beside
-its name, renamed once its length and SHA-256 match); an interrupted
-upload's partial file is kept so that the client can resume it.
+An upload arrives whole or not at all (written to a partial file
+.HEX.ovtp-part beside its name that belongs to the uploading key, renamed
+once all of it arrived); an interrupted upload's partial file is kept so
+that the same client key, and no other, can resume it.
 
 Logs go to standard error, one line per event: UTC time, peer address, key
 fingerprint, what, bytes, duration, outcome. The first line is
@@ -203,6 +204,8 @@ has checked that the part it holds is the start of FILE.
   --force             replace a file that exists on the server (without it:
                       refused, exit code 73)
   --no-resume         start over instead of resuming a partial upload
+  --verify            then ask the server for the stored file's SHA-256 and
+                      compare it with FILE's (the server reads it back)
 ",
     connect_options!(),
     "
@@ -220,8 +223,8 @@ Usage: ovtp get HOST[:PORT] REMOTE [LOCAL] [OPTIONS]
 Download REMOTE from the server's files directory to LOCAL: by default the
 last component of REMOTE, in the current directory; if LOCAL is a directory
 (or ends in /), into it under that name. The file is written to
-.NAME.ovtp-part beside LOCAL and renamed only once its length and SHA-256
-match; then \"LOCAL  SIZE  SHA256\" is printed on standard output.
+.NAME.ovtp-part beside LOCAL and renamed only once all of it arrived, each
+chunk authenticated in order, up to the announced length; then \"LOCAL  SIZE  SHA256\" is printed on standard output.
 
 Resuming is the default: the same command again continues an interrupted
 download from its partial file, once the server has checked that it is the
@@ -230,6 +233,8 @@ start of REMOTE.
   --force             replace LOCAL if it exists (without it: refused, exit
                       code 73)
   --no-resume         start over instead of resuming a partial download
+  --verify            read the received file back before it gets its name
+                      and compare its SHA-256 with the server's
 ",
     connect_options!(),
     "
