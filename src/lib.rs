@@ -72,7 +72,7 @@
 //! | `proto/record.rs` | `Sealer`, `Opener` | encrypt-then-MAC, tag checked before decryption; replay, reorder, reflection fail; sequence numbers never wrap |
 //! | `proto/msg.rs` | wire codes, typed bodies, message assembly | unknown flags refused; one message type per message; message size bounded |
 //! | `proto/transfer.rs` | file `Sender`, `Receiver` | contiguous chunks inside the announced size; resume only on a matching prefix; FILE_END verdict |
-//! | `io/` | connection with deadlines, channel, file pipes | every read and write bounded in time |
+//! | `io/` | connection with deadlines, channel, file pipes, the sealing pool | every read and write bounded in time; helper threads bounded |
 //! | `server/` | admission, session loop, reply cache, file operations, [`Handler`] | connection cap, stranger pool; at-most-once; files refused unless the handler allows them |
 //! | `client/` | [`Client`], retries | server key pinned; retries reuse the request id |
 //! | `store/` | name confinement, partial files, commit, name locks | names confined; nothing partial under a final name |
