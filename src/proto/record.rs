@@ -69,8 +69,7 @@ impl<'a> Padded<'a> {
         // Most blocks lie inside one part.
         if let Some(bytes) = self.parts.get(self.part).and_then(|p| p.get(self.at..self.at + 16)) {
             self.at += 16;
-            // `bytes` is the 16-byte range just taken.
-            return Block::try_from(bytes).expect("16 bytes");
+            return Block::clone_from_slice(bytes);
         }
         let mut block = Block::from([self.pad; 16]);
         let mut filled = 0;
