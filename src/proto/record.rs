@@ -69,7 +69,9 @@ impl<'a> Padded<'a> {
         // Most blocks lie inside one part.
         if let Some(bytes) = self.parts.get(self.part).and_then(|p| p.get(self.at..self.at + 16)) {
             self.at += 16;
-            return Block::clone_from_slice(bytes);
+            let mut block = Block::default();
+            block.copy_from_slice(bytes);
+            return block;
         }
         let mut block = Block::from([self.pad; 16]);
         let mut filled = 0;
