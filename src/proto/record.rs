@@ -47,55 +47,13 @@ fn keyed<C: KeyInit>(mut enc: [u8; 32], mut mac: [u8; 32]) -> (C, HmacSha256) {
     (cipher, hmac)
 }
 
-/// The plaintext of one record as 16-byte blocks: the concatenation of its
-/// parts, then PKCS#7 padding (always at least one byte, each padding byte
-/// its count). Blocks are read straight from the parts: the plaintext is
-/// not copied into the frame before it is encrypted there.
-struct Padded<'a> {
-    parts: &'a [&'a [u8]],
-    /// Where the next block starts: a part, and an offset in it.
-    part: usize,
-    at: usize,
-    pad: u8,
-}
-
-impl<'a> Padded<'a> {
-    fn new(parts: &'a [&'a [u8]], pt_len: usize) -> Self {
-        Padded { parts, part: 0, at: 0, pad: (16 - pt_len % 16) as u8 }
-    }
-
-    #[inline(always)]
-    fn next_block(&mut self) -> Block {
-        // Most blocks lie inside one part.
-        if let Some(bytes) = self.parts.get(self.part).and_then(|p| p.get(self.at..self.at + 16)) {
-            self.at += 16;
-            let mut block = Block::default();
-            block.copy_from_slice(bytes);
-            return block;
-        }
-        let mut block = Block::from([self.pad; 16]);
-        let mut filled = 0;
-        while let Some(p) = self.parts.get(self.part)
-            && filled < 16
-        {
-            let n = (p.len() - self.at).min(16 - filled);
-            block[filled..filled + n].copy_from_slice(&p[self.at..self.at + n]);
-            (filled, self.at) = (filled + n, self.at + n);
-            if self.at == p.len() {
-                (self.part, self.at) = (self.part + 1, 0);
-            }
-        }
-        block
-    }
-}
-
-/// AES-256-CBC encryption of several records in one interleaved pass: at
-/// each block position every record's next plaintext block is XORed with
-/// that record's previous ciphertext block (the IV at first), encrypted, and
-/// stored in its frame. The records' chains do not depend on each other, so
-/// the CPU overlaps their AES rounds, where one chain must wait for each
-/// block before it can start the next. Each record's output is exactly CBC's.
-struct Chains<'a, 'b>(&'a mut [(Block, Padded<'b>, &'b mut [Block])]);
+/// AES-256-CBC encryption of several independent chains in one interleaved
+/// pass: at each block position every chain's next block is XORed with that
+/// chain's previous ciphertext block and encrypted. The chains do not depend
+/// on each other, so the CPU overlaps their AES rounds (one chain waits for
+/// each block's result before the next can start). Each chain's output is
+/// exactly CBC's with its IV.
+struct Chains<'a, 'b>(&'a mut [(Block, &'b mut [Block])]);
 
 impl BlockSizeUser for Chains<'_, '_> {
     type BlockSize = U16;
@@ -104,16 +62,15 @@ impl BlockSizeUser for Chains<'_, '_> {
 impl BlockCipherEncClosure for Chains<'_, '_> {
     #[inline(always)]
     fn call<B: BlockCipherEncBackend<BlockSize = U16>>(self, backend: &B) {
-        let longest = self.0.iter().map(|(_, _, out)| out.len()).max().unwrap_or(0);
+        let longest = self.0.iter().map(|(_, blocks)| blocks.len()).max().unwrap_or(0);
         for i in 0..longest {
-            for (prev, plain, out) in self.0.iter_mut() {
-                if let Some(slot) = out.get_mut(i) {
-                    let mut block = plain.next_block();
+            for (prev, blocks) in self.0.iter_mut() {
+                if let Some(block) = blocks.get_mut(i) {
                     for (b, p) in block.iter_mut().zip(prev.iter()) {
                         *b ^= p;
                     }
-                    backend.encrypt_block_inplace(&mut block);
-                    (*slot, *prev) = (block, block);
+                    backend.encrypt_block_inplace(block);
+                    *prev = *block;
                 }
             }
         }
@@ -121,7 +78,7 @@ impl BlockCipherEncClosure for Chains<'_, '_> {
 }
 
 /// One record to seal: its type, flags, and its plaintext as the
-/// concatenation of `parts` (read once, by the encryption).
+/// concatenation of `parts` (copied once, into the frame).
 #[derive(Debug, Clone, Copy)]
 pub struct Plain<'a> {
     /// Record type.
@@ -215,17 +172,23 @@ impl Sealer {
             };
             ivs.push(Block::from(iv));
             out.extend_from_slice(&iv);
-            // The ciphertext and the tag are written in place below.
-            out.resize(out.len() + ct_len(pt_len) + TAG_LEN, 0);
+            for p in rec.parts {
+                out.extend_from_slice(p);
+            }
+            // PKCS#7: the plaintext rounded up to the next whole block, always
+            // at least one byte of padding, each padding byte its count.
+            let pad = ct_len(pt_len) - pt_len;
+            out.resize(out.len() + pad, pad as u8);
+            out.resize(out.len() + TAG_LEN, 0);
         }
         // Each record's ciphertext blocks, as disjoint slices of `out`.
         let mut chains = Vec::with_capacity(records.len());
         let mut rest = &mut out[first..];
-        for ((rec, &pt_len), iv) in records.iter().zip(&lens).zip(ivs) {
+        for (&pt_len, iv) in lens.iter().zip(ivs) {
             let (frame, tail) =
                 rest.split_at_mut(LEN_PREFIX + RECORD_HEADER + IV_LEN + ct_len(pt_len) + TAG_LEN);
             let ct = &mut frame[LEN_PREFIX + RECORD_HEADER + IV_LEN..][..ct_len(pt_len)];
-            chains.push((iv, Padded::new(rec.parts, pt_len), Block::slice_as_chunks_mut(ct).0));
+            chains.push((iv, Block::slice_as_chunks_mut(ct).0));
             rest = tail;
         }
         self.aes.encrypt_with_backend(Chains(&mut chains));
@@ -434,45 +397,28 @@ mod tests {
     const LENS: [usize; 9] = [0, 1, 15, 16, 17, 31, 1000, 4096 + 7, 64 * 1024];
 
     #[test]
-    fn interleaved_chains_encrypt_and_pad_as_cbc_does() {
+    fn interleaved_chains_encrypt_as_cbc_does() {
         use cbc::cipher::{BlockModeEncrypt, KeyIvInit};
         let key = [5u8; 32];
         let aes = Aes256Enc::new(&key.into());
         for n in [1, 2, 3, 8, 9] {
             let data: Vec<Vec<u8>> = (0..n)
-                .map(|c| (0..LENS[(c * 4) % LENS.len()]).map(|i| (i * 7 + c) as u8).collect())
-                .collect();
-            // Parts cut at uneven places, so blocks straddle them; an empty part too.
-            let parts: Vec<[&[u8]; 3]> = data
-                .iter()
-                .map(|d| {
-                    let (a, b) = d.split_at(d.len().min(3));
-                    [a, &[], b]
+                .map(|c| {
+                    (0..LENS[(c * 4) % LENS.len()] / 16 * 16).map(|i| (i * 7 + c) as u8).collect()
                 })
                 .collect();
-            let mut cts: Vec<Vec<u8>> =
-                data.iter().map(|d| vec![0; (d.len() / 16 + 1) * 16]).collect();
-            let mut chains: Vec<(Block, Padded<'_>, &mut [Block])> = cts
+            let ivs: Vec<[u8; 16]> = (0..n).map(|c| [c as u8 + 1; 16]).collect();
+            let mut mine = data.clone();
+            let mut chains: Vec<(Block, &mut [Block])> = mine
                 .iter_mut()
-                .zip(&parts)
-                .enumerate()
-                .map(|(c, (ct, p))| {
-                    let len = p.iter().map(|p| p.len()).sum();
-                    (
-                        Block::from([c as u8; 16]),
-                        Padded::new(p, len),
-                        Block::slice_as_chunks_mut(ct).0,
-                    )
-                })
+                .zip(&ivs)
+                .map(|(d, iv)| (Block::from(*iv), Block::slice_as_chunks_mut(d).0))
                 .collect();
             aes.encrypt_with_backend(Chains(&mut chains));
-            for (c, (d, got)) in data.iter().zip(&cts).enumerate() {
-                let mut want = d.clone();
-                want.resize(got.len(), 0);
-                cbc::Encryptor::<aes::Aes256>::new(&key.into(), &[c as u8; 16].into())
-                    .encrypt_padded::<Pkcs7>(&mut want, d.len())
-                    .unwrap();
-                assert_eq!(&want, got, "chain {c} of {n}, {} bytes", d.len());
+            for ((mut d, iv), got) in data.into_iter().zip(&ivs).zip(&mine) {
+                cbc::Encryptor::<aes::Aes256>::new(&key.into(), &(*iv).into())
+                    .encrypt_blocks(Block::slice_as_chunks_mut(&mut d).0);
+                assert_eq!(&d, got, "{n} chains");
             }
         }
     }
