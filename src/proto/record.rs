@@ -15,9 +15,9 @@ use aes::cipher::{
     InnerIvInit,
 };
 use aes::{Aes256Dec, Aes256Enc};
-use cbc::cipher::BlockModeDecrypt;
 use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::zeroize::Zeroize;
+use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
@@ -191,8 +191,14 @@ impl Sealer {
             chains.push((iv, Block::slice_as_chunks_mut(ct).0));
             rest = tail;
         }
-        self.aes.encrypt_with_backend(Chains(&mut chains));
-        drop(chains);
+        match &mut chains[..] {
+            // One chain alone is serial either way; `cbc` keeps its previous
+            // block in a register, about 10% faster than the interleaved loop.
+            [(iv, blocks)] => {
+                cbc::Encryptor::inner_iv_init(self.aes.clone(), &*iv).encrypt_blocks(blocks)
+            }
+            chains => self.aes.encrypt_with_backend(Chains(chains)),
+        }
         let mut at = first;
         for (rec, &pt_len) in records.iter().zip(&lens) {
             let head = at + LEN_PREFIX + RECORD_HEADER;
