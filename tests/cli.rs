@@ -73,6 +73,17 @@ fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
     buf
 }
 
+/// Read a pipe to its end on a thread; the whole output arrives at end of file.
+fn read_all(mut pipe: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        let _ = tx.send(bytes);
+    });
+    rx
+}
+
 /// Run `ovtp ARGS` with `home` as OVTP_HOME and `input` on stdin; bounded in time.
 fn ovtp(home: &Home, args: &[&str], input: &[u8]) -> Out {
     let mut command = Command::new(BIN);
@@ -92,7 +103,8 @@ fn run(mut command: Command, home: &Home, what: &str, input: &[u8]) -> Out {
     let mut stdin = child.stdin.take().unwrap();
     let input = input.to_vec();
     std::thread::spawn(move || stdin.write_all(&input));
-    let (out, err) = (collect(child.stdout.take().unwrap()), collect(child.stderr.take().unwrap()));
+    let (out, err) =
+        (read_all(child.stdout.take().unwrap()), read_all(child.stderr.take().unwrap()));
     let mut child = Kill(child);
     let until = Instant::now() + COMMAND_LIMIT;
     let status = loop {
@@ -102,10 +114,14 @@ fn run(mut command: Command, home: &Home, what: &str, input: &[u8]) -> Out {
         assert!(Instant::now() < until, "{what} did not finish");
         std::thread::sleep(Duration::from_millis(5));
     };
-    // The pipes close with the process; give the reader threads a moment.
-    std::thread::sleep(Duration::from_millis(20));
-    let text = |b: &Arc<Mutex<Vec<u8>>>| String::from_utf8_lossy(&b.lock().unwrap()).into_owned();
-    Out { code: status.code().unwrap_or(-1), stdout: text(&out), stderr: text(&err) }
+    // Wait for each pipe's end of file (the pipes close with the process),
+    // not for a guessed moment: the reader threads may run late.
+    let text = |pipe: std::sync::mpsc::Receiver<Vec<u8>>| {
+        let left = until.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+        let bytes = pipe.recv_timeout(left).unwrap_or_else(|_| panic!("{what}: output not closed"));
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    Out { code: status.code().unwrap_or(-1), stdout: text(out), stderr: text(err) }
 }
 
 fn ok(home: &Home, args: &[&str]) -> Out {
