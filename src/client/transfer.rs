@@ -167,10 +167,7 @@ pub(crate) fn get_once(
         partial::open_partial(&partial, resume, u64::MAX).map_err(partial_err)?;
     // Our partial file's digest goes to the server, which compares it with its
     // file; it is hashed only when there is something to resume.
-    let prefix = match offset {
-        0 => Sha256::digest(b"").into(),
-        _ => partial::prefix_digest(&mut file, offset).map_err(partial_err)?.unwrap_or_default(),
-    };
+    let prefix = held_digest(&mut file, offset).map_err(partial_err)?;
     send_request(ch, id, Op::Get(Get { name, offset, prefix, resume }))?;
     let ready = match ready_or_reply(ch, id, wait, pipes::slow_wait(wait, offset))? {
         Ok(rec) => ReadyToSend::decode(rec.plaintext())?,
@@ -187,9 +184,7 @@ pub(crate) fn get_once(
     match receiver.start(ready.start) {
         Ok(Start::Continue) => {}
         Ok(Start::Restart) => partial::restart(&mut file).map_err(partial_err)?,
-        Err(_) => {
-            return Err(Error::Malformed("server resumed at an offset we did not offer"));
-        }
+        Err(_) => return Err(Error::Malformed("server resumed at an offset we did not offer")),
     }
     let mut ticker = Ticker::new(progress);
     let got = pipes::receive_file(
@@ -207,22 +202,22 @@ pub(crate) fn get_once(
     if let Some(e) = got.write_error {
         return Err(partial_err(e));
     }
+    // Nothing unverified is kept.
+    let discard = |file: File, why: String| {
+        drop(file);
+        let _ = fs::remove_file(&partial);
+        Err(Error::DigestMismatch(why))
+    };
     match receiver.end(&got.end) {
         Verdict::Aborted => Err(Error::Remote {
             status: status::ABORTED,
             message: "the file changed on the server during the download; try again".into(),
         }),
         Verdict::Mismatch => {
-            drop(file);
-            let _ = fs::remove_file(&partial);
-            let (pos, size) = (receiver.position(), ready.size);
-            Err(Error::DigestMismatch(format!("got {pos} of {size} bytes")))
+            discard(file, format!("got {} of {} bytes", receiver.position(), ready.size))
         }
         Verdict::Complete if verify && !reads_back(&mut file, &got.end).map_err(partial_err)? => {
-            drop(file);
-            let _ = fs::remove_file(&partial);
-            let msg = format!("the received file does not read back as the server's {name}");
-            Err(Error::DigestMismatch(msg))
+            discard(file, format!("the received file does not read back as the server's {name}"))
         }
         Verdict::Complete => {
             commit_download(&partial, file, local, overwrite)?;
@@ -237,6 +232,14 @@ pub(crate) fn get_once(
 fn reads_back(file: &mut File, end: &FileEnd) -> io::Result<bool> {
     let (len, hasher) = partial::hash_prefix(file, u64::MAX)?;
     Ok(len == end.total && <[u8; 32]>::from(hasher.finalize()) == end.sha256)
+}
+
+/// SHA-256 of the first `offset` bytes held (of nothing, when none are).
+fn held_digest(file: &mut File, offset: u64) -> io::Result<[u8; 32]> {
+    match offset {
+        0 => Ok(Sha256::digest(b"").into()),
+        _ => Ok(partial::prefix_digest(file, offset)?.unwrap_or_default()),
+    }
 }
 
 fn commit_download(partial: &Path, file: File, local: &Path, overwrite: bool) -> Result<()> {
