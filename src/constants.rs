@@ -103,6 +103,10 @@ pub const MAX_NAME_LEN: usize = 4096;
 /// Longest last component of a name that is written: the partial file
 /// `.NAME.ovtp-part` beside it adds 11 bytes and must fit in NAME_MAX (255).
 pub const MAX_LAST_COMPONENT: usize = 255 - 11;
+/// Lowest rate a transfer may be limited to, in bytes per second. A
+/// receiver drops a sender that averages less than one [`FILE_CHUNK`] per
+/// I/O timeout (60 s by default, about 17 kB/s); 32 KiB/s stays well above.
+pub const MIN_LIMIT_RATE: u64 = 32 * 1024;
 /// How often, at most, a progress callback is called.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 /// Times the client re-sends a request after a lost connection, on a new connection.

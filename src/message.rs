@@ -110,11 +110,16 @@ pub struct TransferOptions<'a> {
     /// stored file's digest afterwards (one DIGEST request). It costs one more
     /// read of the file; what travels is already authenticated record by record.
     pub verify: bool,
+    /// Hold the transfer to this many bytes per second (default: none; at
+    /// least [`MIN_LIMIT_RATE`](crate::constants::MIN_LIMIT_RATE)). An upload
+    /// paces what it sends; a download paces its reads, and TCP's flow
+    /// control slows the server down to match (as `curl --limit-rate` does).
+    pub limit_rate: Option<u64>,
 }
 
 impl Default for TransferOptions<'_> {
     fn default() -> Self {
-        TransferOptions { overwrite: false, resume: true, progress: None, verify: false }
+        TransferOptions { overwrite: false, resume: true, progress: None, verify: false, limit_rate: None }
     }
 }
 
@@ -125,6 +130,7 @@ impl std::fmt::Debug for TransferOptions<'_> {
             .field("resume", &self.resume)
             .field("progress", &self.progress.is_some())
             .field("verify", &self.verify)
+            .field("limit_rate", &self.limit_rate)
             .finish()
     }
 }

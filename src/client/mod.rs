@@ -320,14 +320,15 @@ impl Client {
         remote: &str,
         opts: TransferOptions<'_>,
     ) -> Result<FileReport> {
-        let TransferOptions { overwrite, resume, mut progress, verify } = opts;
+        let TransferOptions { overwrite, resume, mut progress, verify, limit_rate } = opts;
         let local = transfer::local_file(local.as_ref())?;
         store::check_name(remote).map_err(Error::InvalidInput)?;
+        let rate = transfer::check_rate(limit_rate)?;
         let wait = self.config.io_timeout;
         let report = self.with_retries(|ch, id, tries| {
             // A retry continues what the failed attempt left on the server.
             let flags = (overwrite, resume || tries > 0);
-            transfer::put_once(ch, id, (&local, remote), flags, wait, &mut progress)
+            transfer::put_once(ch, id, (&local, remote), flags, wait, (&mut progress, rate))
         })?;
         if verify {
             // The server reads back what it stored.
@@ -355,13 +356,14 @@ impl Client {
         local: impl AsRef<Path>,
         opts: TransferOptions<'_>,
     ) -> Result<FileReport> {
-        let TransferOptions { overwrite, resume, mut progress, verify } = opts;
+        let TransferOptions { overwrite, resume, mut progress, verify, limit_rate } = opts;
         store::check_name(remote).map_err(Error::InvalidInput)?;
+        let rate = transfer::check_rate(limit_rate)?;
         let local = local.as_ref().to_path_buf();
         let wait = self.config.io_timeout;
         self.with_retries(|ch, id, tries| {
             let flags = (overwrite, resume || tries > 0, verify);
-            transfer::get_once(ch, id, (remote, &local), flags, wait, &mut progress)
+            transfer::get_once(ch, id, (remote, &local), flags, wait, (&mut progress, rate))
         })
     }
 

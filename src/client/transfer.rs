@@ -2,6 +2,7 @@
 //! sends), a download (it receives) or a digest request over a channel. The
 //! retry loop around them is `Client::with_retries`.
 
+use crate::constants::MIN_LIMIT_RATE;
 use crate::error::{Error, Result};
 use crate::io::channel::{Channel, OwnedRecord};
 use crate::io::pipes::{self, Problem, Sent, Ticker};
@@ -82,7 +83,7 @@ pub(crate) fn put_once(
     (local, name): (&Path, &str),
     (overwrite, resume): (bool, bool),
     wait: Duration,
-    progress: &mut Progress<'_>,
+    (progress, rate): (&mut Progress<'_>, Option<u64>),
 ) -> Result<FileReport> {
     let local_err = |e| Error::File { path: local.to_path_buf(), source: e };
     let mut file = File::open(local).map_err(local_err)?;
@@ -105,7 +106,7 @@ pub(crate) fn put_once(
         None => 0, // nothing held, or not our prefix: the data starts at 0
     };
     let (mut sender, hasher) = pipes::sender_at(&mut file, size, start, own).map_err(local_err)?;
-    let mut ticker = Ticker::new(progress);
+    let mut ticker = Ticker::paced(progress, rate);
     let sha256 = match pipes::send_file(ch, &mut file, &mut sender, hasher, true, &mut ticker)? {
         Sent::Done(digest) => digest,
         Sent::Shrank => {
@@ -156,7 +157,7 @@ pub(crate) fn get_once(
     (name, local): (&str, &Path),
     (overwrite, resume, verify): (bool, bool, bool),
     wait: Duration,
-    progress: &mut Progress<'_>,
+    (progress, rate): (&mut Progress<'_>, Option<u64>),
 ) -> Result<FileReport> {
     if !overwrite && local.exists() {
         return Err(Error::Exists(local.to_path_buf()));
@@ -186,7 +187,7 @@ pub(crate) fn get_once(
         Ok(Start::Restart) => partial::restart(&mut file).map_err(partial_err)?,
         Err(_) => return Err(Error::Malformed("server resumed at an offset we did not offer")),
     }
-    let mut ticker = Ticker::new(progress);
+    let mut ticker = Ticker::paced(progress, rate);
     let got = pipes::receive_file(
         ch,
         &mut file,
@@ -270,6 +271,17 @@ pub(crate) fn digest_once(
     }
     let DigestReply { size, sha256 } = DigestReply::decode(&reply.body)?;
     Ok(FileDigest { size, sha256 })
+}
+
+/// A rate limit, refused below [`MIN_LIMIT_RATE`].
+pub(crate) fn check_rate(rate: Option<u64>) -> Result<Option<u64>> {
+    match rate {
+        Some(r) if r < MIN_LIMIT_RATE => Err(Error::InvalidInput(format!(
+            "a rate limit of {r} bytes/s is below the lowest, {MIN_LIMIT_RATE} \
+             (a receiver drops a sender slower than about 17 kB/s)"
+        ))),
+        rate => Ok(rate),
+    }
 }
 
 /// Check a local path argument early, with a message that names it.

@@ -20,23 +20,76 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-/// Calls a progress callback at most every [`PROGRESS_INTERVAL`].
+/// Calls a progress callback at most every [`PROGRESS_INTERVAL`], and paces
+/// the transfer it follows when given a rate.
 pub(crate) struct Ticker<'a, 'b> {
     f: &'b mut Progress<'a>,
     last: Option<Instant>,
+    pacer: Option<Pacer>,
 }
 
 impl<'a, 'b> Ticker<'a, 'b> {
     pub(crate) fn new(f: &'b mut Progress<'a>) -> Self {
-        Ticker { f, last: None }
+        Ticker { f, last: None, pacer: None }
+    }
+
+    /// A ticker that also holds the transfer to `rate` bytes per second
+    /// (each tick waits until the bytes moved since the last fit the rate).
+    pub(crate) fn paced(f: &'b mut Progress<'a>, rate: Option<u64>) -> Self {
+        Ticker { pacer: rate.map(Pacer::new), ..Ticker::new(f) }
+    }
+
+    /// The largest chunk to read at once: all of [`FILE_CHUNK`], or when
+    /// paced about a tenth of a second's worth, so the line stays smooth.
+    fn chunk_len(&self) -> usize {
+        let tenth = |p: &Pacer| usize::try_from(p.rate / 10).unwrap_or(FILE_CHUNK);
+        self.pacer.as_ref().map_or(FILE_CHUNK, |p| tenth(p).clamp(MIN_FILE_RECORD, FILE_CHUNK))
     }
 
     pub(crate) fn tick(&mut self, done: u64, total: u64, force: bool) {
+        if let Some(pacer) = self.pacer.as_mut() {
+            pacer.reached(done);
+        }
         if let Some(f) = self.f.as_mut()
             && (force || self.last.is_none_or(|t| t.elapsed() >= PROGRESS_INTERVAL))
         {
             f(done, total);
             self.last = Some(Instant::now());
+        }
+    }
+}
+
+/// Time idle (a slow disk, a pause) that a [`Pacer`] makes up for at full
+/// speed afterwards: a small burst, never a flood after a stall.
+const PACE_BURST: Duration = Duration::from_millis(100);
+
+/// Holds a transfer to a rate: after each stretch of bytes, sleep until the
+/// bytes moved so far fit it. The sender paces what it sends; a receiver
+/// paces its reads and the peer's sends stall on TCP's flow control.
+struct Pacer {
+    rate: u64,
+    /// When the bytes moved so far may all have been moved.
+    due: Instant,
+    /// The transfer's position at the last call (`None` before the first).
+    at: Option<u64>,
+}
+
+impl Pacer {
+    fn new(rate: u64) -> Pacer {
+        Pacer { rate: rate.max(1), due: Instant::now(), at: None }
+    }
+
+    /// The transfer is now at byte `pos`: wait as long as the rate asks.
+    fn reached(&mut self, pos: u64) {
+        // A restart moves the position back: count from there.
+        let moved = self.at.map_or(0, |at| pos.saturating_sub(at));
+        self.at = Some(pos);
+        let now = Instant::now();
+        let earliest = now.checked_sub(PACE_BURST).unwrap_or(now);
+        let cost = Duration::from_secs_f64(moved as f64 / self.rate as f64);
+        self.due = self.due.max(earliest) + cost;
+        if self.due > now {
+            std::thread::sleep(self.due - now);
         }
     }
 }
@@ -104,15 +157,16 @@ enum Chunk {
     End([u8; 32]),
 }
 
-/// The reading thread: each chunk `sender` asks for, read and hashed.
+/// The reading thread: each chunk `sender` asks for (at most `max` bytes),
+/// read and hashed.
 fn read_chunks(
     file: &mut File,
-    mut sender: Sender,
+    (mut sender, max): (Sender, usize),
     mut hasher: Sha256,
     chunks: mpsc::SyncSender<Chunk>,
     spare: mpsc::Receiver<Vec<u8>>,
 ) {
-    while let Some(want) = sender.next_len() {
+    while let Some(want) = sender.next_len().map(|n| n.min(max)) {
         let mut buf = spare.try_recv().unwrap_or_else(|_| vec![0u8; FILE_CHUNK]);
         let n = match read_some(file, &mut buf[..want]) {
             Ok(0) if want > 0 => return drop(chunks.send(Chunk::Shrank)),
@@ -147,7 +201,7 @@ pub(crate) fn send_file(
     std::thread::scope(|scope| {
         let (chunks, from_reader) = mpsc::sync_channel::<Chunk>(2);
         let (recycle, spare) = mpsc::channel::<Vec<u8>>();
-        let reading = sender.clone();
+        let reading = (sender.clone(), ticker.chunk_len());
         scope.spawn(move || read_chunks(file, reading, hasher, chunks, spare));
         for chunk in from_reader {
             match chunk {

@@ -17,10 +17,10 @@ use std::path::{Path, PathBuf};
 /// Options of the commands that connect (see `args`).
 pub const CONNECT: &str = "--accept-new --fingerprint= --key= --known-hosts=";
 pub const SEND: &str = "--data --accept-new --fingerprint= --key= --known-hosts=";
-pub const PUT: &str =
-    "--to= --force --no-resume --verify --accept-new --fingerprint= --key= --known-hosts=";
-pub const GET: &str =
-    "--force --no-resume --verify --accept-new --fingerprint= --key= --known-hosts=";
+pub const PUT: &str = "--to= --force --no-resume --verify --recursive --limit-rate= \
+    --accept-new --fingerprint= --key= --known-hosts=";
+pub const GET: &str = "--force --no-resume --verify --recursive --limit-rate= \
+    --accept-new --fingerprint= --key= --known-hosts=";
 
 /// Connect to `host` with the key and trust policy the options name.
 pub fn connect(a: &Args, host: &str) -> Result<Client, Fail> {
@@ -160,6 +160,23 @@ fn status_exit(status: u16) -> u8 {
 /// `--force` and `--no-resume` as (overwrite, resume).
 fn transfer_options(a: &Args) -> (bool, bool) {
     (a.flag("--force"), !a.flag("--no-resume"))
+}
+
+/// `--limit-rate RATE` in bytes per second (K, M, G suffixes), if given.
+pub fn limit_rate(a: &Args) -> Result<Option<u64>, Fail> {
+    let Some(v) = a.value("--limit-rate") else {
+        return Ok(None);
+    };
+    let rate = a.number("--limit-rate", 0)?;
+    let min = ovtp::constants::MIN_LIMIT_RATE;
+    if rate < min {
+        let v = escape_control(v);
+        return Err(Fail::usage(format!(
+            "--limit-rate: \"{v}\" is below the lowest rate, {}K bytes per second",
+            min / 1024
+        )));
+    }
+    Ok(Some(rate))
 }
 
 /// Check a remote name before connecting, so a bad one is a usage error.
@@ -306,13 +323,13 @@ pub fn put(a: &Args) -> Run {
         return Err(Fail::new(exit::LOCAL, format!("{f}: {problem}")));
     }
     let (overwrite, resume) = transfer_options(a);
-    let verify = a.flag("--verify");
+    let (verify, limit_rate) = (a.flag("--verify"), limit_rate(a)?);
     let mut client = connect(a, host)?;
     let mut code = 0;
     let mut failed = 0;
     for (file, name) in files.iter().zip(&names) {
         let result = with_progress(name, |progress| {
-            let opts = TransferOptions { overwrite, resume, progress, verify };
+            let opts = TransferOptions { overwrite, resume, progress, verify, limit_rate };
             client.send_file_with(file, name, opts)
         });
         match result {
@@ -357,6 +374,7 @@ pub fn get(a: &Args) -> Run {
     let local = get_target(remote, pos.get(2));
     let shown = escape_control(&local.display().to_string());
     let (overwrite, resume) = transfer_options(a);
+    let (verify, limit_rate) = (a.flag("--verify"), limit_rate(a)?);
     if let Some(dir) = local.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.is_dir()
     {
@@ -377,7 +395,7 @@ pub fn get(a: &Args) -> Run {
     let partial = ovtp::partial_path(&local);
     let had_partial = std::fs::symlink_metadata(&partial).is_ok();
     let result = with_progress(&label, |progress| {
-        let opts = TransferOptions { overwrite, resume, progress, verify: a.flag("--verify") };
+        let opts = TransferOptions { overwrite, resume, progress, verify, limit_rate };
         client.get_file_with(remote, &local, opts)
     });
     if let Err(Error::Remote { .. }) = result {
