@@ -103,11 +103,19 @@ pub const MAX_NAME_LEN: usize = 4096;
 /// Longest last component of a name that is written: the partial file
 /// `.NAME.ovtp-part` beside it adds 11 bytes and must fit in NAME_MAX (255).
 pub const MAX_LAST_COMPONENT: usize = 255 - 11;
-/// Lowest rate a transfer may be limited to, in bytes per second. A
-/// receiver drops a sender that averages less than one [`FILE_CHUNK`] per
-/// I/O timeout (60 s by default, about 17 kB/s); 32 KiB/s stays well above.
-pub const MIN_LIMIT_RATE: u64 = 32 * 1024;
 /// How often, at most, a progress callback is called.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 /// Times the client re-sends a request after a lost connection, on a new connection.
 pub const DEFAULT_RETRIES: u32 = 3;
+/// Lowest rate a transfer may be limited to, in bytes per second. A
+/// receiver drops a sender that averages less than one [`FILE_CHUNK`] per
+/// I/O timeout (60 s by default, about 17 kB/s); 32 KiB/s stays well above.
+pub const MIN_LIMIT_RATE: u64 = 32 * 1024;
+/// Deepest tree a tree transfer walks, in directories below its top: far
+/// deeper than trees people move, and it stops a server that lists a
+/// directory inside each directory without end before anything is written.
+pub const MAX_TREE_DEPTH: usize = 128;
+/// Most entries a tree transfer takes, all directories together: its plan is
+/// held in memory (about 100 bytes an entry, so at most about 100 MB), and a
+/// server that lists without end is stopped before anything is written.
+pub const MAX_TREE_ENTRIES: usize = 1_000_000;

@@ -91,6 +91,7 @@ pub mod status;
 mod store;
 mod trust;
 
+pub use client::tree::{TreeOptions, TreeProgress, TreeReport};
 pub use client::{
     Client, ClientConfig, HostTrust, Outgoing, PIPELINE_WINDOW_BYTES, normalize_host,
 };

@@ -2,6 +2,7 @@
 //! over one connection, reconnecting and retrying when a connection is lost.
 
 pub mod transfer;
+pub mod tree;
 
 use crate::constants::*;
 use crate::error::{Error, Result};

@@ -180,7 +180,7 @@ pub fn limit_rate(a: &Args) -> Result<Option<u64>, Fail> {
 }
 
 /// Check a remote name before connecting, so a bad one is a usage error.
-fn remote_name(name: &str) -> Result<(), Fail> {
+pub fn remote_name(name: &str) -> Result<(), Fail> {
     check_name(name)
         .map_err(|why| Fail::usage(format!("bad remote name \"{}\": {why}", escape_control(name))))
 }
@@ -205,7 +205,7 @@ fn file_status_exit(code: u16) -> u8 {
 
 /// A failed transfer of `what` (a file name): the exit code and a message
 /// that says what to do.
-fn transfer_fail(what: &str, e: Error) -> Fail {
+pub fn transfer_fail(what: &str, e: Error) -> Fail {
     let what = escape_control(what);
     match e {
         Error::Remote { status: code, message } => {
@@ -260,7 +260,7 @@ fn with_progress<T>(label: &str, run: impl FnOnce(Progress<'_>) -> T) -> T {
 }
 
 /// `NAME  SIZE  SHA256` on standard output, resume and server notes on standard error.
-fn report(command: &str, name: &str, r: &FileReport) -> u8 {
+pub fn report(command: &str, name: &str, r: &FileReport) -> u8 {
     let name = escape_control(name);
     say!("{name}  {}  {}", r.size, hex(&r.sha256));
     if r.resumed_from > 0 && r.resumed_from < r.size {
@@ -310,12 +310,16 @@ fn put_names(files: &[String], to: Option<&str>) -> Result<Vec<String>, Fail> {
 }
 
 pub fn put(a: &Args) -> Run {
+    if a.flag("--recursive") {
+        return crate::trees::put(a);
+    }
     let pos = a.positionals(2, usize::MAX, "HOST[:PORT] FILE...")?;
     let (host, files) = (&pos[0], &pos[1..]);
     let names = put_names(files, a.value("--to"))?;
     for f in files {
         let problem = match std::fs::metadata(f) {
             Ok(m) if m.is_file() => continue,
+            Ok(m) if m.is_dir() => "is a directory; use -r to upload a tree".to_string(),
             Ok(_) => "not a regular file".to_string(),
             Err(e) => e.to_string(),
         };
@@ -358,7 +362,7 @@ pub fn put(a: &Args) -> Run {
 
 /// Where `get` writes: LOCAL, or into it when it is a directory, by default
 /// the remote name's last component in the current directory.
-fn get_target(remote: &str, local: Option<&String>) -> PathBuf {
+pub fn get_target(remote: &str, local: Option<&String>) -> PathBuf {
     let base = remote.rsplit('/').next().unwrap_or(remote);
     match local {
         None => PathBuf::from(base),
@@ -368,6 +372,9 @@ fn get_target(remote: &str, local: Option<&String>) -> PathBuf {
 }
 
 pub fn get(a: &Args) -> Run {
+    if a.flag("--recursive") {
+        return crate::trees::get(a);
+    }
     let pos = a.positionals(2, 3, "HOST[:PORT] REMOTE [LOCAL]")?;
     let remote = pos[1].as_str();
     remote_name(remote)?;

@@ -17,6 +17,7 @@ mod client;
 mod help;
 mod progress;
 mod serve;
+mod trees;
 
 use args::Args;
 use ovtp::escape_control;

@@ -23,6 +23,8 @@ pub struct Display {
     first: Option<(Instant, u64)>,
     /// Characters of the line last drawn (to blank a longer one); 0 if none.
     drawn: usize,
+    /// For a tree: files done and total, and when the line was last drawn.
+    files: Option<(u64, u64, Instant)>,
 }
 
 impl Display {
@@ -40,7 +42,8 @@ impl Display {
         } else {
             name
         };
-        Display { label, created: Instant::now(), samples: VecDeque::new(), first: None, drawn: 0 }
+        let (created, samples) = (Instant::now(), VecDeque::new());
+        Display { label, created, samples, first: None, drawn: 0, files: None }
     }
 
     /// Record a report from the library and redraw the line.
@@ -53,6 +56,19 @@ impl Display {
         }
         let line = self.line(now, done, total);
         self.draw(&line);
+    }
+
+    /// Record a tree's progress and redraw the line (at most every 100 ms
+    /// but for the last file: a tree of small files reports very often).
+    pub fn update_tree(&mut self, p: &ovtp::TreeProgress) {
+        let now = Instant::now();
+        let last = self.files.map(|f| f.2);
+        let finished = p.files_done >= p.files;
+        if last.is_some_and(|t| now - t < Duration::from_millis(100)) && !finished {
+            return;
+        }
+        self.files = Some((p.files_done, p.files, now));
+        self.update(p.bytes_done, p.bytes);
     }
 
     /// End the line, if one was drawn (after success or failure alike).
@@ -105,8 +121,9 @@ impl Display {
             (speed, format!("{left} left"))
         };
         let speed = speed.map_or("-- MB/s".to_string(), mb_per_s);
+        let files = self.files.map_or(String::new(), |(d, t, _)| format!("  {d}/{t} files"));
         format!(
-            "{}  {} / {}  {percent:>3}%  {speed}  {time}",
+            "{}{files}  {} / {}  {percent:>3}%  {speed}  {time}",
             self.label,
             bytes(done),
             bytes(total)

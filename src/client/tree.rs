@@ -1,0 +1,450 @@
+//! Trees: a directory sent or fetched whole, as a composition of the file
+//! operations (LIST, MKDIR, DIGEST, PUT, GET); there is no tree operation on
+//! the wire. Each file arrives atomically and verified, as
+//! [`Client::send_file_with`] and [`Client::get_file_with`] make it, and the
+//! same call again finishes the job: a file already there and identical
+//! (size and SHA-256) is skipped, a partial one resumes, one that differs is
+//! refused unless `overwrite`. Symbolic links are never followed (only a top
+//! directory given by the caller may be one): each is skipped and reported.
+//!
+//! A download is planned first, from the whole listing, and only then
+//! written: every listed name is checked again to be one safe component,
+//! paths are built under the local top from checked components only, and no
+//! local symbolic link under the top is followed (OpenSSH's CVE-2019-6111:
+//! a server's names cannot make the client write outside the tree).
+
+use super::Client;
+use crate::constants::{MAX_TREE_DEPTH, MAX_TREE_ENTRIES};
+use crate::error::{Error, Result, escape_control};
+use crate::message::{EntryKind, FileReport, TransferOptions};
+use crate::status;
+use crate::store::{self, partial};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Options of [`Client::send_tree`] and [`Client::get_tree`]; each file
+/// goes with the same options as one file would.
+#[derive(Default)]
+pub struct TreeOptions<'a> {
+    /// Replace files that differ (default: refuse them, listed in the report).
+    pub overwrite: bool,
+    /// Do not resume partial files (default: resume them).
+    pub no_resume: bool,
+    /// Read each stored file back (see [`TransferOptions::verify`]).
+    pub verify: bool,
+    /// Carry each file's mode bits and modification time (see
+    /// [`TransferOptions::preserve`]); a download also sets its directories' times.
+    pub preserve: bool,
+    /// Bytes per second for each file (see [`TransferOptions::limit_rate`]).
+    pub limit_rate: Option<u64>,
+    /// Called as the tree goes, at most every 100 ms and after each file.
+    pub progress: Option<&'a mut dyn FnMut(&TreeProgress)>,
+}
+
+/// Where a tree transfer stands, for a progress display.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TreeProgress {
+    /// Files finished (moved, skipped as identical, or refused).
+    pub files_done: u64,
+    /// Files in the tree.
+    pub files: u64,
+    /// Bytes moved so far (a resumed file counts from where it resumed).
+    pub bytes_done: u64,
+    /// Bytes to move: the tree's files, less those found identical.
+    pub bytes: u64,
+}
+
+/// What a tree transfer did. Names are relative to the tree's top, with `/`.
+#[derive(Debug, Default)]
+pub struct TreeReport {
+    /// Files moved, each with its report.
+    pub moved: Vec<(String, FileReport)>,
+    /// Files already there and identical, not moved.
+    pub identical: Vec<String>,
+    /// Files that exist with other contents, not replaced (no `overwrite`).
+    pub differ: Vec<String>,
+    /// Entries that could not be moved, and why (the other entries went on).
+    pub failed: Vec<(String, Error)>,
+    /// Symbolic links, skipped.
+    pub links: Vec<String>,
+    /// Entries neither file, directory nor link (sockets, devices), skipped.
+    pub others: Vec<String>,
+    /// Directories in the tree below its top.
+    pub dirs: u64,
+}
+
+impl TreeReport {
+    /// Whether every file of the tree is now in place (links and others aside).
+    pub fn complete(&self) -> bool {
+        self.differ.is_empty() && self.failed.is_empty()
+    }
+}
+
+/// A tree to move: its directories and files (relative, `/`-separated,
+/// sorted) with what is known of each file (size, mode, time).
+#[derive(Default)]
+struct Plan {
+    dirs: Vec<(String, i64)>,
+    files: Vec<(String, u64)>,
+    report: TreeReport,
+}
+
+impl Plan {
+    /// One more entry, `depth` levels below the top: why not, past the bounds.
+    fn admit(&self, depth: usize) -> std::result::Result<(), &'static str> {
+        let n = self.dirs.len() + self.files.len() + self.report.links.len();
+        if depth > MAX_TREE_DEPTH {
+            Err("the tree is deeper than MAX_TREE_DEPTH (128) directories")
+        } else if n + self.report.others.len() >= MAX_TREE_ENTRIES {
+            Err("the tree has more than MAX_TREE_ENTRIES (1,000,000) entries")
+        } else {
+            Ok(())
+        }
+    }
+
+    fn sorted(mut self) -> Plan {
+        self.dirs.sort();
+        self.files.sort();
+        self.report.dirs = self.dirs.len() as u64;
+        self
+    }
+}
+
+/// `dir/name`, or either alone when the other is empty.
+fn join(dir: &str, name: &str) -> String {
+    match (dir, name) {
+        ("", n) => n.to_string(),
+        (d, "") => d.to_string(),
+        (d, n) => format!("{d}/{n}"),
+    }
+}
+
+/// A listed name, checked again here: one component that the server's own
+/// rules accept, so that joining it can only go one level down.
+fn component(name: &str) -> Result<&str> {
+    let one = !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\']);
+    if one && store::check_name(name).is_ok() {
+        Ok(name)
+    } else {
+        Err(Error::Malformed("the server listed a name that is not one safe path component"))
+    }
+}
+
+/// The local directory `top` walked without following links: what to send.
+fn walk_local(top: &Path) -> Result<Plan> {
+    let mut plan = Plan::default();
+    let mut stack = vec![(String::new(), top.to_path_buf(), 1)];
+    let file_err = |path: &Path| move |e| Error::File { path: path.to_path_buf(), source: e };
+    while let Some((rel, path, depth)) = stack.pop() {
+        for entry in fs::read_dir(&path).map_err(file_err(&path))? {
+            let entry = entry.map_err(file_err(&path))?;
+            plan.admit(depth).map_err(|why| Error::InvalidInput(why.into()))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                let shown = escape_control(&entry.path().display().to_string());
+                let why = "its name is not UTF-8; remote names are".to_string();
+                plan.report.failed.push((shown, Error::InvalidInput(why)));
+                continue;
+            };
+            let child = join(&rel, &name);
+            let kind = entry.file_type().map_err(file_err(&entry.path()))?;
+            if kind.is_symlink() {
+                plan.report.links.push(child);
+            } else if kind.is_dir() {
+                plan.dirs.push((child.clone(), 0));
+                stack.push((child, entry.path(), depth + 1));
+            } else if kind.is_file() {
+                let size = entry.metadata().map_err(file_err(&entry.path()))?.len();
+                plan.files.push((child, size));
+            } else {
+                plan.report.others.push(child);
+            }
+        }
+    }
+    Ok(plan.sorted())
+}
+
+/// The remote directory `top` listed, every name checked: what to fetch.
+fn walk_remote(client: &mut Client, top: &str) -> Result<Plan> {
+    let mut plan = Plan::default();
+    let mut stack = vec![(String::new(), 1)];
+    while let Some((rel, depth)) = stack.pop() {
+        for entry in client.list(&join(top, &rel))? {
+            plan.admit(depth).map_err(Error::Malformed)?;
+            let child = join(&rel, component(&entry.name)?);
+            match entry.kind {
+                EntryKind::File => plan.files.push((child, entry.size)),
+                EntryKind::Dir => {
+                    plan.dirs.push((child.clone(), entry.mtime));
+                    stack.push((child, depth + 1));
+                }
+                EntryKind::Symlink => plan.report.links.push(child),
+                _ => plan.report.others.push(child),
+            }
+        }
+    }
+    Ok(plan.sorted())
+}
+
+/// Errors after which the next file may still be tried: a refusal or a local
+/// problem, not a lost connection.
+fn per_file(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Remote { .. }
+            | Error::File { .. }
+            | Error::InvalidInput(_)
+            | Error::Exists(_)
+            | Error::DigestMismatch(_)
+    )
+}
+
+/// What to do with one file, once the other side's copy was looked at.
+enum Step {
+    Move { overwrite: bool },
+    Identical,
+    Differs,
+}
+
+/// The step for the file whose local copy is `local` when the other side
+/// holds `theirs` (size and SHA-256), if anything. Only files of the same
+/// size are hashed.
+fn step(local: &Path, theirs: Option<(u64, [u8; 32])>, overwrite: bool) -> Result<Step> {
+    let Some((size, sha256)) = theirs else {
+        return Ok(Step::Move { overwrite: false });
+    };
+    let file_err = |e| Error::File { path: local.to_path_buf(), source: e };
+    let same_size = fs::metadata(local).map_err(file_err)?.len() == size;
+    let same = same_size && partial::digest_file(local).map_err(file_err)? == (size, sha256);
+    Ok(match same {
+        true => Step::Identical,
+        false if overwrite => Step::Move { overwrite: true },
+        false => Step::Differs,
+    })
+}
+
+/// The remote file's size and SHA-256, or `None` if there is no such file.
+fn remote_digest(client: &mut Client, name: &str) -> Result<Option<(u64, [u8; 32])>> {
+    match client.file_digest(name) {
+        Ok(d) => Ok(Some((d.size, d.sha256))),
+        Err(Error::Remote { status: status::NOT_FOUND, .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The running state of one tree transfer.
+struct Run<'o, 'a> {
+    opts: &'o mut TreeOptions<'a>,
+    at: TreeProgress,
+    report: TreeReport,
+}
+
+impl Run<'_, '_> {
+    fn new<'o, 'a>(opts: &'o mut TreeOptions<'a>, plan: &mut Plan) -> Run<'o, 'a> {
+        let files = plan.files.len() as u64;
+        let bytes = plan.files.iter().map(|f| f.1).sum();
+        let at = TreeProgress { files, bytes, ..TreeProgress::default() };
+        Run { opts, at, report: std::mem::take(&mut plan.report) }
+    }
+
+    fn show(&mut self) {
+        if let Some(f) = self.opts.progress.as_mut() {
+            f(&self.at);
+        }
+    }
+
+    /// Move one file with `transfer(options)`; record how it went. An error
+    /// that ends the tree (a lost connection) is returned.
+    fn file(
+        &mut self,
+        (rel, size): (&str, u64),
+        decided: Result<Step>,
+        transfer: impl FnOnce(&mut Client, TransferOptions<'_>) -> Result<FileReport>,
+        client: &mut Client,
+    ) -> Result<()> {
+        let base = self.at.bytes_done;
+        let outcome = match decided {
+            Ok(Step::Identical) => {
+                self.at.bytes -= size;
+                self.report.identical.push(rel.to_string());
+                Ok(())
+            }
+            Ok(Step::Differs) => {
+                self.at.bytes -= size;
+                self.report.differ.push(rel.to_string());
+                Ok(())
+            }
+            Ok(Step::Move { overwrite }) => {
+                let (at, shown) = (&mut self.at, &mut self.opts.progress);
+                let mut tick = |done: u64, _| {
+                    at.bytes_done = base + done;
+                    if let Some(f) = shown.as_mut() {
+                        f(at);
+                    }
+                };
+                let opts = TransferOptions {
+                    overwrite,
+                    resume: !self.opts.no_resume,
+                    progress: Some(&mut tick),
+                    verify: self.opts.verify,
+                    preserve: self.opts.preserve,
+                    limit_rate: self.opts.limit_rate,
+                };
+                transfer(client, opts).map(|r| self.report.moved.push((rel.to_string(), r)))
+            }
+            Err(e) => Err(e),
+        };
+        self.at.files_done += 1;
+        self.at.bytes_done = base + size;
+        self.show();
+        match outcome {
+            Err(e) if per_file(&e) => Ok(self.report.failed.push((rel.to_string(), e))),
+            other => other,
+        }
+    }
+}
+
+/// The local path of `rel` under `top`, every directory on the way checked
+/// to be a directory and not a symbolic link (none is followed).
+fn local_path(top: &Path, rel: &str) -> Result<PathBuf> {
+    let mut path = top.to_path_buf();
+    let mut parts = rel.split('/').peekable();
+    while let Some(part) = parts.next() {
+        path.push(component(part)?);
+        if parts.peek().is_some() {
+            let meta = fs::symlink_metadata(&path);
+            if !meta.as_ref().is_ok_and(|m| m.is_dir()) {
+                let what = meta.map_or("missing", |m| match m.is_symlink() {
+                    true => "a symbolic link (not followed)",
+                    false => "not a directory",
+                });
+                let shown = escape_control(&path.display().to_string());
+                return Err(Error::InvalidInput(format!("{shown} is {what}")));
+            }
+        }
+    }
+    Ok(path)
+}
+
+/// Create the directory `rel` under `top` (its parent checked as
+/// [`local_path`] does); one that exists must be a directory, not a link.
+fn local_dir(top: &Path, rel: &str) -> Result<PathBuf> {
+    let path = local_path(top, rel)?;
+    match fs::symlink_metadata(&path) {
+        Ok(m) if m.is_dir() => Ok(path),
+        Ok(m) => {
+            let what = if m.is_symlink() { "a symbolic link (not followed)" } else { "a file" };
+            let shown = escape_control(&path.display().to_string());
+            Err(Error::InvalidInput(format!("{shown} is {what}, not a directory")))
+        }
+        Err(_) => match fs::create_dir(&path) {
+            Ok(()) => Ok(path),
+            Err(source) => Err(Error::File { path, source }),
+        },
+    }
+}
+
+/// How to get the remote `name` to the local `path`: a local file there is
+/// compared (a link or directory in its place is refused).
+fn get_step(client: &mut Client, name: &str, path: &Path, overwrite: bool) -> Result<Step> {
+    let theirs = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => remote_digest(client, name)?,
+        Ok(_) => {
+            let shown = escape_control(&path.display().to_string());
+            return Err(Error::InvalidInput(format!("{shown} exists and is not a regular file")));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(source) => return Err(Error::File { path: path.to_path_buf(), source }),
+    };
+    step(path, theirs, overwrite)
+}
+
+/// Set a directory's modification time (`-p`), after its files arrived.
+fn set_dir_time(path: &Path, mtime: i64) -> io::Result<()> {
+    let secs = std::time::Duration::from_secs(mtime.unsigned_abs());
+    let epoch = std::time::UNIX_EPOCH;
+    let time = if mtime >= 0 { epoch.checked_add(secs) } else { epoch.checked_sub(secs) };
+    let time = time.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "time out of range"))?;
+    fs::File::open(path)?.set_modified(time)
+}
+
+impl Client {
+    /// Upload the local directory `local` as the remote directory `remote`
+    /// (created, with its parents): every file under it, every directory
+    /// (empty ones too). Run again, it finishes the job (see the module
+    /// notes). Errors end it only when the connection is lost or the tree is
+    /// beyond the bounds; each file's refusal is in the report.
+    pub fn send_tree(
+        &mut self,
+        local: impl AsRef<Path>,
+        remote: &str,
+        mut opts: TreeOptions<'_>,
+    ) -> Result<TreeReport> {
+        let local = local.as_ref();
+        if !fs::metadata(local).is_ok_and(|m| m.is_dir()) {
+            let shown = escape_control(&local.display().to_string());
+            return Err(Error::InvalidInput(format!("{shown} is not a directory")));
+        }
+        store::check_name(remote).map_err(Error::InvalidInput)?;
+        let mut plan = walk_local(local)?;
+        let mut run = Run::new(&mut opts, &mut plan);
+        run.show();
+        self.make_dir(remote)?;
+        for (dir, _) in &plan.dirs {
+            match self.make_dir(&join(remote, dir)) {
+                Err(e) if per_file(&e) => run.report.failed.push((dir.clone(), e)),
+                other => other?,
+            }
+        }
+        for (rel, size) in &plan.files {
+            let (path, name) = (local.join(rel), join(remote, rel));
+            let overwrite = run.opts.overwrite;
+            let decided = remote_digest(self, &name).and_then(|t| step(&path, t, overwrite));
+            let send = |c: &mut Client, o| c.send_file_with(&path, &name, o);
+            run.file((rel, *size), decided, send, self)?;
+        }
+        Ok(run.report)
+    }
+
+    /// Download the remote directory `remote` into the local directory
+    /// `local` (created if missing; its parent must exist). The whole listing
+    /// is read and checked before anything is written (see the module notes).
+    pub fn get_tree(
+        &mut self,
+        remote: &str,
+        local: impl AsRef<Path>,
+        mut opts: TreeOptions<'_>,
+    ) -> Result<TreeReport> {
+        let local = local.as_ref();
+        store::check_name(remote).map_err(Error::InvalidInput)?;
+        let mut plan = walk_remote(self, remote)?;
+        if !fs::metadata(local).is_ok_and(|m| m.is_dir()) {
+            fs::create_dir(local).map_err(|e| Error::File { path: local.to_path_buf(), source: e })?;
+        }
+        let mut run = Run::new(&mut opts, &mut plan);
+        run.show();
+        for (dir, _) in &plan.dirs {
+            if let Err(e) = local_dir(local, dir) {
+                run.report.failed.push((dir.clone(), e));
+            }
+        }
+        for (rel, size) in &plan.files {
+            let name = join(remote, rel);
+            let (path, decided) = match local_path(local, rel) {
+                Ok(path) => {
+                    let decided = get_step(self, &name, &path, run.opts.overwrite);
+                    (path, decided)
+                }
+                Err(e) => (PathBuf::new(), Err(e)),
+            };
+            let get = |c: &mut Client, o| c.get_file_with(&name, &path, o);
+            run.file((rel, *size), decided, get, self)?;
+        }
+        if run.opts.preserve {
+            for (dir, mtime) in plan.dirs.iter().rev() {
+                let _ = local_path(local, dir).map(|p| set_dir_time(&p, *mtime));
+            }
+        }
+        Ok(run.report)
+    }
+}
