@@ -131,11 +131,14 @@ fn component(name: &str) -> Result<&str> {
     }
 }
 
+fn file_err(path: &Path) -> impl Fn(io::Error) -> Error + '_ {
+    move |source| Error::File { path: path.to_path_buf(), source }
+}
+
 /// The local directory `top` walked without following links: what to send.
 fn walk_local(top: &Path) -> Result<Plan> {
     let mut plan = Plan::default();
     let mut stack = vec![(String::new(), top.to_path_buf(), 1)];
-    let file_err = |path: &Path| move |e| Error::File { path: path.to_path_buf(), source: e };
     while let Some((rel, path, depth)) = stack.pop() {
         for entry in fs::read_dir(&path).map_err(file_err(&path))? {
             let entry = entry.map_err(file_err(&path))?;
@@ -213,9 +216,8 @@ fn step(local: &Path, theirs: Option<(u64, [u8; 32])>, overwrite: bool) -> Resul
     let Some((size, sha256)) = theirs else {
         return Ok(Step::Move { overwrite: false });
     };
-    let file_err = |e| Error::File { path: local.to_path_buf(), source: e };
-    let same_size = fs::metadata(local).map_err(file_err)?.len() == size;
-    let same = same_size && partial::digest_file(local).map_err(file_err)? == (size, sha256);
+    let same_size = fs::metadata(local).map_err(file_err(local))?.len() == size;
+    let same = same_size && partial::digest_file(local).map_err(file_err(local))? == (size, sha256);
     Ok(match same {
         true => Step::Identical,
         false if overwrite => Step::Move { overwrite: true },
@@ -400,7 +402,7 @@ impl Client {
             let (path, name) = (local.join(rel), join(remote, rel));
             let overwrite = run.opts.overwrite;
             let decided = remote_digest(self, &name).and_then(|t| step(&path, t, overwrite));
-            let send = |c: &mut Client, o| c.send_file_with(&path, &name, o);
+            let send = |c: &mut Client, o: TransferOptions<'_>| c.send_file_with(&path, &name, o);
             run.file((rel, *size), decided, send, self)?;
         }
         Ok(run.report)
@@ -437,7 +439,7 @@ impl Client {
                 }
                 Err(e) => (PathBuf::new(), Err(e)),
             };
-            let get = |c: &mut Client, o| c.get_file_with(&name, &path, o);
+            let get = |c: &mut Client, o: TransferOptions<'_>| c.get_file_with(&name, &path, o);
             run.file((rel, *size), decided, get, self)?;
         }
         if run.opts.preserve {
