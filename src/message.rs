@@ -45,6 +45,48 @@ pub enum Payload {
         /// True when only the digest was asked for.
         digest_only: bool,
     },
+    /// A client asks for a listing of a directory (`list`), one page per
+    /// request: the handler is asked for each page. A reply other than OK
+    /// refuses it. Routed to [`crate::Handler::file_request`].
+    Listing {
+        /// The directory, relative to the files directory (`""`: its top).
+        dir: String,
+    },
+    /// A client asks to create a directory and its parents (`make_dir`). A
+    /// reply other than OK refuses it. Routed to [`crate::Handler::file_offer`].
+    MakeDir {
+        /// The directory, relative to the files directory.
+        name: String,
+    },
+}
+
+/// What a directory entry is (not following symbolic links).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (never followed by a listing).
+    Symlink,
+    /// Anything else (a socket, a device, a pipe).
+    Other,
+}
+
+/// One entry of a remote directory listing (`Client::list`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The entry's name: one path component, checked like every remote name.
+    pub name: String,
+    /// What it is.
+    pub kind: EntryKind,
+    /// Its size in bytes for a regular file, 0 for anything else.
+    pub size: u64,
+    /// Its permission bits (`& 0o777`: never setuid, setgid or sticky).
+    pub mode: u32,
+    /// Its modification time, in seconds since the Unix epoch.
+    pub mtime: i64,
 }
 
 /// One request, as the server's handler receives it.
@@ -110,6 +152,10 @@ pub struct TransferOptions<'a> {
     /// stored file's digest afterwards (one DIGEST request). It costs one more
     /// read of the file; what travels is already authenticated record by record.
     pub verify: bool,
+    /// Carry the file's permission bits (`& 0o777`: never setuid, setgid or
+    /// sticky) and modification time to the received copy, set on the partial
+    /// file before it gets its name (default: no; the receiver's defaults).
+    pub preserve: bool,
     /// Hold the transfer to this many bytes per second (default: none; at
     /// least [`MIN_LIMIT_RATE`](crate::constants::MIN_LIMIT_RATE)). An upload
     /// paces what it sends; a download paces its reads, and TCP's flow
@@ -119,7 +165,14 @@ pub struct TransferOptions<'a> {
 
 impl Default for TransferOptions<'_> {
     fn default() -> Self {
-        TransferOptions { overwrite: false, resume: true, progress: None, verify: false, limit_rate: None }
+        TransferOptions {
+            overwrite: false,
+            resume: true,
+            progress: None,
+            verify: false,
+            preserve: false,
+            limit_rate: None,
+        }
     }
 }
 
@@ -130,6 +183,7 @@ impl std::fmt::Debug for TransferOptions<'_> {
             .field("resume", &self.resume)
             .field("progress", &self.progress.is_some())
             .field("verify", &self.verify)
+            .field("preserve", &self.preserve)
             .field("limit_rate", &self.limit_rate)
             .finish()
     }

@@ -327,13 +327,14 @@ pub fn put(a: &Args) -> Run {
         return Err(Fail::new(exit::LOCAL, format!("{f}: {problem}")));
     }
     let (overwrite, resume) = transfer_options(a);
-    let (verify, limit_rate) = (a.flag("--verify"), limit_rate(a)?);
+    let (verify, preserve) = (a.flag("--verify"), a.flag("--preserve"));
+    let limit_rate = limit_rate(a)?;
     let mut client = connect(a, host)?;
     let mut code = 0;
     let mut failed = 0;
     for (file, name) in files.iter().zip(&names) {
         let result = with_progress(name, |progress| {
-            let opts = TransferOptions { overwrite, resume, progress, verify, limit_rate };
+            let opts = TransferOptions { overwrite, resume, progress, verify, preserve, limit_rate };
             client.send_file_with(file, name, opts)
         });
         match result {
@@ -402,7 +403,8 @@ pub fn get(a: &Args) -> Run {
     let partial = ovtp::partial_path(&local);
     let had_partial = std::fs::symlink_metadata(&partial).is_ok();
     let result = with_progress(&label, |progress| {
-        let opts = TransferOptions { overwrite, resume, progress, verify, limit_rate };
+        let preserve = a.flag("--preserve");
+        let opts = TransferOptions { overwrite, resume, progress, verify, preserve, limit_rate };
         client.get_file_with(remote, &local, opts)
     });
     if let Err(Error::Remote { .. }) = result {

@@ -347,6 +347,9 @@ impl Handler {
                 let what = if *digest_only { "digest" } else { "download" };
                 Some(format!("file {what} request {name}: {size} bytes"))
             }
+            Payload::Listing { dir } if dir.is_empty() => Some("listing of the top".to_string()),
+            Payload::Listing { dir } => Some(format!("listing of {dir}")),
+            Payload::MakeDir { name } => Some(format!("make directory {name}")),
             _ => return Reply::new(ovtp::status::UNSUPPORTED, "unsupported request type"),
         };
         if let Some(line) = file {
