@@ -6,15 +6,13 @@ mod common;
 
 use common::*;
 use ovtp::constants::{LIST_PAGE_ENTRIES, MAX_LIST_ENTRIES};
-use ovtp::hooks::msg::{self, FLAG_FIN, ListPage, Op, REC_REQUEST, REC_RESPONSE, Response};
-use ovtp::hooks::{Body, ServerAwaitAuth};
+use ovtp::hooks::Body;
+use ovtp::hooks::msg::{self, FLAG_FIN, ListPage, Op, REC_RESPONSE, Response};
 use ovtp::{
     Client, DirEntry, EntryKind, Error, HostTrust, Payload, Reply, Request, ServerConfig,
     TransferOptions, status,
 };
 use sha2::Digest;
-use std::io::Write;
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
@@ -210,56 +208,6 @@ fn a_message_only_handler_refuses_listings_and_directories() {
 
 // ---- A hostile server. ----
 
-/// A server that completes the handshake, then answers each LIST with
-/// `answer(after)` (a LIST_PAGE body) and counts the pages asked for.
-fn hostile_server(
-    answer: impl Fn(&str) -> ListPage + Send + 'static,
-) -> (String, HostTrust, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let pages = Arc::new(AtomicUsize::new(0));
-    let counted = pages.clone();
-    let keys = server_keys();
-    let trust = HostTrust::Fingerprint(keys.fingerprint());
-    std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut rng = ovtp::Rng::system();
-        let hello = read_frame(&mut s);
-        let (state, reply) =
-            ServerAwaitAuth::read_client_hello(&keys, &hello, &mut rng, |_| Ok(true)).unwrap();
-        s.write_all(&reply).unwrap();
-        let auth = read_frame(&mut s);
-        let (mut session, reply) = state.read_client_auth(&auth, &mut rng).unwrap();
-        s.write_all(&reply).unwrap();
-        // Until the client hangs up (bounded: it asks at most its cap's pages).
-        while let Some(mut body) = try_read_frame(&mut s) {
-            let rec = session.opener().open(&mut body).unwrap();
-            assert_eq!(rec.rtype, REC_REQUEST);
-            let request = msg::Request::decode(rec.plaintext).unwrap();
-            let Op::List(list) = request.op else { panic!("not a listing: {:?}", request.op) };
-            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let page = answer(list.after).to_vec();
-            let response = Response { id: request.id, status: status::OK, body: &page }.to_vec();
-            let mut out = Vec::new();
-            session.sealer().seal(&mut rng, REC_RESPONSE, FLAG_FIN, &response, &mut out).unwrap();
-            if s.write_all(&out).is_err() {
-                return;
-            }
-        }
-    });
-    (addr, trust, pages)
-}
-
-fn try_read_frame(s: &mut std::net::TcpStream) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let mut prefix = [0u8; 4];
-    s.read_exact(&mut prefix).ok()?;
-    let mut body = vec![0u8; u32::from_be_bytes(prefix) as usize];
-    s.read_exact(&mut body).ok()?;
-    Some(body)
-}
-
 fn entry(name: &str) -> DirEntry {
     DirEntry { name: name.into(), kind: EntryKind::File, size: 1, mode: 0o644, mtime: 0 }
 }
@@ -286,7 +234,7 @@ fn a_hostile_servers_paths_dot_entries_and_disorder_fail_the_listing_naming_the_
     ];
     for (listed, more, named) in cases {
         let page = ListPage { entries: listed.iter().map(|n| entry(n)).collect(), more };
-        let (addr, trust, _) = hostile_server(move |_| page.clone());
+        let (addr, trust, _) = hostile_list_server(move |_| page.clone());
         let got = hostile_client(&addr, trust).list("");
         match got {
             Err(Error::BadListing(m)) => assert!(m.contains(named), "{listed:?}: {m}"),
@@ -297,7 +245,7 @@ fn a_hostile_servers_paths_dot_entries_and_disorder_fail_the_listing_naming_the_
 
 #[test]
 fn a_server_that_never_stops_listing_is_cut_off_at_the_cap() {
-    let (addr, trust, pages) = hostile_server(|after| {
+    let (addr, trust, pages) = hostile_list_server(|after| {
         let start = after.strip_prefix('n').map_or(0, |n| n.parse::<u64>().unwrap() + 1);
         let entries = (start..start + LIST_PAGE_ENTRIES as u64).map(|i| entry(&format!("n{i:09}")));
         ListPage { entries: entries.collect(), more: true }

@@ -9,7 +9,7 @@ use crate::io::pipes::{self, Problem, Sent, Ticker};
 use crate::message::{FileDigest, FileReport, Progress, Reply};
 use crate::proto::codec::Body;
 use crate::proto::msg::{
-    Assembler, DigestReply, FLAG_FIN, FileEnd, FilePrefix, Get, List, ListPage, Op, Put,
+    Assembler, DigestReply, FLAG_FIN, FileEnd, FileMeta, FilePrefix, Get, List, ListPage, Op, Put,
     REC_FILE_PREFIX, REC_FILE_READY, REC_REQUEST, REC_RESPONSE, RESPONSE_HEADER, ReadyToReceive,
     ReadyToSend, Request, RequestId, Response,
 };
@@ -173,7 +173,7 @@ pub(crate) fn get_once(
     let prefix = held_digest(&mut file, offset).map_err(partial_err)?;
     send_request(ch, id, Op::Get(Get { name, offset, prefix, resume, preserve }))?;
     let ready = match ready_or_reply(ch, id, wait, pipes::slow_wait(wait, offset))? {
-        Ok(rec) => ReadyToSend::decode(rec.plaintext())?,
+        Ok(rec) => ready_as_asked(rec.plaintext(), preserve)?,
         Err(reply) => {
             // Refused: do not leave behind an empty partial file we just created.
             if offset == 0 {
@@ -183,9 +183,6 @@ pub(crate) fn get_once(
             return Err(remote(reply));
         }
     };
-    if ready.meta.is_some() != preserve {
-        return Err(Error::Malformed("mode and time in FILE_READY not as asked"));
-    }
     let mut receiver = Receiver::new(offset, ready.size, true);
     match receiver.start(ready.start) {
         Ok(Start::Continue) => {}
@@ -226,11 +223,7 @@ pub(crate) fn get_once(
             discard(file, format!("the received file does not read back as the server's {name}"))
         }
         Verdict::Complete => {
-            // Mode and time go on the partial file, before it has its name.
-            if let Some(meta) = &ready.meta {
-                listing::apply_meta(&file, meta).map_err(partial_err)?;
-            }
-            commit_download(&partial, file, local, overwrite)?;
+            commit_download(&partial, file, (local, overwrite), ready.meta.as_ref())?;
             ticker.tick(ready.size, ready.size, true);
             let (size, sha256, resumed_from) = (ready.size, got.end.sha256, ready.start);
             Ok(FileReport { size, sha256, resumed_from, reply: Reply::ok("") })
@@ -252,7 +245,27 @@ fn held_digest(file: &mut File, offset: u64) -> io::Result<[u8; 32]> {
     }
 }
 
-fn commit_download(partial: &Path, file: File, local: &Path, overwrite: bool) -> Result<()> {
+/// The FILE_READY of a download, with mode and time exactly when asked for.
+fn ready_as_asked(plaintext: &[u8], preserve: bool) -> Result<ReadyToSend> {
+    let ready = ReadyToSend::decode(plaintext)?;
+    if ready.meta.is_some() != preserve {
+        return Err(Error::Malformed("mode and time in FILE_READY not as asked"));
+    }
+    Ok(ready)
+}
+
+/// Give the verified partial file its mode and time if asked (before it
+/// has its name), then its name.
+fn commit_download(
+    partial: &Path,
+    file: File,
+    (local, overwrite): (&Path, bool),
+    meta: Option<&FileMeta>,
+) -> Result<()> {
+    if let Some(meta) = meta {
+        let err = |e| Error::File { path: partial.to_path_buf(), source: e };
+        listing::apply_meta(&file, meta).map_err(err)?;
+    }
     partial::commit(partial, file, local, overwrite).map_err(|e| {
         if e.kind() == io::ErrorKind::AlreadyExists {
             Error::Exists(local.to_path_buf())

@@ -18,8 +18,14 @@ pub struct Args {
     pub positional: Vec<String>,
 }
 
-const SHORT: [(&str, &str); 4] =
-    [("-h", "--help"), ("-q", "--quiet"), ("-r", "--recursive"), ("-v", "--verbose")];
+const SHORT: [(&str, &str); 6] = [
+    ("-h", "--help"),
+    ("-q", "--quiet"),
+    ("-v", "--verbose"),
+    ("-p", "--preserve"),
+    ("-l", "--long"),
+    ("-r", "--recursive"),
+];
 
 /// Parse `argv` (without program and subcommand names). Errors are usage messages.
 pub fn parse(spec: &str, argv: &[String]) -> Result<Args, String> {

@@ -1,5 +1,5 @@
-//! The commands that talk to a server: `send`, and the file transfers `put`,
-//! `get` and `digest`.
+//! The commands that talk to a server: `send`, the file transfers `put`,
+//! `get` and `digest`, and `ls`.
 
 use crate::args::Args;
 use crate::progress::Display;
@@ -8,7 +8,7 @@ use ovtp::Progress;
 use ovtp::escape_control;
 use ovtp::status::{self, reserved_name};
 use ovtp::{Client, ClientConfig, Error, Fingerprint, HostCheck, HostTrust, KeyPair};
-use ovtp::{FileReport, TransferOptions};
+use ovtp::{DirEntry, EntryKind, FileReport, TransferOptions};
 use ovtp::{check_name, hex};
 use std::collections::HashSet;
 use std::io::{IsTerminal, Read, Write};
@@ -17,10 +17,11 @@ use std::path::{Path, PathBuf};
 /// Options of the commands that connect (see `args`).
 pub const CONNECT: &str = "--accept-new --fingerprint= --key= --known-hosts=";
 pub const SEND: &str = "--data --accept-new --fingerprint= --key= --known-hosts=";
-pub const PUT: &str = "--to= --force --no-resume --verify --recursive --limit-rate= \
+pub const PUT: &str = "--to= --force --no-resume --verify --preserve --recursive --limit-rate= \
     --accept-new --fingerprint= --key= --known-hosts=";
-pub const GET: &str = "--force --no-resume --verify --recursive --limit-rate= \
+pub const GET: &str = "--force --no-resume --verify --preserve --recursive --limit-rate= \
     --accept-new --fingerprint= --key= --known-hosts=";
+pub const LS: &str = "--long --accept-new --fingerprint= --key= --known-hosts=";
 
 /// Connect to `host` with the key and trust policy the options name.
 pub fn connect(a: &Args, host: &str) -> Result<Client, Fail> {
@@ -425,4 +426,41 @@ pub fn digest(a: &Args) -> Run {
     let d = client.file_digest(remote).map_err(|e| transfer_fail(remote, e))?;
     say!("{}  {}  {}", hex(&d.sha256), d.size, escape_control(remote));
     Ok(0)
+}
+
+pub fn ls(a: &Args) -> Run {
+    let pos = a.positionals(1, 2, "HOST[:PORT] [REMOTE_DIR]")?;
+    let dir = pos.get(1).map_or("", |d| d.trim_end_matches('/'));
+    if !dir.is_empty() {
+        remote_name(dir)?;
+    }
+    let mut client = connect(a, &pos[0])?;
+    let shown = if dir.is_empty() { "the files directory" } else { dir };
+    let entries = client.list(dir).map_err(|e| transfer_fail(shown, e))?;
+    let mut out = std::io::stdout().lock();
+    for e in &entries {
+        // Every name was checked: one component, no control characters.
+        let line = match a.flag("--long") {
+            false if e.kind == EntryKind::Dir => format!("{}/", e.name),
+            false => e.name.clone(),
+            true => long_line(e),
+        };
+        if writeln!(out, "{line}").is_err() {
+            return Ok(0); // a closed pipe (`ovtp ls ... | head`) is not an error
+        }
+    }
+    Ok(0)
+}
+
+/// `TYPE MODE SIZE MTIME NAME`: `f`, `d`, `l` or `?`, four octal digits,
+/// bytes, `YYYY-MM-DDTHH:MM:SSZ` (UTC), the name (the rest of the line).
+fn long_line(e: &DirEntry) -> String {
+    let kind = match e.kind {
+        EntryKind::File => 'f',
+        EntryKind::Dir => 'd',
+        EntryKind::Symlink => 'l',
+        _ => '?',
+    };
+    let time = crate::serve::utc_seconds(e.mtime);
+    format!("{kind} {:04o} {} {time}Z {}", e.mode, e.size, e.name)
 }
