@@ -59,7 +59,11 @@ fn same_trees(a: &Path, b: &Path) -> Option<bool> {
         }
     };
     if !out.status.success() {
-        eprintln!("diff -r:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "diff -r:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Some(out.status.success())
 }
@@ -83,7 +87,11 @@ fn trees_go_both_ways_and_a_second_run_skips_everything() {
     let out = ok(&client, &["put", "-r", addr, &client.s("tree")]);
     assert!(out.stderr.contains("tree/link: a symbolic link; skipped"), "{}", out.stderr);
     assert!(out.stdout.contains("tree/sub/deeper/big.bin  1500000  "), "{}", out.stdout);
-    assert!(out.stderr.contains("5 files sent (1571024 bytes), 0 identical skipped"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("5 files sent (1571024 bytes), 0 identical skipped"),
+        "{}",
+        out.stderr
+    );
     let stored = server_home.join("files/tree");
     assert_same(&tree, &stored);
 
@@ -99,7 +107,11 @@ fn trees_go_both_ways_and_a_second_run_skips_everything() {
     assert!(out.stderr.contains("0 files sent (0 bytes), 5 identical skipped"), "{}", out.stderr);
     let out = ok(&client, &["get", "-r", addr, "tree", &down.s("")]);
     assert_eq!(out.stdout, "");
-    assert!(out.stderr.contains("0 files received (0 bytes), 5 identical skipped"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("0 files received (0 bytes), 5 identical skipped"),
+        "{}",
+        out.stderr
+    );
 
     // --to: under REMOTE/NAME; a LOCAL that does not exist is created.
     ok(&client, &["put", "-r", addr, &client.s("tree"), "--to", "x/y"]);
@@ -121,11 +133,21 @@ fn a_changed_file_is_refused_without_force_and_replaced_with_it() {
     write(&tree.join("with space.txt"), &content(1000, 99));
     let out = ovtp(&client, &["put", "-r", addr, &client.s("tree")], b"");
     assert_eq!(out.code, 73, "{}", out.stderr);
-    assert!(out.stderr.contains("tree/with space.txt differs from the one on the server; not replaced (use --force"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "tree/with space.txt differs from the one on the server; not replaced (use --force"
+        ),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("1 refused"), "{}", out.stderr);
     assert_eq!(fs::read(stored.join("with space.txt")).unwrap(), content(1000, 2));
     let out = ok(&client, &["put", "-r", addr, &client.s("tree"), "--force"]);
-    assert!(out.stderr.contains("1 files sent (1000 bytes), 4 identical skipped"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("1 files sent (1000 bytes), 4 identical skipped"),
+        "{}",
+        out.stderr
+    );
     assert_same(&tree, &stored);
 
     // The other way: a local copy that differs (in size) is kept without --force.
@@ -155,7 +177,11 @@ fn tree_usage_errors() {
     ok(&client, &["put", addr, &client.s("tree/a.txt")]);
     let out = ovtp(&client, &["get", "-r", addr, "a.txt", &client.s("got")], b"");
     assert_eq!(out.code, 67, "{}", out.stderr);
-    assert!(out.stderr.contains("a.txt is a file on the server, not a directory"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("a.txt is a file on the server, not a directory"),
+        "{}",
+        out.stderr
+    );
     assert!(!client.join("got").exists());
     let out = ovtp(&client, &["get", "-r", addr, "../up", &client.s("got")], b"");
     assert_eq!(out.code, 64, "{}", out.stderr);
@@ -355,7 +381,8 @@ fn hostile_session(mut s: TcpStream, keys: &KeyPair, list: Lister) -> Option<()>
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut rng = ovtp::Rng::system();
     let hello = frame(&mut s);
-    let (state, reply) = ServerAwaitAuth::read_client_hello(keys, &hello, &mut rng, |_| Ok(true)).ok()?;
+    let (state, reply) =
+        ServerAwaitAuth::read_client_hello(keys, &hello, &mut rng, |_| Ok(true)).ok()?;
     s.write_all(&reply).ok()?;
     let auth = frame(&mut s);
     let (mut session, reply) = state.read_client_auth(&auth, &mut rng).ok()?;
@@ -416,11 +443,20 @@ fn a_hostile_listing_cannot_make_get_r_write_outside_local() {
         let args = ["get", "-r", &addr, "top", &local.display().to_string(), "--fingerprint", &fp];
         let out = ovtp(&client, &args, b"");
         assert_ne!(out.code, 0, "{what}: {}", out.stderr);
-        assert!(out.stderr.contains("name") || out.stderr.contains("deeper"), "{what}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("name") || out.stderr.contains("deeper"),
+            "{what}: {}",
+            out.stderr
+        );
         // Nothing written, inside LOCAL or beside it.
-        let written: Vec<_> = fs::read_dir(&place.0).unwrap().flatten().map(|e| e.file_name()).collect();
+        let written: Vec<_> =
+            fs::read_dir(&place.0).unwrap().flatten().map(|e| e.file_name()).collect();
         assert_eq!(written, ["in"], "{what}");
-        assert_eq!(fs::read_dir(place.join("in")).unwrap().count(), 0, "{what}: wrote into LOCAL's parent");
+        assert_eq!(
+            fs::read_dir(place.join("in")).unwrap().count(),
+            0,
+            "{what}: wrote into LOCAL's parent"
+        );
         assert!(!Path::new("/tmp/ovtp-hostile-x").exists());
     }
 }

@@ -321,7 +321,8 @@ impl Client {
         remote: &str,
         opts: TransferOptions<'_>,
     ) -> Result<FileReport> {
-        let TransferOptions { overwrite, resume, mut progress, verify, preserve, limit_rate } = opts;
+        let TransferOptions { overwrite, resume, mut progress, verify, preserve, limit_rate } =
+            opts;
         let local = transfer::local_file(local.as_ref())?;
         store::check_name(remote).map_err(Error::InvalidInput)?;
         let rate = transfer::check_rate(limit_rate)?;
@@ -357,7 +358,8 @@ impl Client {
         local: impl AsRef<Path>,
         opts: TransferOptions<'_>,
     ) -> Result<FileReport> {
-        let TransferOptions { overwrite, resume, mut progress, verify, preserve, limit_rate } = opts;
+        let TransferOptions { overwrite, resume, mut progress, verify, preserve, limit_rate } =
+            opts;
         store::check_name(remote).map_err(Error::InvalidInput)?;
         let rate = transfer::check_rate(limit_rate)?;
         let local = local.as_ref().to_path_buf();

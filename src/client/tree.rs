@@ -366,7 +366,8 @@ fn set_dir_time(path: &Path, mtime: i64) -> io::Result<()> {
     let secs = std::time::Duration::from_secs(mtime.unsigned_abs());
     let epoch = std::time::UNIX_EPOCH;
     let time = if mtime >= 0 { epoch.checked_add(secs) } else { epoch.checked_sub(secs) };
-    let time = time.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "time out of range"))?;
+    let time =
+        time.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "time out of range"))?;
     fs::File::open(path)?.set_modified(time)
 }
 
@@ -421,7 +422,8 @@ impl Client {
         store::check_name(remote).map_err(Error::InvalidInput)?;
         let mut plan = walk_remote(self, remote)?;
         if !fs::metadata(local).is_ok_and(|m| m.is_dir()) {
-            fs::create_dir(local).map_err(|e| Error::File { path: local.to_path_buf(), source: e })?;
+            fs::create_dir(local)
+                .map_err(|e| Error::File { path: local.to_path_buf(), source: e })?;
         }
         let mut run = Run::new(&mut opts, &mut plan);
         run.show();

@@ -225,4 +225,3 @@ pub fn file_pair(tag: &str) -> (Home, Home, Server) {
     assert_eq!(ok(&client, &["send", &server.addr, "hi", "--accept-new"]).stdout, "ok");
     (server_home, client, server)
 }
-

@@ -335,7 +335,8 @@ pub fn put(a: &Args) -> Run {
     let mut failed = 0;
     for (file, name) in files.iter().zip(&names) {
         let result = with_progress(name, |progress| {
-            let opts = TransferOptions { overwrite, resume, progress, verify, preserve, limit_rate };
+            let opts =
+                TransferOptions { overwrite, resume, progress, verify, preserve, limit_rate };
             client.send_file_with(file, name, opts)
         });
         match result {
