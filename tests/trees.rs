@@ -460,3 +460,24 @@ fn a_hostile_listing_cannot_make_get_r_write_outside_local() {
         assert!(!Path::new("/tmp/ovtp-hostile-x").exists());
     }
 }
+
+#[test]
+fn one_progress_line_covers_the_tree_on_a_terminal() {
+    let (_server_home, client, server) = file_pair("tree-progress");
+    make_tree(&client.join("tree"));
+    let out = ok(&client, &["put", "-r", &server.addr, &client.s("tree")]);
+    assert!(!out.stderr.contains('\r'), "no progress into a pipe: {:?}", out.stderr);
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("no `script` command: the pseudo-terminal check is skipped");
+        return;
+    }
+    let down = client.s("down");
+    let line = format!("{BIN} get -r {} tree {down}", server.addr);
+    let mut command = Command::new("script");
+    command.args(["-q", "-e", "-c", &line, "/dev/null"]);
+    let out = run(command, &client, "script", b"");
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let shown = out.stdout;
+    assert!(shown.contains("tree  5/5 files  1.57 MB / 1.57 MB  100%"), "{shown:?}");
+    assert!(shown.contains("tree  0/5 files"), "{shown:?}");
+}

@@ -267,14 +267,12 @@ impl Run<'_, '_> {
         let base = self.at.bytes_done;
         let outcome = match decided {
             Ok(Step::Identical) => {
-                self.at.bytes -= size;
                 self.report.identical.push(rel.to_string());
-                Ok(())
+                Ok(false)
             }
             Ok(Step::Differs) => {
-                self.at.bytes -= size;
                 self.report.differ.push(rel.to_string());
-                Ok(())
+                Ok(false)
             }
             Ok(Step::Move { overwrite }) => {
                 let (at, shown) = (&mut self.at, &mut self.opts.progress);
@@ -292,17 +290,23 @@ impl Run<'_, '_> {
                     preserve: self.opts.preserve,
                     limit_rate: self.opts.limit_rate,
                 };
-                transfer(client, opts).map(|r| self.report.moved.push((rel.to_string(), r)))
+                let report = transfer(client, opts);
+                report.map(|r| self.report.moved.push((rel.to_string(), r))).map(|()| true)
             }
             Err(e) => Err(e),
         };
+        // Only bytes moved count; a file not moved leaves the total.
+        let moved = *outcome.as_ref().unwrap_or(&false);
         self.at.files_done += 1;
-        self.at.bytes_done = base + size;
+        self.at.bytes_done = base + if moved { size } else { 0 };
+        self.at.bytes -= if moved { 0 } else { size };
         self.show();
         match outcome {
-            Err(e) if per_file(&e) => Ok(self.report.failed.push((rel.to_string(), e))),
-            other => other,
+            Err(e) if per_file(&e) => self.report.failed.push((rel.to_string(), e)),
+            Err(e) => return Err(e),
+            Ok(_) => {}
         }
+        Ok(())
     }
 }
 
