@@ -26,8 +26,8 @@ Commands:
   deauthorize   remove a client key from authorized_keys
   send          send a message to a server and print its response
   trust         record a server's key fingerprint in known_hosts
-  put           upload files to a server
-  get           download a file from a server
+  put           upload files or directory trees (-r) to a server
+  get           download a file, or a directory tree (-r)
   digest        print a remote file's SHA-256 and size
   ls            list a directory of a server's files
   help [COMMAND]
@@ -186,6 +186,7 @@ legitimately, delete the old line (the message names the file and line).
 pub const PUT: &str = concat!(
     "\
 Usage: ovtp put HOST[:PORT] FILE... [--to REMOTE] [OPTIONS]
+       ovtp put -r HOST[:PORT] DIR... [--to REMOTE] [OPTIONS]
 
 Upload files into the server's files directory (see `ovtp serve --dir`),
 each under its own file name, or as REMOTE with --to (one file). With
@@ -202,6 +203,15 @@ Resuming is the default: when an upload was interrupted (connection lost,
 Ctrl-C), the same command again continues where it stopped, once the server
 has checked that the part it holds is the start of FILE.
 
+With -r, each DIR goes whole to REMOTE/NAME (without --to: NAME at the top
+of the files directory): every file, as above, and every directory, empty
+ones too. Symbolic links are not followed: each is skipped, with a line
+saying so. The same command again finishes the job: a file already there
+with the same size and SHA-256 is skipped, a partial one resumes, and one
+that differs is refused (listed, exit code 73) unless --force replaces it.
+The exit code is 0 once every file is in place.
+
+  -r, --recursive     upload directory trees (see above)
   --to REMOTE         remote name, or directory (see above)
   --force             replace a file that exists on the server (without it:
                       refused, exit code 73)
@@ -211,11 +221,14 @@ has checked that the part it holds is the start of FILE.
   -p, --preserve      give the stored file FILE's permission bits (never
                       setuid, setgid or sticky: at most 0777) and
                       modification time; without it, the server's (0600, now)
+  --limit-rate RATE   send at most RATE bytes per second (K, M, G: KiB, MiB,
+                      GiB; at least 32K), e.g. 50M
 ",
     connect_options!(),
     "
 On a terminal, a line on standard error shows each file's progress: bytes,
-percent, speed and time left. With several files, a file that fails
+percent, speed and time left; with -r, one line for each tree: files done
+and total, bytes, speed and time left. With several files, a file that fails
 (refused, exists, unreadable) does not stop the others; the exit code is the
 first failure's (see `ovtp --help`).
 "
@@ -224,6 +237,7 @@ first failure's (see `ovtp --help`).
 pub const GET: &str = concat!(
     "\
 Usage: ovtp get HOST[:PORT] REMOTE [LOCAL] [OPTIONS]
+       ovtp get -r HOST[:PORT] REMOTE_DIR [LOCAL] [OPTIONS]
 
 Download REMOTE from the server's files directory to LOCAL: by default the
 last component of REMOTE, in the current directory; if LOCAL is a directory
@@ -235,6 +249,17 @@ Resuming is the default: the same command again continues an interrupted
 download from its partial file, once the server has checked that it is the
 start of REMOTE.
 
+With -r, the remote directory REMOTE_DIR comes whole: into LOCAL/NAME when
+LOCAL is a directory, else as LOCAL (created), by default NAME here. The
+whole listing is read and checked first: every name the server lists must
+be one plain path component, or nothing is written; no local symbolic link
+under LOCAL is followed (the file beneath is refused); remote symbolic
+links are skipped, each with a line saying so. The same command again
+finishes the job, as for put -r: identical files (size and SHA-256) are
+skipped, partial ones resume, and a local file that differs is refused
+(exit code 73) unless --force replaces it.
+
+  -r, --recursive     download a directory tree (see above)
   --force             replace LOCAL if it exists (without it: refused, exit
                       code 73)
   --no-resume         start over instead of resuming a partial download
@@ -242,12 +267,16 @@ start of REMOTE.
                       and compare its SHA-256 with the server's
   -p, --preserve      give LOCAL the remote file's permission bits (never
                       setuid, setgid or sticky: at most 0777) and
-                      modification time, before it gets its name
+                      modification time, before it gets its name (with -r,
+                      directories get their times too)
+  --limit-rate RATE   receive at most RATE bytes per second (K, M, G; at least
+                      32K). The server has no rate of its own: ovtp reads no
+                      faster, and TCP's flow control holds the server back
 ",
     connect_options!(),
     "
 On a terminal, a line on standard error shows the progress: bytes, percent,
-speed and time left.
+speed and time left; with -r, files done and total as well.
 "
 );
 
