@@ -21,8 +21,9 @@ use ovtp::constants::{LIST_PAGE_ENTRIES, MAX_ENTRY_NAME, MAX_NAME_LEN, REQUEST_I
 use ovtp::hooks::Body;
 use ovtp::hooks::msg::{
     Alert, DigestReply, FLAG_ABORT, FLAG_FIN, FileData, FileEnd, FileMeta, FilePrefix, Get, List,
-    ListPage, MAX_ALERT_MESSAGE, OP_DATA, OP_DIGEST, OP_GET, OP_LIST, OP_MKDIR, OP_PUT, OP_TEXT, Op,
-    PUT_OVERWRITE, Put, ReadyToReceive, ReadyToSend, Request, Response, XFER_PRESERVE, XFER_RESUME,
+    ListPage, MAX_ALERT_MESSAGE, OP_DATA, OP_DIGEST, OP_GET, OP_LIST, OP_MKDIR, OP_PUT, OP_TEXT,
+    Op, PUT_OVERWRITE, Put, ReadyToReceive, ReadyToSend, Request, Response, XFER_PRESERVE,
+    XFER_RESUME,
 };
 
 /// Decode `$x` as `$t`; if it decodes, its encoding must be `$canonical`
@@ -88,7 +89,8 @@ fn list_ok(x: &[u8]) -> bool {
     let Some(len) = x.get(..2).map(|l| usize::from(u16::from_be_bytes([l[0], l[1]]))) else {
         return false;
     };
-    let first = x.get(2..2 + len).is_some_and(|d| len <= MAX_NAME_LEN && std::str::from_utf8(d).is_ok());
+    let first =
+        x.get(2..2 + len).is_some_and(|d| len <= MAX_NAME_LEN && std::str::from_utf8(d).is_ok());
     first && name_then(&x[2 + len..], 0).is_some()
 }
 
