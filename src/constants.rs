@@ -106,7 +106,7 @@ pub const MAX_LAST_COMPONENT: usize = 255 - 11;
 /// Longest name of a listed entry, in bytes: NAME_MAX, the most one path
 /// component can hold. A server leaves longer names out of its listings.
 pub const MAX_ENTRY_NAME: usize = 255;
-/// Most entries in one page of a listing (PROTOCOL.md 7.8). A page is then at
+/// Most entries in one page of a listing (PROTOCOL.md 7.9). A page is then at
 /// most 3 + 256 x (21 + 255) = 70,659 bytes, far below the message limit, and
 /// a typical page (names of 20 bytes) about 10 KiB: a big directory streams
 /// in many small answers instead of one large one.

@@ -95,7 +95,7 @@ pub enum Error {
     Exists(std::path::PathBuf),
     /// A received file did not match its announced length or SHA-256; nothing was kept.
     DigestMismatch(String),
-    /// A server's listing broke the rules (PROTOCOL.md 7.8): a name that is
+    /// A server's listing broke the rules (PROTOCOL.md 7.9): a name that is
     /// not one plain path component (`../x`, `/abs`, `a/b`, `.`, control
     /// characters), names out of order, or no progress; the message names
     /// the entry. Nothing of the listing is used.

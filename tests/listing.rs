@@ -335,3 +335,28 @@ fn the_time_of_a_file_is_what_a_listing_and_preserve_agree_on() {
     let t = std::fs::metadata(files.join("old")).unwrap().modified().unwrap();
     assert_eq!(t, UNIX_EPOCH - Duration::from_secs(86_400));
 }
+
+#[test]
+fn a_resumed_transfer_with_preserve_still_gets_the_mode_and_time() {
+    let (srv, files, _events, dir) = server();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let local = dir.join("big");
+    std::fs::write(&local, &data).unwrap();
+    std::fs::set_permissions(&local, PermissionsExt::from_mode(0o710)).unwrap();
+    set_mtime(&local, 1_000_000_000);
+    // The server holds the first 40,000 bytes from an interrupted upload by this key.
+    let partial = ovtp::upload_partial_path(&files.join("big"), &client_keys().fingerprint());
+    std::fs::write(&partial, &data[..40_000]).unwrap();
+    let mut c = srv.client();
+    let preserve = || TransferOptions { preserve: true, ..Default::default() };
+    let report = c.send_file_with(&local, "big", preserve()).unwrap();
+    assert_eq!(report.resumed_from, 40_000);
+    assert_eq!((mode(&files.join("big")), mtime(&files.join("big"))), (0o710, 1_000_000_000));
+    // And a download that resumes from our own partial file.
+    let back = dir.join("back");
+    std::fs::write(ovtp::partial_path(&back), &data[..30_000]).unwrap();
+    let report = c.get_file_with("big", &back, preserve()).unwrap();
+    assert_eq!(report.resumed_from, 30_000);
+    assert_eq!(std::fs::read(&back).unwrap(), data);
+    assert_eq!((mode(&back), mtime(&back)), (0o710, 1_000_000_000));
+}

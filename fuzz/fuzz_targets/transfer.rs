@@ -304,7 +304,9 @@ fn honest(input: &mut Input) {
     // The server decides where the data starts, from the client's digest.
     let start = if download {
         // The GET carries the client's partial's length and digest (`serve_get`).
-        let wire = Get { name: "f", offset: offered, prefix: sha256(&partial), resume, preserve: false }.to_vec();
+        let wire =
+            Get { name: "f", offset: offered, prefix: sha256(&partial), resume, preserve: false }
+                .to_vec();
         let get = Get::decode(&wire).unwrap();
         let offer = if get.resume { get.offset } else { 0 };
         resume_point(size as u64, offer, &get.prefix, own(offer).as_ref())

@@ -317,7 +317,7 @@ pub(crate) fn local_file(path: &Path) -> Result<PathBuf> {
 }
 
 /// One page of a listing over `ch`: the entries of `dir` after `after`,
-/// checked (PROTOCOL.md 7.8) before anyone sees them.
+/// checked (PROTOCOL.md 7.9) before anyone sees them.
 pub(crate) fn list_once(
     ch: &mut Channel,
     id: &RequestId,

@@ -430,7 +430,7 @@ impl Body<'_> for ListPage {
 }
 
 impl ListPage {
-    /// Check a page a server sent in answer to `after` (PROTOCOL.md 7.8):
+    /// Check a page a server sent in answer to `after` (PROTOCOL.md 7.9):
     /// every name one path component that [`crate::check_name`] accepts,
     /// names strictly ascending bytewise and after `after`, and a page that
     /// says more follow is not empty (each page makes progress). The error

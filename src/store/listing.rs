@@ -1,5 +1,5 @@
 //! Directory listings and file metadata: one page of a directory's entries
-//! (PROTOCOL.md 7.8), and the mode bits and times that `-p` carries.
+//! (PROTOCOL.md 7.9), and the mode bits and times that `-p` carries.
 
 use super::names::check_name;
 use crate::constants::{LIST_PAGE_ENTRIES, MAX_ENTRY_NAME};
