@@ -70,8 +70,6 @@ pub struct TreeReport {
     pub links: Vec<String>,
     /// Entries neither file, directory nor link (sockets, devices), skipped.
     pub others: Vec<String>,
-    /// Directories in the tree below its top.
-    pub dirs: u64,
 }
 
 impl TreeReport {
@@ -81,8 +79,8 @@ impl TreeReport {
     }
 }
 
-/// A tree to move: its directories and files (relative, `/`-separated,
-/// sorted) with what is known of each file (size, mode, time).
+/// A tree to move: its directories with their times, its files with their
+/// sizes (relative, `/`-separated, sorted), and what was skipped.
 #[derive(Default)]
 struct Plan {
     dirs: Vec<(String, i64)>,
@@ -93,10 +91,10 @@ struct Plan {
 impl Plan {
     /// One more entry, `depth` levels below the top: why not, past the bounds.
     fn admit(&self, depth: usize) -> std::result::Result<(), &'static str> {
-        let n = self.dirs.len() + self.files.len() + self.report.links.len();
+        let skipped = self.report.links.len() + self.report.others.len();
         if depth > MAX_TREE_DEPTH {
             Err("the tree is deeper than MAX_TREE_DEPTH (128) directories")
-        } else if n + self.report.others.len() >= MAX_TREE_ENTRIES {
+        } else if self.dirs.len() + self.files.len() + skipped >= MAX_TREE_ENTRIES {
             Err("the tree has more than MAX_TREE_ENTRIES (1,000,000) entries")
         } else {
             Ok(())
@@ -106,7 +104,6 @@ impl Plan {
     fn sorted(mut self) -> Plan {
         self.dirs.sort();
         self.files.sort();
-        self.report.dirs = self.dirs.len() as u64;
         self
     }
 }
@@ -131,6 +128,7 @@ fn component(name: &str) -> Result<&str> {
     }
 }
 
+/// An I/O error on `path`.
 fn file_err(path: &Path) -> impl Fn(io::Error) -> Error + '_ {
     move |source| Error::File { path: path.to_path_buf(), source }
 }
@@ -454,5 +452,23 @@ impl Client {
             }
         }
         Ok(run.report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_one_plain_component_passes() {
+        for good in ["a", "with space", "ünï cødé", "..a", "a.."] {
+            assert_eq!(component(good).unwrap(), good);
+        }
+        for bad in ["", ".", "..", "a/b", "/x", "../x", "..\\x", "a\u{0}b", "x.ovtp-part"] {
+            assert!(component(bad).is_err(), "{bad:?}");
+        }
+        let top = Path::new("/top");
+        assert_eq!(local_path(top, "a").unwrap(), Path::new("/top/a"));
+        assert!(local_path(top, "../a").is_err() && local_path(top, "a//b").is_err());
     }
 }
