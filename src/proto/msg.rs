@@ -396,7 +396,7 @@ impl Body<'_> for ListPage {
             out.extend_from_slice(&((e.mode & 0o777) as u16).to_be_bytes());
             out.extend_from_slice(&e.size.to_be_bytes());
             out.extend_from_slice(&e.mtime.to_be_bytes());
-            put_vec16(out, &e.name.as_bytes()[..e.name.len().min(MAX_ENTRY_NAME)]);
+            put_vec16(out, truncate_utf8(&e.name, MAX_ENTRY_NAME).as_bytes());
         }
     }
     fn read(r: &mut Reader<'_>) -> Result<Self> {
