@@ -2,6 +2,7 @@
 //! client's file transfers take and report.
 
 use crate::keys::Fingerprint;
+use crate::proto::msg;
 use crate::status;
 use std::net::SocketAddr;
 
@@ -72,6 +73,25 @@ pub enum EntryKind {
     Symlink,
     /// Anything else (a socket, a device, a pipe).
     Other,
+}
+
+impl EntryKind {
+    /// The wire code (PROTOCOL.md 7.9).
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            EntryKind::File => msg::KIND_FILE,
+            EntryKind::Dir => msg::KIND_DIR,
+            EntryKind::Symlink => msg::KIND_SYMLINK,
+            EntryKind::Other => msg::KIND_OTHER,
+        }
+    }
+
+    /// The kind of a wire code, if it is one.
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
+        [EntryKind::File, EntryKind::Dir, EntryKind::Symlink, EntryKind::Other]
+            .into_iter()
+            .find(|k| k.code() == code)
+    }
 }
 
 /// One entry of a remote directory listing (`Client::list`).

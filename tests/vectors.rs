@@ -2272,7 +2272,7 @@ fn generate_listing() -> String {
         "LIST docs after \"a dir\" (the cursor of a next page).",
         &[
             ("c2s.request", request(&id(2), OP_LIST, &list("docs", "a dir"))),
-            ("s2c.response", response(&id(2), ok, &list_page(0, &[notes.clone()]))),
+            ("s2c.response", response(&id(2), ok, &list_page(0, std::slice::from_ref(&notes)))),
         ],
     );
     step(

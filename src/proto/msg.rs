@@ -372,23 +372,9 @@ pub struct ListPage {
     pub more: bool,
 }
 
-fn kind_code(kind: EntryKind) -> u8 {
-    match kind {
-        EntryKind::File => KIND_FILE,
-        EntryKind::Dir => KIND_DIR,
-        EntryKind::Symlink => KIND_SYMLINK,
-        EntryKind::Other => KIND_OTHER,
-    }
-}
-
 fn read_entry(r: &mut Reader<'_>) -> Result<DirEntry> {
-    let kind = match r.u8("entry kind")? {
-        KIND_FILE => EntryKind::File,
-        KIND_DIR => EntryKind::Dir,
-        KIND_SYMLINK => EntryKind::Symlink,
-        KIND_OTHER => EntryKind::Other,
-        _ => return Err(Error::Malformed("unknown entry kind")),
-    };
+    let kind =
+        EntryKind::from_code(r.u8("entry kind")?).ok_or(Error::Malformed("unknown entry kind"))?;
     let mode = u32::from(r.u16("entry mode")?);
     if mode > 0o777 {
         return Err(Error::Malformed("entry mode beyond 0777"));
@@ -406,11 +392,11 @@ impl Body<'_> for ListPage {
         out.push(u8::from(self.more));
         out.extend_from_slice(&(count as u16).to_be_bytes());
         for e in &self.entries[..count] {
-            out.push(kind_code(e.kind));
+            out.push(e.kind.code());
             out.extend_from_slice(&((e.mode & 0o777) as u16).to_be_bytes());
             out.extend_from_slice(&e.size.to_be_bytes());
             out.extend_from_slice(&e.mtime.to_be_bytes());
-            put_vec16(out, &e.name.as_bytes()[..e.name.len().min(MAX_ENTRY_NAME)]);
+            put_vec16(out, truncate_utf8(&e.name, MAX_ENTRY_NAME).as_bytes());
         }
     }
     fn read(r: &mut Reader<'_>) -> Result<Self> {
