@@ -321,9 +321,19 @@ impl Client {
         remote: &str,
         opts: TransferOptions<'_>,
     ) -> Result<FileReport> {
+        self.put_path(local.as_ref(), remote, opts)
+    }
+
+    /// `send_file_with`, not generic: one copy of the upload in the binary.
+    pub(crate) fn put_path(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        opts: TransferOptions<'_>,
+    ) -> Result<FileReport> {
         let TransferOptions { overwrite, resume, mut progress, verify, preserve, limit_rate } =
             opts;
-        let local = transfer::local_file(local.as_ref())?;
+        let local = transfer::local_file(local)?;
         store::check_name(remote).map_err(Error::InvalidInput)?;
         let rate = transfer::check_rate(limit_rate)?;
         let wait = self.config.io_timeout;
@@ -358,15 +368,24 @@ impl Client {
         local: impl AsRef<Path>,
         opts: TransferOptions<'_>,
     ) -> Result<FileReport> {
+        self.get_path(remote, local.as_ref(), opts)
+    }
+
+    /// `get_file_with`, not generic: one copy of the download in the binary.
+    pub(crate) fn get_path(
+        &mut self,
+        remote: &str,
+        local: &Path,
+        opts: TransferOptions<'_>,
+    ) -> Result<FileReport> {
         let TransferOptions { overwrite, resume, mut progress, verify, preserve, limit_rate } =
             opts;
         store::check_name(remote).map_err(Error::InvalidInput)?;
         let rate = transfer::check_rate(limit_rate)?;
-        let local = local.as_ref().to_path_buf();
         let wait = self.config.io_timeout;
         self.with_retries(|ch, id, tries| {
             let flags = (overwrite, resume || tries > 0, verify, preserve);
-            transfer::get_once(ch, id, (remote, &local), flags, wait, (&mut progress, rate))
+            transfer::get_once(ch, id, (remote, local), flags, wait, (&mut progress, rate))
         })
     }
 

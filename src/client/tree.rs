@@ -80,7 +80,7 @@ impl TreeReport {
 }
 
 /// A tree to move: its directories with their times, its files with their
-/// sizes (relative, `/`-separated, sorted), and what was skipped.
+/// sizes (relative, `/`-separated, parents first), and what was skipped.
 #[derive(Default)]
 struct Plan {
     dirs: Vec<(String, i64)>,
@@ -101,11 +101,6 @@ impl Plan {
         }
     }
 
-    fn sorted(mut self) -> Plan {
-        self.dirs.sort();
-        self.files.sort();
-        self
-    }
 }
 
 /// `dir/name`, or either alone when the other is empty.
@@ -133,36 +128,44 @@ fn file_err(path: &Path) -> impl Fn(io::Error) -> Error + '_ {
     move |source| Error::File { path: path.to_path_buf(), source }
 }
 
-/// The local directory `top` walked without following links: what to send.
+/// The local directory `top` walked without following links: what to send,
+/// each directory's entries in name order.
 fn walk_local(top: &Path) -> Result<Plan> {
     let mut plan = Plan::default();
-    let mut stack = vec![(String::new(), top.to_path_buf(), 1)];
-    while let Some((rel, path, depth)) = stack.pop() {
+    let mut stack = vec![(String::new(), 1)];
+    while let Some((rel, depth)) = stack.pop() {
+        let path = top.join(&rel);
+        let mut names = Vec::new();
         for entry in fs::read_dir(&path).map_err(file_err(&path))? {
-            let entry = entry.map_err(file_err(&path))?;
+            match entry.map_err(file_err(&path))?.file_name().into_string() {
+                Ok(name) => names.push(name),
+                Err(name) => {
+                    let shown = escape_control(&path.join(name).display().to_string());
+                    let why = "its name is not UTF-8; remote names are".to_string();
+                    plan.report.failed.push((shown, Error::InvalidInput(why)));
+                }
+            }
+        }
+        names.sort_unstable();
+        let below = stack.len();
+        for name in names {
             plan.admit(depth).map_err(|why| Error::InvalidInput(why.into()))?;
-            let Ok(name) = entry.file_name().into_string() else {
-                let shown = escape_control(&entry.path().display().to_string());
-                let why = "its name is not UTF-8; remote names are".to_string();
-                plan.report.failed.push((shown, Error::InvalidInput(why)));
-                continue;
-            };
-            let child = join(&rel, &name);
-            let kind = entry.file_type().map_err(file_err(&entry.path()))?;
-            if kind.is_symlink() {
+            let (child, path) = (join(&rel, &name), path.join(&name));
+            let meta = fs::symlink_metadata(&path).map_err(file_err(&path))?;
+            if meta.is_symlink() {
                 plan.report.links.push(child);
-            } else if kind.is_dir() {
+            } else if meta.is_dir() {
                 plan.dirs.push((child.clone(), 0));
-                stack.push((child, entry.path(), depth + 1));
-            } else if kind.is_file() {
-                let size = entry.metadata().map_err(file_err(&entry.path()))?.len();
-                plan.files.push((child, size));
+                stack.push((child, depth + 1));
+            } else if meta.is_file() {
+                plan.files.push((child, meta.len()));
             } else {
                 plan.report.others.push(child);
             }
         }
+        stack[below..].reverse(); // the first directory next
     }
-    Ok(plan.sorted())
+    Ok(plan)
 }
 
 /// The remote directory `top` listed, every name checked: what to fetch.
@@ -170,6 +173,7 @@ fn walk_remote(client: &mut Client, top: &str) -> Result<Plan> {
     let mut plan = Plan::default();
     let mut stack = vec![(String::new(), 1)];
     while let Some((rel, depth)) = stack.pop() {
+        let below = stack.len();
         for entry in client.list(&join(top, &rel))? {
             plan.admit(depth).map_err(Error::Malformed)?;
             let child = join(&rel, component(&entry.name)?);
@@ -183,8 +187,9 @@ fn walk_remote(client: &mut Client, top: &str) -> Result<Plan> {
                 _ => plan.report.others.push(child),
             }
         }
+        stack[below..].reverse();
     }
-    Ok(plan.sorted())
+    Ok(plan)
 }
 
 /// Errors after which the next file may still be tried: a refusal or a local
@@ -259,7 +264,7 @@ impl Run<'_, '_> {
         &mut self,
         (rel, size): (&str, u64),
         decided: Result<Step>,
-        transfer: impl FnOnce(&mut Client, TransferOptions<'_>) -> Result<FileReport>,
+        transfer: &mut dyn FnMut(&mut Client, TransferOptions<'_>) -> Result<FileReport>,
         client: &mut Client,
     ) -> Result<()> {
         let base = self.at.bytes_done;
@@ -405,8 +410,8 @@ impl Client {
             let (path, name) = (local.join(rel), join(remote, rel));
             let overwrite = run.opts.overwrite;
             let decided = remote_digest(self, &name).and_then(|t| step(&path, t, overwrite));
-            let send = |c: &mut Client, o: TransferOptions<'_>| c.send_file_with(&path, &name, o);
-            run.file((rel, *size), decided, send, self)?;
+            let mut send = |c: &mut Client, o: TransferOptions<'_>| c.put_path(&path, &name, o);
+            run.file((rel, *size), decided, &mut send, self)?;
         }
         Ok(run.report)
     }
@@ -443,8 +448,8 @@ impl Client {
                 }
                 Err(e) => (PathBuf::new(), Err(e)),
             };
-            let get = |c: &mut Client, o: TransferOptions<'_>| c.get_file_with(&name, &path, o);
-            run.file((rel, *size), decided, get, self)?;
+            let mut get = |c: &mut Client, o: TransferOptions<'_>| c.get_path(&name, &path, o);
+            run.file((rel, *size), decided, &mut get, self)?;
         }
         if run.opts.preserve {
             for (dir, mtime) in plan.dirs.iter().rev() {

@@ -6,7 +6,6 @@ use crate::client::{self, connect, get_target, remote_name, transfer_fail};
 use crate::progress::Display;
 use crate::{Fail, Run, exit};
 use ovtp::{Error, TreeOptions, TreeProgress, TreeReport, escape_control};
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// The tree options the command line gives, without progress.
@@ -116,7 +115,6 @@ pub fn put(a: &Args) -> Run {
     let pos = a.positionals(2, usize::MAX, "HOST[:PORT] DIR...")?;
     let (host, dirs) = (&pos[0], &pos[1..]);
     let to = a.value("--to").map(|t| t.trim_end_matches('/')).filter(|t| !t.is_empty());
-    let mut seen = HashSet::new();
     let mut trees = Vec::new();
     for dir in dirs {
         match std::fs::metadata(dir) {
@@ -130,7 +128,7 @@ pub fn put(a: &Args) -> Run {
         let base = base_name(dir)?;
         let name = to.map_or(base.clone(), |t| format!("{t}/{base}"));
         remote_name(&name)?;
-        if !seen.insert(name.clone()) {
+        if trees.iter().any(|(_, n)| *n == name) {
             let n = escape_control(&name);
             return Err(Fail::usage(format!("two directories would both be stored as \"{n}\"")));
         }
