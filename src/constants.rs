@@ -103,6 +103,18 @@ pub const MAX_NAME_LEN: usize = 4096;
 /// Longest last component of a name that is written: the partial file
 /// `.NAME.ovtp-part` beside it adds 11 bytes and must fit in NAME_MAX (255).
 pub const MAX_LAST_COMPONENT: usize = 255 - 11;
+/// Longest name of a listed entry, in bytes: NAME_MAX, the most one path
+/// component can hold. A server leaves longer names out of its listings.
+pub const MAX_ENTRY_NAME: usize = 255;
+/// Most entries in one page of a listing (PROTOCOL.md 7.9). A page is then at
+/// most 3 + 256 x (21 + 255) = 70,659 bytes, far below the message limit, and
+/// a typical page (names of 20 bytes) about 10 KiB: a big directory streams
+/// in many small answers instead of one large one.
+pub const LIST_PAGE_ENTRIES: usize = 256;
+/// Most entries `Client::list` accepts for one directory, over all its pages:
+/// it bounds what a server can make a client hold (about 30 MiB at worst),
+/// and the server's work, which reads the directory once per page.
+pub const MAX_LIST_ENTRIES: usize = 100_000;
 /// How often, at most, a progress callback is called.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 /// Times the client re-sends a request after a lost connection, on a new connection.

@@ -95,6 +95,11 @@ pub enum Error {
     Exists(std::path::PathBuf),
     /// A received file did not match its announced length or SHA-256; nothing was kept.
     DigestMismatch(String),
+    /// A server's listing broke the rules (PROTOCOL.md 7.9): a name that is
+    /// not one plain path component (`../x`, `/abs`, `a/b`, `.`, control
+    /// characters), names out of order, or no progress; the message names
+    /// the entry. Nothing of the listing is used.
+    BadListing(String),
     /// (Server side) the client's key is not in `authorized_keys`.
     NotAuthorized {
         /// Fingerprint of the key the client presented.
@@ -197,6 +202,9 @@ impl fmt::Display for Error {
                 f,
                 "received file failed verification ({what}); the partial file was removed, try again"
             ),
+            Error::BadListing(what) => {
+                write!(f, "the server's listing was refused: {what}; nothing of it was used")
+            }
             Error::NotAuthorized { fingerprint } => write!(
                 f,
                 "client key {fingerprint} is not in authorized_keys; add it with `ovtp authorize <key.pub>`"

@@ -96,7 +96,9 @@ pub use client::{
 };
 pub use error::{Error, Result, escape_control};
 pub use keys::{Fingerprint, KeyPair, PublicKey};
-pub use message::{FileDigest, FileReport, Payload, Progress, Reply, Request, TransferOptions};
+pub use message::{
+    DirEntry, EntryKind, FileDigest, FileReport, Payload, Progress, Reply, Request, TransferOptions,
+};
 pub use rand::Rng;
 pub use server::admission::{FailureBudget, MIN_STRANGER_AGE};
 pub use server::{Event, EventSink, Handler, ServeFiles, Server, ServerConfig, Stopper};

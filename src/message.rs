@@ -2,6 +2,7 @@
 //! client's file transfers take and report.
 
 use crate::keys::Fingerprint;
+use crate::proto::msg;
 use crate::status;
 use std::net::SocketAddr;
 
@@ -45,6 +46,67 @@ pub enum Payload {
         /// True when only the digest was asked for.
         digest_only: bool,
     },
+    /// A client asks for a listing of a directory (`list`), one page per
+    /// request: the handler is asked for each page. A reply other than OK
+    /// refuses it. Routed to [`crate::Handler::file_request`].
+    Listing {
+        /// The directory, relative to the files directory (`""`: its top).
+        dir: String,
+    },
+    /// A client asks to create a directory and its parents (`make_dir`). A
+    /// reply other than OK refuses it. Routed to [`crate::Handler::file_offer`].
+    MakeDir {
+        /// The directory, relative to the files directory.
+        name: String,
+    },
+}
+
+/// What a directory entry is (not following symbolic links).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (never followed by a listing).
+    Symlink,
+    /// Anything else (a socket, a device, a pipe).
+    Other,
+}
+
+impl EntryKind {
+    /// The wire code (PROTOCOL.md 7.9).
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            EntryKind::File => msg::KIND_FILE,
+            EntryKind::Dir => msg::KIND_DIR,
+            EntryKind::Symlink => msg::KIND_SYMLINK,
+            EntryKind::Other => msg::KIND_OTHER,
+        }
+    }
+
+    /// The kind of a wire code, if it is one.
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
+        [EntryKind::File, EntryKind::Dir, EntryKind::Symlink, EntryKind::Other]
+            .into_iter()
+            .find(|k| k.code() == code)
+    }
+}
+
+/// One entry of a remote directory listing (`Client::list`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The entry's name: one path component, checked like every remote name.
+    pub name: String,
+    /// What it is.
+    pub kind: EntryKind,
+    /// Its size in bytes for a regular file, 0 for anything else.
+    pub size: u64,
+    /// Its permission bits (`& 0o777`: never setuid, setgid or sticky).
+    pub mode: u32,
+    /// Its modification time, in seconds since the Unix epoch.
+    pub mtime: i64,
 }
 
 /// One request, as the server's handler receives it.
@@ -110,11 +172,21 @@ pub struct TransferOptions<'a> {
     /// stored file's digest afterwards (one DIGEST request). It costs one more
     /// read of the file; what travels is already authenticated record by record.
     pub verify: bool,
+    /// Carry the file's permission bits (`& 0o777`: never setuid, setgid or
+    /// sticky) and modification time to the received copy, set on the partial
+    /// file before it gets its name (default: no; the receiver's defaults).
+    pub preserve: bool,
 }
 
 impl Default for TransferOptions<'_> {
     fn default() -> Self {
-        TransferOptions { overwrite: false, resume: true, progress: None, verify: false }
+        TransferOptions {
+            overwrite: false,
+            resume: true,
+            progress: None,
+            verify: false,
+            preserve: false,
+        }
     }
 }
 
@@ -125,6 +197,7 @@ impl std::fmt::Debug for TransferOptions<'_> {
             .field("resume", &self.resume)
             .field("progress", &self.progress.is_some())
             .field("verify", &self.verify)
+            .field("preserve", &self.preserve)
             .finish()
     }
 }

@@ -1,6 +1,8 @@
 //! End-to-end tests of the `ovtp` binary: temporary homes, servers on
 //! 127.0.0.1:0, every wait bounded, every child killed at the end.
 
+mod common;
+
 use ovtp::{KeyPair, PublicKey};
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -624,6 +626,105 @@ fn a_server_without_dir_refuses_file_transfers() {
         assert_eq!(out.code, 67, "{args:?}: {}", out.stderr);
     }
     assert!(!client.join("g").exists() && !client.join(".g.ovtp-part").exists());
+}
+
+fn set_mode_and_mtime(path: &std::path::Path, mode: u32, secs: u64) {
+    use std::os::unix::fs::PermissionsExt;
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(secs)).unwrap();
+    f.set_permissions(std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn mode_and_mtime(path: &std::path::Path) -> (u32, u64) {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).unwrap();
+    let t = meta.modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap();
+    (meta.permissions().mode() & 0o7777, t.as_secs())
+}
+
+/// 2001-09-09T01:46:40Z.
+const Y2001: u64 = 1_000_000_000;
+
+#[test]
+fn ls_prints_names_and_long_lines_and_refuses_what_lies_outside() {
+    let (server_home, client, server) = file_pair("ls");
+    let addr = server.addr.as_str();
+    let files = server_home.join("files");
+    std::fs::write(files.join("a.txt"), b"hello").unwrap();
+    set_mode_and_mtime(&files.join("a.txt"), 0o640, Y2001);
+    std::fs::create_dir(files.join("sub dir")).unwrap();
+    std::fs::write(files.join("sub dir/x"), b"").unwrap();
+    let outside = server_home.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("secret"), b"").unwrap();
+    std::os::unix::fs::symlink(&outside, files.join("out")).unwrap();
+
+    assert_eq!(ok(&client, &["ls", addr]).stdout, "a.txt\nout\nsub dir/\n");
+    let long = ok(&client, &["ls", "-l", addr]).stdout;
+    let lines: Vec<&str> = long.lines().collect();
+    assert_eq!(lines.len(), 3, "{long}");
+    assert_eq!(lines[0], "f 0640 5 2001-09-09T01:46:40Z a.txt");
+    assert!(lines[1].starts_with("l 0777 0 ") && lines[1].ends_with("Z out"), "{long}");
+    assert!(lines[2].starts_with("d 0") && lines[2].ends_with("Z sub dir"), "{long}");
+    assert_eq!(ok(&client, &["ls", addr, "sub dir/", "--long"]).stdout.matches(" x\n").count(), 1);
+    assert_eq!(ok(&client, &["ls", addr, "sub dir"]).stdout, "x\n");
+
+    // Outside: by name (before connecting), through a link, or not there.
+    for bad in ["..", "../outside", "/etc"] {
+        let out = ovtp(&client, &["ls", addr, bad], b"");
+        assert_eq!((out.code, out.stdout.as_str()), (64, ""), "{bad}: {}", out.stderr);
+    }
+    let out = ovtp(&client, &["ls", addr, "out"], b"");
+    assert_eq!((out.code, out.stdout.as_str()), (67, ""), "{}", out.stderr);
+    assert!(out.stderr.contains("outside the files directory"), "{}", out.stderr);
+    let out = ovtp(&client, &["ls", addr, "missing"], b"");
+    assert_eq!(out.code, 67, "{}", out.stderr);
+    assert!(out.stderr.contains("no such directory"), "{}", out.stderr);
+    server.wait_line(false, "listing of sub dir");
+}
+
+#[test]
+fn ls_refuses_a_hostile_servers_listing_and_names_the_entry() {
+    let client = Home::new("hostile");
+    ok(&client, &["keygen", "--bits", "2048"]);
+    let fp = common::server_keys().fingerprint().to_string();
+    let entry = |name: &str| ovtp::DirEntry {
+        name: name.into(),
+        kind: ovtp::EntryKind::File,
+        size: 1,
+        mode: 0o644,
+        mtime: 0,
+    };
+    for name in ["../x", "/abs", "a/b", "."] {
+        let entries = vec![entry("fine"), entry(name)];
+        let page = ovtp::hooks::msg::ListPage { entries, more: false };
+        let (addr, _, _) = common::hostile_list_server(move |_| page.clone());
+        let out = ovtp(&client, &["ls", &addr, "--fingerprint", &fp], b"");
+        assert_eq!((out.code, out.stdout.as_str()), (76, ""), "{name}: {}", out.stderr);
+        assert!(out.stderr.contains(&format!("entry \"{name}\"")), "{name}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn preserve_keeps_mode_and_mtime_both_ways_and_never_setuid() {
+    let (server_home, client, server) = file_pair("preserve");
+    let addr = server.addr.as_str();
+    let files = server_home.join("files");
+    let local = client.join("tool");
+    std::fs::write(&local, b"#!/bin/sh\necho hi\n").unwrap();
+    set_mode_and_mtime(&local, 0o4751, Y2001);
+    ok(&client, &["put", "-p", addr, &client.s("tool")]);
+    assert_eq!(mode_and_mtime(&files.join("tool")), (0o751, Y2001), "setuid stripped");
+    let long = ok(&client, &["ls", "-l", addr]).stdout;
+    assert_eq!(long, "f 0751 18 2001-09-09T01:46:40Z tool\n");
+    ok(&client, &["put", addr, &client.s("tool"), "--to", "plain"]);
+    assert_ne!(mode_and_mtime(&files.join("plain")), (0o751, Y2001), "without -p");
+
+    set_mode_and_mtime(&files.join("plain"), 0o6705, Y2001 + 1);
+    ok(&client, &["get", "--preserve", addr, "plain", &client.s("back")]);
+    assert_eq!(mode_and_mtime(&client.join("back")), (0o705, Y2001 + 1), "setgid stripped");
+    ok(&client, &["get", addr, "plain", &client.s("again")]);
+    assert_ne!(mode_and_mtime(&client.join("again")).1, Y2001 + 1, "without -p");
 }
 
 #[test]

@@ -602,7 +602,9 @@ fn another_key_can_neither_see_nor_complete_an_interrupted_upload() {
 
     // The second key asks to resume the same name.
     let mut b = RawClient::connect(fs.srv.addr, &second, fs.srv.keys.public());
-    let put = |size| Op::Put(Put { name: "report.bin", size, overwrite: false, resume: true });
+    let put = |size| {
+        Op::Put(Put { name: "report.bin", size, overwrite: false, resume: true, meta: None })
+    };
     b.request(put(4 << 20));
     let (rtype, _, ready) = b.recv();
     assert_eq!(rtype, REC_FILE_READY);
@@ -624,7 +626,13 @@ fn another_key_can_neither_see_nor_complete_an_interrupted_upload() {
         b.send(REC_FILE_END, FLAG_FIN, &FileEnd { total, sha256: forged, abort: false }.to_vec());
         assert_eq!(b.recv().0, REC_RESPONSE);
         let prefix = sha(b"");
-        b.request(Op::Get(Get { name: "report.bin", offset: 0, prefix, resume: false }));
+        b.request(Op::Get(Get {
+            name: "report.bin",
+            offset: 0,
+            prefix,
+            resume: false,
+            preserve: false,
+        }));
         let mut got = Vec::new();
         loop {
             let (rtype, _, pt) = b.recv();
@@ -694,7 +702,8 @@ fn a_partial_upload_is_continued_only_after_its_prefix_is_proven() {
     let fs = file_server(|_| {});
     let data = content(1000, 4);
     let partial = ovtp::upload_partial_path(&fs.files.join("p.bin"), &client_keys().fingerprint());
-    let put = Op::Put(Put { name: "p.bin", size: 1000, overwrite: false, resume: true });
+    let put =
+        Op::Put(Put { name: "p.bin", size: 1000, overwrite: false, resume: true, meta: None });
     let ready = |c: &mut RawClient| {
         let (rtype, _, pt) = c.recv();
         assert_eq!(rtype, REC_FILE_READY);

@@ -142,7 +142,7 @@ fn receiver(input: &mut Input) {
                 1 => 0,
                 _ => input.u64(),
             };
-            ReadyToSend { size, start }.to_vec()
+            ReadyToSend { size, start, meta: None }.to_vec()
         };
         let ready = ReadyToSend::decode(&ready).expect("16 bytes are a FILE_READY");
         let mut rx = Receiver::new(offered, ready.size, true);
@@ -304,7 +304,9 @@ fn honest(input: &mut Input) {
     // The server decides where the data starts, from the client's digest.
     let start = if download {
         // The GET carries the client's partial's length and digest (`serve_get`).
-        let wire = Get { name: "f", offset: offered, prefix: sha256(&partial), resume }.to_vec();
+        let wire =
+            Get { name: "f", offset: offered, prefix: sha256(&partial), resume, preserve: false }
+                .to_vec();
         let get = Get::decode(&wire).unwrap();
         let offer = if get.resume { get.offset } else { 0 };
         resume_point(size as u64, offer, &get.prefix, own(offer).as_ref())
@@ -326,7 +328,7 @@ fn honest(input: &mut Input) {
     let mut file = partial;
     let mut rx = Receiver::new(offered, size as u64, start > 0);
     if download {
-        let wire = ReadyToSend { size: size as u64, start: s.start() }.to_vec();
+        let wire = ReadyToSend { size: size as u64, start: s.start(), meta: None }.to_vec();
         let ready = ReadyToSend::decode(&wire).unwrap();
         rx = Receiver::new(offered, ready.size, true);
         if rx.start(ready.start).expect("an honest start refused") == Start::Restart {

@@ -21,6 +21,10 @@ ID = bytes(range(16))
 SHA = bytes(range(0x80, 0xA0))
 NAME = "dir/a.txt".encode()
 
+def entry(kind, mode, size, mtime, name):
+    return bytes([kind]) + u16(mode) + u64(size) + struct.pack(">q", mtime) + vec16(name)
+
+
 # messages: selector byte (decoder), then the body.
 messages = {
     "alert": b"\x00" + b"\x07" + vec16(b"protocol error"),
@@ -47,6 +51,17 @@ messages = {
     "file_data": b"\x09" + u64(4096) + b"chunk bytes",
     "file_end": b"\x0a" + b"\x01" + u64(10000) + SHA,
     "file_end_abort": b"\x0a" + b"\x03" + u64(4096) + bytes(32),
+    "request_put_preserve": b"\x02" + ID + b"\x03" + vec16(NAME) + u64(7) + b"\x06" + u16(0o751) + struct.pack(">q", 1000000000),
+    "request_get_preserve": b"\x02" + ID + b"\x04" + vec16(NAME) + u64(0) + SHA + b"\x06",
+    "request_list": b"\x02" + ID + b"\x06" + vec16(b"docs") + vec16(b"a dir"),
+    "request_mkdir": b"\x02" + ID + b"\x07" + vec16(b"docs/new"),
+    "put_preserve_setuid": b"\x03" + vec16(NAME) + u64(7) + b"\x04" + u16(0o4755) + u64(0),
+    "ready_to_send_preserve": b"\x08" + u64(10000) + u64(0) + u16(0o640) + struct.pack(">q", -86400),
+    "list": b"\x0c" + vec16(b"") + vec16(b""),
+    "list_page": b"\x0d" + b"\x01" + u16(2) + entry(2, 0o755, 0, 1000000000, b"a dir") + entry(1, 0o640, 12, -1, "notes ü.txt".encode()),
+    "list_page_hostile": b"\x0d" + b"\x00" + u16(3) + entry(1, 0o644, 1, 0, b"../x") + entry(1, 0o644, 1, 0, b"a/b") + entry(3, 0o777, 0, 0, b"."),
+    "list_page_empty_more": b"\x0d" + b"\x01" + u16(0),
+    "file_meta": b"\x0e" + u16(0o777) + struct.pack(">q", -1),
 }
 
 # assembler: limit u16, then records rtype u8 || flags u8 || len u8 || plaintext.

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::io::channel::Channel;
 use crate::io::conn::Conn;
 use crate::keys::{Fingerprint, KeyPair, PublicKey};
-use crate::message::{FileDigest, FileReport, Reply, TransferOptions};
+use crate::message::{DirEntry, FileDigest, FileReport, Reply, TransferOptions};
 use crate::proto::handshake::{ClientStart, Session};
 use crate::proto::msg::{
     OP_DATA, OP_TEXT, REC_REQUEST, REC_RESPONSE, RESPONSE_HEADER, Request, RequestId,
@@ -320,13 +320,13 @@ impl Client {
         remote: &str,
         opts: TransferOptions<'_>,
     ) -> Result<FileReport> {
-        let TransferOptions { overwrite, resume, mut progress, verify } = opts;
+        let TransferOptions { overwrite, resume, mut progress, verify, preserve } = opts;
         let local = transfer::local_file(local.as_ref())?;
         store::check_name(remote).map_err(Error::InvalidInput)?;
         let wait = self.config.io_timeout;
         let report = self.with_retries(|ch, id, tries| {
             // A retry continues what the failed attempt left on the server.
-            let flags = (overwrite, resume || tries > 0);
+            let flags = (overwrite, resume || tries > 0, preserve);
             transfer::put_once(ch, id, (&local, remote), flags, wait, &mut progress)
         })?;
         if verify {
@@ -355,14 +355,50 @@ impl Client {
         local: impl AsRef<Path>,
         opts: TransferOptions<'_>,
     ) -> Result<FileReport> {
-        let TransferOptions { overwrite, resume, mut progress, verify } = opts;
+        let TransferOptions { overwrite, resume, mut progress, verify, preserve } = opts;
         store::check_name(remote).map_err(Error::InvalidInput)?;
         let local = local.as_ref().to_path_buf();
         let wait = self.config.io_timeout;
         self.with_retries(|ch, id, tries| {
-            let flags = (overwrite, resume || tries > 0, verify);
+            let flags = (overwrite, resume || tries > 0, verify, preserve);
             transfer::get_once(ch, id, (remote, &local), flags, wait, &mut progress)
         })
+    }
+
+    /// List a directory of the server's files directory (`""`: its top),
+    /// sorted by name (bytewise). The server sends pages of at most
+    /// [`LIST_PAGE_ENTRIES`] entries; every name is checked to be one path
+    /// component a remote name may be (a hostile server's `../x`, `/abs`,
+    /// `a/b` or `.` fail the whole listing with [`Error::BadListing`] naming
+    /// it), and more than [`MAX_LIST_ENTRIES`] entries in all are refused.
+    pub fn list(&mut self, dir: &str) -> Result<Vec<DirEntry>> {
+        if !dir.is_empty() {
+            store::check_name(dir).map_err(Error::InvalidInput)?;
+        }
+        let wait = self.config.io_timeout;
+        let mut entries: Vec<DirEntry> = Vec::new();
+        loop {
+            let after = entries.last().map_or("", |e| e.name.as_str());
+            let page =
+                self.with_retries(|ch, id, _| transfer::list_once(ch, id, (dir, after), wait))?;
+            let size = (entries.len() + page.entries.len()) as u64;
+            if size > MAX_LIST_ENTRIES as u64 {
+                let limit = MAX_LIST_ENTRIES as u64;
+                return Err(Error::TooLarge { what: "listing (entries)", size, limit });
+            }
+            entries.extend(page.entries);
+            if !page.more {
+                return Ok(entries);
+            }
+        }
+    }
+
+    /// Create a directory (and its parents) in the server's files directory;
+    /// Ok if it already is a directory.
+    pub fn make_dir(&mut self, name: &str) -> Result<()> {
+        store::check_name(name).map_err(Error::InvalidInput)?;
+        let wait = self.config.io_timeout;
+        self.with_retries(|ch, id, _| transfer::mkdir_once(ch, id, name, wait))
     }
 
     /// Size and SHA-256 of a file in the server's files directory.

@@ -8,13 +8,13 @@ use crate::io::pipes::{self, Problem, Sent, Ticker};
 use crate::message::{FileDigest, FileReport, Progress, Reply};
 use crate::proto::codec::Body;
 use crate::proto::msg::{
-    Assembler, DigestReply, FLAG_FIN, FileEnd, FilePrefix, Get, Op, Put, REC_FILE_PREFIX,
-    REC_FILE_READY, REC_REQUEST, REC_RESPONSE, RESPONSE_HEADER, ReadyToReceive, ReadyToSend,
-    Request, RequestId, Response,
+    Assembler, DigestReply, FLAG_FIN, FileEnd, FileMeta, FilePrefix, Get, List, ListPage, Op, Put,
+    REC_FILE_PREFIX, REC_FILE_READY, REC_REQUEST, REC_RESPONSE, RESPONSE_HEADER, ReadyToReceive,
+    ReadyToSend, Request, RequestId, Response,
 };
 use crate::proto::transfer::{Receiver, Start, Verdict};
 use crate::status;
-use crate::store::partial;
+use crate::store::{listing, partial};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
 use std::io;
@@ -80,14 +80,16 @@ pub(crate) fn put_once(
     ch: &mut Channel,
     id: &RequestId,
     (local, name): (&Path, &str),
-    (overwrite, resume): (bool, bool),
+    (overwrite, resume, preserve): (bool, bool, bool),
     wait: Duration,
     progress: &mut Progress<'_>,
 ) -> Result<FileReport> {
     let local_err = |e| Error::File { path: local.to_path_buf(), source: e };
     let mut file = File::open(local).map_err(local_err)?;
-    let size = file.metadata().map_err(local_err)?.len();
-    let put = Put { name, size, overwrite, resume };
+    let meta = file.metadata().map_err(local_err)?;
+    let size = meta.len();
+    let meta = preserve.then(|| listing::meta_of(&meta));
+    let put = Put { name, size, overwrite, resume, meta };
     send_request(ch, id, Op::Put(put))?;
     let ready = match ready_or_reply(ch, id, wait, pipes::slow_wait(wait, size))? {
         Ok(rec) => ReadyToReceive::decode(rec.plaintext())?,
@@ -154,7 +156,7 @@ pub(crate) fn get_once(
     ch: &mut Channel,
     id: &RequestId,
     (name, local): (&str, &Path),
-    (overwrite, resume, verify): (bool, bool, bool),
+    (overwrite, resume, verify, preserve): (bool, bool, bool, bool),
     wait: Duration,
     progress: &mut Progress<'_>,
 ) -> Result<FileReport> {
@@ -168,9 +170,9 @@ pub(crate) fn get_once(
     // Our partial file's digest goes to the server, which compares it with its
     // file; it is hashed only when there is something to resume.
     let prefix = held_digest(&mut file, offset).map_err(partial_err)?;
-    send_request(ch, id, Op::Get(Get { name, offset, prefix, resume }))?;
+    send_request(ch, id, Op::Get(Get { name, offset, prefix, resume, preserve }))?;
     let ready = match ready_or_reply(ch, id, wait, pipes::slow_wait(wait, offset))? {
-        Ok(rec) => ReadyToSend::decode(rec.plaintext())?,
+        Ok(rec) => ready_as_asked(rec.plaintext(), preserve)?,
         Err(reply) => {
             // Refused: do not leave behind an empty partial file we just created.
             if offset == 0 {
@@ -220,7 +222,7 @@ pub(crate) fn get_once(
             discard(file, format!("the received file does not read back as the server's {name}"))
         }
         Verdict::Complete => {
-            commit_download(&partial, file, local, overwrite)?;
+            commit_download(&partial, file, (local, overwrite), ready.meta.as_ref())?;
             ticker.tick(ready.size, ready.size, true);
             let (size, sha256, resumed_from) = (ready.size, got.end.sha256, ready.start);
             Ok(FileReport { size, sha256, resumed_from, reply: Reply::ok("") })
@@ -242,7 +244,27 @@ fn held_digest(file: &mut File, offset: u64) -> io::Result<[u8; 32]> {
     }
 }
 
-fn commit_download(partial: &Path, file: File, local: &Path, overwrite: bool) -> Result<()> {
+/// The FILE_READY of a download, with mode and time exactly when asked for.
+fn ready_as_asked(plaintext: &[u8], preserve: bool) -> Result<ReadyToSend> {
+    let ready = ReadyToSend::decode(plaintext)?;
+    if ready.meta.is_some() != preserve {
+        return Err(Error::Malformed("mode and time in FILE_READY not as asked"));
+    }
+    Ok(ready)
+}
+
+/// Give the verified partial file its mode and time if asked (before it
+/// has its name), then its name.
+fn commit_download(
+    partial: &Path,
+    file: File,
+    (local, overwrite): (&Path, bool),
+    meta: Option<&FileMeta>,
+) -> Result<()> {
+    if let Some(meta) = meta {
+        let err = |e| Error::File { path: partial.to_path_buf(), source: e };
+        listing::apply_meta(&file, meta).map_err(err)?;
+    }
     partial::commit(partial, file, local, overwrite).map_err(|e| {
         if e.kind() == io::ErrorKind::AlreadyExists {
             Error::Exists(local.to_path_buf())
@@ -280,4 +302,42 @@ pub(crate) fn local_file(path: &Path) -> Result<PathBuf> {
         return Err(Error::InvalidInput(format!("{} is not a regular file", path.display())));
     }
     Ok(path.to_path_buf())
+}
+
+/// One page of a listing over `ch`: the entries of `dir` after `after`,
+/// checked (PROTOCOL.md 7.9) before anyone sees them.
+pub(crate) fn list_once(
+    ch: &mut Channel,
+    id: &RequestId,
+    (dir, after): (&str, &str),
+    wait: Duration,
+) -> Result<ListPage> {
+    let reply = simple_request(ch, id, Op::List(List { dir, after }), wait)?;
+    let page = ListPage::decode(&reply.body)?;
+    page.check(after).map_err(Error::BadListing)?;
+    Ok(page)
+}
+
+/// One directory creation over `ch`.
+pub(crate) fn mkdir_once(
+    ch: &mut Channel,
+    id: &RequestId,
+    name: &str,
+    wait: Duration,
+) -> Result<()> {
+    simple_request(ch, id, Op::MkDir(name), wait).map(drop)
+}
+
+/// Send a request answered by one RESPONSE; anything but OK is an error.
+fn simple_request(ch: &mut Channel, id: &RequestId, op: Op<'_>, wait: Duration) -> Result<Reply> {
+    send_request(ch, id, op)?;
+    let rec = ch.recv_record_by(Instant::now() + wait)?;
+    if rec.rtype != REC_RESPONSE {
+        return Err(Error::Malformed("expected a response"));
+    }
+    let reply = recv_response(ch, id, rec, wait)?;
+    if !reply.is_ok() {
+        return Err(remote(reply));
+    }
+    Ok(reply)
 }

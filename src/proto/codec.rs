@@ -52,6 +52,11 @@ impl<'a> Reader<'a> {
         self.take(len, what)
     }
 
+    /// Whether every byte was read.
+    pub fn at_end(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+
     /// Everything not read yet.
     pub fn rest(&mut self) -> &'a [u8] {
         let out = &self.buf[self.pos..];

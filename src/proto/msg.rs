@@ -4,8 +4,9 @@
 //! refuses trailing bytes.
 
 use super::codec::{Body, Reader, put_vec16};
-use crate::constants::{MAX_NAME_LEN, REQUEST_ID_LEN};
+use crate::constants::{LIST_PAGE_ENTRIES, MAX_ENTRY_NAME, MAX_NAME_LEN, REQUEST_ID_LEN};
 use crate::error::{Error, Result};
+use crate::message::{DirEntry, EntryKind};
 use crate::status::AlertCode;
 
 /// Handshake frame type: the client's first frame.
@@ -51,11 +52,27 @@ pub const OP_PUT: u8 = 3;
 pub const OP_GET: u8 = 4;
 /// Request operation: size and SHA-256 of a remote file.
 pub const OP_DIGEST: u8 = 5;
+/// Request operation: one page of a directory listing.
+pub const OP_LIST: u8 = 6;
+/// Request operation: create a directory and its parents.
+pub const OP_MKDIR: u8 = 7;
 
 /// PUT flag: replace an existing file.
 pub const PUT_OVERWRITE: u8 = 0x01;
 /// PUT/GET flag: keep a partial file from an earlier attempt if its prefix matches.
 pub const XFER_RESUME: u8 = 0x02;
+/// PUT/GET flag: carry mode bits and modification time ([`FileMeta`]): after
+/// the PUT's flags, or in the FILE_READY that answers the GET.
+pub const XFER_PRESERVE: u8 = 0x04;
+
+/// Listing entry kind: a regular file.
+pub const KIND_FILE: u8 = 1;
+/// Listing entry kind: a directory.
+pub const KIND_DIR: u8 = 2;
+/// Listing entry kind: a symbolic link.
+pub const KIND_SYMLINK: u8 = 3;
+/// Listing entry kind: anything else.
+pub const KIND_OTHER: u8 = 4;
 
 /// Longest alert message, in bytes.
 pub const MAX_ALERT_MESSAGE: usize = 512;
@@ -143,6 +160,10 @@ pub enum Op<'a> {
     Get(Get<'a>),
     /// Size and SHA-256 of a remote file: its name.
     Digest(&'a str),
+    /// One page of a directory listing.
+    List(List<'a>),
+    /// Create a directory (and its parents): its name.
+    MkDir(&'a str),
     /// An operation this version does not know (answered UNSUPPORTED).
     Unknown(u8),
 }
@@ -181,6 +202,14 @@ impl<'a> Body<'a> for Request<'a> {
                 out.push(OP_DIGEST);
                 put_vec16(out, name.as_bytes());
             }
+            Op::List(list) => {
+                out.push(OP_LIST);
+                list.encode(out);
+            }
+            Op::MkDir(name) => {
+                out.push(OP_MKDIR);
+                put_vec16(out, name.as_bytes());
+            }
             Op::Unknown(code) => out.push(*code),
         }
     }
@@ -192,6 +221,8 @@ impl<'a> Body<'a> for Request<'a> {
             OP_PUT => Op::Put(Put::read(r)?),
             OP_GET => Op::Get(Get::read(r)?),
             OP_DIGEST => Op::Digest(name(r)?),
+            OP_LIST => Op::List(List::read(r)?),
+            OP_MKDIR => Op::MkDir(name(r)?),
             other => {
                 r.rest(); // an unknown operation's body is not ours to parse
                 Op::Unknown(other)
@@ -212,7 +243,34 @@ impl Request<'_> {
     }
 }
 
-/// PUT body: `name vec16 || size u64 || flags u8`.
+/// Mode bits and modification time of a file, carried with [`XFER_PRESERVE`]:
+/// `mode u16 || mtime i64`. The mode holds permission bits only: a value
+/// above 0o777 (setuid, setgid, sticky or more) is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMeta {
+    /// Permission bits, at most 0o777.
+    pub mode: u32,
+    /// Seconds since the Unix epoch.
+    pub mtime: i64,
+}
+
+impl Body<'_> for FileMeta {
+    const WHAT: &'static str = "file mode and time";
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&((self.mode & 0o777) as u16).to_be_bytes());
+        out.extend_from_slice(&self.mtime.to_be_bytes());
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self> {
+        let mode = u32::from(r.u16("file mode")?);
+        if mode > 0o777 {
+            return Err(Error::Malformed("file mode beyond 0777"));
+        }
+        Ok(FileMeta { mode, mtime: i64::from_be_bytes(r.array("file mtime")?) })
+    }
+}
+
+/// PUT body: `name vec16 || size u64 || flags u8`, then `FileMeta` when
+/// the flags hold [`XFER_PRESERVE`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Put<'a> {
     /// Remote name, relative to the server's files directory.
@@ -223,6 +281,8 @@ pub struct Put<'a> {
     pub overwrite: bool,
     /// Continue from a partial file whose prefix matches.
     pub resume: bool,
+    /// Mode and time for the stored file (flag [`XFER_PRESERVE`]).
+    pub meta: Option<FileMeta>,
 }
 
 impl<'a> Body<'a> for Put<'a> {
@@ -231,13 +291,18 @@ impl<'a> Body<'a> for Put<'a> {
         put_vec16(out, self.name.as_bytes());
         out.extend_from_slice(&self.size.to_be_bytes());
         let flags = if self.overwrite { PUT_OVERWRITE } else { 0 };
+        let flags = flags | if self.meta.is_some() { XFER_PRESERVE } else { 0 };
         out.push(flags | if self.resume { XFER_RESUME } else { 0 });
+        if let Some(meta) = &self.meta {
+            meta.encode(out);
+        }
     }
     fn read(r: &mut Reader<'a>) -> Result<Self> {
         let (name, size, flags) = (name(r)?, r.u64("file size")?, r.u8("flags")?);
         // Other flag bits are ignored (PROTOCOL.md 7.7.1).
         let (overwrite, resume) = (flags & PUT_OVERWRITE != 0, flags & XFER_RESUME != 0);
-        Ok(Put { name, size, overwrite, resume })
+        let meta = if flags & XFER_PRESERVE != 0 { Some(FileMeta::read(r)?) } else { None };
+        Ok(Put { name, size, overwrite, resume, meta })
     }
 }
 
@@ -252,6 +317,8 @@ pub struct Get<'a> {
     pub prefix: [u8; 32],
     /// Whether the server may continue from `offset`.
     pub resume: bool,
+    /// Ask for the file's mode and time in FILE_READY (flag [`XFER_PRESERVE`]).
+    pub preserve: bool,
 }
 
 impl<'a> Body<'a> for Get<'a> {
@@ -260,13 +327,120 @@ impl<'a> Body<'a> for Get<'a> {
         put_vec16(out, self.name.as_bytes());
         out.extend_from_slice(&self.offset.to_be_bytes());
         out.extend_from_slice(&self.prefix);
-        out.push(if self.resume { XFER_RESUME } else { 0 });
+        let flags = if self.preserve { XFER_PRESERVE } else { 0 };
+        out.push(flags | if self.resume { XFER_RESUME } else { 0 });
     }
     fn read(r: &mut Reader<'a>) -> Result<Self> {
         let (name, offset) = (name(r)?, r.u64("offset")?);
         let (prefix, flags) = (r.array("prefix sha256")?, r.u8("flags")?);
-        let resume = flags & XFER_RESUME != 0;
-        Ok(Get { name, offset, prefix, resume })
+        let (resume, preserve) = (flags & XFER_RESUME != 0, flags & XFER_PRESERVE != 0);
+        Ok(Get { name, offset, prefix, resume, preserve })
+    }
+}
+
+/// LIST body: `dir vec16 || after vec16`: the entries of `dir` (empty: the
+/// top of the files directory) whose names sort bytewise after `after`
+/// (empty: from the first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct List<'a> {
+    /// The directory, relative to the files directory.
+    pub dir: &'a str,
+    /// The last name of the previous page, or empty.
+    pub after: &'a str,
+}
+
+impl<'a> Body<'a> for List<'a> {
+    const WHAT: &'static str = "list request";
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_vec16(out, self.dir.as_bytes());
+        put_vec16(out, self.after.as_bytes());
+    }
+    fn read(r: &mut Reader<'a>) -> Result<Self> {
+        Ok(List { dir: name(r)?, after: name(r)? })
+    }
+}
+
+/// The body of an OK answer to LIST: `more u8 || count u16 || entries`,
+/// each entry `kind u8 || mode u16 || size u64 || mtime i64 || name vec16`.
+/// At most [`LIST_PAGE_ENTRIES`] entries; `more` is 1 when entries after the
+/// last follow (ask again with it as `after`), else 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPage {
+    /// The entries, sorted by name.
+    pub entries: Vec<DirEntry>,
+    /// Entries after the last follow.
+    pub more: bool,
+}
+
+fn read_entry(r: &mut Reader<'_>) -> Result<DirEntry> {
+    let kind =
+        EntryKind::from_code(r.u8("entry kind")?).ok_or(Error::Malformed("unknown entry kind"))?;
+    let mode = u32::from(r.u16("entry mode")?);
+    if mode > 0o777 {
+        return Err(Error::Malformed("entry mode beyond 0777"));
+    }
+    let (size, mtime) = (r.u64("entry size")?, i64::from_be_bytes(r.array("entry mtime")?));
+    let name = std::str::from_utf8(r.vec16(MAX_ENTRY_NAME, "entry name")?)
+        .map_err(|_| Error::Malformed("entry name is not UTF-8"))?;
+    Ok(DirEntry { name: name.to_string(), kind, size, mode, mtime })
+}
+
+impl Body<'_> for ListPage {
+    const WHAT: &'static str = "listing";
+    fn encode(&self, out: &mut Vec<u8>) {
+        let count = self.entries.len().min(LIST_PAGE_ENTRIES);
+        out.push(u8::from(self.more));
+        out.extend_from_slice(&(count as u16).to_be_bytes());
+        for e in &self.entries[..count] {
+            out.push(e.kind.code());
+            out.extend_from_slice(&((e.mode & 0o777) as u16).to_be_bytes());
+            out.extend_from_slice(&e.size.to_be_bytes());
+            out.extend_from_slice(&e.mtime.to_be_bytes());
+            put_vec16(out, truncate_utf8(&e.name, MAX_ENTRY_NAME).as_bytes());
+        }
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self> {
+        let more = match r.u8("more")? {
+            0 => false,
+            1 => true,
+            _ => return Err(Error::Malformed("listing 'more' is neither 0 nor 1")),
+        };
+        let count = usize::from(r.u16("entry count")?);
+        if count > LIST_PAGE_ENTRIES {
+            let (size, limit) = (count as u64, LIST_PAGE_ENTRIES as u64);
+            return Err(Error::TooLarge { what: "listing page", size, limit });
+        }
+        let entries = (0..count).map(|_| read_entry(r)).collect::<Result<_>>()?;
+        Ok(ListPage { entries, more })
+    }
+}
+
+impl ListPage {
+    /// Check a page a server sent in answer to `after` (PROTOCOL.md 7.9):
+    /// every name one path component that [`crate::check_name`] accepts,
+    /// names strictly ascending bytewise and after `after`, and a page that
+    /// says more follow is not empty (each page makes progress). The error
+    /// names the first offending entry.
+    pub fn check(&self, after: &str) -> std::result::Result<(), String> {
+        let mut last = after;
+        for e in &self.entries {
+            let shown = crate::error::escape_control(&e.name);
+            if let Err(why) = crate::store::check_name(&e.name) {
+                return Err(format!("entry \"{shown}\": {why}"));
+            }
+            if e.name.contains('/') {
+                return Err(format!("entry \"{shown}\": a listed name may not contain '/'"));
+            }
+            if e.name.as_bytes() <= last.as_bytes() {
+                let last = crate::error::escape_control(last);
+                return Err(format!("entry \"{shown}\": out of order (not after \"{last}\")"));
+            }
+            last = &e.name;
+        }
+        if self.more && self.entries.is_empty() {
+            return Err("an empty page that says more entries follow".into());
+        }
+        Ok(())
     }
 }
 
@@ -360,13 +534,16 @@ impl Body<'_> for FilePrefix {
     }
 }
 
-/// FILE_READY after a GET (the server sends): `size u64 || start u64`.
+/// FILE_READY after a GET (the server sends): `size u64 || start u64`,
+/// then `FileMeta` when the GET asked with [`XFER_PRESERVE`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadyToSend {
     /// The whole file's size.
     pub size: u64,
     /// The offset of the first FILE_DATA: the client's offer, or 0.
     pub start: u64,
+    /// The file's mode and time, when asked for.
+    pub meta: Option<FileMeta>,
 }
 
 impl Body<'_> for ReadyToSend {
@@ -374,9 +551,14 @@ impl Body<'_> for ReadyToSend {
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.size.to_be_bytes());
         out.extend_from_slice(&self.start.to_be_bytes());
+        if let Some(meta) = &self.meta {
+            meta.encode(out);
+        }
     }
     fn read(r: &mut Reader<'_>) -> Result<Self> {
-        Ok(ReadyToSend { size: r.u64("size")?, start: r.u64("start")? })
+        let (size, start) = (r.u64("size")?, r.u64("start")?);
+        let meta = if r.at_end() { None } else { Some(FileMeta::read(r)?) };
+        Ok(ReadyToSend { size, start, meta })
     }
 }
 
@@ -487,13 +669,13 @@ mod tests {
 
     #[test]
     fn every_body_round_trips_and_refuses_a_trailing_byte() {
-        let put = Put { name: "a/b.txt", size: 7, overwrite: true, resume: false };
-        let get = Get { name: "c", offset: 3, prefix: [9; 32], resume: true };
+        let put = Put { name: "a/b.txt", size: 7, overwrite: true, resume: false, meta: None };
+        let get = Get { name: "c", offset: 3, prefix: [9; 32], resume: true, preserve: false };
         for op in [Op::Text(b"hi"), Op::Put(put), Op::Get(get), Op::Digest("d"), Op::Unknown(9)] {
             let req = Request { id: [1; 16], op };
             round_trip(&req, &mut Vec::new());
         }
-        let mut bytes = ReadyToSend { size: 5, start: 0 }.to_vec();
+        let mut bytes = ReadyToSend { size: 5, start: 0, meta: None }.to_vec();
         assert!(ReadyToSend::decode(&bytes).is_ok());
         bytes.push(0);
         assert!(matches!(ReadyToSend::decode(&bytes), Err(Error::Malformed(_))));

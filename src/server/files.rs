@@ -8,13 +8,13 @@ use crate::io::pipes::{self, Problem, Sent, Ticker};
 use crate::message::{Payload, Reply};
 use crate::proto::codec::Body;
 use crate::proto::msg::{
-    DigestReply, FLAG_FIN, FilePrefix, Get, Put, REC_FILE_PREFIX, REC_FILE_READY, REC_RESPONSE,
-    ReadyToReceive, ReadyToSend, RequestId, Response,
+    DigestReply, FLAG_FIN, FilePrefix, Get, List, Put, REC_FILE_PREFIX, REC_FILE_READY,
+    REC_RESPONSE, ReadyToReceive, ReadyToSend, RequestId, Response,
 };
 use crate::proto::transfer::{Receiver, Refusal, Verdict, resume_point};
 use crate::status;
 use crate::store::locks::{NameGuard, NameLocks, Owner};
-use crate::store::{names, partial};
+use crate::store::{listing, names, partial};
 use sha2::Digest;
 use std::fs::{self, File};
 use std::io::{self, Seek, SeekFrom};
@@ -231,6 +231,13 @@ fn commit_upload(
     target: PathBuf,
     sha256: [u8; 32],
 ) -> Reply {
+    // Mode and time go on the partial file, before it has its name.
+    if let Some(meta) = &put.meta
+        && let Err(e) = listing::apply_meta(&file, meta)
+    {
+        drop(fs::remove_file(partial));
+        return io_reply(e);
+    }
     match commit_checked(root, partial, file, &target, put.overwrite) {
         Ok(()) => (ctx.handler)(Payload::FileReceived {
             name: put.name.to_string(),
@@ -260,12 +267,29 @@ fn commit_checked(
             io_reply(e)
         });
     }
-    let placed = names::open_read(root, target).map_err(refusal)?;
-    if !names::same_file(&ours, &placed.metadata().map_err(io_reply)?) {
+    let placed = match names::open_read(root, target) {
+        Ok(placed) => placed.metadata().map_err(io_reply)?,
+        // A preserved mode that denies the owner reading: look without opening.
+        Err(_) if !owner_readable(&ours) => {
+            names::metadata_inside(root, target).map_err(refusal)?
+        }
+        Err(refused) => return Err(refusal(refused)),
+    };
+    if !names::same_file(&ours, &placed) {
         let msg = "the files directory changed during the upload; the file is not where asked";
         return Err(Reply::new(status::IO_ERROR, msg));
     }
     Ok(())
+}
+
+#[cfg(unix)]
+fn owner_readable(meta: &fs::Metadata) -> bool {
+    std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o400 != 0
+}
+
+#[cfg(not(unix))]
+fn owner_readable(_: &fs::Metadata) -> bool {
+    true
 }
 
 /// Resolve `name` for reading, open it, and let the handler decide.
@@ -303,7 +327,8 @@ pub(crate) fn serve_get(
     let digest = own.as_ref().map(|h| h.clone().finalize().into());
     let start = resume_point(size, offer, &get.prefix, digest.as_ref());
     let (mut sender, hasher) = pipes::sender_at(&mut file, size, start, own)?;
-    let ready = ReadyToSend { size, start }.to_vec();
+    let meta = if get.preserve { Some(listing::meta_of(&file.metadata()?)) } else { None };
+    let ready = ReadyToSend { size, start, meta }.to_vec();
     ch.send_record(REC_FILE_READY, FLAG_FIN, &[&ready])?;
     let mut no_progress = None;
     let mut ticker = Ticker::new(&mut no_progress);
@@ -330,6 +355,41 @@ pub(crate) fn serve_digest(
         .map(|(size, h)| Reply::ok(DigestReply { size, sha256: h.finalize().into() }.to_vec()))
         .unwrap_or_else(|r| r);
     respond(ch, id, reply)
+}
+
+/// Serve a LIST: one page of a directory's entries, or a refusal.
+pub(crate) fn serve_list(
+    ctx: &FileContext<'_>,
+    ch: &mut Channel,
+    id: &RequestId,
+    list: &List<'_>,
+) -> Result<Reply> {
+    let page = root(ctx)
+        .and_then(|root| names::resolve_dir(root, list.dir).map_err(refusal))
+        .and_then(|dir| {
+            let verdict = (ctx.handler)(Payload::Listing { dir: list.dir.to_string() });
+            if verdict.is_ok() { Ok(dir) } else { Err(verdict) }
+        })
+        .and_then(|dir| listing::list_page(&dir, list.after).map_err(io_reply));
+    let reply = page.map(|page| Reply::ok(page.to_vec())).unwrap_or_else(|r| r);
+    respond(ch, id, reply)
+}
+
+/// Serve a MKDIR: the handler decides, then the directory and its parents are made.
+pub(crate) fn serve_mkdir(
+    ctx: &FileContext<'_>,
+    ch: &mut Channel,
+    id: &RequestId,
+    name: &str,
+) -> Result<Reply> {
+    let made = root(ctx)
+        .and_then(|root| {
+            names::check_name(name).map_err(|m| Reply::new(status::BAD_NAME, m))?;
+            let verdict = (ctx.handler)(Payload::MakeDir { name: name.to_string() });
+            if verdict.is_ok() { Ok(root) } else { Err(verdict) }
+        })
+        .and_then(|root| names::make_dir(root, name).map_err(refusal));
+    respond(ch, id, made.map(|_| Reply::ok("")).unwrap_or_else(|r| r))
 }
 
 #[cfg(test)]

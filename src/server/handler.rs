@@ -13,8 +13,9 @@ pub trait Handler: Send + Sync + 'static {
     /// A text or data message ([`Payload::Text`], [`Payload::Data`]).
     fn message(&self, request: Request<'_>) -> Reply;
 
-    /// An upload is offered ([`Payload::FileOffer`]), before any data flows;
-    /// anything but OK refuses it. By default: refused.
+    /// An upload is offered ([`Payload::FileOffer`]), before any data flows,
+    /// or a directory is to be created ([`Payload::MakeDir`]); anything but
+    /// OK refuses it. By default: refused.
     fn file_offer(&self, request: Request<'_>) -> Reply {
         let _ = request;
         Reply::new(status::UNSUPPORTED, "this server does not accept uploads")
@@ -28,8 +29,9 @@ pub trait Handler: Send + Sync + 'static {
         Reply::ok("")
     }
 
-    /// A download or a digest is asked for ([`Payload::FileRequest`]);
-    /// anything but OK refuses it. By default: refused.
+    /// A download or a digest is asked for ([`Payload::FileRequest`]), or a
+    /// page of a directory listing ([`Payload::Listing`]); anything but OK
+    /// refuses it. By default: refused.
     fn file_request(&self, request: Request<'_>) -> Reply {
         let _ = request;
         Reply::new(status::UNSUPPORTED, "this server does not serve files")
@@ -72,8 +74,8 @@ where
 pub(crate) fn dispatch(handler: &dyn Handler, request: Request<'_>) -> Reply {
     match request.payload {
         Payload::Text(_) | Payload::Data(_) => handler.message(request),
-        Payload::FileOffer { .. } => handler.file_offer(request),
+        Payload::FileOffer { .. } | Payload::MakeDir { .. } => handler.file_offer(request),
         Payload::FileReceived { .. } => handler.file_received(request),
-        Payload::FileRequest { .. } => handler.file_request(request),
+        Payload::FileRequest { .. } | Payload::Listing { .. } => handler.file_request(request),
     }
 }

@@ -143,7 +143,7 @@ fn serve_requests(
         let request = msg::Request::decode(&message.payload)?;
         let caller = Caller { shared, client, peer };
         let (status, replayed) = match &request.op {
-            Op::Put(_) | Op::Get(_) | Op::Digest(_) => {
+            Op::Put(_) | Op::Get(_) | Op::Digest(_) | Op::List(_) | Op::MkDir(_) => {
                 (serve_file_op(&caller, conn_id, &mut ch, &request)?, false)
             }
             _ => {
@@ -241,6 +241,8 @@ fn serve_file_op(
         Op::Put(put) => files::serve_put(&ctx, ch, &request.id, put)?,
         Op::Get(get) => files::serve_get(&ctx, ch, &request.id, get)?,
         Op::Digest(name) => files::serve_digest(&ctx, ch, &request.id, name)?,
+        Op::List(list) => files::serve_list(&ctx, ch, &request.id, list)?,
+        Op::MkDir(name) => files::serve_mkdir(&ctx, ch, &request.id, name)?,
         _ => return Err(Error::Malformed("not a file operation")),
     };
     Ok(reply.status)
@@ -253,6 +255,8 @@ fn op_name(op: &Op<'_>) -> &'static str {
         Op::Put(_) => "put",
         Op::Get(_) => "get",
         Op::Digest(_) => "digest",
+        Op::List(_) => "list",
+        Op::MkDir(_) => "mkdir",
         Op::Unknown(_) => "unknown",
     }
 }

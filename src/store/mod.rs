@@ -3,6 +3,7 @@
 //! unverified bytes away from final names, [`locks`] lets one writer at a
 //! time at a name.
 
+pub mod listing;
 pub mod locks;
 pub mod names;
 pub mod partial;

@@ -85,21 +85,7 @@ fn checked_target(root: &Path, name: &str) -> Result<(PathBuf, PathBuf), Refusal
 pub(crate) fn resolve_for_write(root: &Path, name: &str) -> Result<PathBuf, Refusal> {
     check_name_for_write(name).map_err(|m| refuse(status::BAD_NAME, m))?;
     let (root, target) = checked_target(root, name)?;
-    let parent = target.parent().unwrap_or(&root).to_path_buf();
-    // Refuse before creating anything if an existing ancestor escapes the root.
-    let mut existing = parent.clone();
-    while !existing.exists() {
-        existing = existing.parent().map(Path::to_path_buf).unwrap_or_else(|| root.clone());
-    }
-    confined(&root, &existing)?;
-    // Never writable by group or others, whatever the umask (see check_files_dir).
-    let mut dirs = fs::DirBuilder::new();
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut dirs, 0o755);
-    dirs.recursive(true)
-        .create(&parent)
-        .map_err(|e| refuse(status::IO_ERROR, format!("cannot create directory: {e}")))?;
-    let parent = confined(&root, &parent)?;
+    let parent = create_dirs(&root, target.parent().unwrap_or(&root))?;
     let file_name = target.file_name().ok_or_else(|| refuse(status::BAD_NAME, "no file name"))?;
     let target = parent.join(file_name);
     if let Ok(meta) = fs::symlink_metadata(&target)
@@ -108,6 +94,55 @@ pub(crate) fn resolve_for_write(root: &Path, name: &str) -> Result<PathBuf, Refu
         return Err(refuse(status::BAD_NAME, "the target exists and is not a regular file"));
     }
     Ok(target)
+}
+
+/// Create `dir` and its parents under the canonical `root`, never writable by
+/// group or others whatever the umask (see [`check_files_dir`]); returns it
+/// resolved, inside `root`. Nothing is created if an existing ancestor
+/// leads outside.
+fn create_dirs(root: &Path, dir: &Path) -> Result<PathBuf, Refusal> {
+    let mut existing = dir.to_path_buf();
+    while !existing.exists() {
+        existing = existing.parent().map(Path::to_path_buf).unwrap_or_else(|| root.to_path_buf());
+    }
+    confined(root, &existing)?;
+    let mut dirs = fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut dirs, 0o755);
+    dirs.recursive(true)
+        .create(dir)
+        .map_err(|e| refuse(status::IO_ERROR, format!("cannot create directory: {e}")))?;
+    confined(root, dir)
+}
+
+/// Create the directory `name` (and its parents) under `root`; fine if it
+/// already is a directory inside `root`, refused if it is anything else.
+pub(crate) fn make_dir(root: &Path, name: &str) -> Result<PathBuf, Refusal> {
+    let (root, target) = checked_target(root, name)?;
+    if fs::symlink_metadata(&target).is_ok() && !target.is_dir() {
+        return Err(refuse(status::FILE_EXISTS, format!("{name} exists and is not a directory")));
+    }
+    create_dirs(&root, &target)
+}
+
+/// Resolve the directory `dir` under `root` for listing (`""`: `root`
+/// itself): it must exist, be a directory, and lie inside `root` after
+/// following links.
+pub(crate) fn resolve_dir(root: &Path, dir: &str) -> Result<PathBuf, Refusal> {
+    if dir.is_empty() {
+        return root
+            .canonicalize()
+            .map_err(|e| refuse(status::IO_ERROR, format!("files directory unavailable: {e}")));
+    }
+    let (root, target) = checked_target(root, dir)?;
+    if !target.exists() {
+        return Err(refuse(status::NOT_FOUND, "no such directory"));
+    }
+    let real = confined(&root, &target)?;
+    if !real.is_dir() {
+        return Err(refuse(status::BAD_NAME, "not a directory"));
+    }
+    Ok(real)
 }
 
 /// Resolve `name` under `root` for reading: it must exist, be a regular file,
@@ -131,6 +166,15 @@ pub(crate) fn open_read(root: &Path, path: &Path) -> Result<File, Refusal> {
         .map_err(|e| refuse(status::IO_ERROR, format!("server file error: {e}")))?;
     opened_inside(root, &file)?;
     Ok(file)
+}
+
+/// The metadata of `path`, followed to where it leads, which must be inside `root`.
+pub(crate) fn metadata_inside(root: &Path, path: &Path) -> Result<fs::Metadata, Refusal> {
+    let root = root
+        .canonicalize()
+        .map_err(|e| refuse(status::IO_ERROR, format!("files directory unavailable: {e}")))?;
+    let real = confined(&root, path)?;
+    fs::metadata(real).map_err(|e| refuse(status::IO_ERROR, format!("server file error: {e}")))
 }
 
 /// Refuse an open file that is not inside `root` after all: a directory on

@@ -295,3 +295,63 @@ pub fn read_frame(s: &mut TcpStream) -> Vec<u8> {
     s.read_exact(&mut body).unwrap();
     body
 }
+
+/// A hostile server on 127.0.0.1:0 for one connection: it completes the
+/// handshake with any client key, then answers each LIST with the page
+/// `answer(after)` (whatever names it holds) and counts the pages asked
+/// for. Returns its address, the pin of its key (`server_keys()`) and the count.
+pub fn hostile_list_server(
+    answer: impl Fn(&str) -> ovtp::hooks::msg::ListPage + Send + 'static,
+) -> (String, HostTrust, Arc<AtomicUsize>) {
+    use ovtp::hooks::{Body, msg};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let pages = Arc::new(AtomicUsize::new(0));
+    let counted = pages.clone();
+    let keys = server_keys();
+    let trust = HostTrust::Fingerprint(keys.fingerprint());
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut rng = ovtp::Rng::system();
+        let hello = read_frame(&mut s);
+        let (state, reply) =
+            ovtp::hooks::ServerAwaitAuth::read_client_hello(&keys, &hello, &mut rng, |_| Ok(true))
+                .unwrap();
+        s.write_all(&reply).unwrap();
+        let auth = read_frame(&mut s);
+        let (mut session, reply) = state.read_client_auth(&auth, &mut rng).unwrap();
+        s.write_all(&reply).unwrap();
+        // Until the client hangs up (bounded: it asks at most its cap's pages).
+        while let Some(mut body) = try_read_frame(&mut s) {
+            let rec = session.opener().open(&mut body).unwrap();
+            assert_eq!(rec.rtype, msg::REC_REQUEST);
+            let request = ovtp::hooks::msg::Request::decode(rec.plaintext).unwrap();
+            let ovtp::hooks::msg::Op::List(list) = request.op else {
+                panic!("not a listing: {:?}", request.op)
+            };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let page = answer(list.after).to_vec();
+            let response =
+                msg::Response { id: request.id, status: ovtp::status::OK, body: &page }.to_vec();
+            let mut out = Vec::new();
+            session
+                .sealer()
+                .seal(&mut rng, msg::REC_RESPONSE, msg::FLAG_FIN, &response, &mut out)
+                .unwrap();
+            if s.write_all(&out).is_err() {
+                return;
+            }
+        }
+    });
+    (addr, trust, pages)
+}
+
+pub fn try_read_frame(s: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut prefix = [0u8; 4];
+    s.read_exact(&mut prefix).ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(prefix) as usize];
+    s.read_exact(&mut body).ok()?;
+    Some(body)
+}

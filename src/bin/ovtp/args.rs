@@ -18,7 +18,13 @@ pub struct Args {
     pub positional: Vec<String>,
 }
 
-const SHORT: [(&str, &str); 3] = [("-h", "--help"), ("-q", "--quiet"), ("-v", "--verbose")];
+const SHORT: [(&str, &str); 5] = [
+    ("-h", "--help"),
+    ("-q", "--quiet"),
+    ("-v", "--verbose"),
+    ("-p", "--preserve"),
+    ("-l", "--long"),
+];
 
 /// Parse `argv` (without program and subcommand names). Errors are usage messages.
 pub fn parse(spec: &str, argv: &[String]) -> Result<Args, String> {

@@ -1,5 +1,5 @@
-//! The commands that talk to a server: `send`, and the file transfers `put`,
-//! `get` and `digest`.
+//! The commands that talk to a server: `send`, the file transfers `put`,
+//! `get` and `digest`, and `ls`.
 
 use crate::args::Args;
 use crate::progress::Display;
@@ -8,7 +8,7 @@ use ovtp::Progress;
 use ovtp::escape_control;
 use ovtp::status::{self, reserved_name};
 use ovtp::{Client, ClientConfig, Error, Fingerprint, HostCheck, HostTrust, KeyPair};
-use ovtp::{FileReport, TransferOptions};
+use ovtp::{DirEntry, EntryKind, FileReport, TransferOptions};
 use ovtp::{check_name, hex};
 use std::collections::HashSet;
 use std::io::{IsTerminal, Read, Write};
@@ -17,10 +17,11 @@ use std::path::{Path, PathBuf};
 /// Options of the commands that connect (see `args`).
 pub const CONNECT: &str = "--accept-new --fingerprint= --key= --known-hosts=";
 pub const SEND: &str = "--data --accept-new --fingerprint= --key= --known-hosts=";
-pub const PUT: &str =
-    "--to= --force --no-resume --verify --accept-new --fingerprint= --key= --known-hosts=";
+pub const PUT: &str = "--to= --force --no-resume --verify --preserve --accept-new --fingerprint= \
+                       --key= --known-hosts=";
 pub const GET: &str =
-    "--force --no-resume --verify --accept-new --fingerprint= --key= --known-hosts=";
+    "--force --no-resume --verify --preserve --accept-new --fingerprint= --key= --known-hosts=";
+pub const LS: &str = "--long --accept-new --fingerprint= --key= --known-hosts=";
 
 /// Connect to `host` with the key and trust policy the options name.
 pub fn connect(a: &Args, host: &str) -> Result<Client, Fail> {
@@ -306,13 +307,13 @@ pub fn put(a: &Args) -> Run {
         return Err(Fail::new(exit::LOCAL, format!("{f}: {problem}")));
     }
     let (overwrite, resume) = transfer_options(a);
-    let verify = a.flag("--verify");
+    let (verify, preserve) = (a.flag("--verify"), a.flag("--preserve"));
     let mut client = connect(a, host)?;
     let mut code = 0;
     let mut failed = 0;
     for (file, name) in files.iter().zip(&names) {
         let result = with_progress(name, |progress| {
-            let opts = TransferOptions { overwrite, resume, progress, verify };
+            let opts = TransferOptions { overwrite, resume, progress, verify, preserve };
             client.send_file_with(file, name, opts)
         });
         match result {
@@ -377,7 +378,8 @@ pub fn get(a: &Args) -> Run {
     let partial = ovtp::partial_path(&local);
     let had_partial = std::fs::symlink_metadata(&partial).is_ok();
     let result = with_progress(&label, |progress| {
-        let opts = TransferOptions { overwrite, resume, progress, verify: a.flag("--verify") };
+        let (verify, preserve) = (a.flag("--verify"), a.flag("--preserve"));
+        let opts = TransferOptions { overwrite, resume, progress, verify, preserve };
         client.get_file_with(remote, &local, opts)
     });
     if let Err(Error::Remote { .. }) = result {
@@ -398,4 +400,41 @@ pub fn digest(a: &Args) -> Run {
     let d = client.file_digest(remote).map_err(|e| transfer_fail(remote, e))?;
     say!("{}  {}  {}", hex(&d.sha256), d.size, escape_control(remote));
     Ok(0)
+}
+
+pub fn ls(a: &Args) -> Run {
+    let pos = a.positionals(1, 2, "HOST[:PORT] [REMOTE_DIR]")?;
+    let dir = pos.get(1).map_or("", |d| d.trim_end_matches('/'));
+    if !dir.is_empty() {
+        remote_name(dir)?;
+    }
+    let mut client = connect(a, &pos[0])?;
+    let shown = if dir.is_empty() { "the files directory" } else { dir };
+    let entries = client.list(dir).map_err(|e| transfer_fail(shown, e))?;
+    let mut out = std::io::stdout().lock();
+    for e in &entries {
+        // Every name was checked: one component, no control characters.
+        let line = match a.flag("--long") {
+            false if e.kind == EntryKind::Dir => format!("{}/", e.name),
+            false => e.name.clone(),
+            true => long_line(e),
+        };
+        if writeln!(out, "{line}").is_err() {
+            return Ok(0); // a closed pipe (`ovtp ls ... | head`) is not an error
+        }
+    }
+    Ok(0)
+}
+
+/// `TYPE MODE SIZE MTIME NAME`: `f`, `d`, `l` or `?`, four octal digits,
+/// bytes, `YYYY-MM-DDTHH:MM:SSZ` (UTC), the name (the rest of the line).
+fn long_line(e: &DirEntry) -> String {
+    let kind = match e.kind {
+        EntryKind::File => 'f',
+        EntryKind::Dir => 'd',
+        EntryKind::Symlink => 'l',
+        _ => '?',
+    };
+    let time = crate::serve::utc_seconds(e.mtime);
+    format!("{kind} {:04o} {} {time}Z {}", e.mode, e.size, e.name)
 }

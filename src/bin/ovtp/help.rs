@@ -29,6 +29,7 @@ Commands:
   put           upload files to a server
   get           download a file from a server
   digest        print a remote file's SHA-256 and size
+  ls            list a directory of a server's files
   help [COMMAND]
 Run `ovtp COMMAND --help` for each command's options.
 
@@ -39,7 +40,7 @@ run as root (and neither given) it is /var/lib/ovtp.
 
 Exit codes:
   0       success (send: the server answered status 0)
-  1-62    send: the server answered this status; put, get, digest: the
+  1-62    send: the server answered this status; put, get, digest, ls: the
           server's own handler refused (or answered) with this status
   63      the same, for status 63 or more (printed on stderr)
   1       deauthorize: the key was not present
@@ -58,7 +59,8 @@ Exit codes:
   75      try again: a file arrived with the wrong length or SHA-256 (nothing
           was kept), changed during the transfer, or another transfer to the
           same name was in progress
-  76      protocol error: version mismatch, malformed or tampered data
+  76      protocol error: version mismatch, malformed or tampered data, a
+          listing with a name that is not a plain file name (../x, /abs, a/b)
 ";
 
 pub const KEYGEN: &str = "\
@@ -95,7 +97,7 @@ status 0 \"ok\". A server key (HOME/id_rsa) is generated on first use.
   --add-keys FILE|DIR...  add public keys (a directory: its *.pub and *.pem
                           files) to authorized_keys, report each, then serve
   --no-serve              with --add-keys: only add, then exit
-  --dir DIR               serve files: put, get and digest work on files in
+  --dir DIR               serve files: put, get, digest and ls work in
                           DIR (created, mode 0700, if missing). WITHOUT --dir
                           FILE TRANSFERS ARE OFF: the server refuses them.
                           Names are relative to DIR; names that lead outside
@@ -206,6 +208,9 @@ has checked that the part it holds is the start of FILE.
   --no-resume         start over instead of resuming a partial upload
   --verify            then ask the server for the stored file's SHA-256 and
                       compare it with FILE's (the server reads it back)
+  -p, --preserve      give the stored file FILE's permission bits (never
+                      setuid, setgid or sticky: at most 0777) and
+                      modification time; without it, the server's (0600, now)
 ",
     connect_options!(),
     "
@@ -235,6 +240,9 @@ start of REMOTE.
   --no-resume         start over instead of resuming a partial download
   --verify            read the received file back before it gets its name
                       and compare its SHA-256 with the server's
+  -p, --preserve      give LOCAL the remote file's permission bits (never
+                      setuid, setgid or sticky: at most 0777) and
+                      modification time, before it gets its name
 ",
     connect_options!(),
     "
@@ -252,4 +260,27 @@ Print a remote file's SHA-256, size and name, as \"SHA256  SIZE  NAME\"
 
 ",
     connect_options!()
+);
+
+pub const LS: &str = concat!(
+    "\
+Usage: ovtp ls HOST[:PORT] [REMOTE_DIR] [-l] [OPTIONS]
+
+List REMOTE_DIR of the server's files directory (default: its top), sorted
+by name (bytewise), one name per line; directories end in /. Symbolic links
+are listed, not followed; partial transfers and names no client could ask
+for (not UTF-8, control characters) are left out.
+
+  -l, --long          one entry per line as \"TYPE MODE SIZE MTIME NAME\",
+                      separated by single spaces: TYPE is f (file), d
+                      (directory), l (symbolic link) or ? (other); MODE four
+                      octal digits; SIZE bytes (0 for all but files); MTIME
+                      UTC as YYYY-MM-DDTHH:MM:SSZ; NAME the rest of the line
+",
+    connect_options!(),
+    "
+Every name the server lists is checked: one path component, not . or ..,
+no /, no control characters. A listing with any other is refused as a
+whole (exit code 76). The server's handler decides whether you may list.
+"
 );

@@ -113,6 +113,7 @@ const COMMANDS: &[Command] = &[
     ("put", help::PUT, client::PUT, client::put),
     ("get", help::GET, client::GET, client::get),
     ("digest", help::DIGEST, client::CONNECT, client::digest),
+    ("ls", help::LS, client::LS, client::ls),
 ];
 
 fn main() -> ExitCode {

@@ -297,7 +297,12 @@ impl Log {
 /// `2026-01-31T12:34:56.789Z`: UTC, RFC 3339, computed by hand from the Unix time.
 fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
+    format!("{}.{:03}Z", utc_seconds(d.as_secs() as i64), d.subsec_millis())
+}
+
+/// `2026-01-31T12:34:56`: the UTC date and time of `secs` since the Unix
+/// epoch (negative: before it), computed by hand.
+pub fn utc_seconds(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Days to a civil date (Howard Hinnant's algorithm), in 400-year eras from 0000-03-01.
     let z = days + 719_468;
@@ -309,13 +314,8 @@ fn rfc3339(t: SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}")
 }
 
 // ---- Handling a message. ----
@@ -347,6 +347,9 @@ impl Handler {
                 let what = if *digest_only { "digest" } else { "download" };
                 Some(format!("file {what} request {name}: {size} bytes"))
             }
+            Payload::Listing { dir } if dir.is_empty() => Some("listing of the top".to_string()),
+            Payload::Listing { dir } => Some(format!("listing of {dir}")),
+            Payload::MakeDir { name } => Some(format!("make directory {name}")),
             _ => return Reply::new(ovtp::status::UNSUPPORTED, "unsupported request type"),
         };
         if let Some(line) = file {

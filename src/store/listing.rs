@@ -1,0 +1,83 @@
+//! Directory listings and file metadata: one page of a directory's entries
+//! (PROTOCOL.md 7.9), and the mode bits and times that `-p` carries.
+
+use super::names::check_name;
+use crate::constants::{LIST_PAGE_ENTRIES, MAX_ENTRY_NAME};
+use crate::message::{DirEntry, EntryKind};
+use crate::proto::msg::{FileMeta, ListPage};
+use std::fs::{self, File, Metadata};
+use std::io;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The entries of the directory `dir` whose names sort bytewise after
+/// `after`, the first [`LIST_PAGE_ENTRIES`] of them, sorted. Symbolic links
+/// are listed as such, never followed. Left out: names that are not UTF-8,
+/// that [`check_name`] refuses (control or deceptive characters, partial
+/// files `*.ovtp-part`) or that are longer than [`MAX_ENTRY_NAME`]: no
+/// client could ask for them.
+pub(crate) fn list_page(dir: &Path, after: &str) -> io::Result<ListPage> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let Ok(name) = entry?.file_name().into_string() else { continue };
+        // check_name also refuses partial files.
+        let representable = name.len() <= MAX_ENTRY_NAME && check_name(&name).is_ok();
+        if representable && name.as_bytes() > after.as_bytes() {
+            names.push(name);
+        }
+    }
+    let more = names.len() > LIST_PAGE_ENTRIES;
+    if more {
+        names.select_nth_unstable(LIST_PAGE_ENTRIES);
+        names.truncate(LIST_PAGE_ENTRIES);
+    }
+    names.sort_unstable();
+    let mut entries = Vec::with_capacity(names.len());
+    for name in names {
+        // An entry removed meanwhile is left out, like one created meanwhile.
+        let Ok(meta) = fs::symlink_metadata(dir.join(&name)) else { continue };
+        let kind = match meta.file_type() {
+            t if t.is_file() => EntryKind::File,
+            t if t.is_dir() => EntryKind::Dir,
+            t if t.is_symlink() => EntryKind::Symlink,
+            _ => EntryKind::Other,
+        };
+        let size = if kind == EntryKind::File { meta.len() } else { 0 };
+        let FileMeta { mode, mtime } = meta_of(&meta);
+        entries.push(DirEntry { name, kind, size, mode, mtime });
+    }
+    Ok(ListPage { entries, more })
+}
+
+/// A file's permission bits (`& 0o777`) and modification time.
+pub(crate) fn meta_of(meta: &Metadata) -> FileMeta {
+    #[cfg(unix)]
+    let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+    #[cfg(not(unix))]
+    let mode = if meta.permissions().readonly() { 0o444 } else { 0o644 };
+    let mtime = match meta.modified() {
+        Ok(t) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
+        },
+        Err(_) => 0,
+    };
+    FileMeta { mode, mtime }
+}
+
+/// Give the open `file` the mode bits (`& 0o777`: never setuid, setgid or
+/// sticky) and modification time of `meta`. Called on a partial file, after
+/// its last write and before it gets its final name.
+pub(crate) fn apply_meta(file: &File, meta: &FileMeta) -> io::Result<()> {
+    let secs = Duration::from_secs(meta.mtime.unsigned_abs());
+    let time =
+        if meta.mtime >= 0 { UNIX_EPOCH.checked_add(secs) } else { UNIX_EPOCH.checked_sub(secs) };
+    let time: SystemTime =
+        time.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "time out of range"))?;
+    file.set_modified(time)?;
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(meta.mode & 0o777))?;
+    #[cfg(not(unix))]
+    let _ = meta.mode;
+    Ok(())
+}
