@@ -13,7 +13,7 @@
 use crate::constants::{MAX_PUBLIC_KEY_DER, MAX_RSA_BITS, MIN_RSA_BITS};
 use crate::error::{Error, Result};
 use crate::rand::Rng;
-use base64ct::{Base64, Base64Unpadded, Encoding};
+use base64ct::{Base64Unpadded, Encoding};
 use cbc::cipher::zeroize::Zeroizing;
 use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
 use rsa::pkcs8::der::pem;
@@ -113,27 +113,16 @@ impl PublicKey {
         }
     }
 
-    /// SPKI PEM (`BEGIN PUBLIC KEY`) with LF line endings.
+    /// SPKI PEM (`BEGIN PUBLIC KEY`) with LF line endings and base64 lines of 64
+    /// characters (RFC 7468).
     pub fn to_pem(&self) -> String {
-        let b64 = Base64::encode_string(&self.der);
-        let mut out = String::from("-----BEGIN PUBLIC KEY-----\n");
-        // RFC 7468: base64 lines of 64 characters. Base64 output is ASCII, so chars are bytes.
-        for (i, c) in b64.chars().enumerate() {
-            if i > 0 && i % 64 == 0 {
-                out.push('\n');
-            }
-            out.push(c);
-        }
-        out.push_str("\n-----END PUBLIC KEY-----\n");
-        out
+        // Cannot fail: the label is valid and the DER is far below any length limit.
+        pem::encode_string("PUBLIC KEY", LineEnding::LF, &self.der).expect("a key always encodes")
     }
 
     /// Read a PEM public key file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = read_capped(path, MAX_KEY_FILE, Error::Key)?;
-        let text = utf8(path, &text)?;
-        Self::from_pem(text).map_err(|e| with_path(path, e))
+        parse_key_file(path.as_ref(), false, Self::from_pem)
     }
 
     /// Write the key as SPKI PEM, mode 0644, replacing the file atomically.
@@ -282,21 +271,17 @@ impl KeyPair {
         // The decoders keep the decoded DER in zeroizing buffers.
         let key = match label {
             "PRIVATE KEY" => rsa::PrivateKey::from_pkcs8_pem(pem)
-                .map_err(|e| Error::Key(format!("bad PKCS#8 RSA private key: {e}")))?,
+                .map_err(|e| format!("bad PKCS#8 RSA private key: {e}")),
             "RSA PRIVATE KEY" => rsa::PrivateKey::from_pkcs1_pem(pem)
-                .map_err(|e| Error::Key(format!("bad PKCS#1 RSA private key: {e}")))?,
+                .map_err(|e| format!("bad PKCS#1 RSA private key: {e}")),
             l if l.contains("PUBLIC KEY") => {
-                return Err(Error::Key(
-                    "this is a public key, where the private key is expected".into(),
-                ));
+                Err("this is a public key, where the private key is expected".into())
             }
-            other => {
-                return Err(Error::Key(format!(
-                    "PEM type \"{other}\" is not an RSA private key (expected BEGIN PRIVATE KEY)"
-                )));
-            }
+            other => Err(format!(
+                "PEM type \"{other}\" is not an RSA private key (expected BEGIN PRIVATE KEY)"
+            )),
         };
-        Self::from_rsa(key)
+        Self::from_rsa(key.map_err(Error::Key)?)
     }
 
     /// The private key as unencrypted PKCS#8 PEM (LF line endings).
@@ -315,9 +300,7 @@ impl KeyPair {
     /// Read a private key file, refusing it if group or others can access it.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let pem = read_capped_secret(path, MAX_KEY_FILE)?;
-        let pem = utf8(path, &pem)?;
-        let keys = Self::from_pem(pem).map_err(|e| with_path(path, e))?;
+        let keys = parse_key_file(path, true, Self::from_pem)?;
         Ok(KeyPair { path: Some(path.into()), ..keys })
     }
 
@@ -408,43 +391,33 @@ fn exists_error(path: &Path) -> Error {
     ))
 }
 
-fn utf8<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str> {
-    std::str::from_utf8(bytes)
-        .map_err(|_| Error::Key(format!("{}: not a PEM text file", path.display())))
-}
-
-/// Read a whole file of at most `limit` bytes; larger files are an error
-/// (made by `kind`, e.g. `Error::Key`), so that a huge file cannot exhaust memory.
-pub(crate) fn read_capped(path: &Path, limit: u64, kind: fn(String) -> Error) -> Result<Vec<u8>> {
-    let file = fs::File::open(path).map_err(|e| io_error(path, e))?;
-    read_open_capped(path, file, limit, kind, Vec::new())
-}
-
-fn read_open_capped(
+/// Read a key file (at most [`MAX_KEY_FILE`] bytes) and parse its text with
+/// `parse`; parse errors name the file. With `secret` (a private key) see [`read_capped`].
+pub(crate) fn parse_key_file<T>(
     path: &Path,
-    file: fs::File,
+    secret: bool,
+    parse: impl FnOnce(&str) -> Result<T>,
+) -> Result<T> {
+    let bytes = read_capped(path, MAX_KEY_FILE, Error::Key, secret)?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| Error::Key("not a PEM text file".into()));
+    text.and_then(parse).map_err(|e| with_path(path, e))
+}
+
+/// Read a whole file of at most `limit` bytes into a buffer that is wiped
+/// after use; larger files are an error (made by `kind`, e.g. `Error::Key`), so
+/// that a huge file cannot exhaust memory. With `secret` (a private key), the
+/// file is refused if group or others may access it.
+pub(crate) fn read_capped(
+    path: &Path,
     limit: u64,
     kind: fn(String) -> Error,
-    mut buf: Vec<u8>,
-) -> Result<Vec<u8>> {
-    file.take(limit + 1).read_to_end(&mut buf).map_err(|e| io_error(path, e))?;
-    if buf.len() as u64 > limit {
-        return Err(kind(format!(
-            "{} is larger than {limit} bytes; refusing to read it",
-            path.display()
-        )));
-    }
-    Ok(buf)
-}
-
-/// Read a private key file: refused if group or others may access it, read
-/// into a buffer that is wiped after use.
-fn read_capped_secret(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>> {
+    secret: bool,
+) -> Result<Zeroizing<Vec<u8>>> {
     let file = fs::File::open(path).map_err(|e| io_error(path, e))?;
     // Checked on the open file, so the file checked is the file read.
     let meta = file.metadata().map_err(|e| io_error(path, e))?;
     #[cfg(unix)]
-    {
+    if secret {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o7777;
         if mode & 0o077 != 0 {
@@ -455,10 +428,16 @@ fn read_capped_secret(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>> {
             )));
         }
     }
+    #[cfg(not(unix))]
+    let _ = secret;
     // Allocate the final size up front: a growing Vec would leave unwiped copies behind.
-    let capacity = meta.len().min(limit) as usize + 1;
-    let buf = read_open_capped(path, file, limit, Error::Key, Vec::with_capacity(capacity))?;
-    Ok(Zeroizing::new(buf))
+    let mut buf = Zeroizing::new(Vec::with_capacity(meta.len().min(limit) as usize + 1));
+    file.take(limit + 1).read_to_end(&mut buf).map_err(|e| io_error(path, e))?;
+    if buf.len() as u64 > limit {
+        let msg = format!("{} is larger than {limit} bytes; refusing to read it", path.display());
+        return Err(kind(msg));
+    }
+    Ok(buf)
 }
 
 /// A fresh name beside `path` for a temporary file.
