@@ -119,12 +119,8 @@ impl SessionKeys {
         server_secret: &[u8; SECRET_LEN],
         transcript: &[u8; 32],
     ) -> ((Sealer, Opener), (Sealer, Opener)) {
-        Self::from_handshake_secrets_for_testing(
-            client_secret,
-            server_secret,
-            &[0; DH_LEN],
-            transcript,
-        )
+        let dh = [0; DH_LEN];
+        Self::from_handshake_secrets_for_testing(client_secret, server_secret, &dh, transcript)
     }
 }
 
