@@ -69,30 +69,22 @@ impl Channel {
     /// [`Channel::flush`] (or until the buffer holds a few MiB), so that many
     /// small messages cost one system call.
     pub(crate) fn queue(&mut self, rtype: u8, header: &[u8], body: &[u8]) -> Result<()> {
-        let first = body.len().min(MAX_RECORD_PLAINTEXT - header.len());
-        let mut rest = &body[first..];
-        let fin = if rest.is_empty() { FLAG_FIN } else { 0 };
-        self.sealer.seal_parts(
-            &mut self.rng,
-            rtype,
-            fin,
-            &[header, &body[..first]],
-            &mut self.out,
-        )?;
-        while !rest.is_empty() {
-            let n = rest.len().min(MAX_RECORD_PLAINTEXT);
+        // The header opens the first record.
+        let (mut header, mut rest) = (header, body);
+        loop {
+            let n = rest.len().min(MAX_RECORD_PLAINTEXT - header.len());
             let fin = if n == rest.len() { FLAG_FIN } else { 0 };
-            self.sealer.seal(&mut self.rng, rtype, fin, &rest[..n], &mut self.out)?;
-            rest = &rest[n..];
+            let parts = [header, &rest[..n]];
+            self.sealer.seal_parts(&mut self.rng, rtype, fin, &parts, &mut self.out)?;
+            (header, rest) = (&[], &rest[n..]);
+            // Keep memory flat: however many messages are queued, at most a few MiB wait.
             if self.out.len() >= QUEUE_FLUSH {
                 self.flush()?;
             }
+            if fin == FLAG_FIN {
+                return Ok(());
+            }
         }
-        // Keep memory flat: however many messages are queued, at most a few MiB wait.
-        if self.out.len() >= QUEUE_FLUSH {
-            self.flush()?;
-        }
-        Ok(())
     }
 
     /// Write everything queued.
@@ -186,21 +178,17 @@ impl Channel {
     }
 
     /// Receive one whole message (records until FIN), at most `max_message`
-    /// bytes of payload plus `header_allowance`. `deadline` bounds the wait for
+    /// bytes of payload plus `allowance` (for a header). `deadline` bounds the wait for
     /// its first byte; an encrypted alert becomes [`Error::Refused`].
     /// `Ok(None)` means the peer closed cleanly before the message began.
-    pub(crate) fn recv(
-        &mut self,
-        deadline: Instant,
-        header_allowance: usize,
-    ) -> Result<Option<Message>> {
+    pub(crate) fn recv(&mut self, deadline: Instant, allowance: usize) -> Result<Option<Message>> {
         if !self.out.is_empty() && !self.conn.has_buffered_frame() {
             self.flush()?;
         }
         if !self.conn.wait_readable(deadline, "waiting for a message")? {
             return Ok(None);
         }
-        let mut message = Assembler::new(self.max_message + header_allowance);
+        let mut message = Assembler::new(self.max_message + allowance);
         let started = Instant::now();
         loop {
             // A message must keep moving: each MiB received earns another I/O

@@ -106,6 +106,7 @@ impl Sealer {
 
     /// Seal `plaintext` as one record and append the whole frame (length prefix
     /// included) to `out`.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn seal(
         &mut self,
         rng: &mut Rng,
