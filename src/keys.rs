@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,12 +38,12 @@ const GENERATE_BITS: [usize; 3] = [2048, 3072, 4096];
 
 /// An RSA public key, kept together with its SPKI DER encoding.
 ///
-/// Two keys are equal when their DER encodings are equal; the encoding is
-/// canonical (checked on input), so this is equality of the keys.
-#[derive(Clone)]
+/// Two keys are equal when their DER encodings are equal (compared first) and
+/// so their keys; the encoding is canonical (checked on input).
+#[derive(Clone, PartialEq, Eq)]
 pub struct PublicKey {
-    key: rsa::PublicKey,
     der: Vec<u8>,
+    key: rsa::PublicKey,
 }
 
 impl PublicKey {
@@ -58,7 +58,7 @@ impl PublicKey {
             )));
         }
         let key = rsa::PublicKey::from_public_key_der(der)
-            .map_err(|e| Error::Key(format!("not an RSA public key (SPKI DER): {e}")))?;
+            .map_err(key_err("not an RSA public key (SPKI DER)"))?;
         let parsed = Self::from_rsa(key)?;
         // The fingerprint hashes the DER, so one key must have exactly one encoding
         // (this also refuses, for example, the RSASSA-PSS algorithm identifier).
@@ -78,10 +78,7 @@ impl PublicKey {
                 "RSA key has {bits} bits; ovtp accepts {MIN_RSA_BITS} to {MAX_RSA_BITS} bits"
             )));
         }
-        let der = key
-            .to_public_key_der()
-            .map_err(|e| Error::Key(format!("cannot encode public key: {e}")))?
-            .into_vec();
+        let der = key.to_public_key_der().map_err(key_err("cannot encode public key"))?.into_vec();
         Ok(PublicKey { key, der })
     }
 
@@ -93,16 +90,15 @@ impl PublicKey {
     /// Parse a PEM public key: SPKI (`BEGIN PUBLIC KEY`) or PKCS#1 (`BEGIN RSA PUBLIC KEY`).
     pub fn from_pem(pem: &str) -> Result<Self> {
         let pem = pem.trim();
-        let label = pem::decode_label(pem.as_bytes())
-            .map_err(|e| Error::Key(format!("not a PEM public key: {e}")))?;
+        let label = pem::decode_label(pem.as_bytes()).map_err(key_err("not a PEM public key"))?;
         match label {
             "PUBLIC KEY" => {
-                let (_, doc) = rsa::pkcs8::Document::from_pem(pem)
-                    .map_err(|e| Error::Key(format!("bad PEM public key: {e}")))?;
+                let (_, doc) =
+                    rsa::pkcs8::Document::from_pem(pem).map_err(key_err("bad PEM public key"))?;
                 Self::from_der(doc.as_bytes())
             }
             "RSA PUBLIC KEY" => rsa::PublicKey::from_pkcs1_pem(pem)
-                .map_err(|e| Error::Key(format!("bad PKCS#1 public key: {e}")))
+                .map_err(key_err("bad PKCS#1 public key"))
                 .and_then(Self::from_rsa),
             l if l.contains("PRIVATE KEY") => {
                 Err(Error::Key("this is a private key, where a public key is expected".into()))
@@ -155,14 +151,6 @@ impl PublicKey {
             .map_err(|e| Error::InvalidInput(format!("RSA-OAEP encryption failed: {e}")))
     }
 }
-
-impl PartialEq for PublicKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.der == other.der
-    }
-}
-
-impl Eq for PublicKey {}
 
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -241,9 +229,7 @@ impl KeyPair {
                 "cannot generate a {bits}-bit key; choose 2048, 3072 or 4096"
             )));
         }
-        let key = rsa::PrivateKey::new(rng, bits)
-            .map_err(|e| Error::Key(format!("key generation failed: {e}")))?;
-        Self::from_rsa(key)
+        Self::from_rsa(rsa::PrivateKey::new(rng, bits).map_err(key_err("key generation failed"))?)
     }
 
     fn from_rsa(private: rsa::PrivateKey) -> Result<Self> {
@@ -266,8 +252,7 @@ impl KeyPair {
                     .into(),
             ));
         }
-        let label = pem::decode_label(pem.as_bytes())
-            .map_err(|e| Error::Key(format!("not a PEM private key: {e}")))?;
+        let label = pem::decode_label(pem.as_bytes()).map_err(key_err("not a PEM private key"))?;
         // The decoders keep the decoded DER in zeroizing buffers.
         let key = match label {
             "PRIVATE KEY" => rsa::PrivateKey::from_pkcs8_pem(pem)
@@ -341,7 +326,7 @@ impl KeyPair {
         self.private_ops.fetch_add(1, Ordering::Relaxed);
         self.private
             .pss_sign_with_rng::<Sha256, _>(rng, msg)
-            .map_err(|e| Error::Key(format!("RSA-PSS signing failed: {e}")))
+            .map_err(key_err("RSA-PSS signing failed"))
     }
 
     /// Decrypt an RSA-OAEP (SHA-256, empty label) ciphertext. A private-key
@@ -368,6 +353,11 @@ impl fmt::Debug for KeyPair {
 }
 
 // ---- File helpers, shared with `trust`. ----
+
+/// Maps a parser's or the `rsa` crate's error `e` to `Error::Key("{what}: {e}")`.
+fn key_err<E: fmt::Display>(what: &'static str) -> impl FnOnce(E) -> Error {
+    move |e| Error::Key(format!("{what}: {e}"))
+}
 
 /// An I/O error whose message names the file.
 pub(crate) fn io_error(path: &Path, e: io::Error) -> Error {
@@ -440,20 +430,16 @@ pub(crate) fn read_capped(
     Ok(buf)
 }
 
-/// A fresh name beside `path` for a temporary file.
-fn temp_path(path: &Path) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = path.file_name().map(|s| s.to_string_lossy()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
-}
-
 /// Write `contents` to `path` through a temporary file in the same directory,
 /// created with `mode` from the start, synced, then moved into place; so the
 /// final name never holds a partial file. Without `overwrite`, an existing
 /// target is an error (the move is a hard link, which never replaces).
 pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32, overwrite: bool) -> Result<()> {
-    let tmp = temp_path(path);
+    // A fresh name beside `path` for the temporary file.
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = path.file_name().map(|s| s.to_string_lossy()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()));
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -487,6 +473,7 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32, overwrite: b
 #[cfg(test)]
 pub(crate) mod test_util {
     use super::*;
+    use std::path::PathBuf;
     use std::sync::OnceLock;
 
     /// Three 2048-bit keys, generated once per test binary from a fixed seed.
