@@ -9,7 +9,7 @@ use crate::keys::PublicKey;
 use crate::proto::codec::Body;
 use crate::proto::handshake::Session;
 use crate::proto::msg::{self, Alert, Assembler, FLAG_FIN, REC_ALERT};
-use crate::proto::record::{Opener, Sealer};
+use crate::proto::record::{Opener, Plain, Sealer};
 use crate::rand::Rng;
 use crate::status::AlertCode;
 use std::sync::Arc;
@@ -74,8 +74,8 @@ impl Channel {
         loop {
             let n = rest.len().min(MAX_RECORD_PLAINTEXT - header.len());
             let fin = if n == rest.len() { FLAG_FIN } else { 0 };
-            let parts = [header, &rest[..n]];
-            self.sealer.seal_parts(&mut self.rng, rtype, fin, &parts, &mut self.out)?;
+            let record = Plain { rtype, flags: fin, parts: &[header, &rest[..n]] };
+            self.sealer.seal_batch(&mut self.rng, &[record], &mut self.out)?;
             (header, rest) = (&[], &rest[n..]);
             // Keep memory flat: however many messages are queued, at most a few MiB wait.
             if self.out.len() >= QUEUE_FLUSH {
@@ -99,7 +99,7 @@ impl Channel {
 
     /// Send one record made of `parts` (at most MAX_RECORD_PLAINTEXT bytes).
     pub(crate) fn send_record(&mut self, rtype: u8, flags: u8, parts: &[&[u8]]) -> Result<()> {
-        self.sealer.seal_parts(&mut self.rng, rtype, flags, parts, &mut self.out)?;
+        self.sealer.seal_batch(&mut self.rng, &[Plain { rtype, flags, parts }], &mut self.out)?;
         self.flush()
     }
 

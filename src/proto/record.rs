@@ -115,20 +115,7 @@ impl Sealer {
         plaintext: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        self.seal_parts(rng, rtype, flags, &[plaintext], out)
-    }
-
-    /// Seal the concatenation of `parts` as one record and append the whole
-    /// frame to `out`.
-    pub fn seal_parts(
-        &mut self,
-        rng: &mut Rng,
-        rtype: u8,
-        flags: u8,
-        parts: &[&[u8]],
-        out: &mut Vec<u8>,
-    ) -> Result<()> {
-        self.seal_batch(rng, &[Plain { rtype, flags, parts }], out)
+        self.seal_batch(rng, &[Plain { rtype, flags, parts: &[plaintext] }], out)
     }
 
     /// Seal `records` in order, with consecutive sequence numbers, and append

@@ -24,6 +24,7 @@
 use super::{Event, Shared, lock};
 use crate::constants::{LEN_PREFIX, MAX_HANDSHAKE_FRAME};
 use crate::io::conn::Conn;
+use crate::proto::codec::check_frame_len;
 use crate::proto::handshake::client_hello_key;
 use crate::status::AlertCode;
 use std::collections::{HashMap, VecDeque};
@@ -75,10 +76,7 @@ pub(crate) enum Admit {
     Yes { evict: Option<u64> },
     /// Refused without a thread: the pool is full of strangers too young to
     /// evict. `quiet`: the address is penalized, close without an alert.
-    No {
-        /// Close without a "busy" alert.
-        quiet: bool,
-    },
+    No { quiet: bool },
 }
 
 /// The stranger pool and the per-address failure buckets.
@@ -327,10 +325,9 @@ fn peek_hello(shared: &Shared, stream: &TcpStream, wait: Duration) -> Peeked {
 /// What a peeked first frame says; `None` while it is incomplete.
 fn hello_verdict(shared: &Shared, buf: &[u8]) -> Option<Peeked> {
     let (prefix, rest) = buf.split_first_chunk::<LEN_PREFIX>()?;
-    let len = u32::from_be_bytes(*prefix) as usize;
-    if len == 0 || len > MAX_HANDSHAKE_FRAME {
+    let Ok(len) = check_frame_len(*prefix, MAX_HANDSHAKE_FRAME) else {
         return Some(Peeked::Nothing);
-    }
+    };
     let hello = rest.get(..len)?;
     // A stranger's key is parsed on the accept thread: a panic in the parser
     // must not stop the server.

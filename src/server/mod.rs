@@ -26,7 +26,7 @@ use crate::trust::AuthorizedKeys;
 use admission::Gate;
 use reply_cache::ReplyCache;
 use std::collections::HashMap;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -198,10 +198,8 @@ impl Server {
     pub fn stopper(&self) -> Result<Stopper> {
         let mut wake = self.local_addrs()?;
         for addr in wake.iter_mut().filter(|a| a.ip().is_unspecified()) {
-            addr.set_ip(match addr {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
+            let v4 = addr.is_ipv4();
+            addr.set_ip(if v4 { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() });
         }
         Ok(Stopper { shared: self.shared.clone(), wake })
     }
