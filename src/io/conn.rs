@@ -110,9 +110,9 @@ impl Conn {
         deadline: Instant,
         stage: &'static str,
     ) -> Result<Vec<u8>> {
+        // An empty buffer grows to exactly the body.
         let mut body = Vec::new();
-        let len = self.read_frame_into(&mut body, max, deadline, stage)?;
-        body.truncate(len);
+        self.read_frame_into(&mut body, max, deadline, stage)?;
         Ok(body)
     }
 

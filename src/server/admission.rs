@@ -271,9 +271,8 @@ fn refuse<T>(
     shared.active.fetch_sub(1, Ordering::SeqCst);
     shared.emit(Event::Busy { peer });
     if let Some((code, message)) = alert {
-        let quick = Duration::from_millis(500);
-        let _ = stream.set_write_timeout(Some(quick));
-        if let Ok(conn) = Conn::new(stream, quick) {
+        // Conn::new bounds the write to this.
+        if let Ok(conn) = Conn::new(stream, Duration::from_millis(500)) {
             conn.refuse(code, message);
         }
     }

@@ -241,13 +241,10 @@ fn accept(shared: &Arc<Shared>, listener: &TcpListener) {
         if shared.stop.load(Ordering::SeqCst) {
             break;
         }
-        let stream = match incoming {
-            Ok(s) => s,
+        let Ok(stream) = incoming else {
             // Out of file descriptors and similar: back off briefly, keep serving.
-            Err(_) => {
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
         };
         if let Some((stream, peer, id)) = admission::admit(shared, stream) {
             spawn_connection(shared, stream, peer, id);

@@ -46,15 +46,11 @@ pub(crate) fn open_partial(path: &Path, resume: bool, max_len: u64) -> io::Resul
         fs::remove_file(path)?;
     }
     // create_new does not follow a symlink someone raced into place.
-    Ok((create_private(path)?, 0))
-}
-
-fn create_private(path: &Path) -> io::Result<File> {
     let mut opts = OpenOptions::new();
     opts.read(true).write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    opts.open(path)
+    Ok((opts.open(path)?, 0))
 }
 
 /// Start the partial file over (the sender's file changed since the prefix was written).
