@@ -70,10 +70,10 @@ impl Channel {
     /// small messages cost one system call.
     pub(crate) fn queue(&mut self, rtype: u8, header: &[u8], body: &[u8]) -> Result<()> {
         // The header opens the first record.
-        let (mut header, mut rest) = (header, body);
-        loop {
+        let (mut header, mut rest, mut fin) = (header, body, 0);
+        while fin == 0 {
             let n = rest.len().min(MAX_RECORD_PLAINTEXT - header.len());
-            let fin = if n == rest.len() { FLAG_FIN } else { 0 };
+            fin = if n == rest.len() { FLAG_FIN } else { 0 };
             let record = Plain { rtype, flags: fin, parts: &[header, &rest[..n]] };
             self.sealer.seal_batch(&mut self.rng, &[record], &mut self.out)?;
             (header, rest) = (&[], &rest[n..]);
@@ -81,17 +81,13 @@ impl Channel {
             if self.out.len() >= QUEUE_FLUSH {
                 self.flush()?;
             }
-            if fin == FLAG_FIN {
-                return Ok(());
-            }
         }
+        Ok(())
     }
 
     /// Write everything queued.
     pub(crate) fn flush(&mut self) -> Result<()> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
+        // Nothing queued is no write at all (`write_all` of nothing returns at once).
         let res = self.conn.write_all(&self.out);
         self.out.clear();
         res

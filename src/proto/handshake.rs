@@ -67,11 +67,7 @@ impl Transcript {
 
 /// Start of every plaintext handshake frame body: magic, version, type.
 fn plain_header(frame_type: u8) -> Vec<u8> {
-    let mut b = Vec::with_capacity(1200);
-    b.extend_from_slice(&MAGIC);
-    b.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
-    b.push(frame_type);
-    b
+    [&MAGIC[..], &PROTOCOL_VERSION.to_be_bytes(), &[frame_type]].concat()
 }
 
 /// Parse the common header of a plaintext frame and check that it is `expected`.
