@@ -297,9 +297,7 @@ impl AuthorizedKeys {
     /// are). Returns whether it was present.
     pub fn remove(&self, fp: &Fingerprint) -> Result<bool> {
         let mut cache = self.lock();
-        let Some(text) = read_text(&self.path)? else {
-            return Ok(false);
-        };
+        let Some(text) = read_text(&self.path)? else { return Ok(false) };
         let mut kept = String::with_capacity(text.len());
         let mut removed = false;
         // `split_inclusive` keeps each line's own ending, so kept lines are byte-identical.

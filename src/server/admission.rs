@@ -172,8 +172,7 @@ impl Gate {
             if self.buckets.len() >= MAX_TRACKED_ADDRESSES && !self.forget_refilled(now) {
                 return; // everyone is misbehaving; the pool cap still holds
             }
-            let burst = f64::from(self.budget.burst);
-            self.buckets.insert(ip, Bucket { tokens: burst, last: now });
+            self.buckets.insert(ip, Bucket { tokens: f64::from(self.budget.burst), last: now });
             self.tracked.push_back(ip);
         }
         if let Some(b) = self.refill(ip, now) {
@@ -186,9 +185,7 @@ impl Gate {
     fn forget_refilled(&mut self, now: Instant) -> bool {
         let burst = f64::from(self.budget.burst);
         for _ in 0..FORGET_PROBES {
-            let Some(ip) = self.tracked.pop_front() else {
-                return false;
-            };
+            let Some(ip) = self.tracked.pop_front() else { return false };
             if self.refill(ip, now).is_some_and(|b| b.tokens >= burst) {
                 self.buckets.remove(&ip);
                 return true;
