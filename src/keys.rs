@@ -234,8 +234,7 @@ impl KeyPair {
 
     fn from_rsa(private: rsa::PrivateKey) -> Result<Self> {
         let public = PublicKey::from_rsa(private.to_public_key())?;
-        let private_ops = Arc::new(AtomicU64::new(0));
-        Ok(KeyPair { private: Arc::new(private), public, private_ops, path: None })
+        Ok(KeyPair { private: Arc::new(private), public, private_ops: Arc::default(), path: None })
     }
 
     /// Parse an unencrypted private key: PKCS#8 (`BEGIN PRIVATE KEY`) or
@@ -453,12 +452,9 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32, overwrite: b
         file.write_all(contents)?;
         file.sync_all()
     });
-    let result = result.and_then(|()| {
-        if overwrite {
-            fs::rename(&tmp, path)
-        } else {
-            fs::hard_link(&tmp, path).and_then(|()| fs::remove_file(&tmp))
-        }
+    let result = result.and_then(|()| match overwrite {
+        true => fs::rename(&tmp, path),
+        false => fs::hard_link(&tmp, path).and_then(|()| fs::remove_file(&tmp)),
     });
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);

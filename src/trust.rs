@@ -268,10 +268,7 @@ impl AuthorizedKeys {
         } else {
             vec![path.to_path_buf()]
         };
-        Ok(files
-            .into_iter()
-            .map(|file| AddOutcome { result: self.add_file(&file), source: file })
-            .collect())
+        Ok(files.into_iter().map(|p| AddOutcome { result: self.add_file(&p), source: p }).collect())
     }
 
     fn add_file(&self, path: &Path) -> Result<(Fingerprint, bool)> {
