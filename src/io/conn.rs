@@ -47,11 +47,7 @@ impl Conn {
         if left.is_zero() {
             return Err(Error::Timeout(stage));
         }
-        let stale = match self.timeout {
-            Some(t) => t > left + TIMEOUT_SLACK || t < left / 2,
-            None => true,
-        };
-        if stale {
+        if self.timeout.is_none_or(|t| t > left + TIMEOUT_SLACK || t < left / 2) {
             self.stream.set_read_timeout(Some(left))?;
             self.timeout = Some(left);
         }

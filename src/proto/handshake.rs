@@ -74,8 +74,7 @@ fn plain_header(frame_type: u8) -> Vec<u8> {
 /// An alert in its place becomes [`Error::Refused`].
 fn parse_plain<'a>(body: &'a [u8], expected: u8) -> Result<Reader<'a>> {
     let mut r = Reader::new(body);
-    let magic: [u8; 4] = r.array("magic")?;
-    if magic != MAGIC {
+    if r.array::<4>("magic")? != MAGIC {
         return Err(Error::Version { ours: PROTOCOL_VERSION, theirs: 0 });
     }
     let version = r.u16("version")?;

@@ -161,11 +161,11 @@ impl Server {
             protected.extend(config.protected_paths.iter().map(|p| p.as_path()));
             names::check_files_dir(dir, &protected).map_err(Error::InvalidInput)?;
         }
-        let gate = Gate::new(config.max_unauthenticated, config.failure_budget);
         let shared = Arc::new(Shared {
             keys,
             authorized,
             handler: Box::new(handler),
+            gate: Mutex::new(Gate::new(config.max_unauthenticated, config.failure_budget)),
             config,
             stop: AtomicBool::new(false),
             active: AtomicUsize::new(0),
@@ -173,7 +173,6 @@ impl Server {
             conns: Mutex::new(HashMap::new()),
             replies: ReplyCache::default(),
             names: NameLocks::default(),
-            gate: Mutex::new(gate),
         });
         Ok(Server { listeners, shared })
     }
