@@ -23,7 +23,7 @@ use rsa::pkcs8::{
 use rsa::traits::PublicKeyParts;
 use sha2::{Digest, Sha256};
 use std::fmt;
-use std::fs;
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::str::FromStr;
@@ -402,7 +402,7 @@ pub(crate) fn read_capped(
     kind: fn(String) -> Error,
     secret: bool,
 ) -> Result<Zeroizing<Vec<u8>>> {
-    let file = fs::File::open(path).map_err(|e| io_error(path, e))?;
+    let file = File::open(path).map_err(|e| io_error(path, e))?;
     // Checked on the open file, so the file checked is the file read.
     let meta = file.metadata().map_err(|e| io_error(path, e))?;
     #[cfg(unix)]
@@ -429,6 +429,16 @@ pub(crate) fn read_capped(
     Ok(buf)
 }
 
+/// Open `path` with `options`; a file it creates has permission bits `mode`
+/// (on Unix; elsewhere the default).
+pub(crate) fn open_mode(opts: &mut fs::OpenOptions, mode: u32, path: &Path) -> io::Result<File> {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(opts, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    opts.open(path)
+}
+
 /// Write `contents` to `path` through a temporary file in the same directory,
 /// created with `mode` from the start, synced, then moved into place; so the
 /// final name never holds a partial file. Without `overwrite`, an existing
@@ -439,13 +449,8 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32, overwrite: b
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let name = path.file_name().map(|s| s.to_string_lossy()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()));
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    #[cfg(not(unix))]
-    let _ = mode;
-    let result = options.open(&tmp).and_then(|mut file| {
+    let result = open_mode(fs::OpenOptions::new().write(true).create_new(true), mode, &tmp);
+    let result = result.and_then(|mut file| {
         // Exactly `mode`, whatever the umask (it can only have removed bits).
         #[cfg(unix)]
         file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;

@@ -27,7 +27,8 @@
 
 use crate::error::{Error, Result, escape_control};
 use crate::keys::{
-    Fingerprint, PublicKey, io_error, parse_key_file, read_capped, with_path, write_atomic,
+    Fingerprint, PublicKey, io_error, open_mode, parse_key_file, read_capped, with_path,
+    write_atomic,
 };
 use base64ct::{Base64, Encoding};
 use std::fmt;
@@ -131,14 +132,9 @@ fn append_line(path: &Path, existing: Option<&str>, line: &str, mode: u32) -> Re
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         builder.create(dir).map_err(|e| io_error(dir, e))?;
     }
-    let mut options = fs::OpenOptions::new();
-    options.append(true).create(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    #[cfg(not(unix))]
-    let _ = mode;
+    let file = open_mode(fs::OpenOptions::new().append(true).create(true), mode, path);
     // One write of the whole line, so concurrent appenders do not interleave.
-    options.open(path).and_then(|mut f| f.write_all(data.as_bytes())).map_err(|e| io_error(path, e))
+    file.and_then(|mut f| f.write_all(data.as_bytes())).map_err(|e| io_error(path, e))
 }
 
 /// What identifies a version of a file without reading it: (mtime, length, inode).

@@ -4,7 +4,7 @@
 //! at all.
 
 use super::names::PARTIAL_SUFFIX;
-use crate::keys::Fingerprint;
+use crate::keys::{Fingerprint, open_mode};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
@@ -46,11 +46,7 @@ pub(crate) fn open_partial(path: &Path, resume: bool, max_len: u64) -> io::Resul
         fs::remove_file(path)?;
     }
     // create_new does not follow a symlink someone raced into place.
-    let mut opts = OpenOptions::new();
-    opts.read(true).write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    Ok((opts.open(path)?, 0))
+    Ok((open_mode(OpenOptions::new().read(true).write(true).create_new(true), 0o600, path)?, 0))
 }
 
 /// Start the partial file over (the sender's file changed since the prefix was written).
