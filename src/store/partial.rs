@@ -107,11 +107,9 @@ pub(crate) fn commit(partial: &Path, file: File, target: &Path, overwrite: bool)
             Err(_) => return Err(io::Error::from(io::ErrorKind::AlreadyExists)),
         }
     }
-    if let Some(dir) = target.parent() {
-        // Not every platform can open a directory for syncing; the rename is done either way.
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
+    // Not every platform can open a directory for syncing; the rename is done either way.
+    if let Some(Ok(dir)) = target.parent().map(File::open) {
+        let _ = dir.sync_all();
     }
     Ok(())
 }
