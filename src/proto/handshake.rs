@@ -43,9 +43,7 @@ pub struct Transcript(Sha256);
 
 impl Transcript {
     fn new() -> Self {
-        let mut h = Sha256::new();
-        h.update(LABEL_TRANSCRIPT);
-        Transcript(h)
+        Transcript(Sha256::new_with_prefix(LABEL_TRANSCRIPT))
     }
 
     fn absorb(&mut self, elements: &[&[u8]]) {

@@ -241,19 +241,15 @@ pub(crate) fn admit(shared: &Shared, stream: TcpStream) -> Option<(TcpStream, So
         }
         p => lock(&shared.gate).admit(id, peer.ip(), p == Peeked::Authorized, Instant::now()),
     };
-    match admitted {
-        // A penalized address gets not even an alert; others learn to retry.
-        Admit::No { quiet } => {
-            let busy = "too many connections being set up; try again";
-            let alert = (!quiet).then_some((AlertCode::Busy, busy));
-            return refuse(shared, stream, peer, alert);
-        }
-        Admit::Yes { evict: Some(victim) } => {
-            if let Some(s) = lock(&shared.conns).get(&victim) {
-                let _ = s.shutdown(Shutdown::Both);
-            }
-        }
-        Admit::Yes { evict: None } => {}
+    // A penalized address gets not even an alert; others learn to retry.
+    if let Admit::No { quiet } = admitted {
+        let busy = "too many connections being set up; try again";
+        return refuse(shared, stream, peer, (!quiet).then_some((AlertCode::Busy, busy)));
+    }
+    if let Admit::Yes { evict: Some(victim) } = admitted
+        && let Some(s) = lock(&shared.conns).get(&victim)
+    {
+        let _ = s.shutdown(Shutdown::Both);
     }
     Some((stream, peer, id))
 }
