@@ -276,7 +276,7 @@ impl Opener {
     }
 
     /// Number of records opened so far (the next expected sequence number).
-    #[cfg(any(test, feature = "test-hooks"))]
+    #[cfg(test)]
     pub fn sequence(&self) -> u64 {
         self.seq
     }
