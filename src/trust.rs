@@ -395,16 +395,14 @@ impl KnownHosts {
     /// `fp`. A missing file means every host is unknown.
     pub fn check(&self, host: &str, fp: &Fingerprint) -> Result<HostCheck> {
         let host = normalize_host(host).map_err(Error::InvalidInput)?;
-        let mut expected = None;
-        for (h, f, _) in load(&self.path, parse_known_hosts)?.1 {
-            if h == host {
-                if f == *fp {
-                    return Ok(HostCheck::Match);
-                }
-                expected.get_or_insert(f);
-            }
+        let (_, entries) = load(&self.path, parse_known_hosts)?;
+        let mut recorded = entries.into_iter().filter(|(h, ..)| *h == host).map(|(_, f, _)| f);
+        // A match on any line; otherwise the first line recorded is the one reported.
+        let Some(first) = recorded.next() else { return Ok(HostCheck::Unknown) };
+        if first == *fp || recorded.any(|f| f == *fp) {
+            return Ok(HostCheck::Match);
         }
-        Ok(expected.map_or(HostCheck::Unknown, |expected| HostCheck::Changed { expected }))
+        Ok(HostCheck::Changed { expected: first })
     }
 
     /// Record `host` (`host:port`) with `fp`, appending a line (the file is
