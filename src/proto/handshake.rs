@@ -97,11 +97,12 @@ pub fn alert_frame(code: AlertCode, message: &str) -> Vec<u8> {
     frame(&b)
 }
 
-fn hello(frame_type: u8, nonce: &[u8; NONCE_LEN], key: &PublicKey) -> Vec<u8> {
+/// A hello body with a fresh nonce.
+fn hello(frame_type: u8, rng: &mut Rng, key: &PublicKey) -> Result<Vec<u8>> {
     let mut b = plain_header(frame_type);
-    b.extend_from_slice(nonce);
+    b.extend_from_slice(&rng.array::<NONCE_LEN>()?);
     put_vec16(&mut b, key.to_der());
-    b
+    Ok(b)
 }
 
 fn parse_hello(body: &[u8], frame_type: u8) -> Result<([u8; NONCE_LEN], PublicKey)> {
@@ -204,8 +205,7 @@ pub struct ClientAwaitAuth {
 impl ClientStart {
     /// Begin: returns the state and the ClientHello frame to send.
     pub fn new(keys: &KeyPair, rng: &mut Rng) -> Result<(Self, Vec<u8>)> {
-        let nonce: [u8; NONCE_LEN] = rng.array()?;
-        let body = hello(CLIENT_HELLO, &nonce, keys.public());
+        let body = hello(CLIENT_HELLO, rng, keys.public())?;
         let mut transcript = Transcript::new();
         transcript.absorb(&[&body]);
         Ok((ClientStart { keys: keys.clone(), transcript }, frame(&body)))
@@ -309,8 +309,7 @@ impl ServerAwaitAuth {
         if !is_authorized(&client_key)? {
             return Err(Error::NotAuthorized { fingerprint: client_key.fingerprint().to_string() });
         }
-        let nonce: [u8; NONCE_LEN] = rng.array()?;
-        let reply = hello(SERVER_HELLO, &nonce, keys.public());
+        let reply = hello(SERVER_HELLO, rng, keys.public())?;
         let mut transcript = Transcript::new();
         transcript.absorb(&[body, &reply]);
         Ok((ServerAwaitAuth { keys: keys.clone(), client_key, transcript }, frame(&reply)))

@@ -86,10 +86,9 @@ impl SessionKeys {
 
 impl Drop for SessionKeys {
     fn drop(&mut self) {
-        self.c2s_enc.zeroize();
-        self.c2s_mac.zeroize();
-        self.s2c_enc.zeroize();
-        self.s2c_mac.zeroize();
+        for key in [&mut self.c2s_enc, &mut self.c2s_mac, &mut self.s2c_enc, &mut self.s2c_mac] {
+            key.zeroize();
+        }
     }
 }
 
