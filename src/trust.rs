@@ -600,6 +600,22 @@ mod tests {
     }
 
     #[test]
+    fn a_host_on_several_lines_matches_any_and_reports_its_first() {
+        let dir = TempDir::new();
+        let kh = KnownHosts::new(dir.join("known_hosts"));
+        let [a, b, c] = keys();
+        let (fa, fb, fc) = (a.fingerprint(), b.fingerprint(), c.fingerprint());
+        // Two keys for one host can only come from editing the file by hand.
+        fs::write(kh.path(), format!("h:1 {fa}
+other:1 {fc}
+h:1 {fb}
+")).unwrap();
+        assert_eq!(kh.check("h:1", &fa).unwrap(), HostCheck::Match);
+        assert_eq!(kh.check("h:1", &fb).unwrap(), HostCheck::Match, "a later line matches");
+        assert_eq!(kh.check("h:1", &fc).unwrap(), HostCheck::Changed { expected: fa });
+    }
+
+    #[test]
     fn known_hosts_parsing() {
         let fa = keys()[0].fingerprint();
         let text = format!("# hosts\n\nfoo:1 {fa} the foo server\n");
