@@ -62,10 +62,10 @@ FNR == 1 { reset_file() }
     }
     if (pending) {
         # The attributed item starts here; it ends where its braces close,
-        # or at a `;` if it has no body.
+        # or at a `;` if it has no body, or at a `,` (a field or an arm).
         pending = 0
         if (code ~ /\{/ && depth > 0) { skip = 1; skip_depth = depth - 1 }
-        else if (code !~ /;[ \t]*$/) { skip = 1; skip_depth = depth; wait_open = 1 }
+        else if (code !~ /[;,][ \t]*$/) { skip = 1; skip_depth = depth; wait_open = 1 }
         next
     }
     if (skip) {

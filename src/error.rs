@@ -126,13 +126,8 @@ pub(crate) fn is_deceptive(c: char) -> bool {
 /// terminal or log shows (compare scp's CVE-2019-6109).
 pub fn escape_control(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if is_deceptive(c) {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
+    s.chars()
+        .for_each(|c| if is_deceptive(c) { out.extend(c.escape_default()) } else { out.push(c) });
     out
 }
 
@@ -187,9 +182,8 @@ impl fmt::Display for Error {
             }
             Error::ShuttingDown => f.write_str("server is shutting down"),
             Error::Remote { status, message } => {
-                let name = status::reserved_name(*status)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("status {status}"));
+                let name =
+                    status::reserved_name(*status).map_or(format!("status {status}"), str::to_string);
                 write!(f, "server answered {name}: {}", escape_control(message))
             }
             Error::File { path, source } => write!(f, "{}: {source}", path.display()),

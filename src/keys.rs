@@ -13,7 +13,7 @@
 use crate::constants::{MAX_PUBLIC_KEY_DER, MAX_RSA_BITS, MIN_RSA_BITS};
 use crate::error::{Error, Result};
 use crate::rand::Rng;
-use base64ct::{Base64, Base64Unpadded, Encoding};
+use base64ct::{Base64Unpadded, Encoding};
 use cbc::cipher::zeroize::Zeroizing;
 use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
 use rsa::pkcs8::der::pem;
@@ -23,9 +23,9 @@ use rsa::pkcs8::{
 use rsa::traits::PublicKeyParts;
 use sha2::{Digest, Sha256};
 use std::fmt;
-use std::fs;
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,12 +38,12 @@ const GENERATE_BITS: [usize; 3] = [2048, 3072, 4096];
 
 /// An RSA public key, kept together with its SPKI DER encoding.
 ///
-/// Two keys are equal when their DER encodings are equal; the encoding is
-/// canonical (checked on input), so this is equality of the keys.
-#[derive(Clone)]
+/// Two keys are equal when their DER encodings are equal (compared first) and
+/// so their keys; the encoding is canonical (checked on input).
+#[derive(Clone, PartialEq, Eq)]
 pub struct PublicKey {
-    key: rsa::PublicKey,
     der: Vec<u8>,
+    key: rsa::PublicKey,
 }
 
 impl PublicKey {
@@ -58,7 +58,7 @@ impl PublicKey {
             )));
         }
         let key = rsa::PublicKey::from_public_key_der(der)
-            .map_err(|e| Error::Key(format!("not an RSA public key (SPKI DER): {e}")))?;
+            .map_err(key_err("not an RSA public key (SPKI DER)"))?;
         let parsed = Self::from_rsa(key)?;
         // The fingerprint hashes the DER, so one key must have exactly one encoding
         // (this also refuses, for example, the RSASSA-PSS algorithm identifier).
@@ -78,10 +78,7 @@ impl PublicKey {
                 "RSA key has {bits} bits; ovtp accepts {MIN_RSA_BITS} to {MAX_RSA_BITS} bits"
             )));
         }
-        let der = key
-            .to_public_key_der()
-            .map_err(|e| Error::Key(format!("cannot encode public key: {e}")))?
-            .into_vec();
+        let der = key.to_public_key_der().map_err(key_err("cannot encode public key"))?.into_vec();
         Ok(PublicKey { key, der })
     }
 
@@ -93,16 +90,15 @@ impl PublicKey {
     /// Parse a PEM public key: SPKI (`BEGIN PUBLIC KEY`) or PKCS#1 (`BEGIN RSA PUBLIC KEY`).
     pub fn from_pem(pem: &str) -> Result<Self> {
         let pem = pem.trim();
-        let label = pem::decode_label(pem.as_bytes())
-            .map_err(|e| Error::Key(format!("not a PEM public key: {e}")))?;
+        let label = pem::decode_label(pem.as_bytes()).map_err(key_err("not a PEM public key"))?;
         match label {
             "PUBLIC KEY" => {
-                let (_, doc) = rsa::pkcs8::Document::from_pem(pem)
-                    .map_err(|e| Error::Key(format!("bad PEM public key: {e}")))?;
+                let (_, doc) =
+                    rsa::pkcs8::Document::from_pem(pem).map_err(key_err("bad PEM public key"))?;
                 Self::from_der(doc.as_bytes())
             }
             "RSA PUBLIC KEY" => rsa::PublicKey::from_pkcs1_pem(pem)
-                .map_err(|e| Error::Key(format!("bad PKCS#1 public key: {e}")))
+                .map_err(key_err("bad PKCS#1 public key"))
                 .and_then(Self::from_rsa),
             l if l.contains("PRIVATE KEY") => {
                 Err(Error::Key("this is a private key, where a public key is expected".into()))
@@ -113,27 +109,16 @@ impl PublicKey {
         }
     }
 
-    /// SPKI PEM (`BEGIN PUBLIC KEY`) with LF line endings.
+    /// SPKI PEM (`BEGIN PUBLIC KEY`) with LF line endings and base64 lines of 64
+    /// characters (RFC 7468).
     pub fn to_pem(&self) -> String {
-        let b64 = Base64::encode_string(&self.der);
-        let mut out = String::from("-----BEGIN PUBLIC KEY-----\n");
-        // RFC 7468: base64 lines of 64 characters. Base64 output is ASCII, so chars are bytes.
-        for (i, c) in b64.chars().enumerate() {
-            if i > 0 && i % 64 == 0 {
-                out.push('\n');
-            }
-            out.push(c);
-        }
-        out.push_str("\n-----END PUBLIC KEY-----\n");
-        out
+        // Cannot fail: the label is valid and the DER is far below any length limit.
+        pem::encode_string("PUBLIC KEY", LineEnding::LF, &self.der).expect("a key always encodes")
     }
 
     /// Read a PEM public key file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = read_capped(path, MAX_KEY_FILE, Error::Key)?;
-        let text = utf8(path, &text)?;
-        Self::from_pem(text).map_err(|e| with_path(path, e))
+        parse_key_file(path.as_ref(), false, Self::from_pem)
     }
 
     /// Write the key as SPKI PEM, mode 0644, replacing the file atomically.
@@ -166,14 +151,6 @@ impl PublicKey {
             .map_err(|e| Error::InvalidInput(format!("RSA-OAEP encryption failed: {e}")))
     }
 }
-
-impl PartialEq for PublicKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.der == other.der
-    }
-}
-
-impl Eq for PublicKey {}
 
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -252,15 +229,12 @@ impl KeyPair {
                 "cannot generate a {bits}-bit key; choose 2048, 3072 or 4096"
             )));
         }
-        let key = rsa::PrivateKey::new(rng, bits)
-            .map_err(|e| Error::Key(format!("key generation failed: {e}")))?;
-        Self::from_rsa(key)
+        Self::from_rsa(rsa::PrivateKey::new(rng, bits).map_err(key_err("key generation failed"))?)
     }
 
     fn from_rsa(private: rsa::PrivateKey) -> Result<Self> {
         let public = PublicKey::from_rsa(private.to_public_key())?;
-        let private_ops = Arc::new(AtomicU64::new(0));
-        Ok(KeyPair { private: Arc::new(private), public, private_ops, path: None })
+        Ok(KeyPair { private: Arc::new(private), public, private_ops: Arc::default(), path: None })
     }
 
     /// Parse an unencrypted private key: PKCS#8 (`BEGIN PRIVATE KEY`) or
@@ -277,26 +251,21 @@ impl KeyPair {
                     .into(),
             ));
         }
-        let label = pem::decode_label(pem.as_bytes())
-            .map_err(|e| Error::Key(format!("not a PEM private key: {e}")))?;
+        let label = pem::decode_label(pem.as_bytes()).map_err(key_err("not a PEM private key"))?;
         // The decoders keep the decoded DER in zeroizing buffers.
         let key = match label {
             "PRIVATE KEY" => rsa::PrivateKey::from_pkcs8_pem(pem)
-                .map_err(|e| Error::Key(format!("bad PKCS#8 RSA private key: {e}")))?,
+                .map_err(|e| format!("bad PKCS#8 RSA private key: {e}")),
             "RSA PRIVATE KEY" => rsa::PrivateKey::from_pkcs1_pem(pem)
-                .map_err(|e| Error::Key(format!("bad PKCS#1 RSA private key: {e}")))?,
+                .map_err(|e| format!("bad PKCS#1 RSA private key: {e}")),
             l if l.contains("PUBLIC KEY") => {
-                return Err(Error::Key(
-                    "this is a public key, where the private key is expected".into(),
-                ));
+                Err("this is a public key, where the private key is expected".into())
             }
-            other => {
-                return Err(Error::Key(format!(
-                    "PEM type \"{other}\" is not an RSA private key (expected BEGIN PRIVATE KEY)"
-                )));
-            }
+            other => Err(format!(
+                "PEM type \"{other}\" is not an RSA private key (expected BEGIN PRIVATE KEY)"
+            )),
         };
-        Self::from_rsa(key)
+        Self::from_rsa(key.map_err(Error::Key)?)
     }
 
     /// The private key as unencrypted PKCS#8 PEM (LF line endings).
@@ -315,9 +284,7 @@ impl KeyPair {
     /// Read a private key file, refusing it if group or others can access it.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let pem = read_capped_secret(path, MAX_KEY_FILE)?;
-        let pem = utf8(path, &pem)?;
-        let keys = Self::from_pem(pem).map_err(|e| with_path(path, e))?;
+        let keys = parse_key_file(path, true, Self::from_pem)?;
         Ok(KeyPair { path: Some(path.into()), ..keys })
     }
 
@@ -358,7 +325,7 @@ impl KeyPair {
         self.private_ops.fetch_add(1, Ordering::Relaxed);
         self.private
             .pss_sign_with_rng::<Sha256, _>(rng, msg)
-            .map_err(|e| Error::Key(format!("RSA-PSS signing failed: {e}")))
+            .map_err(key_err("RSA-PSS signing failed"))
     }
 
     /// Decrypt an RSA-OAEP (SHA-256, empty label) ciphertext. A private-key
@@ -386,6 +353,11 @@ impl fmt::Debug for KeyPair {
 
 // ---- File helpers, shared with `trust`. ----
 
+/// Maps a parser's or the `rsa` crate's error `e` to `Error::Key("{what}: {e}")`.
+fn key_err<E: fmt::Display>(what: &'static str) -> impl FnOnce(E) -> Error {
+    move |e| Error::Key(format!("{what}: {e}"))
+}
+
 /// An I/O error whose message names the file.
 pub(crate) fn io_error(path: &Path, e: io::Error) -> Error {
     Error::Io(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
@@ -408,43 +380,33 @@ fn exists_error(path: &Path) -> Error {
     ))
 }
 
-fn utf8<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str> {
-    std::str::from_utf8(bytes)
-        .map_err(|_| Error::Key(format!("{}: not a PEM text file", path.display())))
-}
-
-/// Read a whole file of at most `limit` bytes; larger files are an error
-/// (made by `kind`, e.g. `Error::Key`), so that a huge file cannot exhaust memory.
-pub(crate) fn read_capped(path: &Path, limit: u64, kind: fn(String) -> Error) -> Result<Vec<u8>> {
-    let file = fs::File::open(path).map_err(|e| io_error(path, e))?;
-    read_open_capped(path, file, limit, kind, Vec::new())
-}
-
-fn read_open_capped(
+/// Read a key file (at most [`MAX_KEY_FILE`] bytes) and parse its text with
+/// `parse`; parse errors name the file. With `secret` (a private key) see [`read_capped`].
+pub(crate) fn parse_key_file<T>(
     path: &Path,
-    file: fs::File,
+    secret: bool,
+    parse: impl FnOnce(&str) -> Result<T>,
+) -> Result<T> {
+    let bytes = read_capped(path, MAX_KEY_FILE, Error::Key, secret)?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| Error::Key("not a PEM text file".into()));
+    text.and_then(parse).map_err(|e| with_path(path, e))
+}
+
+/// Read a whole file of at most `limit` bytes into a buffer that is wiped
+/// after use; larger files are an error (made by `kind`, e.g. `Error::Key`), so
+/// that a huge file cannot exhaust memory. With `secret` (a private key), the
+/// file is refused if group or others may access it.
+pub(crate) fn read_capped(
+    path: &Path,
     limit: u64,
     kind: fn(String) -> Error,
-    mut buf: Vec<u8>,
-) -> Result<Vec<u8>> {
-    file.take(limit + 1).read_to_end(&mut buf).map_err(|e| io_error(path, e))?;
-    if buf.len() as u64 > limit {
-        return Err(kind(format!(
-            "{} is larger than {limit} bytes; refusing to read it",
-            path.display()
-        )));
-    }
-    Ok(buf)
-}
-
-/// Read a private key file: refused if group or others may access it, read
-/// into a buffer that is wiped after use.
-fn read_capped_secret(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>> {
-    let file = fs::File::open(path).map_err(|e| io_error(path, e))?;
+    secret: bool,
+) -> Result<Zeroizing<Vec<u8>>> {
+    let file = File::open(path).map_err(|e| io_error(path, e))?;
     // Checked on the open file, so the file checked is the file read.
     let meta = file.metadata().map_err(|e| io_error(path, e))?;
     #[cfg(unix)]
-    {
+    if secret {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o7777;
         if mode & 0o077 != 0 {
@@ -455,18 +417,26 @@ fn read_capped_secret(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>> {
             )));
         }
     }
+    #[cfg(not(unix))]
+    let _ = secret;
     // Allocate the final size up front: a growing Vec would leave unwiped copies behind.
-    let capacity = meta.len().min(limit) as usize + 1;
-    let buf = read_open_capped(path, file, limit, Error::Key, Vec::with_capacity(capacity))?;
-    Ok(Zeroizing::new(buf))
+    let mut buf = Zeroizing::new(Vec::with_capacity(meta.len().min(limit) as usize + 1));
+    file.take(limit + 1).read_to_end(&mut buf).map_err(|e| io_error(path, e))?;
+    if buf.len() as u64 > limit {
+        let msg = format!("{} is larger than {limit} bytes; refusing to read it", path.display());
+        return Err(kind(msg));
+    }
+    Ok(buf)
 }
 
-/// A fresh name beside `path` for a temporary file.
-fn temp_path(path: &Path) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = path.file_name().map(|s| s.to_string_lossy()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
+/// Open `path` with `options`; a file it creates has permission bits `mode`
+/// (on Unix; elsewhere the default).
+pub(crate) fn open_mode(opts: &mut fs::OpenOptions, mode: u32, path: &Path) -> io::Result<File> {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(opts, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    opts.open(path)
 }
 
 /// Write `contents` to `path` through a temporary file in the same directory,
@@ -474,26 +444,22 @@ fn temp_path(path: &Path) -> PathBuf {
 /// final name never holds a partial file. Without `overwrite`, an existing
 /// target is an error (the move is a hard link, which never replaces).
 pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32, overwrite: bool) -> Result<()> {
-    let tmp = temp_path(path);
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    #[cfg(not(unix))]
-    let _ = mode;
-    let result = options.open(&tmp).and_then(|mut file| {
+    // A fresh name beside `path` for the temporary file.
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = path.file_name().map(|s| s.to_string_lossy()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()));
+    let result = open_mode(fs::OpenOptions::new().write(true).create_new(true), mode, &tmp);
+    let result = result.and_then(|mut file| {
         // Exactly `mode`, whatever the umask (it can only have removed bits).
         #[cfg(unix)]
         file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         file.write_all(contents)?;
         file.sync_all()
     });
-    let result = result.and_then(|()| {
-        if overwrite {
-            fs::rename(&tmp, path)
-        } else {
-            fs::hard_link(&tmp, path).and_then(|()| fs::remove_file(&tmp))
-        }
+    let result = result.and_then(|()| match overwrite {
+        true => fs::rename(&tmp, path),
+        false => fs::hard_link(&tmp, path).and_then(|()| fs::remove_file(&tmp)),
     });
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
@@ -508,6 +474,7 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32, overwrite: b
 #[cfg(test)]
 pub(crate) mod test_util {
     use super::*;
+    use std::path::PathBuf;
     use std::sync::OnceLock;
 
     /// Three 2048-bit keys, generated once per test binary from a fixed seed.

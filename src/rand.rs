@@ -96,31 +96,20 @@ impl std::fmt::Debug for Rng {
     }
 }
 
-/// Error type the `rsa` crate sees when the random source fails.
-#[derive(Debug)]
-pub struct RngError;
-
-impl std::fmt::Display for RngError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("random source failed")
-    }
-}
-
-impl std::error::Error for RngError {}
-
+/// For the `rsa` crate; a failure of the random source is our own error.
 impl TryRng for Rng {
-    type Error = RngError;
+    type Error = Error;
 
-    fn try_next_u32(&mut self) -> std::result::Result<u32, RngError> {
-        self.array::<4>().map(u32::from_le_bytes).map_err(|_| RngError)
+    fn try_next_u32(&mut self) -> Result<u32> {
+        self.array().map(u32::from_le_bytes)
     }
 
-    fn try_next_u64(&mut self) -> std::result::Result<u64, RngError> {
-        self.array::<8>().map(u64::from_le_bytes).map_err(|_| RngError)
+    fn try_next_u64(&mut self) -> Result<u64> {
+        self.array().map(u64::from_le_bytes)
     }
 
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> std::result::Result<(), RngError> {
-        self.fill(dst).map_err(|_| RngError)
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<()> {
+        self.fill(dst)
     }
 }
 

@@ -27,10 +27,10 @@
 
 use crate::error::{Error, Result, escape_control};
 use crate::keys::{
-    Fingerprint, MAX_KEY_FILE, PublicKey, io_error, read_capped, with_path, write_atomic,
+    Fingerprint, PublicKey, io_error, open_mode, parse_key_file, read_capped, with_path,
+    write_atomic,
 };
 use base64ct::{Base64, Encoding};
-use cbc::cipher::zeroize::Zeroizing;
 use std::fmt;
 use std::fs;
 use std::io::{self, Write};
@@ -99,13 +99,21 @@ pub fn authorized_key_line(key: &PublicKey, comment: &str) -> String {
     }
 }
 
+/// A trust file's text (`None`: the file does not exist) and its entries,
+/// parsed by `parse`; a parse error names the file.
+fn load<T>(path: &Path, parse: fn(&str) -> Result<Vec<T>>) -> Result<(Option<String>, Vec<T>)> {
+    let text = read_text(path)?;
+    let entries = text.as_deref().map_or(Ok(Vec::new()), parse).map_err(|e| with_path(path, e))?;
+    Ok((text, entries))
+}
+
 /// Read a trust file; `None` if it does not exist.
 fn read_text(path: &Path) -> Result<Option<String>> {
-    match read_capped(path, MAX_TRUST_FILE, Error::TrustFile) {
+    match read_capped(path, MAX_TRUST_FILE, Error::TrustFile, false) {
         Err(Error::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
-        Ok(bytes) => String::from_utf8(bytes)
-            .map(Some)
+        Ok(bytes) => std::str::from_utf8(&bytes)
+            .map(|text| Some(text.to_owned()))
             .map_err(|_| Error::TrustFile(format!("{}: not UTF-8 text", path.display()))),
     }
 }
@@ -115,12 +123,8 @@ fn read_text(path: &Path) -> Result<Option<String>> {
 /// directory (mode 0700) if needed. Never glues the line to an unterminated
 /// last line.
 fn append_line(path: &Path, existing: Option<&str>, line: &str, mode: u32) -> Result<()> {
-    let mut data = String::new();
-    if existing.is_some_and(|t| !t.is_empty() && !t.ends_with('\n')) {
-        data.push('\n');
-    }
-    data.push_str(line);
-    data.push('\n');
+    let glue = existing.is_some_and(|t| !t.is_empty() && !t.ends_with('\n'));
+    let data = format!("{}{line}\n", if glue { "\n" } else { "" });
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         let mut builder = fs::DirBuilder::new();
         builder.recursive(true);
@@ -128,32 +132,20 @@ fn append_line(path: &Path, existing: Option<&str>, line: &str, mode: u32) -> Re
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         builder.create(dir).map_err(|e| io_error(dir, e))?;
     }
-    let mut options = fs::OpenOptions::new();
-    options.append(true).create(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    #[cfg(not(unix))]
-    let _ = mode;
+    let file = open_mode(fs::OpenOptions::new().append(true).create(true), mode, path);
     // One write of the whole line, so concurrent appenders do not interleave.
-    options.open(path).and_then(|mut f| f.write_all(data.as_bytes())).map_err(|e| io_error(path, e))
+    file.and_then(|mut f| f.write_all(data.as_bytes())).map_err(|e| io_error(path, e))
 }
 
-/// What identifies a version of a file without reading it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
-}
+/// What identifies a version of a file without reading it: (mtime, length, inode).
+type Stamp = (Option<SystemTime>, u64, u64);
 
-impl Stamp {
-    fn of(meta: &fs::Metadata) -> Self {
-        #[cfg(unix)]
-        let inode = std::os::unix::fs::MetadataExt::ino(meta);
-        #[cfg(not(unix))]
-        let inode = 0;
-        Stamp { modified: meta.modified().ok(), len: meta.len(), inode }
-    }
+fn stamp(meta: &fs::Metadata) -> Stamp {
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    (meta.modified().ok(), meta.len(), inode)
 }
 
 /// The parsed file and the stamp of the version it was parsed from
@@ -204,7 +196,7 @@ impl AuthorizedKeys {
     fn current(&self, cache: &mut Option<Cache>) -> Result<Arc<Vec<(PublicKey, String)>>> {
         // Stat before reading: if the file changes during the read, the next call sees a new stamp.
         let stamp = match fs::metadata(&self.path) {
-            Ok(meta) => Some(Stamp::of(&meta)),
+            Ok(meta) => Some(stamp(&meta)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_error(&self.path, e)),
         };
@@ -213,11 +205,7 @@ impl AuthorizedKeys {
         {
             return Ok(c.keys.clone());
         }
-        let keys = match read_text(&self.path)? {
-            Some(text) => parse_authorized_keys(&text).map_err(|e| with_path(&self.path, e))?,
-            None => Vec::new(),
-        };
-        let keys = Arc::new(keys);
+        let keys = Arc::new(load(&self.path, parse_authorized_keys)?.1);
         *cache = Some(Cache { stamp, keys: keys.clone() });
         Ok(keys)
     }
@@ -241,12 +229,9 @@ impl AuthorizedKeys {
     /// if missing.
     pub fn add(&self, key: &PublicKey, comment: &str) -> Result<bool> {
         let mut cache = self.lock();
-        let text = read_text(&self.path)?;
-        if let Some(text) = &text {
-            let keys = parse_authorized_keys(text).map_err(|e| with_path(&self.path, e))?;
-            if keys.iter().any(|(k, _)| k == key) {
-                return Ok(false);
-            }
+        let (text, keys) = load(&self.path, parse_authorized_keys)?;
+        if keys.iter().any(|(k, _)| k == key) {
+            return Ok(false);
         }
         let line = authorized_key_line(key, comment);
         append_line(&self.path, text.as_deref(), &line, 0o600)?;
@@ -279,26 +264,22 @@ impl AuthorizedKeys {
         } else {
             vec![path.to_path_buf()]
         };
-        Ok(files
-            .into_iter()
-            .map(|file| AddOutcome { result: self.add_file(&file), source: file })
-            .collect())
+        Ok(files.into_iter().map(|p| AddOutcome { result: self.add_file(&p), source: p }).collect())
     }
 
     fn add_file(&self, path: &Path) -> Result<(Fingerprint, bool)> {
-        // Wiped after use, in case the file is a private key.
-        let bytes = Zeroizing::new(read_capped(path, MAX_KEY_FILE, Error::Key)?);
-        let text = std::str::from_utf8(&bytes)
-            .map_err(|_| Error::Key(format!("{}: not a PEM text file", path.display())))?;
-        // Checked on the text, so that a private key is never even parsed here.
-        if text.contains("PRIVATE KEY-----") {
-            return Err(Error::Key(format!(
-                "{p} is a PRIVATE key; it is never added to authorized_keys. \
-                 Give the public key instead (openssl pkey -in {p} -pubout)",
-                p = path.display()
-            )));
-        }
-        let key = PublicKey::from_pem(text).map_err(|e| with_path(path, e))?;
+        // Read into a buffer wiped after use, in case the file is a private key.
+        let key = parse_key_file(path, false, |text| {
+            // Checked on the text, so that a private key is never even parsed here.
+            if text.contains("PRIVATE KEY-----") {
+                return Err(Error::Key(format!(
+                    "this is a PRIVATE key; it is never added to authorized_keys. \
+                     Give the public key instead (openssl pkey -in {} -pubout)",
+                    path.display()
+                )));
+            }
+            PublicKey::from_pem(text)
+        })?;
         let comment = path.file_stem().unwrap_or_default().to_string_lossy();
         let added = self.add(&key, &comment)?;
         Ok((key.fingerprint(), added))
@@ -309,9 +290,7 @@ impl AuthorizedKeys {
     /// are). Returns whether it was present.
     pub fn remove(&self, fp: &Fingerprint) -> Result<bool> {
         let mut cache = self.lock();
-        let Some(text) = read_text(&self.path)? else {
-            return Ok(false);
-        };
+        let Some(text) = read_text(&self.path)? else { return Ok(false) };
         let mut kept = String::with_capacity(text.len());
         let mut removed = false;
         // `split_inclusive` keeps each line's own ending, so kept lines are byte-identical.
@@ -412,27 +391,18 @@ impl KnownHosts {
         &self.path
     }
 
-    fn entries(&self) -> Result<Vec<(String, Fingerprint, String)>> {
-        match read_text(&self.path)? {
-            Some(text) => parse_known_hosts(&text).map_err(|e| with_path(&self.path, e)),
-            None => Ok(Vec::new()),
-        }
-    }
-
     /// Look up `host` (`host:port`) and compare its recorded fingerprint with
     /// `fp`. A missing file means every host is unknown.
     pub fn check(&self, host: &str, fp: &Fingerprint) -> Result<HostCheck> {
         let host = normalize_host(host).map_err(Error::InvalidInput)?;
-        let mut expected = None;
-        for (h, f, _) in self.entries()? {
-            if h == host {
-                if f == *fp {
-                    return Ok(HostCheck::Match);
-                }
-                expected.get_or_insert(f);
-            }
+        let (_, entries) = load(&self.path, parse_known_hosts)?;
+        let mut recorded = entries.into_iter().filter(|(h, ..)| *h == host).map(|(_, f, _)| f);
+        // A match on any line; otherwise the first line recorded is the one reported.
+        let Some(first) = recorded.next() else { return Ok(HostCheck::Unknown) };
+        if first == *fp || recorded.any(|f| f == *fp) {
+            return Ok(HostCheck::Match);
         }
-        Ok(expected.map_or(HostCheck::Unknown, |expected| HostCheck::Changed { expected }))
+        Ok(HostCheck::Changed { expected: first })
     }
 
     /// Record `host` (`host:port`) with `fp`, appending a line (the file is
@@ -441,11 +411,7 @@ impl KnownHosts {
     /// refused: changed keys are never overwritten silently.
     pub fn add(&self, host: &str, fp: &Fingerprint) -> Result<()> {
         let host = normalize_host(host).map_err(Error::InvalidInput)?;
-        let text = read_text(&self.path)?;
-        let entries = match &text {
-            Some(t) => parse_known_hosts(t).map_err(|e| with_path(&self.path, e))?,
-            None => Vec::new(),
-        };
+        let (text, entries) = load(&self.path, parse_known_hosts)?;
         if entries.iter().any(|(h, f, _)| *h == host && f == fp) {
             return Ok(());
         }
@@ -631,6 +597,22 @@ mod tests {
         for bad in ["server.example", "::1:888", "a b:1", "h:99999", ":888", "h:"] {
             assert!(matches!(kh.add(bad, &fa), Err(Error::InvalidInput(_))), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_host_on_several_lines_matches_any_and_reports_its_first() {
+        let dir = TempDir::new();
+        let kh = KnownHosts::new(dir.join("known_hosts"));
+        let [a, b, c] = keys();
+        let (fa, fb, fc) = (a.fingerprint(), b.fingerprint(), c.fingerprint());
+        // Two keys for one host can only come from editing the file by hand.
+        fs::write(kh.path(), format!("h:1 {fa}
+other:1 {fc}
+h:1 {fb}
+")).unwrap();
+        assert_eq!(kh.check("h:1", &fa).unwrap(), HostCheck::Match);
+        assert_eq!(kh.check("h:1", &fb).unwrap(), HostCheck::Match, "a later line matches");
+        assert_eq!(kh.check("h:1", &fc).unwrap(), HostCheck::Changed { expected: fa });
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::keys::PublicKey;
 use crate::proto::codec::Body;
 use crate::proto::handshake::Session;
 use crate::proto::msg::{self, Alert, Assembler, FLAG_FIN, REC_ALERT};
-use crate::proto::record::{Opener, Sealer};
+use crate::proto::record::{Opener, Plain, Sealer};
 use crate::rand::Rng;
 use crate::status::AlertCode;
 use std::sync::Arc;
@@ -69,37 +69,25 @@ impl Channel {
     /// [`Channel::flush`] (or until the buffer holds a few MiB), so that many
     /// small messages cost one system call.
     pub(crate) fn queue(&mut self, rtype: u8, header: &[u8], body: &[u8]) -> Result<()> {
-        let first = body.len().min(MAX_RECORD_PLAINTEXT - header.len());
-        let mut rest = &body[first..];
-        let fin = if rest.is_empty() { FLAG_FIN } else { 0 };
-        self.sealer.seal_parts(
-            &mut self.rng,
-            rtype,
-            fin,
-            &[header, &body[..first]],
-            &mut self.out,
-        )?;
-        while !rest.is_empty() {
-            let n = rest.len().min(MAX_RECORD_PLAINTEXT);
-            let fin = if n == rest.len() { FLAG_FIN } else { 0 };
-            self.sealer.seal(&mut self.rng, rtype, fin, &rest[..n], &mut self.out)?;
-            rest = &rest[n..];
+        // The header opens the first record.
+        let (mut header, mut rest, mut fin) = (header, body, 0);
+        while fin == 0 {
+            let n = rest.len().min(MAX_RECORD_PLAINTEXT - header.len());
+            fin = if n == rest.len() { FLAG_FIN } else { 0 };
+            let record = Plain { rtype, flags: fin, parts: &[header, &rest[..n]] };
+            self.sealer.seal_batch(&mut self.rng, &[record], &mut self.out)?;
+            (header, rest) = (&[], &rest[n..]);
+            // Keep memory flat: however many messages are queued, at most a few MiB wait.
             if self.out.len() >= QUEUE_FLUSH {
                 self.flush()?;
             }
-        }
-        // Keep memory flat: however many messages are queued, at most a few MiB wait.
-        if self.out.len() >= QUEUE_FLUSH {
-            self.flush()?;
         }
         Ok(())
     }
 
     /// Write everything queued.
     pub(crate) fn flush(&mut self) -> Result<()> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
+        // Nothing queued is no write at all (`write_all` of nothing returns at once).
         let res = self.conn.write_all(&self.out);
         self.out.clear();
         res
@@ -107,7 +95,7 @@ impl Channel {
 
     /// Send one record made of `parts` (at most MAX_RECORD_PLAINTEXT bytes).
     pub(crate) fn send_record(&mut self, rtype: u8, flags: u8, parts: &[&[u8]]) -> Result<()> {
-        self.sealer.seal_parts(&mut self.rng, rtype, flags, parts, &mut self.out)?;
+        self.sealer.seal_batch(&mut self.rng, &[Plain { rtype, flags, parts }], &mut self.out)?;
         self.flush()
     }
 
@@ -186,21 +174,17 @@ impl Channel {
     }
 
     /// Receive one whole message (records until FIN), at most `max_message`
-    /// bytes of payload plus `header_allowance`. `deadline` bounds the wait for
+    /// bytes of payload plus `allowance` (for a header). `deadline` bounds the wait for
     /// its first byte; an encrypted alert becomes [`Error::Refused`].
     /// `Ok(None)` means the peer closed cleanly before the message began.
-    pub(crate) fn recv(
-        &mut self,
-        deadline: Instant,
-        header_allowance: usize,
-    ) -> Result<Option<Message>> {
+    pub(crate) fn recv(&mut self, deadline: Instant, allowance: usize) -> Result<Option<Message>> {
         if !self.out.is_empty() && !self.conn.has_buffered_frame() {
             self.flush()?;
         }
         if !self.conn.wait_readable(deadline, "waiting for a message")? {
             return Ok(None);
         }
-        let mut message = Assembler::new(self.max_message + header_allowance);
+        let mut message = Assembler::new(self.max_message + allowance);
         let started = Instant::now();
         loop {
             // A message must keep moving: each MiB received earns another I/O

@@ -47,11 +47,7 @@ impl Conn {
         if left.is_zero() {
             return Err(Error::Timeout(stage));
         }
-        let stale = match self.timeout {
-            Some(t) => t > left + TIMEOUT_SLACK || t < left / 2,
-            None => true,
-        };
-        if stale {
+        if self.timeout.is_none_or(|t| t > left + TIMEOUT_SLACK || t < left / 2) {
             self.stream.set_read_timeout(Some(left))?;
             self.timeout = Some(left);
         }
@@ -110,9 +106,9 @@ impl Conn {
         deadline: Instant,
         stage: &'static str,
     ) -> Result<Vec<u8>> {
+        // An empty buffer grows to exactly the body.
         let mut body = Vec::new();
-        let len = self.read_frame_into(&mut body, max, deadline, stage)?;
-        body.truncate(len);
+        self.read_frame_into(&mut body, max, deadline, stage)?;
         Ok(body)
     }
 

@@ -88,13 +88,8 @@ impl SealPool {
                     }
                 }
             });
-            let Ok(thread) = spawned else { break };
-            helpers.push(Helper {
-                jobs: Some(jobs),
-                done,
-                spare: Vec::new(),
-                thread: Some(thread),
-            });
+            let Ok(t) = spawned else { break };
+            helpers.push(Helper { jobs: Some(jobs), done, spare: Vec::new(), thread: Some(t) });
         }
         SealPool { helpers, own: Vec::new(), counted: false }
     }

@@ -103,10 +103,7 @@ pub(crate) fn put_vec16(out: &mut Vec<u8>, field: &[u8]) {
 
 /// Prefix `body` with its 4-byte big-endian length, making a frame.
 pub(crate) fn frame(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + body.len());
-    out.extend_from_slice(&frame_len(body.len()).to_be_bytes());
-    out.extend_from_slice(body);
-    out
+    [&frame_len(body.len()).to_be_bytes()[..], body].concat()
 }
 
 /// The length prefix of a body; bodies are bounded by MAX_RECORD_FRAME, far below 4 GiB.

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::rand::Rng;
-use cbc::cipher::zeroize::{Zeroize, Zeroizing};
+use cbc::cipher::zeroize::Zeroizing;
 use rsa::BoxedUint;
 
 /// Bytes of the prime, of a share and of the shared secret (3072 bits).
@@ -53,17 +53,13 @@ fn pow_mod(base: &[u8], exponent: &[u8]) -> Zeroizing<Share> {
     // Neither conversion can fail: both inputs fit their precision, and p is odd.
     let p = BoxedUint::from_be_slice(&P, BITS).expect("p has 3072 bits");
     let p = Option::from(p.to_odd()).expect("p is odd");
-    let mut b = BoxedUint::from_be_slice(base, BITS).expect("a base below 2^3072");
+    let b = Zeroizing::new(BoxedUint::from_be_slice(base, BITS).expect("a base below 2^3072"));
     let bits = 8 * exponent.len() as u32;
-    let mut e = BoxedUint::from_be_slice(exponent, bits).expect("exponent fits its length");
-    let mut r = b.pow_mod(&e, &p);
+    let e = BoxedUint::from_be_slice(exponent, bits).expect("exponent fits its length");
+    let e = Zeroizing::new(e);
+    let r = Zeroizing::new(b.pow_mod(&e, &p));
     let mut out = Zeroizing::new([0u8; DH_LEN]);
-    let mut bytes = r.to_be_bytes();
-    out.copy_from_slice(&bytes);
-    bytes.zeroize();
-    b.zeroize();
-    e.zeroize();
-    r.zeroize();
+    out.copy_from_slice(&Zeroizing::new(r.to_be_bytes()));
     out
 }
 

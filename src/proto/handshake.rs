@@ -43,40 +43,36 @@ pub struct Transcript(Sha256);
 
 impl Transcript {
     fn new() -> Self {
-        let mut h = Sha256::new();
-        h.update(LABEL_TRANSCRIPT);
-        Transcript(h)
+        Transcript(Sha256::new_with_prefix(LABEL_TRANSCRIPT))
     }
 
-    fn absorb(&mut self, element: &[u8]) {
-        self.0.update(super::codec::frame_len(element.len()).to_be_bytes());
-        self.0.update(element);
+    fn absorb(&mut self, elements: &[&[u8]]) {
+        for element in elements {
+            self.0.update(super::codec::frame_len(element.len()).to_be_bytes());
+            self.0.update(element);
+        }
     }
 
     fn hash(&self) -> [u8; 32] {
         self.0.clone().finalize().into()
     }
-}
 
-fn signed_message(label: &[u8], hash: &[u8; 32]) -> Vec<u8> {
-    [label, hash.as_slice()].concat()
+    /// What a side signs: `label || hash` (H1 or H2).
+    fn signed(&self, label: &[u8]) -> Vec<u8> {
+        [label, &self.hash()].concat()
+    }
 }
 
 /// Start of every plaintext handshake frame body: magic, version, type.
 fn plain_header(frame_type: u8) -> Vec<u8> {
-    let mut b = Vec::with_capacity(1200);
-    b.extend_from_slice(&MAGIC);
-    b.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
-    b.push(frame_type);
-    b
+    [&MAGIC[..], &PROTOCOL_VERSION.to_be_bytes(), &[frame_type]].concat()
 }
 
 /// Parse the common header of a plaintext frame and check that it is `expected`.
 /// An alert in its place becomes [`Error::Refused`].
 fn parse_plain<'a>(body: &'a [u8], expected: u8) -> Result<Reader<'a>> {
     let mut r = Reader::new(body);
-    let magic: [u8; 4] = r.array("magic")?;
-    if magic != MAGIC {
+    if r.array::<4>("magic")? != MAGIC {
         return Err(Error::Version { ours: PROTOCOL_VERSION, theirs: 0 });
     }
     let version = r.u16("version")?;
@@ -101,11 +97,12 @@ pub fn alert_frame(code: AlertCode, message: &str) -> Vec<u8> {
     frame(&b)
 }
 
-fn hello(frame_type: u8, nonce: &[u8; NONCE_LEN], key: &PublicKey) -> Vec<u8> {
+/// A hello body with a fresh nonce.
+fn hello(frame_type: u8, rng: &mut Rng, key: &PublicKey) -> Result<Vec<u8>> {
     let mut b = plain_header(frame_type);
-    b.extend_from_slice(nonce);
+    b.extend_from_slice(&rng.array::<NONCE_LEN>()?);
     put_vec16(&mut b, key.to_der());
-    b
+    Ok(b)
 }
 
 fn parse_hello(body: &[u8], frame_type: u8) -> Result<([u8; NONCE_LEN], PublicKey)> {
@@ -208,10 +205,9 @@ pub struct ClientAwaitAuth {
 impl ClientStart {
     /// Begin: returns the state and the ClientHello frame to send.
     pub fn new(keys: &KeyPair, rng: &mut Rng) -> Result<(Self, Vec<u8>)> {
-        let nonce: [u8; NONCE_LEN] = rng.array()?;
-        let body = hello(CLIENT_HELLO, &nonce, keys.public());
+        let body = hello(CLIENT_HELLO, rng, keys.public())?;
         let mut transcript = Transcript::new();
-        transcript.absorb(&body);
+        transcript.absorb(&[&body]);
         Ok((ClientStart { keys: keys.clone(), transcript }, frame(&body)))
     }
 
@@ -225,16 +221,14 @@ impl ClientStart {
     ) -> Result<(ClientAwaitAuth, Vec<u8>)> {
         let (_nonce, server_key) = parse_hello(body, SERVER_HELLO)?;
         check_server_key(&server_key)?;
-        self.transcript.absorb(body);
+        self.transcript.absorb(&[body]);
         let exponent = Exponent::draw(rng)?;
         let secret = Zeroizing::new(rng.array::<SECRET_LEN>()?);
         let wrapped = server_key.oaep_encrypt(rng, secret.as_slice())?;
         let share = exponent.share();
-        self.transcript.absorb(&wrapped);
-        self.transcript.absorb(&share);
-        let h1 = self.transcript.hash();
-        let signature = self.keys.sign_pss(rng, &signed_message(LABEL_CLIENT_SIG, &h1))?;
-        self.transcript.absorb(&signature);
+        self.transcript.absorb(&[&wrapped, &share]);
+        let signature = self.keys.sign_pss(rng, &self.transcript.signed(LABEL_CLIENT_SIG))?;
+        self.transcript.absorb(&[&signature]);
         let out = frame(&auth(CLIENT_AUTH, &wrapped, &share, &signature));
         let (keys, transcript) = (self.keys, self.transcript);
         Ok((ClientAwaitAuth { keys, server_key, secret, exponent, transcript }, out))
@@ -246,11 +240,9 @@ impl ClientAwaitAuth {
     /// state can unwrap the server's secret or compute the Diffie-Hellman secret.
     pub fn verify_server_auth(mut self, body: &[u8]) -> Result<ClientVerified> {
         let (wrapped, share, signature) = parse_auth(body, SERVER_AUTH)?;
-        self.transcript.absorb(wrapped);
-        self.transcript.absorb(&share);
-        let h2 = self.transcript.hash();
-        self.server_key.verify_pss(&signed_message(LABEL_SERVER_SIG, &h2), signature)?;
-        self.transcript.absorb(signature);
+        self.transcript.absorb(&[wrapped, &share]);
+        self.server_key.verify_pss(&self.transcript.signed(LABEL_SERVER_SIG), signature)?;
+        self.transcript.absorb(&[signature]);
         Ok(ClientVerified { state: self, wrapped: wrapped.to_vec(), share })
     }
 
@@ -317,11 +309,9 @@ impl ServerAwaitAuth {
         if !is_authorized(&client_key)? {
             return Err(Error::NotAuthorized { fingerprint: client_key.fingerprint().to_string() });
         }
+        let reply = hello(SERVER_HELLO, rng, keys.public())?;
         let mut transcript = Transcript::new();
-        transcript.absorb(body);
-        let nonce: [u8; NONCE_LEN] = rng.array()?;
-        let reply = hello(SERVER_HELLO, &nonce, keys.public());
-        transcript.absorb(&reply);
+        transcript.absorb(&[body, &reply]);
         Ok((ServerAwaitAuth { keys: keys.clone(), client_key, transcript }, frame(&reply)))
     }
 
@@ -331,19 +321,11 @@ impl ServerAwaitAuth {
     /// costs no private-key operation and no exponentiation.
     pub fn verify_client_auth(mut self, body: &[u8], rng: &mut Rng) -> Result<ServerVerified> {
         let (wrapped, client_share, signature) = parse_auth(body, CLIENT_AUTH)?;
-        self.transcript.absorb(wrapped);
-        self.transcript.absorb(&client_share);
-        let h1 = self.transcript.hash();
-        self.client_key.verify_pss(&signed_message(LABEL_CLIENT_SIG, &h1), signature)?;
-        self.transcript.absorb(signature);
-        Ok(ServerVerified {
-            keys: self.keys,
-            client_key: self.client_key,
-            transcript: self.transcript,
-            wrapped: wrapped.to_vec(),
-            client_share,
-            exponent: Exponent::draw(rng)?,
-        })
+        self.transcript.absorb(&[wrapped, &client_share]);
+        self.client_key.verify_pss(&self.transcript.signed(LABEL_CLIENT_SIG), signature)?;
+        self.transcript.absorb(&[signature]);
+        let (wrapped, exponent) = (wrapped.to_vec(), Exponent::draw(rng)?);
+        Ok(ServerVerified { state: self, wrapped, client_share, exponent })
     }
 
     /// [`ServerAwaitAuth::verify_client_auth`], then both private-key
@@ -363,9 +345,7 @@ impl ServerAwaitAuth {
 /// [`ServerVerified::sign`], each a private-key operation and an
 /// exponentiation; both take `&self`, so they can run at once.
 pub struct ServerVerified {
-    keys: KeyPair,
-    client_key: PublicKey,
-    transcript: Transcript,
+    state: ServerAwaitAuth,
     wrapped: Vec<u8>,
     client_share: Share,
     exponent: Exponent,
@@ -392,35 +372,32 @@ impl ServerVerified {
     /// the Diffie-Hellman secret. The blinding comes from `rng`; nothing drawn
     /// here goes on the wire.
     pub fn client_secrets(&self, rng: &mut Rng) -> Result<ClientSecrets> {
-        let transported = unwrap_secret(&self.keys, rng, &self.wrapped)?;
+        let transported = unwrap_secret(&self.state.keys, rng, &self.wrapped)?;
         Ok(ClientSecrets { transported, dh: self.exponent.shared_secret(&self.client_share) })
     }
 
     /// Draw the server's secret, wrap it to the client, compute the server's
     /// share and sign the transcript.
     pub fn sign(&self, rng: &mut Rng) -> Result<ServerHalf> {
-        let mut transcript = self.transcript.clone();
+        let ServerAwaitAuth { keys, client_key, transcript } = &self.state;
+        let mut transcript = transcript.clone();
         let secret = Zeroizing::new(rng.array::<SECRET_LEN>()?);
-        let wrapped = self.client_key.oaep_encrypt(rng, secret.as_slice())?;
+        let wrapped = client_key.oaep_encrypt(rng, secret.as_slice())?;
         let share = self.exponent.share();
-        transcript.absorb(&wrapped);
-        transcript.absorb(&share);
-        let h2 = transcript.hash();
-        let signature = self.keys.sign_pss(rng, &signed_message(LABEL_SERVER_SIG, &h2))?;
+        transcript.absorb(&[&wrapped, &share]);
+        let signature = keys.sign_pss(rng, &transcript.signed(LABEL_SERVER_SIG))?;
         Ok(ServerHalf { secret, wrapped, share, signature })
     }
 
     /// The session, and the ServerAuth frame to send.
-    pub fn finish(mut self, theirs: ClientSecrets, ours: ServerHalf) -> (Session, Vec<u8>) {
-        self.transcript.absorb(&ours.wrapped);
-        self.transcript.absorb(&ours.share);
-        self.transcript.absorb(&ours.signature);
-        let h3 = self.transcript.hash();
+    pub fn finish(self, theirs: ClientSecrets, ours: ServerHalf) -> (Session, Vec<u8>) {
+        let ServerAwaitAuth { client_key, mut transcript, .. } = self.state;
+        transcript.absorb(&[&ours.wrapped, &ours.share, &ours.signature]);
+        let h3 = transcript.hash();
         let keys =
             SessionKeys::derive(&theirs.transported, ours.secret.as_slice(), &theirs.dh, &h3);
         let (sealer, opener) = keys.server_halves();
         let out = frame(&auth(SERVER_AUTH, &ours.wrapped, &ours.share, &ours.signature));
-        let session = Session { sealer, opener, peer: self.client_key, transcript: h3 };
-        (session, out)
+        (Session { sealer, opener, peer: client_key, transcript: h3 }, out)
     }
 }

@@ -24,12 +24,10 @@ use sha2::Sha256;
 type HmacSha256 = Hmac<Sha256>;
 type Block = Array<u8, U16>;
 
+/// `direction u8 | seq u64 | type | flags | ct_len u32`, which the tag covers before the IV.
 fn mac_header(dir: u8, seq: u64, rtype: u8, flags: u8, ct_len: usize) -> [u8; 15] {
-    let mut h = [0u8; 15];
-    h[0] = dir;
+    let mut h = [dir, 0, 0, 0, 0, 0, 0, 0, 0, rtype, flags, 0, 0, 0, 0];
     h[1..9].copy_from_slice(&seq.to_be_bytes());
-    h[9] = rtype;
-    h[10] = flags;
     h[11..15].copy_from_slice(&super::codec::frame_len(ct_len).to_be_bytes());
     h
 }
@@ -108,6 +106,7 @@ impl Sealer {
 
     /// Seal `plaintext` as one record and append the whole frame (length prefix
     /// included) to `out`.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn seal(
         &mut self,
         rng: &mut Rng,
@@ -116,20 +115,7 @@ impl Sealer {
         plaintext: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        self.seal_parts(rng, rtype, flags, &[plaintext], out)
-    }
-
-    /// Seal the concatenation of `parts` as one record and append the whole
-    /// frame to `out`.
-    pub fn seal_parts(
-        &mut self,
-        rng: &mut Rng,
-        rtype: u8,
-        flags: u8,
-        parts: &[&[u8]],
-        out: &mut Vec<u8>,
-    ) -> Result<()> {
-        self.seal_batch(rng, &[Plain { rtype, flags, parts }], out)
+        self.seal_batch(rng, &[Plain { rtype, flags, parts: &[plaintext] }], out)
     }
 
     /// Seal `records` in order, with consecutive sequence numbers, and append
@@ -153,25 +139,15 @@ impl Sealer {
         if self.end - self.seq < records.len() as u64 {
             return Err(Error::SequenceExhausted);
         }
+        let ivs: Vec<[u8; IV_LEN]> = records.iter().map(|_| rng.array()).collect::<Result<_>>()?;
         let ct_len = |pt_len: usize| (pt_len / 16 + 1) * 16;
-        let total: usize =
-            lens.iter().map(|&l| LEN_PREFIX + RECORD_HEADER + IV_LEN + ct_len(l) + TAG_LEN).sum();
-        out.reserve(total);
+        let body_len = |pt_len: usize| RECORD_HEADER + IV_LEN + ct_len(pt_len) + TAG_LEN;
+        out.reserve(lens.iter().map(|&l| LEN_PREFIX + body_len(l)).sum());
         let first = out.len();
-        let mut ivs = Vec::with_capacity(records.len());
-        for (rec, &pt_len) in records.iter().zip(&lens) {
-            let body_len = RECORD_HEADER + IV_LEN + ct_len(pt_len) + TAG_LEN;
-            out.extend_from_slice(&super::codec::frame_len(body_len).to_be_bytes());
+        for ((rec, &pt_len), iv) in records.iter().zip(&lens).zip(&ivs) {
+            out.extend_from_slice(&super::codec::frame_len(body_len(pt_len)).to_be_bytes());
             out.extend_from_slice(&[rec.rtype, rec.flags]);
-            let iv: [u8; IV_LEN] = match rng.array() {
-                Ok(iv) => iv,
-                Err(e) => {
-                    out.truncate(first);
-                    return Err(e);
-                }
-            };
-            ivs.push(Block::from(iv));
-            out.extend_from_slice(&iv);
+            out.extend_from_slice(iv);
             for p in rec.parts {
                 out.extend_from_slice(p);
             }
@@ -185,10 +161,9 @@ impl Sealer {
         let mut chains = Vec::with_capacity(records.len());
         let mut rest = &mut out[first..];
         for (&pt_len, iv) in lens.iter().zip(ivs) {
-            let (frame, tail) =
-                rest.split_at_mut(LEN_PREFIX + RECORD_HEADER + IV_LEN + ct_len(pt_len) + TAG_LEN);
+            let (frame, tail) = rest.split_at_mut(LEN_PREFIX + body_len(pt_len));
             let ct = &mut frame[LEN_PREFIX + RECORD_HEADER + IV_LEN..][..ct_len(pt_len)];
-            chains.push((iv, Block::slice_as_chunks_mut(ct).0));
+            chains.push((Block::from(iv), Block::slice_as_chunks_mut(ct).0));
             rest = tail;
         }
         match &mut chains[..] {
@@ -220,13 +195,8 @@ impl Sealer {
         if self.end - self.seq < n {
             return Err(Error::SequenceExhausted);
         }
-        let part = Sealer {
-            dir: self.dir,
-            aes: self.aes.clone(),
-            mac: self.mac.clone(),
-            seq: self.seq,
-            end: self.seq + n,
-        };
+        let part =
+            Sealer { aes: self.aes.clone(), mac: self.mac.clone(), end: self.seq + n, ..*self };
         self.seq += n;
         Ok(part)
     }
@@ -272,16 +242,12 @@ impl Opener {
             self.failed = true;
             return Err(Error::BadRecord);
         }
-        match self.open_inner(body) {
-            Ok((rtype, flags, range)) => {
-                self.seq += 1;
-                Ok(Record { rtype, flags, plaintext: &body[range] })
-            }
-            Err(e) => {
-                self.failed = true;
-                Err(e)
-            }
-        }
+        let opened = self.open_inner(body);
+        // A failure poisons the opener: the connection must be closed.
+        self.failed = opened.is_err();
+        let (rtype, flags, range) = opened?;
+        self.seq += 1;
+        Ok(Record { rtype, flags, plaintext: &body[range] })
     }
 
     fn open_inner(&mut self, body: &mut [u8]) -> Result<(u8, u8, std::ops::Range<usize>)> {
@@ -310,7 +276,7 @@ impl Opener {
     }
 
     /// Number of records opened so far (the next expected sequence number).
-    #[cfg(any(test, feature = "test-hooks"))]
+    #[cfg(test)]
     pub fn sequence(&self) -> u64 {
         self.seq
     }

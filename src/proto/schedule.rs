@@ -86,10 +86,9 @@ impl SessionKeys {
 
 impl Drop for SessionKeys {
     fn drop(&mut self) {
-        self.c2s_enc.zeroize();
-        self.c2s_mac.zeroize();
-        self.s2c_enc.zeroize();
-        self.s2c_mac.zeroize();
+        for key in [&mut self.c2s_enc, &mut self.c2s_mac, &mut self.s2c_enc, &mut self.s2c_mac] {
+            key.zeroize();
+        }
     }
 }
 
@@ -119,12 +118,8 @@ impl SessionKeys {
         server_secret: &[u8; SECRET_LEN],
         transcript: &[u8; 32],
     ) -> ((Sealer, Opener), (Sealer, Opener)) {
-        Self::from_handshake_secrets_for_testing(
-            client_secret,
-            server_secret,
-            &[0; DH_LEN],
-            transcript,
-        )
+        let dh = [0; DH_LEN];
+        Self::from_handshake_secrets_for_testing(client_secret, server_secret, &dh, transcript)
     }
 }
 

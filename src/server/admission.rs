@@ -24,6 +24,7 @@
 use super::{Event, Shared, lock};
 use crate::constants::{LEN_PREFIX, MAX_HANDSHAKE_FRAME};
 use crate::io::conn::Conn;
+use crate::proto::codec::check_frame_len;
 use crate::proto::handshake::client_hello_key;
 use crate::status::AlertCode;
 use std::collections::{HashMap, VecDeque};
@@ -75,10 +76,7 @@ pub(crate) enum Admit {
     Yes { evict: Option<u64> },
     /// Refused without a thread: the pool is full of strangers too young to
     /// evict. `quiet`: the address is penalized, close without an alert.
-    No {
-        /// Close without a "busy" alert.
-        quiet: bool,
-    },
+    No { quiet: bool },
 }
 
 /// The stranger pool and the per-address failure buckets.
@@ -174,8 +172,7 @@ impl Gate {
             if self.buckets.len() >= MAX_TRACKED_ADDRESSES && !self.forget_refilled(now) {
                 return; // everyone is misbehaving; the pool cap still holds
             }
-            let burst = f64::from(self.budget.burst);
-            self.buckets.insert(ip, Bucket { tokens: burst, last: now });
+            self.buckets.insert(ip, Bucket { tokens: f64::from(self.budget.burst), last: now });
             self.tracked.push_back(ip);
         }
         if let Some(b) = self.refill(ip, now) {
@@ -188,9 +185,7 @@ impl Gate {
     fn forget_refilled(&mut self, now: Instant) -> bool {
         let burst = f64::from(self.budget.burst);
         for _ in 0..FORGET_PROBES {
-            let Some(ip) = self.tracked.pop_front() else {
-                return false;
-            };
+            let Some(ip) = self.tracked.pop_front() else { return false };
             if self.refill(ip, now).is_some_and(|b| b.tokens >= burst) {
                 self.buckets.remove(&ip);
                 return true;
@@ -246,19 +241,15 @@ pub(crate) fn admit(shared: &Shared, stream: TcpStream) -> Option<(TcpStream, So
         }
         p => lock(&shared.gate).admit(id, peer.ip(), p == Peeked::Authorized, Instant::now()),
     };
-    match admitted {
-        // A penalized address gets not even an alert; others learn to retry.
-        Admit::No { quiet } => {
-            let busy = "too many connections being set up; try again";
-            let alert = (!quiet).then_some((AlertCode::Busy, busy));
-            return refuse(shared, stream, peer, alert);
-        }
-        Admit::Yes { evict: Some(victim) } => {
-            if let Some(s) = lock(&shared.conns).get(&victim) {
-                let _ = s.shutdown(Shutdown::Both);
-            }
-        }
-        Admit::Yes { evict: None } => {}
+    // A penalized address gets not even an alert; others learn to retry.
+    if let Admit::No { quiet } = admitted {
+        let busy = "too many connections being set up; try again";
+        return refuse(shared, stream, peer, (!quiet).then_some((AlertCode::Busy, busy)));
+    }
+    if let Admit::Yes { evict: Some(victim) } = admitted
+        && let Some(s) = lock(&shared.conns).get(&victim)
+    {
+        let _ = s.shutdown(Shutdown::Both);
     }
     Some((stream, peer, id))
 }
@@ -273,9 +264,8 @@ fn refuse<T>(
     shared.active.fetch_sub(1, Ordering::SeqCst);
     shared.emit(Event::Busy { peer });
     if let Some((code, message)) = alert {
-        let quick = Duration::from_millis(500);
-        let _ = stream.set_write_timeout(Some(quick));
-        if let Ok(conn) = Conn::new(stream, quick) {
+        // Conn::new bounds the write to this.
+        if let Ok(conn) = Conn::new(stream, Duration::from_millis(500)) {
             conn.refuse(code, message);
         }
     }
@@ -327,10 +317,9 @@ fn peek_hello(shared: &Shared, stream: &TcpStream, wait: Duration) -> Peeked {
 /// What a peeked first frame says; `None` while it is incomplete.
 fn hello_verdict(shared: &Shared, buf: &[u8]) -> Option<Peeked> {
     let (prefix, rest) = buf.split_first_chunk::<LEN_PREFIX>()?;
-    let len = u32::from_be_bytes(*prefix) as usize;
-    if len == 0 || len > MAX_HANDSHAKE_FRAME {
+    let Ok(len) = check_frame_len(*prefix, MAX_HANDSHAKE_FRAME) else {
         return Some(Peeked::Nothing);
-    }
+    };
     let hello = rest.get(..len)?;
     // A stranger's key is parsed on the accept thread: a panic in the parser
     // must not stop the server.

@@ -364,13 +364,16 @@ pub(crate) fn serve_list(
     id: &RequestId,
     list: &List<'_>,
 ) -> Result<Reply> {
-    let page = root(ctx)
-        .and_then(|root| names::resolve_dir(root, list.dir).map_err(refusal))
-        .and_then(|dir| {
-            let verdict = (ctx.handler)(Payload::Listing { dir: list.dir.to_string() });
-            if verdict.is_ok() { Ok(dir) } else { Err(verdict) }
-        })
-        .and_then(|dir| listing::list_page(&dir, list.after).map_err(io_reply));
+    let page = root(ctx).and_then(|root| {
+        let real = names::resolve_dir(root, list.dir).map_err(refusal)?;
+        let verdict = (ctx.handler)(Payload::Listing { dir: list.dir.to_string() });
+        if !verdict.is_ok() {
+            return Err(verdict);
+        }
+        // Read through the opened directory: a swap after the checks is not followed.
+        let (_dir, path) = names::open_dir(root, &real).map_err(refusal)?;
+        listing::list_page(&path, list.after).map_err(io_reply)
+    });
     let reply = page.map(|page| Reply::ok(page.to_vec())).unwrap_or_else(|r| r);
     respond(ch, id, reply)
 }

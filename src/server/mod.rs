@@ -26,7 +26,7 @@ use crate::trust::AuthorizedKeys;
 use admission::Gate;
 use reply_cache::ReplyCache;
 use std::collections::HashMap;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -161,11 +161,11 @@ impl Server {
             protected.extend(config.protected_paths.iter().map(|p| p.as_path()));
             names::check_files_dir(dir, &protected).map_err(Error::InvalidInput)?;
         }
-        let gate = Gate::new(config.max_unauthenticated, config.failure_budget);
         let shared = Arc::new(Shared {
             keys,
             authorized,
             handler: Box::new(handler),
+            gate: Mutex::new(Gate::new(config.max_unauthenticated, config.failure_budget)),
             config,
             stop: AtomicBool::new(false),
             active: AtomicUsize::new(0),
@@ -173,7 +173,6 @@ impl Server {
             conns: Mutex::new(HashMap::new()),
             replies: ReplyCache::default(),
             names: NameLocks::default(),
-            gate: Mutex::new(gate),
         });
         Ok(Server { listeners, shared })
     }
@@ -198,10 +197,8 @@ impl Server {
     pub fn stopper(&self) -> Result<Stopper> {
         let mut wake = self.local_addrs()?;
         for addr in wake.iter_mut().filter(|a| a.ip().is_unspecified()) {
-            addr.set_ip(match addr {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
+            let v4 = addr.is_ipv4();
+            addr.set_ip(if v4 { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() });
         }
         Ok(Stopper { shared: self.shared.clone(), wake })
     }
@@ -243,13 +240,10 @@ fn accept(shared: &Arc<Shared>, listener: &TcpListener) {
         if shared.stop.load(Ordering::SeqCst) {
             break;
         }
-        let stream = match incoming {
-            Ok(s) => s,
+        let Ok(stream) = incoming else {
             // Out of file descriptors and similar: back off briefly, keep serving.
-            Err(_) => {
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
         };
         if let Some((stream, peer, id)) = admission::admit(shared, stream) {
             spawn_connection(shared, stream, peer, id);

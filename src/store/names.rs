@@ -145,6 +145,22 @@ pub(crate) fn resolve_dir(root: &Path, dir: &str) -> Result<PathBuf, Refusal> {
     Ok(real)
 }
 
+/// Open the directory `real` (from [`resolve_dir`]), checked through its
+/// descriptor to be inside `root`, and the path to list it by: on Linux one
+/// through the descriptor, so that a directory swapped for a link after the
+/// checks is never read. The path is valid while the `File` is open.
+pub(crate) fn open_dir(root: &Path, real: &Path) -> Result<(File, PathBuf), Refusal> {
+    let dir = File::open(real)
+        .map_err(|e| refuse(status::IO_ERROR, format!("server directory error: {e}")))?;
+    opened_inside(root, &dir)?;
+    #[cfg(target_os = "linux")]
+    let by_fd = Some(PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())));
+    #[cfg(not(target_os = "linux"))]
+    let by_fd: Option<PathBuf> = None;
+    let path = by_fd.filter(|p| p.is_dir()).unwrap_or_else(|| real.to_path_buf());
+    Ok((dir, path))
+}
+
 /// Resolve `name` under `root` for reading: it must exist, be a regular file,
 /// and lie inside `root` after following links.
 pub(crate) fn resolve_for_read(root: &Path, name: &str) -> Result<PathBuf, Refusal> {
@@ -315,6 +331,31 @@ pub(crate) mod tests {
         let _ = fs::remove_dir_all(root.join("d.old"));
         fs::rename(root.join("d"), root.join("d.old")).unwrap();
         std::os::unix::fs::symlink(outside, root.join("d")).unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_listed_directory_swapped_for_a_link_is_refused_or_read_where_it_was_checked() {
+        let (base, root, outside) = race_dirs("list");
+        fs::write(root.join("d/public"), b"").unwrap();
+        fs::write(outside.join("secret"), b"").unwrap();
+        let names = |p: &Path| -> Vec<String> {
+            let entries = fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name());
+            entries.map(|n| n.into_string().unwrap()).collect()
+        };
+        // Swapped after the checks, before the open: refused.
+        let real = resolve_dir(&root, "d").unwrap();
+        swap(&root, &outside);
+        assert!(matches!(open_dir(&root, &real), Err((status::BAD_NAME, _))));
+        // Swapped after the open: what is read is the directory that was checked.
+        fs::remove_file(root.join("d")).unwrap();
+        fs::rename(root.join("d.old"), root.join("d")).unwrap();
+        let real = resolve_dir(&root, "d").unwrap();
+        let (_dir, path) = open_dir(&root, &real).unwrap();
+        swap(&root, &outside);
+        assert_eq!(names(&path), ["public"]);
+        assert_eq!(names(&real), ["secret"], "the plain path now leads outside");
+        fs::remove_dir_all(base).unwrap();
     }
 
     #[cfg(target_os = "linux")]

@@ -4,7 +4,7 @@
 //! at all.
 
 use super::names::PARTIAL_SUFFIX;
-use crate::keys::Fingerprint;
+use crate::keys::{Fingerprint, open_mode};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
@@ -46,15 +46,7 @@ pub(crate) fn open_partial(path: &Path, resume: bool, max_len: u64) -> io::Resul
         fs::remove_file(path)?;
     }
     // create_new does not follow a symlink someone raced into place.
-    Ok((create_private(path)?, 0))
-}
-
-fn create_private(path: &Path) -> io::Result<File> {
-    let mut opts = OpenOptions::new();
-    opts.read(true).write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    opts.open(path)
+    Ok((open_mode(OpenOptions::new().read(true).write(true).create_new(true), 0o600, path)?, 0))
 }
 
 /// Start the partial file over (the sender's file changed since the prefix was written).
@@ -115,11 +107,9 @@ pub(crate) fn commit(partial: &Path, file: File, target: &Path, overwrite: bool)
             Err(_) => return Err(io::Error::from(io::ErrorKind::AlreadyExists)),
         }
     }
-    if let Some(dir) = target.parent() {
-        // Not every platform can open a directory for syncing; the rename is done either way.
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
+    // Not every platform can open a directory for syncing; the rename is done either way.
+    if let Some(Ok(dir)) = target.parent().map(File::open) {
+        let _ = dir.sync_all();
     }
     Ok(())
 }
