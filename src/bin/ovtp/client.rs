@@ -249,15 +249,16 @@ fn per_file(e: &Error) -> bool {
 }
 
 /// Run a transfer with the progress display when standard error is a terminal.
+/// (`run` is called in one place only: it inlines a whole transfer.)
 fn with_progress<T>(label: &str, run: impl FnOnce(Progress<'_>) -> T) -> T {
-    match Display::new(label) {
-        None => run(None),
-        Some(mut display) => {
-            let result = run(Some(&mut |done, total| display.update(done, total)));
-            display.finish();
-            result
-        }
+    let mut display = Display::new(label);
+    let on = display.is_some();
+    let mut show = |done, total| display.as_mut().map_or((), |d| d.update(done, total));
+    let result = run(if on { Some(&mut show) } else { None });
+    if let Some(d) = display.as_mut() {
+        d.finish();
     }
+    result
 }
 
 /// `NAME  SIZE  SHA256` on standard output, resume and server notes on standard error.

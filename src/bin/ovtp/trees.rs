@@ -20,21 +20,22 @@ fn options(a: &Args) -> Result<TreeOptions<'static>, Fail> {
     })
 }
 
-/// Run a tree transfer with one progress line when standard error is a terminal.
+/// Run a tree transfer with one progress line when standard error is a
+/// terminal (`run` is called in one place only: it inlines the whole tree).
 fn with_progress<T>(
     label: &str,
     opts: TreeOptions<'_>,
     run: impl FnOnce(TreeOptions<'_>) -> T,
 ) -> T {
-    match Display::new(label) {
-        None => run(opts),
-        Some(mut display) => {
-            let mut show = |p: &TreeProgress| display.update_tree(p);
-            let result = run(TreeOptions { progress: Some(&mut show), ..opts });
-            display.finish();
-            result
-        }
+    let mut display = Display::new(label);
+    let on = display.is_some();
+    let mut show = |p: &TreeProgress| display.as_mut().map_or((), |d| d.update_tree(p));
+    let progress: Option<&mut dyn FnMut(&TreeProgress)> = if on { Some(&mut show) } else { None };
+    let result = run(TreeOptions { progress, ..opts });
+    if let Some(d) = display.as_mut() {
+        d.finish();
     }
+    result
 }
 
 /// Print what a tree transfer did: each file moved on standard output (as
