@@ -100,7 +100,6 @@ impl Plan {
             Ok(())
         }
     }
-
 }
 
 /// `dir/name`, or either alone when the other is empty.
