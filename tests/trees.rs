@@ -118,6 +118,12 @@ fn trees_go_both_ways_and_a_second_run_skips_everything() {
     assert_same(&tree, &server_home.join("files/x/y/tree"));
     ok(&client, &["get", "-r", addr, "x/y/tree", &down.s("copy")]);
     assert_same(&tree, &down.join("copy"));
+
+    // A link on the server is skipped too, with a line saying so.
+    std::os::unix::fs::symlink("a.txt", stored.join("link")).unwrap();
+    let out = ok(&client, &["get", "-r", addr, "tree", &down.s("again")]);
+    assert!(out.stderr.contains("again/link: a symbolic link; skipped"), "{}", out.stderr);
+    assert_same(&tree, &down.join("again"));
 }
 
 #[test]
