@@ -606,16 +606,7 @@ mod tests {
         let [a, b, c] = keys();
         let (fa, fb, fc) = (a.fingerprint(), b.fingerprint(), c.fingerprint());
         // Two keys for one host can only come from editing the file by hand.
-        fs::write(
-            kh.path(),
-            format!(
-                "h:1 {fa}
-other:1 {fc}
-h:1 {fb}
-"
-            ),
-        )
-        .unwrap();
+        fs::write(kh.path(), format!("h:1 {fa}\nother:1 {fc}\nh:1 {fb}\n")).unwrap();
         assert_eq!(kh.check("h:1", &fa).unwrap(), HostCheck::Match);
         assert_eq!(kh.check("h:1", &fb).unwrap(), HostCheck::Match, "a later line matches");
         assert_eq!(kh.check("h:1", &fc).unwrap(), HostCheck::Changed { expected: fa });
