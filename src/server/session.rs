@@ -160,7 +160,7 @@ fn serve_requests(
         shared.emit(Event::Request {
             peer,
             client,
-            op: op_name(&request.op),
+            op: request.op.code().1,
             bytes: message.payload.len() - REQUEST_HEADER,
             status,
             elapsed: started.elapsed(),
@@ -246,19 +246,6 @@ fn serve_file_op(
         _ => return Err(Error::Malformed("not a file operation")),
     };
     Ok(reply.status)
-}
-
-fn op_name(op: &Op<'_>) -> &'static str {
-    match op {
-        Op::Text(_) => "text",
-        Op::Data(_) => "data",
-        Op::Put(_) => "put",
-        Op::Get(_) => "get",
-        Op::Digest(_) => "digest",
-        Op::List(_) => "list",
-        Op::MkDir(_) => "mkdir",
-        Op::Unknown(_) => "unknown",
-    }
 }
 
 /// Answer a message at most once: a retry with the same id gets the first reply.
