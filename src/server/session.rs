@@ -283,4 +283,19 @@ mod tests {
             assert!(!message.contains("hello") && !message.contains("public key"), "{message}");
         }
     }
+
+    #[test]
+    fn a_text_message_that_is_not_utf8_is_a_bad_request_that_says_where() {
+        let reply = message_payload(&Op::Text(b"ok\xff")).unwrap_err();
+        assert_eq!(reply.status, status::BAD_REQUEST);
+        let expected =
+            "text message is not valid UTF-8: invalid utf-8 sequence of 1 bytes from index 2";
+        assert_eq!(reply.text(), expected);
+        assert_eq!(message_payload(&Op::Text(b"ok")), Ok(Payload::Text("ok".into())));
+        let unknown = message_payload(&Op::Unknown(9)).unwrap_err();
+        assert_eq!(
+            (unknown.status, unknown.text()),
+            (status::UNSUPPORTED, "unknown operation 9".into())
+        );
+    }
 }
