@@ -215,8 +215,7 @@ fn problem_reply(problem: Problem) -> Reply {
 fn open_upload(root: &Path, partial: &Path, resume: bool, size: u64) -> Answer<(File, u64)> {
     let opened = partial::open_partial(partial, resume, size)
         .map_err(|e| Reply::new(status::IO_ERROR, format!("cannot create the file: {e}")))?;
-    names::opened_inside(root, &opened.0).map_err(refusal)?;
-    Ok(opened)
+    names::opened_inside(root, &opened.0).map(|()| opened).map_err(refusal)
 }
 
 /// Give a verified upload its final name, then let the handler answer it.
