@@ -134,16 +134,13 @@ impl<'a> Body<'a> for Alert<'a> {
 impl Alert<'_> {
     /// An alert with `message` cut to the limit on a character boundary.
     pub fn new(code: AlertCode, message: &str) -> Alert<'_> {
-        let message = truncate_utf8(message, MAX_ALERT_MESSAGE).as_bytes();
-        Alert { code, message }
+        Alert { code, message: truncate_utf8(message, MAX_ALERT_MESSAGE).as_bytes() }
     }
 
     /// What the peer's alert means to us: [`Error::Refused`].
     pub fn into_error(self) -> Error {
-        Error::Refused {
-            code: self.code,
-            message: String::from_utf8_lossy(self.message).into_owned(),
-        }
+        let message = String::from_utf8_lossy(self.message).into_owned();
+        Error::Refused { code: self.code, message }
     }
 }
 

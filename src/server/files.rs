@@ -235,15 +235,11 @@ fn commit_upload(
         drop(fs::remove_file(partial));
         return io_reply(e);
     }
-    match commit_checked(root, partial, file, &target, put.overwrite) {
-        Ok(()) => (ctx.handler)(Payload::FileReceived {
-            name: put.name.to_string(),
-            path: target,
-            size: put.size,
-            sha256,
-        }),
-        Err(reply) => reply,
+    if let Err(reply) = commit_checked(root, partial, file, &target, put.overwrite) {
+        return reply;
     }
+    let name = put.name.to_string();
+    (ctx.handler)(Payload::FileReceived { name, path: target, size: put.size, sha256 })
 }
 
 /// Commit, then check that the final name holds this very file, inside `root`

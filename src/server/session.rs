@@ -239,10 +239,8 @@ fn answer(caller: &Caller<'_>, request: &msg::Request<'_>) -> (Arc<Reply>, bool)
     if let Claim::Answered(reply) = replies.claim(&key, caller.shared.config.io_timeout) {
         return (reply, true);
     }
-    let reply = Arc::new(match message_payload(&request.op) {
-        Ok(payload) => caller.call(payload),
-        Err(reply) => reply,
-    });
+    let reply =
+        Arc::new(message_payload(&request.op).map(|p| caller.call(p)).unwrap_or_else(|r| r));
     replies.finish(key, reply.clone());
     (reply, false)
 }
