@@ -43,10 +43,6 @@ pub(crate) fn respond(ch: &mut Channel, id: &RequestId, reply: Reply) -> Result<
     Ok(reply)
 }
 
-fn refusal((code, msg): names::Refusal) -> Reply {
-    Reply::new(code, msg)
-}
-
 fn io_reply(e: io::Error) -> Reply {
     Reply::new(status::IO_ERROR, format!("server file error: {e}"))
 }
@@ -82,7 +78,7 @@ fn put_target<'a>(
         let msg = format!("{} bytes; this server accepts at most {max}", put.size);
         return Err(Reply::new(status::TOO_LARGE, msg));
     }
-    let target = names::resolve_for_write(root, put.name).map_err(refusal)?;
+    let target = names::resolve_for_write(root, put.name).map_err(Reply::from)?;
     if !put.overwrite && target.exists() {
         let msg = format!("{} exists; ask to overwrite to replace it", put.name);
         return Err(Reply::new(status::FILE_EXISTS, msg));
@@ -215,7 +211,7 @@ fn problem_reply(problem: Problem) -> Reply {
 fn open_upload(root: &Path, partial: &Path, resume: bool, size: u64) -> Answer<(File, u64)> {
     let opened = partial::open_partial(partial, resume, size)
         .map_err(|e| Reply::new(status::IO_ERROR, format!("cannot create the file: {e}")))?;
-    names::opened_inside(root, &opened.0).map(|()| opened).map_err(refusal)
+    names::opened_inside(root, &opened.0).map(|()| opened).map_err(Reply::from)
 }
 
 /// Give a verified upload its final name, then let the handler answer it.
@@ -264,9 +260,9 @@ fn commit_checked(
         Ok(placed) => placed.metadata().map_err(io_reply)?,
         // A preserved mode that denies the owner reading: look without opening.
         Err(_) if listing::meta_of(&ours).mode & 0o400 == 0 => {
-            names::metadata_inside(root, target).map_err(refusal)?
+            names::metadata_inside(root, target).map_err(Reply::from)?
         }
-        Err(refused) => return Err(refusal(refused)),
+        Err(refused) => return Err(refused.into()),
     };
     if !names::same_file(&ours, &placed) {
         let msg = "the files directory changed during the upload; the file is not where asked";
@@ -278,8 +274,8 @@ fn commit_checked(
 /// Resolve `name` for reading, open it, and let the handler decide.
 fn readable(ctx: &FileContext<'_>, name: &str, digest_only: bool) -> Answer<(File, u64)> {
     let root = root(ctx)?;
-    let path = names::resolve_for_read(root, name).map_err(refusal)?;
-    let file = names::open_read(root, &path).map_err(refusal)?;
+    let path = names::resolve_for_read(root, name).map_err(Reply::from)?;
+    let file = names::open_read(root, &path).map_err(Reply::from)?;
     let size = file.metadata().map_err(io_reply)?.len();
     allowed(ctx, Payload::FileRequest { name: name.to_string(), size, digest_only })?;
     Ok((file, size))
@@ -336,10 +332,10 @@ pub(crate) fn serve_list(
     list: &List<'_>,
 ) -> Result<Reply> {
     let page = root(ctx).and_then(|root| {
-        let real = names::resolve_dir(root, list.dir).map_err(refusal)?;
+        let real = names::resolve_dir(root, list.dir).map_err(Reply::from)?;
         allowed(ctx, Payload::Listing { dir: list.dir.to_string() })?;
         // Read through the opened directory: a swap after the checks is not followed.
-        let (_dir, path) = names::open_dir(root, &real).map_err(refusal)?;
+        let (_dir, path) = names::open_dir(root, &real).map_err(Reply::from)?;
         listing::list_page(&path, list.after).map_err(io_reply)
     });
     let reply = page.map(|page| Reply::ok(page.to_vec())).unwrap_or_else(|r| r);
@@ -356,7 +352,7 @@ pub(crate) fn serve_mkdir(
     let made = root(ctx).and_then(|root| {
         names::check_name(name).map_err(|m| Reply::new(status::BAD_NAME, m))?;
         allowed(ctx, Payload::MakeDir { name: name.to_string() })?;
-        names::make_dir(root, name).map_err(refusal)
+        names::make_dir(root, name).map_err(Reply::from)
     });
     respond(ch, id, made.map(|_| Reply::ok("")).unwrap_or_else(|r| r))
 }
