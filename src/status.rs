@@ -99,17 +99,11 @@ impl AlertCode {
 
     /// Parse a wire value; unknown values are kept.
     pub fn from_u8(v: u8) -> Self {
-        match v {
-            1 => AlertCode::Busy,
-            2 => AlertCode::Unauthorized,
-            3 => AlertCode::Version,
-            4 => AlertCode::HandshakeFailed,
-            5 => AlertCode::ShuttingDown,
-            6 => AlertCode::TooLarge,
-            7 => AlertCode::Protocol,
-            8 => AlertCode::KeyShare,
-            other => AlertCode::Unknown(other),
-        }
+        use AlertCode::*;
+        [Busy, Unauthorized, Version, HandshakeFailed, ShuttingDown, TooLarge, Protocol, KeyShare]
+            .into_iter()
+            .find(|code| code.to_u8() == v)
+            .unwrap_or(Unknown(v))
     }
 }
 
@@ -126,5 +120,21 @@ impl fmt::Display for AlertCode {
             AlertCode::KeyShare => f.write_str("Diffie-Hellman share out of range"),
             AlertCode::Unknown(v) => write!(f, "unknown alert {v}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AlertCode;
+
+    #[test]
+    fn every_alert_wire_value_round_trips_and_only_1_to_8_are_known() {
+        for v in 0..=255u8 {
+            let code = AlertCode::from_u8(v);
+            assert_eq!(code.to_u8(), v);
+            assert_eq!(matches!(code, AlertCode::Unknown(_)), !(1..=8).contains(&v), "{v}");
+        }
+        assert_eq!(AlertCode::from_u8(8), AlertCode::KeyShare);
+        assert_eq!(AlertCode::from_u8(2), AlertCode::Unauthorized);
     }
 }

@@ -134,16 +134,13 @@ impl<'a> Body<'a> for Alert<'a> {
 impl Alert<'_> {
     /// An alert with `message` cut to the limit on a character boundary.
     pub fn new(code: AlertCode, message: &str) -> Alert<'_> {
-        let message = truncate_utf8(message, MAX_ALERT_MESSAGE).as_bytes();
-        Alert { code, message }
+        Alert { code, message: truncate_utf8(message, MAX_ALERT_MESSAGE).as_bytes() }
     }
 
     /// What the peer's alert means to us: [`Error::Refused`].
     pub fn into_error(self) -> Error {
-        Error::Refused {
-            code: self.code,
-            message: String::from_utf8_lossy(self.message).into_owned(),
-        }
+        let message = String::from_utf8_lossy(self.message).into_owned();
+        Error::Refused { code: self.code, message }
     }
 }
 
@@ -168,6 +165,22 @@ pub enum Op<'a> {
     Unknown(u8),
 }
 
+impl Op<'_> {
+    /// The operation's wire code, and its name in events.
+    pub(crate) fn code(&self) -> (u8, &'static str) {
+        match self {
+            Op::Text(_) => (OP_TEXT, "text"),
+            Op::Data(_) => (OP_DATA, "data"),
+            Op::Put(_) => (OP_PUT, "put"),
+            Op::Get(_) => (OP_GET, "get"),
+            Op::Digest(_) => (OP_DIGEST, "digest"),
+            Op::List(_) => (OP_LIST, "list"),
+            Op::MkDir(_) => (OP_MKDIR, "mkdir"),
+            Op::Unknown(code) => (*code, "unknown"),
+        }
+    }
+}
+
 /// A REQUEST message: `id [16] || op u8 || body`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request<'a> {
@@ -181,36 +194,14 @@ impl<'a> Body<'a> for Request<'a> {
     const WHAT: &'static str = "request";
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.id);
+        out.push(self.op.code().0);
         match &self.op {
-            Op::Text(body) => {
-                out.push(OP_TEXT);
-                out.extend_from_slice(body);
-            }
-            Op::Data(body) => {
-                out.push(OP_DATA);
-                out.extend_from_slice(body);
-            }
-            Op::Put(put) => {
-                out.push(OP_PUT);
-                put.encode(out);
-            }
-            Op::Get(get) => {
-                out.push(OP_GET);
-                get.encode(out);
-            }
-            Op::Digest(name) => {
-                out.push(OP_DIGEST);
-                put_vec16(out, name.as_bytes());
-            }
-            Op::List(list) => {
-                out.push(OP_LIST);
-                list.encode(out);
-            }
-            Op::MkDir(name) => {
-                out.push(OP_MKDIR);
-                put_vec16(out, name.as_bytes());
-            }
-            Op::Unknown(code) => out.push(*code),
+            Op::Text(body) | Op::Data(body) => out.extend_from_slice(body),
+            Op::Put(put) => put.encode(out),
+            Op::Get(get) => get.encode(out),
+            Op::Digest(name) | Op::MkDir(name) => put_vec16(out, name.as_bytes()),
+            Op::List(list) => list.encode(out),
+            Op::Unknown(_) => {}
         }
     }
     fn read(r: &mut Reader<'a>) -> Result<Self> {
@@ -293,9 +284,7 @@ impl<'a> Body<'a> for Put<'a> {
         let flags = if self.overwrite { PUT_OVERWRITE } else { 0 };
         let flags = flags | if self.meta.is_some() { XFER_PRESERVE } else { 0 };
         out.push(flags | if self.resume { XFER_RESUME } else { 0 });
-        if let Some(meta) = &self.meta {
-            meta.encode(out);
-        }
+        self.meta.iter().for_each(|meta| meta.encode(out));
     }
     fn read(r: &mut Reader<'a>) -> Result<Self> {
         let (name, size, flags) = (name(r)?, r.u64("file size")?, r.u8("flags")?);
@@ -551,9 +540,7 @@ impl Body<'_> for ReadyToSend {
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.size.to_be_bytes());
         out.extend_from_slice(&self.start.to_be_bytes());
-        if let Some(meta) = &self.meta {
-            meta.encode(out);
-        }
+        self.meta.iter().for_each(|meta| meta.encode(out));
     }
     fn read(r: &mut Reader<'_>) -> Result<Self> {
         let (size, start) = (r.u64("size")?, r.u64("start")?);
@@ -635,21 +622,16 @@ impl Assembler {
     }
 
     /// Add one opened record; returns the message's type and payload once FIN arrives.
-    pub fn push(
-        &mut self,
-        rtype: u8,
-        flags: u8,
-        plaintext: &[u8],
-    ) -> Result<Option<(u8, Vec<u8>)>> {
+    pub fn push(&mut self, rtype: u8, flags: u8, bytes: &[u8]) -> Result<Option<(u8, Vec<u8>)>> {
         if *self.rtype.get_or_insert(rtype) != rtype {
             return Err(Error::Malformed("record type changed inside a message"));
         }
-        let size = self.payload.len() + plaintext.len();
+        let size = self.payload.len() + bytes.len();
         if size > self.limit {
             let limit = self.limit as u64;
             return Err(Error::TooLarge { what: "message", size: size as u64, limit });
         }
-        self.payload.extend_from_slice(plaintext);
+        self.payload.extend_from_slice(bytes);
         if flags & FLAG_FIN == 0 {
             return Ok(None);
         }

@@ -80,11 +80,8 @@ impl Sender {
 
     /// The FILE_END once everything was sent, with the SHA-256 of the whole file.
     pub fn end(&self, sha256: [u8; 32]) -> Option<FileEnd> {
-        (self.pos == self.size && self.sent_any).then_some(FileEnd {
-            total: self.size,
-            sha256,
-            abort: false,
-        })
+        let done = self.pos == self.size && self.sent_any;
+        done.then_some(FileEnd { total: self.size, sha256, abort: false })
     }
 
     /// The FILE_END that abandons the transfer where it stands.

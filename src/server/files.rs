@@ -43,26 +43,34 @@ pub(crate) fn respond(ch: &mut Channel, id: &RequestId, reply: Reply) -> Result<
     Ok(reply)
 }
 
-fn refusal((code, msg): names::Refusal) -> Reply {
-    Reply::new(code, msg)
-}
-
 fn io_reply(e: io::Error) -> Reply {
     Reply::new(status::IO_ERROR, format!("server file error: {e}"))
 }
 
-fn root<'a>(ctx: &FileContext<'a>) -> std::result::Result<&'a Path, Reply> {
+/// A step of serving a file request: its value, or the reply that refuses it.
+type Answer<T> = std::result::Result<T, Reply>;
+
+/// The handler's verdict on `payload`: go on if OK, else refused with its reply.
+fn allowed(ctx: &FileContext<'_>, payload: Payload) -> Answer<()> {
+    let verdict = (ctx.handler)(payload);
+    if verdict.is_ok() { Ok(()) } else { Err(verdict) }
+}
+
+fn root<'a>(ctx: &FileContext<'a>) -> Answer<&'a Path> {
     ctx.root.ok_or_else(|| {
         Reply::new(status::UNSUPPORTED, "this server does not accept file transfers")
     })
 }
 
 /// The checks before an upload may start: files directory, size, name,
-/// existing target. Returns the files directory and the target.
+/// existing target, the name lock, the handler's verdict; then this client
+/// key's own partial file is opened (no other key can find or resume it).
+/// Returns the files directory, the target, the lock, the partial file's
+/// path, the file and the bytes it holds.
 fn put_target<'a>(
     ctx: &FileContext<'a>,
     put: &Put<'_>,
-) -> std::result::Result<(&'a Path, PathBuf), Reply> {
+) -> Answer<(&'a Path, PathBuf, NameGuard<'a>, PathBuf, File, u64)> {
     let root = root(ctx)?;
     if let Some(max) = ctx.max_file_size
         && put.size > max
@@ -70,12 +78,19 @@ fn put_target<'a>(
         let msg = format!("{} bytes; this server accepts at most {max}", put.size);
         return Err(Reply::new(status::TOO_LARGE, msg));
     }
-    let target = names::resolve_for_write(root, put.name).map_err(refusal)?;
+    let target = names::resolve_for_write(root, put.name).map_err(Reply::from)?;
     if !put.overwrite && target.exists() {
         let msg = format!("{} exists; ask to overwrite to replace it", put.name);
         return Err(Reply::new(status::FILE_EXISTS, msg));
     }
-    Ok((root, target))
+    let Some(guard) = lock_name(ctx, &target) else {
+        let msg = format!("another upload to {} is in progress", put.name);
+        return Err(Reply::new(status::NAME_BUSY, msg));
+    };
+    allowed(ctx, Payload::FileOffer { name: put.name.to_string(), size: put.size })?;
+    let partial = partial::upload_partial_path(&target, &ctx.owner.request.0);
+    let (file, held) = open_upload(root, &partial, put.resume, put.size)?;
+    Ok((root, target, guard, partial, file, held))
 }
 
 /// Take the name lock. If the holder is this very request on an older
@@ -103,40 +118,24 @@ pub(crate) fn serve_put(
     id: &RequestId,
     put: &Put<'_>,
 ) -> Result<Reply> {
-    let (root, target) = match put_target(ctx, put) {
+    let (root, target, _guard, partial, mut file, held) = match put_target(ctx, put) {
         Ok(found) => found,
-        Err(reply) => return respond(ch, id, reply),
-    };
-    let Some(_guard) = lock_name(ctx, &target) else {
-        let msg = format!("another upload to {} is in progress", put.name);
-        return respond(ch, id, Reply::new(status::NAME_BUSY, msg));
-    };
-    let (name, size) = (put.name.to_string(), put.size);
-    let offer = (ctx.handler)(Payload::FileOffer { name, size });
-    if !offer.is_ok() {
-        return respond(ch, id, offer);
-    }
-    // This client key's own partial file: no other key can find or resume it.
-    let partial = partial::upload_partial_path(&target, &ctx.owner.request.0);
-    let (mut file, held) = match open_upload(root, &partial, put.resume, size) {
-        Ok(opened) => opened,
         Err(reply) => return respond(ch, id, reply),
     };
     // Its length only, never its digest: the client proves the prefix.
     ch.send_record(REC_FILE_READY, FLAG_FIN, &[&ReadyToReceive { offset: held }.to_vec()])?;
     let (resumable, first) = match held {
         0 => (false, None),
-        _ => agree_on_prefix(ctx, ch, &mut file, held, size)?,
+        _ => agree_on_prefix(ctx, ch, &mut file, held, put.size)?,
     };
 
-    let mut receiver = Receiver::new(held, size, resumable);
+    let mut receiver = Receiver::new(held, put.size, resumable);
     let mut early: Option<Reply> = None;
-    let pace = (ctx.io_timeout, pipes::slow_wait(Duration::ZERO, held));
     let got = pipes::receive_file(
         ch,
         &mut file,
         (&mut receiver, first),
-        pace,
+        (ctx.io_timeout, pipes::slow_wait(Duration::ZERO, held)),
         &mut Ticker::new(&mut None),
         &mut |ch, problem| {
             // Tell the sender now; it stops and ends with FILE_END (drained).
@@ -160,7 +159,7 @@ pub(crate) fn serve_put(
         }
         Verdict::Mismatch => {
             drop(fs::remove_file(&partial));
-            let (pos, total) = (receiver.position(), got.end.total);
+            let (pos, total, size) = (receiver.position(), got.end.total, put.size);
             let msg =
                 format!("received {pos} of {size} bytes, FILE_END says {total}; nothing kept");
             Reply::new(status::DIGEST_MISMATCH, msg)
@@ -209,16 +208,10 @@ fn problem_reply(problem: Problem) -> Reply {
 }
 
 /// The partial file of an upload, opened (or created) and checked to be inside `root`.
-fn open_upload(
-    root: &Path,
-    partial: &Path,
-    resume: bool,
-    size: u64,
-) -> std::result::Result<(File, u64), Reply> {
+fn open_upload(root: &Path, partial: &Path, resume: bool, size: u64) -> Answer<(File, u64)> {
     let opened = partial::open_partial(partial, resume, size)
         .map_err(|e| Reply::new(status::IO_ERROR, format!("cannot create the file: {e}")))?;
-    names::opened_inside(root, &opened.0).map_err(refusal)?;
-    Ok(opened)
+    names::opened_inside(root, &opened.0).map(|()| opened).map_err(Reply::from)
 }
 
 /// Give a verified upload its final name, then let the handler answer it.
@@ -238,15 +231,11 @@ fn commit_upload(
         drop(fs::remove_file(partial));
         return io_reply(e);
     }
-    match commit_checked(root, partial, file, &target, put.overwrite) {
-        Ok(()) => (ctx.handler)(Payload::FileReceived {
-            name: put.name.to_string(),
-            path: target,
-            size: put.size,
-            sha256,
-        }),
-        Err(reply) => reply,
+    if let Err(reply) = commit_checked(root, partial, file, &target, put.overwrite) {
+        return reply;
     }
+    let name = put.name.to_string();
+    (ctx.handler)(Payload::FileReceived { name, path: target, size: put.size, sha256 })
 }
 
 /// Commit, then check that the final name holds this very file, inside `root`
@@ -257,7 +246,7 @@ fn commit_checked(
     file: File,
     target: &Path,
     overwrite: bool,
-) -> std::result::Result<(), Reply> {
+) -> Answer<()> {
     let ours = file.metadata().map_err(io_reply)?;
     if let Err(e) = partial::commit(partial, file, target, overwrite) {
         drop(fs::remove_file(partial));
@@ -270,10 +259,10 @@ fn commit_checked(
     let placed = match names::open_read(root, target) {
         Ok(placed) => placed.metadata().map_err(io_reply)?,
         // A preserved mode that denies the owner reading: look without opening.
-        Err(_) if !owner_readable(&ours) => {
-            names::metadata_inside(root, target).map_err(refusal)?
+        Err(_) if listing::meta_of(&ours).mode & 0o400 == 0 => {
+            names::metadata_inside(root, target).map_err(Reply::from)?
         }
-        Err(refused) => return Err(refusal(refused)),
+        Err(refused) => return Err(refused.into()),
     };
     if !names::same_file(&ours, &placed) {
         let msg = "the files directory changed during the upload; the file is not where asked";
@@ -282,31 +271,13 @@ fn commit_checked(
     Ok(())
 }
 
-#[cfg(unix)]
-fn owner_readable(meta: &fs::Metadata) -> bool {
-    std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o400 != 0
-}
-
-#[cfg(not(unix))]
-fn owner_readable(_: &fs::Metadata) -> bool {
-    true
-}
-
 /// Resolve `name` for reading, open it, and let the handler decide.
-fn readable(
-    ctx: &FileContext<'_>,
-    name: &str,
-    digest_only: bool,
-) -> std::result::Result<(File, u64), Reply> {
+fn readable(ctx: &FileContext<'_>, name: &str, digest_only: bool) -> Answer<(File, u64)> {
     let root = root(ctx)?;
-    let path = names::resolve_for_read(root, name).map_err(refusal)?;
-    let file = names::open_read(root, &path).map_err(refusal)?;
+    let path = names::resolve_for_read(root, name).map_err(Reply::from)?;
+    let file = names::open_read(root, &path).map_err(Reply::from)?;
     let size = file.metadata().map_err(io_reply)?.len();
-    let name = name.to_string();
-    let verdict = (ctx.handler)(Payload::FileRequest { name, size, digest_only });
-    if !verdict.is_ok() {
-        return Err(verdict);
-    }
+    allowed(ctx, Payload::FileRequest { name: name.to_string(), size, digest_only })?;
     Ok((file, size))
 }
 
@@ -330,14 +301,10 @@ pub(crate) fn serve_get(
     let meta = if get.preserve { Some(listing::meta_of(&file.metadata()?)) } else { None };
     let ready = ReadyToSend { size, start, meta }.to_vec();
     ch.send_record(REC_FILE_READY, FLAG_FIN, &[&ready])?;
-    let mut no_progress = None;
-    let mut ticker = Ticker::new(&mut no_progress);
-    match pipes::send_file(ch, &mut file, &mut sender, hasher, false, &mut ticker)? {
+    match pipes::send_file(ch, &mut file, &mut sender, hasher, false, &mut Ticker::new(&mut None))?
+    {
         Sent::Done(_) => Ok(Reply::ok("")),
-        Sent::Shrank => {
-            let msg = "file changed during the download";
-            Ok(Reply::new(status::ABORTED, msg))
-        }
+        Sent::Shrank => Ok(Reply::new(status::ABORTED, "file changed during the download")),
         Sent::ReadFailed(e) => Err(Error::Io(e)),
         Sent::Answered(_) => Err(Error::Malformed("unexpected record during a download")),
     }
@@ -365,13 +332,10 @@ pub(crate) fn serve_list(
     list: &List<'_>,
 ) -> Result<Reply> {
     let page = root(ctx).and_then(|root| {
-        let real = names::resolve_dir(root, list.dir).map_err(refusal)?;
-        let verdict = (ctx.handler)(Payload::Listing { dir: list.dir.to_string() });
-        if !verdict.is_ok() {
-            return Err(verdict);
-        }
+        let real = names::resolve_dir(root, list.dir).map_err(Reply::from)?;
+        allowed(ctx, Payload::Listing { dir: list.dir.to_string() })?;
         // Read through the opened directory: a swap after the checks is not followed.
-        let (_dir, path) = names::open_dir(root, &real).map_err(refusal)?;
+        let (_dir, path) = names::open_dir(root, &real).map_err(Reply::from)?;
         listing::list_page(&path, list.after).map_err(io_reply)
     });
     let reply = page.map(|page| Reply::ok(page.to_vec())).unwrap_or_else(|r| r);
@@ -385,13 +349,11 @@ pub(crate) fn serve_mkdir(
     id: &RequestId,
     name: &str,
 ) -> Result<Reply> {
-    let made = root(ctx)
-        .and_then(|root| {
-            names::check_name(name).map_err(|m| Reply::new(status::BAD_NAME, m))?;
-            let verdict = (ctx.handler)(Payload::MakeDir { name: name.to_string() });
-            if verdict.is_ok() { Ok(root) } else { Err(verdict) }
-        })
-        .and_then(|root| names::make_dir(root, name).map_err(refusal));
+    let made = root(ctx).and_then(|root| {
+        names::check_name(name).map_err(|m| Reply::new(status::BAD_NAME, m))?;
+        allowed(ctx, Payload::MakeDir { name: name.to_string() })?;
+        names::make_dir(root, name).map_err(Reply::from)
+    });
     respond(ch, id, made.map(|_| Reply::ok("")).unwrap_or_else(|r| r))
 }
 

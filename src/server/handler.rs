@@ -16,24 +16,21 @@ pub trait Handler: Send + Sync + 'static {
     /// An upload is offered ([`Payload::FileOffer`]), before any data flows,
     /// or a directory is to be created ([`Payload::MakeDir`]); anything but
     /// OK refuses it. By default: refused.
-    fn file_offer(&self, request: Request<'_>) -> Reply {
-        let _ = request;
+    fn file_offer(&self, _request: Request<'_>) -> Reply {
         Reply::new(status::UNSUPPORTED, "this server does not accept uploads")
     }
 
     /// An accepted upload arrived whole and verified and has its final name
     /// ([`Payload::FileReceived`]); the reply is the upload's answer. By
     /// default: OK, with an empty body.
-    fn file_received(&self, request: Request<'_>) -> Reply {
-        let _ = request;
+    fn file_received(&self, _request: Request<'_>) -> Reply {
         Reply::ok("")
     }
 
     /// A download or a digest is asked for ([`Payload::FileRequest`]), or a
     /// page of a directory listing ([`Payload::Listing`]); anything but OK
     /// refuses it. By default: refused.
-    fn file_request(&self, request: Request<'_>) -> Reply {
-        let _ = request;
+    fn file_request(&self, _request: Request<'_>) -> Reply {
         Reply::new(status::UNSUPPORTED, "this server does not serve files")
     }
 }

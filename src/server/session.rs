@@ -27,9 +27,7 @@ use std::time::{Duration, Instant};
 /// Serve one accepted connection until it ends.
 pub(crate) fn serve_connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: u64) {
     let config = &shared.config;
-    let Ok(mut conn) = Conn::new(stream, config.io_timeout) else {
-        return;
-    };
+    let Ok(mut conn) = Conn::new(stream, config.io_timeout) else { return };
     let mut rng = connection_rng(shared);
     let outcome = handshake(shared, &mut conn, &mut rng, id);
     lock(&shared.gate).leave(id, peer.ip(), outcome.is_err(), Instant::now());
@@ -48,16 +46,10 @@ pub(crate) fn serve_connection(shared: &Shared, stream: TcpStream, peer: SocketA
     shared.emit(Event::Disconnected { peer, client: &client, error: result.as_ref().err() });
 }
 
-#[cfg(feature = "test-hooks")]
-fn connection_rng(shared: &Shared) -> Rng {
-    match shared.config.test_rng_seed {
-        Some(seed) => Rng::from_seed(seed),
-        None => Rng::system(),
-    }
-}
-
-#[cfg(not(feature = "test-hooks"))]
-fn connection_rng(_: &Shared) -> Rng {
+fn connection_rng(_shared: &Shared) -> Rng {
+    #[cfg(feature = "test-hooks")]
+    return _shared.config.test_rng_seed.map_or_else(Rng::system, Rng::from_seed);
+    #[cfg(not(feature = "test-hooks"))]
     Rng::system()
 }
 
@@ -130,11 +122,8 @@ fn serve_requests(
             return Ok(());
         }
         let deadline = Instant::now() + shared.config.idle_timeout;
-        let message = match ch.recv(deadline, REQUEST_HEADER) {
-            Ok(Some(m)) => m,
-            Ok(None) => return Ok(()),
-            Err(e) => return Err(refuse_message(shared, &mut ch, e)),
-        };
+        let got = ch.recv(deadline, REQUEST_HEADER).map_err(|e| refused(shared, &mut ch, e))?;
+        let Some(message) = got else { return Ok(()) };
         if message.rtype != REC_REQUEST {
             let _ = ch.send_alert(AlertCode::Protocol, "expected a request");
             return Err(Error::Malformed("expected a request record"));
@@ -143,10 +132,7 @@ fn serve_requests(
         let request = msg::Request::decode(&message.payload)?;
         let caller = Caller { shared, client, peer };
         let (status, replayed) = match &request.op {
-            Op::Put(_) | Op::Get(_) | Op::Digest(_) | Op::List(_) | Op::MkDir(_) => {
-                (serve_file_op(&caller, conn_id, &mut ch, &request)?, false)
-            }
-            _ => {
+            Op::Text(_) | Op::Data(_) | Op::Unknown(_) => {
                 let (reply, replayed) = answer(&caller, &request);
                 // Pipelined requests already waiting: answer them all, then write once.
                 let header = Response::header(&request.id, reply.status);
@@ -156,11 +142,12 @@ fn serve_requests(
                 }
                 (reply.status, replayed)
             }
+            _ => (serve_file_op(&caller, conn_id, &mut ch, &request)?, false),
         };
         shared.emit(Event::Request {
             peer,
             client,
-            op: op_name(&request.op),
+            op: request.op.code().1,
             bytes: message.payload.len() - REQUEST_HEADER,
             status,
             elapsed: started.elapsed(),
@@ -171,7 +158,7 @@ fn serve_requests(
 
 /// A message that could not be received: tell the peer when it is too large
 /// (and read what it is still sending, so it sees the alert), then close.
-fn refuse_message(shared: &Shared, ch: &mut Channel, e: Error) -> Error {
+fn refused(shared: &Shared, ch: &mut Channel, e: Error) -> Error {
     if let Error::TooLarge { .. } = e {
         let _ = ch.send_alert(AlertCode::TooLarge, "message larger than the server accepts");
         let most = 2 * shared.config.max_message_size as u64;
@@ -192,12 +179,9 @@ impl Caller<'_> {
     fn call(&self, payload: Payload) -> Reply {
         let request = Request { client: self.client, peer_addr: self.peer, payload };
         let handler = &*self.shared.handler;
-        match catch_unwind(AssertUnwindSafe(|| dispatch(handler, request))) {
-            Ok(reply) => reply,
-            Err(_) => {
-                Reply::new(status::HANDLER_PANICKED, "the server's handler failed on this request")
-            }
-        }
+        catch_unwind(AssertUnwindSafe(|| dispatch(handler, request))).unwrap_or_else(|_| {
+            Reply::new(status::HANDLER_PANICKED, "the server's handler failed on this request")
+        })
     }
 
     fn key(&self, request: &msg::Request<'_>) -> CacheKey {
@@ -248,19 +232,6 @@ fn serve_file_op(
     Ok(reply.status)
 }
 
-fn op_name(op: &Op<'_>) -> &'static str {
-    match op {
-        Op::Text(_) => "text",
-        Op::Data(_) => "data",
-        Op::Put(_) => "put",
-        Op::Get(_) => "get",
-        Op::Digest(_) => "digest",
-        Op::List(_) => "list",
-        Op::MkDir(_) => "mkdir",
-        Op::Unknown(_) => "unknown",
-    }
-}
-
 /// Answer a message at most once: a retry with the same id gets the first reply.
 fn answer(caller: &Caller<'_>, request: &msg::Request<'_>) -> (Arc<Reply>, bool) {
     let replies = &caller.shared.replies;
@@ -268,23 +239,17 @@ fn answer(caller: &Caller<'_>, request: &msg::Request<'_>) -> (Arc<Reply>, bool)
     if let Claim::Answered(reply) = replies.claim(&key, caller.shared.config.io_timeout) {
         return (reply, true);
     }
-    let reply = Arc::new(match message_payload(&request.op) {
-        Ok(payload) => caller.call(payload),
-        Err(reply) => reply,
-    });
+    let reply =
+        Arc::new(message_payload(&request.op).map(|p| caller.call(p)).unwrap_or_else(|r| r));
     replies.finish(key, reply.clone());
     (reply, false)
 }
 
 fn message_payload(op: &Op<'_>) -> std::result::Result<Payload, Reply> {
     match op {
-        Op::Text(body) => match std::str::from_utf8(body) {
-            Ok(s) => Ok(Payload::Text(s.to_owned())),
-            Err(e) => Err(Reply::new(
-                status::BAD_REQUEST,
-                format!("text message is not valid UTF-8: {e}"),
-            )),
-        },
+        Op::Text(body) => String::from_utf8(body.to_vec()).map(Payload::Text).map_err(|e| {
+            Reply::new(status::BAD_REQUEST, format!("text message is not valid UTF-8: {e}"))
+        }),
         Op::Data(body) => Ok(Payload::Data(body.to_vec())),
         Op::Unknown(other) => {
             Err(Reply::new(status::UNSUPPORTED, format!("unknown operation {other}")))
@@ -315,5 +280,20 @@ mod tests {
             assert_eq!(alert.to_u8(), code, "{error:?}");
             assert!(!message.contains("hello") && !message.contains("public key"), "{message}");
         }
+    }
+
+    #[test]
+    fn a_text_message_that_is_not_utf8_is_a_bad_request_that_says_where() {
+        let reply = message_payload(&Op::Text(b"ok\xff")).unwrap_err();
+        assert_eq!(reply.status, status::BAD_REQUEST);
+        let expected =
+            "text message is not valid UTF-8: invalid utf-8 sequence of 1 bytes from index 2";
+        assert_eq!(reply.text(), expected);
+        assert_eq!(message_payload(&Op::Text(b"ok")), Ok(Payload::Text("ok".into())));
+        let unknown = message_payload(&Op::Unknown(9)).unwrap_err();
+        assert_eq!(
+            (unknown.status, unknown.text()),
+            (status::UNSUPPORTED, "unknown operation 9".into())
+        );
     }
 }

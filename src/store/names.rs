@@ -21,6 +21,12 @@ fn refuse(code: u16, msg: impl Into<String>) -> Refusal {
     (code, msg.into())
 }
 
+/// The files directory `root`, canonical.
+fn real_root(root: &Path) -> Result<PathBuf, Refusal> {
+    root.canonicalize()
+        .map_err(|e| refuse(status::IO_ERROR, format!("files directory unavailable: {e}")))
+}
+
 /// Check a remote name's syntax: relative, `/`-separated, no empty, `.` or `..`
 /// components, no NUL, control or other deceptive characters (bidirectional
 /// overrides, zero-width characters...) or backslashes, not a partial file.
@@ -72,9 +78,7 @@ pub fn check_name_for_write(name: &str) -> Result<(), String> {
 /// Check `name` and join it to the canonical `root`: (root, target).
 fn checked_target(root: &Path, name: &str) -> Result<(PathBuf, PathBuf), Refusal> {
     check_name(name).map_err(|m| refuse(status::BAD_NAME, m))?;
-    let root = root
-        .canonicalize()
-        .map_err(|e| refuse(status::IO_ERROR, format!("files directory unavailable: {e}")))?;
+    let root = real_root(root)?;
     let target = root.join(name);
     Ok((root, target))
 }
@@ -130,9 +134,7 @@ pub(crate) fn make_dir(root: &Path, name: &str) -> Result<PathBuf, Refusal> {
 /// following links.
 pub(crate) fn resolve_dir(root: &Path, dir: &str) -> Result<PathBuf, Refusal> {
     if dir.is_empty() {
-        return root
-            .canonicalize()
-            .map_err(|e| refuse(status::IO_ERROR, format!("files directory unavailable: {e}")));
+        return real_root(root);
     }
     let (root, target) = checked_target(root, dir)?;
     if !target.exists() {
@@ -180,16 +182,12 @@ pub(crate) fn resolve_for_read(root: &Path, name: &str) -> Result<PathBuf, Refus
 pub(crate) fn open_read(root: &Path, path: &Path) -> Result<File, Refusal> {
     let file = File::open(path)
         .map_err(|e| refuse(status::IO_ERROR, format!("server file error: {e}")))?;
-    opened_inside(root, &file)?;
-    Ok(file)
+    opened_inside(root, &file).map(|()| file)
 }
 
 /// The metadata of `path`, followed to where it leads, which must be inside `root`.
 pub(crate) fn metadata_inside(root: &Path, path: &Path) -> Result<fs::Metadata, Refusal> {
-    let root = root
-        .canonicalize()
-        .map_err(|e| refuse(status::IO_ERROR, format!("files directory unavailable: {e}")))?;
-    let real = confined(&root, path)?;
+    let real = confined(&real_root(root)?, path)?;
     fs::metadata(real).map_err(|e| refuse(status::IO_ERROR, format!("server file error: {e}")))
 }
 
@@ -199,15 +197,12 @@ pub(crate) fn metadata_inside(root: &Path, path: &Path) -> Result<fs::Metadata, 
 /// elsewhere, or without `/proc`, the checks before the open stand alone).
 pub(crate) fn opened_inside(root: &Path, file: &File) -> Result<(), Refusal> {
     #[cfg(target_os = "linux")]
-    if let Ok(real) = fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) {
-        let root = root
-            .canonicalize()
-            .map_err(|e| refuse(status::IO_ERROR, format!("files directory unavailable: {e}")))?;
-        if !real.starts_with(root) {
-            let msg = "the name leads outside the files directory (a directory on its way was \
-                       replaced by a symbolic link)";
-            return Err(refuse(status::BAD_NAME, msg));
-        }
+    if let Ok(real) = fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        && !real.starts_with(real_root(root)?)
+    {
+        let msg = "the name leads outside the files directory (a directory on its way was \
+                   replaced by a symbolic link)";
+        return Err(refuse(status::BAD_NAME, msg));
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (root, file);
