@@ -488,3 +488,27 @@ fn one_progress_line_covers_the_tree_on_a_terminal() {
     assert!(shown.contains("tree  5/5 files  1.57 MB / 1.57 MB  100%"), "{shown:?}");
     assert!(shown.contains("tree  0/5 files"), "{shown:?}");
 }
+
+#[test]
+fn get_r_p_never_sets_a_time_through_a_local_symlink() {
+    use ovtp::EntryKind::Dir;
+    let client = Home::new("hostile-time-c");
+    ok(&client, &["keygen", "--bits", "2048"]);
+    let keys = KeyPair::generate(2048).unwrap();
+    let fp = keys.fingerprint().to_string();
+    // The server lists top/d (an empty directory, with an old time) ...
+    let lister: Lister = |dir| if dir == "top" { vec![entry("d", Dir)] } else { vec![] };
+    let addr = hostile_server(keys, lister, 4).to_string();
+    // ... and LOCAL/top/d is already a link to a directory outside.
+    let place = Home::new("hostile-time-place");
+    let outside = Home::new("hostile-time-outside");
+    fs::create_dir_all(place.join("down/top")).unwrap();
+    std::os::unix::fs::symlink(&outside.0, place.join("down/top/d")).unwrap();
+    let before = mtime(&outside.0);
+    let args = ["get", "-r", "-p", &addr, "top", &place.s("down"), "--fingerprint", &fp];
+    let out = ovtp(&client, &args, b"");
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("a symbolic link (not followed)"), "{}", out.stderr);
+    assert_eq!(mtime(&outside.0), before, "a time set through the link, outside LOCAL");
+    assert_ne!(mtime(&outside.0), OLD);
+}

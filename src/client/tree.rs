@@ -367,14 +367,21 @@ fn get_step(client: &mut Client, name: &str, path: &Path, overwrite: bool) -> Re
     step(path, theirs, overwrite)
 }
 
-/// Set a directory's modification time (`-p`), after its files arrived.
+/// Set a directory's modification time (`-p`), after its files arrived:
+/// only on a directory that is one (not a link, nor swapped for one before
+/// the open), so that no time is set outside the tree.
 fn set_dir_time(path: &Path, mtime: i64) -> io::Result<()> {
     let secs = std::time::Duration::from_secs(mtime.unsigned_abs());
     let epoch = std::time::UNIX_EPOCH;
     let time = if mtime >= 0 { epoch.checked_add(secs) } else { epoch.checked_sub(secs) };
     let time =
         time.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "time out of range"))?;
-    fs::File::open(path)?.set_modified(time)
+    let seen = fs::symlink_metadata(path)?;
+    let dir = fs::File::open(path)?;
+    if !seen.is_dir() || !store::names::same_file(&seen, &dir.metadata()?) {
+        return Err(io::Error::other("not the directory that was checked"));
+    }
+    dir.set_modified(time)
 }
 
 impl Client {
