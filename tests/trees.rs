@@ -512,3 +512,27 @@ fn get_r_p_never_sets_a_time_through_a_local_symlink() {
     assert_eq!(mtime(&outside.0), before, "a time set through the link, outside LOCAL");
     assert_ne!(mtime(&outside.0), OLD);
 }
+
+#[test]
+fn a_hostile_listing_of_deep_long_names_is_bounded_in_bytes() {
+    use ovtp::EntryKind::{Dir, File};
+    let client = Home::new("hostile-bytes-c");
+    ok(&client, &["keygen", "--bits", "2048"]);
+    let keys = KeyPair::generate(2048).unwrap();
+    let fp = keys.fingerprint().to_string();
+    // 255-byte names 15 directories deep, then 140 × 256 files: 35,840
+    // entries (far below MAX_TREE_ENTRIES) whose paths are 4 kB each, 146 MB
+    // of names for 10 MB on the wire.
+    let lister: Lister = |dir| match dir.matches('/').count() {
+        ..14 => vec![entry(&"d".repeat(255), Dir)],
+        14 => (0..140).map(|i| entry(&format!("{i:0>255}"), Dir)).collect(),
+        _ => (0..256).map(|i| entry(&format!("{i:0>240}"), File)).collect(),
+    };
+    let addr = hostile_server(keys, lister, 4).to_string();
+    let place = Home::new("hostile-bytes-place");
+    let args = ["get", "-r", &addr, "top", &place.s("down"), "--fingerprint", &fp];
+    let out = ovtp(&client, &args, b"");
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("MAX_TREE_NAME_BYTES"), "{}", out.stderr);
+    assert!(!place.join("down").exists(), "written before the whole listing was checked");
+}

@@ -14,7 +14,7 @@
 //! a server's names cannot make the client write outside the tree).
 
 use super::Client;
-use crate::constants::{MAX_TREE_DEPTH, MAX_TREE_ENTRIES};
+use crate::constants::{MAX_TREE_DEPTH, MAX_TREE_ENTRIES, MAX_TREE_NAME_BYTES};
 use crate::error::{Error, Result, escape_control};
 use crate::message::{EntryKind, FileReport, TransferOptions};
 use crate::status;
@@ -86,16 +86,21 @@ struct Plan {
     dirs: Vec<(String, i64)>,
     files: Vec<(String, u64)>,
     report: TreeReport,
+    name_bytes: usize,
 }
 
 impl Plan {
-    /// One more entry, `depth` levels below the top: why not, past the bounds.
-    fn admit(&self, depth: usize) -> std::result::Result<(), &'static str> {
+    /// One more entry, `depth` levels below the top, its path `len` bytes:
+    /// why not, past the bounds.
+    fn admit(&mut self, depth: usize, len: usize) -> std::result::Result<(), &'static str> {
         let skipped = self.report.links.len() + self.report.others.len();
+        self.name_bytes += len;
         if depth > MAX_TREE_DEPTH {
             Err("the tree is deeper than MAX_TREE_DEPTH (128) directories")
         } else if self.dirs.len() + self.files.len() + skipped >= MAX_TREE_ENTRIES {
             Err("the tree has more than MAX_TREE_ENTRIES (1,000,000) entries")
+        } else if self.name_bytes > MAX_TREE_NAME_BYTES {
+            Err("the tree's path names exceed MAX_TREE_NAME_BYTES (128 MiB) in all")
         } else {
             Ok(())
         }
@@ -148,8 +153,8 @@ fn walk_local(top: &Path) -> Result<Plan> {
         names.sort_unstable();
         let below = stack.len();
         for name in names {
-            plan.admit(depth).map_err(|why| Error::InvalidInput(why.into()))?;
             let (child, path) = (join(&rel, &name), path.join(&name));
+            plan.admit(depth, child.len()).map_err(|why| Error::InvalidInput(why.into()))?;
             let meta = fs::symlink_metadata(&path).map_err(file_err(&path))?;
             if meta.is_symlink() {
                 plan.report.links.push(child);
@@ -174,8 +179,8 @@ fn walk_remote(client: &mut Client, top: &str) -> Result<Plan> {
     while let Some((rel, depth)) = stack.pop() {
         let below = stack.len();
         for entry in client.list(&join(top, &rel))? {
-            plan.admit(depth).map_err(Error::Malformed)?;
             let child = join(&rel, component(&entry.name)?);
+            plan.admit(depth, child.len()).map_err(Error::Malformed)?;
             match entry.kind {
                 EntryKind::File => plan.files.push((child, entry.size)),
                 EntryKind::Dir => {
