@@ -155,6 +155,27 @@ fn a_big_directory_comes_in_pages_each_told_to_the_handler() {
 }
 
 #[test]
+fn pages_skip_unlisted_names_around_their_edges() {
+    let (srv, files, _events, _dir) = server();
+    // Names no client may see among the first ones, so that each page's
+    // last candidates are sometimes unlisted (the server keeps the first
+    // 257 listable names of each page, not the first 257 names).
+    let mut expected = Vec::new();
+    for i in 0..700 {
+        let name = format!("g{i:04}");
+        match i % 3 {
+            0 => std::fs::write(files.join(format!(".{name}.ovtp-part")), b"").unwrap(),
+            1 => std::fs::write(files.join(format!("{name}\u{1b}")), b"").unwrap(),
+            _ => {}
+        }
+        std::fs::write(files.join(&name), b"").unwrap();
+        expected.push(name);
+    }
+    let entries = srv.client().list("").unwrap();
+    assert_eq!(names(&entries), expected);
+}
+
+#[test]
 fn make_dir_creates_parents_without_group_or_other_write_and_refuses_files_and_escapes() {
     let (srv, files, events, dir) = server();
     let mut c = srv.client();
