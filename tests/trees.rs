@@ -536,3 +536,24 @@ fn a_hostile_listing_of_deep_long_names_is_bounded_in_bytes() {
     assert!(out.stderr.contains("MAX_TREE_NAME_BYTES"), "{}", out.stderr);
     assert!(!place.join("down").exists(), "written before the whole listing was checked");
 }
+
+#[test]
+fn a_hostile_listing_of_huge_sizes_does_not_overflow_the_progress() {
+    use ovtp::EntryKind::File;
+    let client = Home::new("hostile-size-c");
+    ok(&client, &["keygen", "--bits", "2048"]);
+    let keys = KeyPair::generate(2048).unwrap();
+    let fp = keys.fingerprint().to_string();
+    let lister: Lister = |_| {
+        let huge = |name| ovtp::DirEntry { size: u64::MAX, ..entry(name, File) };
+        vec![huge("a"), huge("b")]
+    };
+    let addr = hostile_server(keys, lister, 4).to_string();
+    let place = Home::new("hostile-size-place");
+    let args = ["get", "-r", &addr, "top", &place.s("down"), "--fingerprint", &fp];
+    let out = ovtp(&client, &args, b"");
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    // Both files were asked for, and refused (this server has none).
+    assert!(out.stderr.contains("0 files received"), "{}", out.stderr);
+    assert!(out.stderr.contains("2 refused"), "{}", out.stderr);
+}

@@ -251,7 +251,8 @@ struct Run<'o, 'a> {
 impl Run<'_, '_> {
     fn new<'o, 'a>(opts: &'o mut TreeOptions<'a>, plan: &mut Plan) -> Run<'o, 'a> {
         let files = plan.files.len() as u64;
-        let bytes = plan.files.iter().map(|f| f.1).sum();
+        // Sizes are a server's word: saturate, never overflow.
+        let bytes = plan.files.iter().fold(0, |sum: u64, f| sum.saturating_add(f.1));
         let at = TreeProgress { files, bytes, ..TreeProgress::default() };
         Run { opts, at, report: std::mem::take(&mut plan.report) }
     }
@@ -284,7 +285,7 @@ impl Run<'_, '_> {
             Ok(Step::Move { overwrite }) => {
                 let (at, shown) = (&mut self.at, &mut self.opts.progress);
                 let mut tick = |done: u64, _| {
-                    at.bytes_done = base + done;
+                    at.bytes_done = base.saturating_add(done);
                     if let Some(f) = shown.as_mut() {
                         f(at);
                     }
@@ -305,8 +306,8 @@ impl Run<'_, '_> {
         // Only bytes moved count; a file not moved leaves the total.
         let moved = *outcome.as_ref().unwrap_or(&false);
         self.at.files_done += 1;
-        self.at.bytes_done = base + if moved { size } else { 0 };
-        self.at.bytes -= if moved { 0 } else { size };
+        self.at.bytes_done = base.saturating_add(if moved { size } else { 0 });
+        self.at.bytes = self.at.bytes.saturating_sub(if moved { 0 } else { size });
         self.show();
         match outcome {
             Err(e) if per_file(&e) => self.report.failed.push((rel.to_string(), e)),
