@@ -557,3 +557,23 @@ fn a_hostile_listing_of_huge_sizes_does_not_overflow_the_progress() {
     assert!(out.stderr.contains("0 files received"), "{}", out.stderr);
     assert!(out.stderr.contains("2 refused"), "{}", out.stderr);
 }
+
+#[test]
+fn ls_l_shows_a_hostile_servers_extreme_times_and_sizes() {
+    use ovtp::EntryKind::File;
+    let client = Home::new("hostile-ls-c");
+    ok(&client, &["keygen", "--bits", "2048"]);
+    let keys = KeyPair::generate(2048).unwrap();
+    let fp = keys.fingerprint().to_string();
+    let lister: Lister = |_| {
+        let at = |name, mtime| ovtp::DirEntry { mtime, size: u64::MAX, ..entry(name, File) };
+        vec![at("max", i64::MAX), at("min", i64::MIN)]
+    };
+    let addr = hostile_server(keys, lister, 1).to_string();
+    let out = ovtp(&client, &["ls", "-l", &addr, "top", "--fingerprint", &fp], b"");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", out.stdout);
+    assert!(lines[0].starts_with("f 0644 18446744073709551615 ") && lines[0].ends_with(" max"));
+    assert!(lines[1].ends_with(" min"), "{}", out.stdout);
+}
