@@ -326,6 +326,30 @@ fn preserve_carries_permission_bits_and_mtime_both_ways_without_setuid() {
 }
 
 #[test]
+fn preserved_times_at_the_ends_of_i64_are_answered_and_the_session_goes_on() {
+    let (srv, files, _events, _dir) = server();
+    let mut raw = ovtp_raw(&srv);
+    for (name, mtime) in [("max", i64::MAX), ("min", i64::MIN), ("neg", -1)] {
+        let meta = Some(msg::FileMeta { mode: 0o777, mtime });
+        raw.request(Op::Put(msg::Put { name, size: 2, overwrite: false, resume: false, meta }));
+        assert_eq!(raw.recv().0, msg::REC_FILE_READY);
+        raw.send(msg::REC_FILE_DATA, FLAG_FIN, &[&0u64.to_be_bytes()[..], b"ok"].concat());
+        let sha256 = sha2::Sha256::digest(b"ok").into();
+        let end = msg::FileEnd { total: 2, sha256, abort: false }.to_vec();
+        raw.send(msg::REC_FILE_END, FLAG_FIN, &end);
+        let (rtype, _, body) = raw.recv();
+        let status = Response::decode(&body).unwrap().status;
+        assert_eq!(rtype, REC_RESPONSE, "{name}");
+        // Stored with a time the filesystem can hold, or refused and not stored.
+        match status {
+            status::OK => assert_eq!(std::fs::read(files.join(name)).unwrap(), b"ok"),
+            _ => assert!(!files.join(name).exists(), "{name}: {status:#x}"),
+        }
+    }
+    assert_eq!(srv.client().list("").unwrap().len(), files.read_dir().unwrap().count());
+}
+
+#[test]
 fn a_mode_beyond_0777_never_decodes() {
     let put = msg::Put { name: "x", size: 1, overwrite: false, resume: false, meta: None };
     let mut bytes = msg::Request { id: [0; 16], op: Op::Put(put) }.to_vec();
