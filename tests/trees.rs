@@ -577,3 +577,25 @@ fn ls_l_shows_a_hostile_servers_extreme_times_and_sizes() {
     assert!(lines[0].starts_with("f 0644 18446744073709551615 ") && lines[0].ends_with(" max"));
     assert!(lines[1].ends_with(" min"), "{}", out.stdout);
 }
+
+#[test]
+fn get_r_refuses_names_too_long_for_their_partial_file_on_one_connection() {
+    let (server_home, client, server) = file_pair("tree-long");
+    let dir = server_home.join("files/t");
+    fs::create_dir_all(&dir).unwrap();
+    // Names the server holds (placed there, not uploaded) but the client
+    // cannot write beside `.NAME.ovtp-part` (255 bytes at most).
+    for i in 0..3 {
+        write(&dir.join(format!("{i}{}", "x".repeat(249))), b"a");
+    }
+    write(&dir.join("short"), b"a");
+    wait_disconnects(&server, 1); // file_pair's first contact
+    let place = Home::new("tree-long-down");
+    let out = ovtp(&client, &["get", "-r", &server.addr, "t", &place.s("")], b"");
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("3 refused"), "{}", out.stderr);
+    assert_eq!(fs::read(place.join("t/short")).unwrap(), b"a");
+    wait_disconnects(&server, 2);
+    // One connection for the whole tree: a local refusal is no lost connection.
+    assert_eq!(count(&server, " connected"), 2, "{}", out.stderr);
+}

@@ -453,7 +453,10 @@ impl Client {
         }
         for (rel, size) in &plan.files {
             let name = join(remote, rel);
-            let (path, decided) = match local_path(local, rel) {
+            // A name with no room for its partial file is refused here, not
+            // by a failed create that would cost the connection.
+            let room = store::check_name_for_write(rel).map_err(Error::InvalidInput);
+            let (path, decided) = match room.and_then(|()| local_path(local, rel)) {
                 Ok(path) => {
                     let decided = get_step(self, &name, &path, run.opts.overwrite);
                     (path, decided)
