@@ -404,6 +404,10 @@ fn hostile_session(mut s: TcpStream, keys: &KeyPair, list: Lister) -> Option<()>
         let plain = rec.plaintext.to_vec();
         let request = Request::decode(&plain).ok()?;
         let (status, answer) = match request.op {
+            // A directory this server cannot read.
+            Op::List(l) if l.dir.ends_with("/unreadable") => {
+                (ovtp::status::IO_ERROR, b"Permission denied".to_vec())
+            }
             Op::List(l) => (0, ListPage { entries: list(l.dir), more: false }.to_vec()),
             _ => (ovtp::status::NOT_FOUND, b"no such file".to_vec()),
         };
@@ -598,4 +602,28 @@ fn get_r_refuses_names_too_long_for_their_partial_file_on_one_connection() {
     wait_disconnects(&server, 2);
     // One connection for the whole tree: a local refusal is no lost connection.
     assert_eq!(count(&server, " connected"), 2, "{}", out.stderr);
+}
+
+#[test]
+fn a_subdirectory_the_server_cannot_list_fails_alone() {
+    use ovtp::EntryKind::Dir;
+    let client = Home::new("unreadable-c");
+    ok(&client, &["keygen", "--bits", "2048"]);
+    let keys = KeyPair::generate(2048).unwrap();
+    let fp = keys.fingerprint().to_string();
+    let lister: Lister = |dir| match dir {
+        "top" => vec![entry("empty", Dir), entry("unreadable", Dir)],
+        _ => vec![],
+    };
+    let addr = hostile_server(keys, lister, 4).to_string();
+    let place = Home::new("unreadable-place");
+    let args = ["get", "-r", &addr, "top", &place.s("down"), "--fingerprint", &fp];
+    let out = ovtp(&client, &args, b"");
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("unreadable") && out.stderr.contains("1 refused"),
+        "{}",
+        out.stderr
+    );
+    assert!(place.join("down/empty").is_dir(), "the rest of the tree is still fetched");
 }

@@ -178,7 +178,15 @@ fn walk_remote(client: &mut Client, top: &str) -> Result<Plan> {
     let mut stack = vec![(String::new(), 1)];
     while let Some((rel, depth)) = stack.pop() {
         let below = stack.len();
-        for entry in client.list(&join(top, &rel))? {
+        let entries = match client.list(&join(top, &rel)) {
+            // A subdirectory the server refuses to list fails alone.
+            Err(e @ Error::Remote { .. }) if !rel.is_empty() => {
+                plan.report.failed.push((rel, e));
+                continue;
+            }
+            listed => listed?,
+        };
+        for entry in entries {
             let child = join(&rel, component(&entry.name)?);
             plan.admit(depth, child.len()).map_err(Error::Malformed)?;
             match entry.kind {
