@@ -210,6 +210,21 @@ fn make_dir_creates_parents_without_group_or_other_write_and_refuses_files_and_e
 }
 
 #[test]
+fn make_dir_never_creates_through_a_dangling_link() {
+    let (srv, files, _events, dir) = server();
+    let mut c = srv.client();
+    let outside = dir.join("outside");
+    make_dir(&outside).unwrap();
+    // A link to a directory that does not exist yet, outside.
+    std::os::unix::fs::symlink(outside.join("new"), files.join("dangling")).unwrap();
+    assert_eq!(remote_status(c.make_dir("dangling")), status::FILE_EXISTS);
+    assert_ne!(remote_status(c.make_dir("dangling/sub")), status::OK);
+    std::fs::write(dir.join("f"), b"x").unwrap();
+    assert_eq!(remote_status(c.send_file(dir.join("f"), "dangling/f")), status::IO_ERROR);
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "created outside");
+}
+
+#[test]
 fn a_message_only_handler_refuses_listings_and_directories() {
     let dir = TempDir::new("listing-msg");
     let files = dir.join("files");
