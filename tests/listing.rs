@@ -365,6 +365,18 @@ fn preserved_times_at_the_ends_of_i64_are_answered_and_the_session_goes_on() {
 }
 
 #[test]
+fn a_preserved_mode_never_makes_a_server_file_writable_by_group_or_others() {
+    let (srv, files, _events, dir) = server();
+    let local = dir.join("shared");
+    std::fs::write(&local, b"x").unwrap();
+    std::fs::set_permissions(&local, PermissionsExt::from_mode(0o777)).unwrap();
+    let mut c = srv.client();
+    let preserve = TransferOptions { preserve: true, ..Default::default() };
+    c.send_file_with(&local, "shared", preserve).unwrap();
+    assert_eq!(mode(&files.join("shared")), 0o755);
+}
+
+#[test]
 fn a_mode_beyond_0777_never_decodes() {
     let put = msg::Put { name: "x", size: 1, overwrite: false, resume: false, meta: None };
     let mut bytes = msg::Request { id: [0; 16], op: Op::Put(put) }.to_vec();
