@@ -128,6 +128,11 @@ pub const MIN_LIMIT_RATE: u64 = 32 * 1024;
 /// directory inside each directory without end before anything is written.
 pub const MAX_TREE_DEPTH: usize = 128;
 /// Most entries a tree transfer takes, all directories together: its plan is
-/// held in memory (about 100 bytes an entry, so at most about 100 MB), and a
+/// held in memory (its names bounded by [`MAX_TREE_NAME_BYTES`]), and a
 /// server that lists without end is stopped before anything is written.
 pub const MAX_TREE_ENTRIES: usize = 1_000_000;
+/// Most bytes of relative path names a tree transfer's plan holds, all
+/// entries together (an average of 128 bytes for [`MAX_TREE_ENTRIES`]): a
+/// server that lists 255-byte names 15 directories deep would otherwise make
+/// each entry's path 4 kB, a million of them gigabytes.
+pub const MAX_TREE_NAME_BYTES: usize = 128 << 20;

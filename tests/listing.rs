@@ -155,6 +155,27 @@ fn a_big_directory_comes_in_pages_each_told_to_the_handler() {
 }
 
 #[test]
+fn pages_skip_unlisted_names_around_their_edges() {
+    let (srv, files, _events, _dir) = server();
+    // Names no client may see among the first ones, so that each page's
+    // last candidates are sometimes unlisted (the server keeps the first
+    // 257 listable names of each page, not the first 257 names).
+    let mut expected = Vec::new();
+    for i in 0..700 {
+        let name = format!("g{i:04}");
+        match i % 3 {
+            0 => std::fs::write(files.join(format!(".{name}.ovtp-part")), b"").unwrap(),
+            1 => std::fs::write(files.join(format!("{name}\u{1b}")), b"").unwrap(),
+            _ => {}
+        }
+        std::fs::write(files.join(&name), b"").unwrap();
+        expected.push(name);
+    }
+    let entries = srv.client().list("").unwrap();
+    assert_eq!(names(&entries), expected);
+}
+
+#[test]
 fn make_dir_creates_parents_without_group_or_other_write_and_refuses_files_and_escapes() {
     let (srv, files, events, dir) = server();
     let mut c = srv.client();
@@ -186,6 +207,21 @@ fn make_dir_creates_parents_without_group_or_other_write_and_refuses_files_and_e
     assert!(!files.join("x").exists());
     let seen = events.lock().unwrap().clone();
     assert_eq!(seen.iter().filter(|e| e.starts_with("mkdir a/b/c")).count(), 2, "{seen:?}");
+}
+
+#[test]
+fn make_dir_never_creates_through_a_dangling_link() {
+    let (srv, files, _events, dir) = server();
+    let mut c = srv.client();
+    let outside = dir.join("outside");
+    make_dir(&outside).unwrap();
+    // A link to a directory that does not exist yet, outside.
+    std::os::unix::fs::symlink(outside.join("new"), files.join("dangling")).unwrap();
+    assert_eq!(remote_status(c.make_dir("dangling")), status::FILE_EXISTS);
+    assert_ne!(remote_status(c.make_dir("dangling/sub")), status::OK);
+    std::fs::write(dir.join("f"), b"x").unwrap();
+    assert_eq!(remote_status(c.send_file(dir.join("f"), "dangling/f")), status::IO_ERROR);
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "created outside");
 }
 
 #[test]
@@ -302,6 +338,42 @@ fn preserve_carries_permission_bits_and_mtime_both_ways_without_setuid() {
     let response = Response::decode(&body).unwrap();
     assert_eq!((rtype, response.status), (REC_RESPONSE, status::OK), "{:?}", response.body);
     assert_eq!((mode(&files.join("write-only")), mtime(&files.join("write-only"))), (0o200, 5));
+}
+
+#[test]
+fn preserved_times_at_the_ends_of_i64_are_answered_and_the_session_goes_on() {
+    let (srv, files, _events, _dir) = server();
+    let mut raw = ovtp_raw(&srv);
+    for (name, mtime) in [("max", i64::MAX), ("min", i64::MIN), ("neg", -1)] {
+        let meta = Some(msg::FileMeta { mode: 0o777, mtime });
+        raw.request(Op::Put(msg::Put { name, size: 2, overwrite: false, resume: false, meta }));
+        assert_eq!(raw.recv().0, msg::REC_FILE_READY);
+        raw.send(msg::REC_FILE_DATA, FLAG_FIN, &[&0u64.to_be_bytes()[..], b"ok"].concat());
+        let sha256 = sha2::Sha256::digest(b"ok").into();
+        let end = msg::FileEnd { total: 2, sha256, abort: false }.to_vec();
+        raw.send(msg::REC_FILE_END, FLAG_FIN, &end);
+        let (rtype, _, body) = raw.recv();
+        let status = Response::decode(&body).unwrap().status;
+        assert_eq!(rtype, REC_RESPONSE, "{name}");
+        // Stored with a time the filesystem can hold, or refused and not stored.
+        match status {
+            status::OK => assert_eq!(std::fs::read(files.join(name)).unwrap(), b"ok"),
+            _ => assert!(!files.join(name).exists(), "{name}: {status:#x}"),
+        }
+    }
+    assert_eq!(srv.client().list("").unwrap().len(), files.read_dir().unwrap().count());
+}
+
+#[test]
+fn a_preserved_mode_never_makes_a_server_file_writable_by_group_or_others() {
+    let (srv, files, _events, dir) = server();
+    let local = dir.join("shared");
+    std::fs::write(&local, b"x").unwrap();
+    std::fs::set_permissions(&local, PermissionsExt::from_mode(0o777)).unwrap();
+    let mut c = srv.client();
+    let preserve = TransferOptions { preserve: true, ..Default::default() };
+    c.send_file_with(&local, "shared", preserve).unwrap();
+    assert_eq!(mode(&files.join("shared")), 0o755);
 }
 
 #[test]

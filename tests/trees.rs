@@ -404,6 +404,10 @@ fn hostile_session(mut s: TcpStream, keys: &KeyPair, list: Lister) -> Option<()>
         let plain = rec.plaintext.to_vec();
         let request = Request::decode(&plain).ok()?;
         let (status, answer) = match request.op {
+            // A directory this server cannot read.
+            Op::List(l) if l.dir.ends_with("/unreadable") => {
+                (ovtp::status::IO_ERROR, b"Permission denied".to_vec())
+            }
             Op::List(l) => (0, ListPage { entries: list(l.dir), more: false }.to_vec()),
             _ => (ovtp::status::NOT_FOUND, b"no such file".to_vec()),
         };
@@ -487,4 +491,139 @@ fn one_progress_line_covers_the_tree_on_a_terminal() {
     let shown = out.stdout;
     assert!(shown.contains("tree  5/5 files  1.57 MB / 1.57 MB  100%"), "{shown:?}");
     assert!(shown.contains("tree  0/5 files"), "{shown:?}");
+}
+
+#[test]
+fn get_r_p_never_sets_a_time_through_a_local_symlink() {
+    use ovtp::EntryKind::Dir;
+    let client = Home::new("hostile-time-c");
+    ok(&client, &["keygen", "--bits", "2048"]);
+    let keys = KeyPair::generate(2048).unwrap();
+    let fp = keys.fingerprint().to_string();
+    // The server lists top/d (an empty directory, with an old time) ...
+    let lister: Lister = |dir| if dir == "top" { vec![entry("d", Dir)] } else { vec![] };
+    let addr = hostile_server(keys, lister, 4).to_string();
+    // ... and LOCAL/top/d is already a link to a directory outside.
+    let place = Home::new("hostile-time-place");
+    let outside = Home::new("hostile-time-outside");
+    fs::create_dir_all(place.join("down/top")).unwrap();
+    std::os::unix::fs::symlink(&outside.0, place.join("down/top/d")).unwrap();
+    let before = mtime(&outside.0);
+    let args = ["get", "-r", "-p", &addr, "top", &place.s("down"), "--fingerprint", &fp];
+    let out = ovtp(&client, &args, b"");
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("a symbolic link (not followed)"), "{}", out.stderr);
+    assert_eq!(mtime(&outside.0), before, "a time set through the link, outside LOCAL");
+    assert_ne!(mtime(&outside.0), OLD);
+}
+
+#[test]
+fn a_hostile_listing_of_deep_long_names_is_bounded_in_bytes() {
+    use ovtp::EntryKind::{Dir, File};
+    let client = Home::new("hostile-bytes-c");
+    ok(&client, &["keygen", "--bits", "2048"]);
+    let keys = KeyPair::generate(2048).unwrap();
+    let fp = keys.fingerprint().to_string();
+    // 255-byte names 15 directories deep, then 140 × 256 files: 35,840
+    // entries (far below MAX_TREE_ENTRIES) whose paths are 4 kB each, 146 MB
+    // of names for 10 MB on the wire.
+    let lister: Lister = |dir| match dir.matches('/').count() {
+        ..14 => vec![entry(&"d".repeat(255), Dir)],
+        14 => (0..140).map(|i| entry(&format!("{i:0>255}"), Dir)).collect(),
+        _ => (0..256).map(|i| entry(&format!("{i:0>240}"), File)).collect(),
+    };
+    let addr = hostile_server(keys, lister, 4).to_string();
+    let place = Home::new("hostile-bytes-place");
+    let args = ["get", "-r", &addr, "top", &place.s("down"), "--fingerprint", &fp];
+    let out = ovtp(&client, &args, b"");
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("MAX_TREE_NAME_BYTES"), "{}", out.stderr);
+    assert!(!place.join("down").exists(), "written before the whole listing was checked");
+}
+
+#[test]
+fn a_hostile_listing_of_huge_sizes_does_not_overflow_the_progress() {
+    use ovtp::EntryKind::File;
+    let client = Home::new("hostile-size-c");
+    ok(&client, &["keygen", "--bits", "2048"]);
+    let keys = KeyPair::generate(2048).unwrap();
+    let fp = keys.fingerprint().to_string();
+    let lister: Lister = |_| {
+        let huge = |name| ovtp::DirEntry { size: u64::MAX, ..entry(name, File) };
+        vec![huge("a"), huge("b")]
+    };
+    let addr = hostile_server(keys, lister, 4).to_string();
+    let place = Home::new("hostile-size-place");
+    let args = ["get", "-r", &addr, "top", &place.s("down"), "--fingerprint", &fp];
+    let out = ovtp(&client, &args, b"");
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    // Both files were asked for, and refused (this server has none).
+    assert!(out.stderr.contains("0 files received"), "{}", out.stderr);
+    assert!(out.stderr.contains("2 refused"), "{}", out.stderr);
+}
+
+#[test]
+fn ls_l_shows_a_hostile_servers_extreme_times_and_sizes() {
+    use ovtp::EntryKind::File;
+    let client = Home::new("hostile-ls-c");
+    ok(&client, &["keygen", "--bits", "2048"]);
+    let keys = KeyPair::generate(2048).unwrap();
+    let fp = keys.fingerprint().to_string();
+    let lister: Lister = |_| {
+        let at = |name, mtime| ovtp::DirEntry { mtime, size: u64::MAX, ..entry(name, File) };
+        vec![at("max", i64::MAX), at("min", i64::MIN)]
+    };
+    let addr = hostile_server(keys, lister, 1).to_string();
+    let out = ovtp(&client, &["ls", "-l", &addr, "top", "--fingerprint", &fp], b"");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", out.stdout);
+    assert!(lines[0].starts_with("f 0644 18446744073709551615 ") && lines[0].ends_with(" max"));
+    assert!(lines[1].ends_with(" min"), "{}", out.stdout);
+}
+
+#[test]
+fn get_r_refuses_names_too_long_for_their_partial_file_on_one_connection() {
+    let (server_home, client, server) = file_pair("tree-long");
+    let dir = server_home.join("files/t");
+    fs::create_dir_all(&dir).unwrap();
+    // Names the server holds (placed there, not uploaded) but the client
+    // cannot write beside `.NAME.ovtp-part` (255 bytes at most).
+    for i in 0..3 {
+        write(&dir.join(format!("{i}{}", "x".repeat(249))), b"a");
+    }
+    write(&dir.join("short"), b"a");
+    wait_disconnects(&server, 1); // file_pair's first contact
+    let place = Home::new("tree-long-down");
+    let out = ovtp(&client, &["get", "-r", &server.addr, "t", &place.s("")], b"");
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("3 refused"), "{}", out.stderr);
+    assert_eq!(fs::read(place.join("t/short")).unwrap(), b"a");
+    wait_disconnects(&server, 2);
+    // One connection for the whole tree: a local refusal is no lost connection.
+    assert_eq!(count(&server, " connected"), 2, "{}", out.stderr);
+}
+
+#[test]
+fn a_subdirectory_the_server_cannot_list_fails_alone() {
+    use ovtp::EntryKind::Dir;
+    let client = Home::new("unreadable-c");
+    ok(&client, &["keygen", "--bits", "2048"]);
+    let keys = KeyPair::generate(2048).unwrap();
+    let fp = keys.fingerprint().to_string();
+    let lister: Lister = |dir| match dir {
+        "top" => vec![entry("empty", Dir), entry("unreadable", Dir)],
+        _ => vec![],
+    };
+    let addr = hostile_server(keys, lister, 4).to_string();
+    let place = Home::new("unreadable-place");
+    let args = ["get", "-r", &addr, "top", &place.s("down"), "--fingerprint", &fp];
+    let out = ovtp(&client, &args, b"");
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("unreadable") && out.stderr.contains("1 refused"),
+        "{}",
+        out.stderr
+    );
+    assert!(place.join("down/empty").is_dir(), "the rest of the tree is still fetched");
 }

@@ -14,7 +14,7 @@
 //! a server's names cannot make the client write outside the tree).
 
 use super::Client;
-use crate::constants::{MAX_TREE_DEPTH, MAX_TREE_ENTRIES};
+use crate::constants::{MAX_TREE_DEPTH, MAX_TREE_ENTRIES, MAX_TREE_NAME_BYTES};
 use crate::error::{Error, Result, escape_control};
 use crate::message::{EntryKind, FileReport, TransferOptions};
 use crate::status;
@@ -86,16 +86,21 @@ struct Plan {
     dirs: Vec<(String, i64)>,
     files: Vec<(String, u64)>,
     report: TreeReport,
+    name_bytes: usize,
 }
 
 impl Plan {
-    /// One more entry, `depth` levels below the top: why not, past the bounds.
-    fn admit(&self, depth: usize) -> std::result::Result<(), &'static str> {
+    /// One more entry, `depth` levels below the top, its path `len` bytes:
+    /// why not, past the bounds.
+    fn admit(&mut self, depth: usize, len: usize) -> std::result::Result<(), &'static str> {
         let skipped = self.report.links.len() + self.report.others.len();
+        self.name_bytes += len;
         if depth > MAX_TREE_DEPTH {
             Err("the tree is deeper than MAX_TREE_DEPTH (128) directories")
         } else if self.dirs.len() + self.files.len() + skipped >= MAX_TREE_ENTRIES {
             Err("the tree has more than MAX_TREE_ENTRIES (1,000,000) entries")
+        } else if self.name_bytes > MAX_TREE_NAME_BYTES {
+            Err("the tree's path names exceed MAX_TREE_NAME_BYTES (128 MiB) in all")
         } else {
             Ok(())
         }
@@ -148,8 +153,8 @@ fn walk_local(top: &Path) -> Result<Plan> {
         names.sort_unstable();
         let below = stack.len();
         for name in names {
-            plan.admit(depth).map_err(|why| Error::InvalidInput(why.into()))?;
             let (child, path) = (join(&rel, &name), path.join(&name));
+            plan.admit(depth, child.len()).map_err(|why| Error::InvalidInput(why.into()))?;
             let meta = fs::symlink_metadata(&path).map_err(file_err(&path))?;
             if meta.is_symlink() {
                 plan.report.links.push(child);
@@ -173,9 +178,17 @@ fn walk_remote(client: &mut Client, top: &str) -> Result<Plan> {
     let mut stack = vec![(String::new(), 1)];
     while let Some((rel, depth)) = stack.pop() {
         let below = stack.len();
-        for entry in client.list(&join(top, &rel))? {
-            plan.admit(depth).map_err(Error::Malformed)?;
+        let entries = match client.list(&join(top, &rel)) {
+            // A subdirectory the server refuses to list fails alone.
+            Err(e @ Error::Remote { .. }) if !rel.is_empty() => {
+                plan.report.failed.push((rel, e));
+                continue;
+            }
+            listed => listed?,
+        };
+        for entry in entries {
             let child = join(&rel, component(&entry.name)?);
+            plan.admit(depth, child.len()).map_err(Error::Malformed)?;
             match entry.kind {
                 EntryKind::File => plan.files.push((child, entry.size)),
                 EntryKind::Dir => {
@@ -246,7 +259,8 @@ struct Run<'o, 'a> {
 impl Run<'_, '_> {
     fn new<'o, 'a>(opts: &'o mut TreeOptions<'a>, plan: &mut Plan) -> Run<'o, 'a> {
         let files = plan.files.len() as u64;
-        let bytes = plan.files.iter().map(|f| f.1).sum();
+        // Sizes are a server's word: saturate, never overflow.
+        let bytes = plan.files.iter().fold(0, |sum: u64, f| sum.saturating_add(f.1));
         let at = TreeProgress { files, bytes, ..TreeProgress::default() };
         Run { opts, at, report: std::mem::take(&mut plan.report) }
     }
@@ -279,7 +293,7 @@ impl Run<'_, '_> {
             Ok(Step::Move { overwrite }) => {
                 let (at, shown) = (&mut self.at, &mut self.opts.progress);
                 let mut tick = |done: u64, _| {
-                    at.bytes_done = base + done;
+                    at.bytes_done = base.saturating_add(done);
                     if let Some(f) = shown.as_mut() {
                         f(at);
                     }
@@ -300,8 +314,8 @@ impl Run<'_, '_> {
         // Only bytes moved count; a file not moved leaves the total.
         let moved = *outcome.as_ref().unwrap_or(&false);
         self.at.files_done += 1;
-        self.at.bytes_done = base + if moved { size } else { 0 };
-        self.at.bytes -= if moved { 0 } else { size };
+        self.at.bytes_done = base.saturating_add(if moved { size } else { 0 });
+        self.at.bytes = self.at.bytes.saturating_sub(if moved { 0 } else { size });
         self.show();
         match outcome {
             Err(e) if per_file(&e) => self.report.failed.push((rel.to_string(), e)),
@@ -367,14 +381,21 @@ fn get_step(client: &mut Client, name: &str, path: &Path, overwrite: bool) -> Re
     step(path, theirs, overwrite)
 }
 
-/// Set a directory's modification time (`-p`), after its files arrived.
+/// Set a directory's modification time (`-p`), after its files arrived:
+/// only on a directory that is one (not a link, nor swapped for one before
+/// the open), so that no time is set outside the tree.
 fn set_dir_time(path: &Path, mtime: i64) -> io::Result<()> {
     let secs = std::time::Duration::from_secs(mtime.unsigned_abs());
     let epoch = std::time::UNIX_EPOCH;
     let time = if mtime >= 0 { epoch.checked_add(secs) } else { epoch.checked_sub(secs) };
     let time =
         time.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "time out of range"))?;
-    fs::File::open(path)?.set_modified(time)
+    let seen = fs::symlink_metadata(path)?;
+    let dir = fs::File::open(path)?;
+    if !seen.is_dir() || !store::names::same_file(&seen, &dir.metadata()?) {
+        return Err(io::Error::other("not the directory that was checked"));
+    }
+    dir.set_modified(time)
 }
 
 impl Client {
@@ -440,7 +461,10 @@ impl Client {
         }
         for (rel, size) in &plan.files {
             let name = join(remote, rel);
-            let (path, decided) = match local_path(local, rel) {
+            // A name with no room for its partial file is refused here, not
+            // by a failed create that would cost the connection.
+            let room = store::check_name_for_write(rel).map_err(Error::InvalidInput);
+            let (path, decided) = match room.and_then(|()| local_path(local, rel)) {
                 Ok(path) => {
                     let decided = get_step(self, &name, &path, run.opts.overwrite);
                     (path, decided)

@@ -8,7 +8,7 @@ use crate::io::pipes::{self, Problem, Sent, Ticker};
 use crate::message::{Payload, Reply};
 use crate::proto::codec::Body;
 use crate::proto::msg::{
-    DigestReply, FLAG_FIN, FilePrefix, Get, List, Put, REC_FILE_PREFIX, REC_FILE_READY,
+    DigestReply, FLAG_FIN, FileMeta, FilePrefix, Get, List, Put, REC_FILE_PREFIX, REC_FILE_READY,
     REC_RESPONSE, ReadyToReceive, ReadyToSend, RequestId, Response,
 };
 use crate::proto::transfer::{Receiver, Refusal, Verdict, resume_point};
@@ -224,9 +224,10 @@ fn commit_upload(
     target: PathBuf,
     sha256: [u8; 32],
 ) -> Reply {
-    // Mode and time go on the partial file, before it has its name.
-    if let Some(meta) = &put.meta
-        && let Err(e) = listing::apply_meta(&file, meta)
+    // Mode and time go on the partial file, before it has its name; never
+    // writable by group or others (local users could change what is served).
+    if let Some(meta) = put.meta.map(|m| FileMeta { mode: m.mode & 0o755, ..m })
+        && let Err(e) = listing::apply_meta(&file, &meta)
     {
         drop(fs::remove_file(partial));
         return io_reply(e);

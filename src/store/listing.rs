@@ -17,21 +17,30 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// files `*.ovtp-part`) or that are longer than [`MAX_ENTRY_NAME`]: no
 /// client could ask for them.
 pub(crate) fn list_page(dir: &Path, after: &str) -> io::Result<ListPage> {
-    let mut names = Vec::new();
+    // The first LIST_PAGE_ENTRIES + 1 names after `after` (the last says
+    // `more`), kept in a heap whatever the directory's size.
+    let mut first = std::collections::BinaryHeap::with_capacity(LIST_PAGE_ENTRIES + 2);
     for entry in fs::read_dir(dir)? {
-        let Ok(name) = entry?.file_name().into_string() else { continue };
+        let name = entry?.file_name();
+        let bytes = name.as_encoded_bytes();
+        let full = first.len() > LIST_PAGE_ENTRIES;
+        if bytes <= after.as_bytes()
+            || full && first.peek().is_some_and(|l: &String| bytes >= l.as_bytes())
+        {
+            continue;
+        }
+        let Ok(name) = name.into_string() else { continue };
         // check_name also refuses partial files.
-        let representable = name.len() <= MAX_ENTRY_NAME && check_name(&name).is_ok();
-        if representable && name.as_bytes() > after.as_bytes() {
-            names.push(name);
+        if name.len() <= MAX_ENTRY_NAME && check_name(&name).is_ok() {
+            first.push(name);
+            if first.len() > LIST_PAGE_ENTRIES + 1 {
+                first.pop();
+            }
         }
     }
+    let mut names = first.into_sorted_vec();
     let more = names.len() > LIST_PAGE_ENTRIES;
-    if more {
-        names.select_nth_unstable(LIST_PAGE_ENTRIES);
-        names.truncate(LIST_PAGE_ENTRIES);
-    }
-    names.sort_unstable();
+    names.truncate(LIST_PAGE_ENTRIES);
     let mut entries = Vec::with_capacity(names.len());
     for name in names {
         // An entry removed meanwhile is left out, like one created meanwhile.
