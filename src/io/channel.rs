@@ -28,9 +28,15 @@ pub(crate) struct Channel {
     pub(crate) rng: Rng,
     pub(crate) max_message: usize,
     out: Vec<u8>,
-    /// A record buffer handed back by [`Channel::recycle`], reused by the next receive.
-    spare: Vec<u8>,
+    /// Record buffers handed back by [`Channel::recycle`] (at most
+    /// [`SPARE_BUFFERS`]), reused by the next receives: a file's records are
+    /// in flight to the writer several at a time, and a new buffer costs an
+    /// allocation and its zeroing.
+    spare: Vec<Vec<u8>>,
 }
+
+/// Record buffers a channel keeps for reuse.
+const SPARE_BUFFERS: usize = 8;
 
 /// One record as received, decrypted in place in its frame buffer.
 pub(crate) struct OwnedRecord {
@@ -138,7 +144,7 @@ impl Channel {
         if !self.conn.wait_readable(deadline, "waiting for a record")? {
             return Err(Error::Closed("waiting for a record"));
         }
-        let mut buf = std::mem::take(&mut self.spare);
+        let mut buf = self.spare.pop().unwrap_or_default();
         let len =
             self.conn.read_frame_into(&mut buf, MAX_RECORD_FRAME, deadline, "reading a record")?;
         let rec = self.opener.open(&mut buf[..len])?;
@@ -158,8 +164,8 @@ impl Channel {
 
     /// Give a record's buffer back for the next receive.
     pub(crate) fn recycle(&mut self, rec: OwnedRecord) {
-        if rec.buf.capacity() > self.spare.capacity() {
-            self.spare = rec.buf;
+        if self.spare.len() < SPARE_BUFFERS {
+            self.spare.push(rec.buf);
         }
     }
 
