@@ -58,6 +58,32 @@ fn file_server(tweak: impl FnOnce(&mut ServerConfig)) -> FileServer {
     FileServer { srv, files, events, _dir: dir }
 }
 
+#[test]
+fn a_download_refused_because_the_local_file_exists_keeps_the_connection() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let connects = Arc::new(AtomicUsize::new(0));
+    let seen = connects.clone();
+    let fs = file_server(|c| {
+        c.events = Some(Arc::new(move |e: &ovtp::Event<'_>| {
+            if matches!(e, ovtp::Event::Connected { .. }) {
+                seen.fetch_add(1, SeqCst);
+            }
+        }))
+    });
+    let local = TempDir::new("exists-local");
+    std::fs::write(fs.files.join("f"), b"remote").unwrap();
+    let mine = write(&local, "f", b"mine");
+    let mut c = fs.srv.client();
+    for _ in 0..3 {
+        let err = c.get_file("f", &mine).unwrap_err();
+        assert!(matches!(err, Error::Exists(_)), "{err}");
+    }
+    assert_eq!(c.send_message("still here").unwrap().status, status::OK);
+    // Every Connected event comes before its connection's first request is answered.
+    assert_eq!(connects.load(SeqCst), 1, "a local refusal cost a new connection");
+    assert_eq!(std::fs::read(&mine).unwrap(), b"mine");
+}
+
 fn write(dir: &TempDir, name: &str, bytes: &[u8]) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, bytes).unwrap();

@@ -463,9 +463,14 @@ fn retrying<T>(retries: u32, mut attempt: impl FnMut(u32) -> Result<T>) -> Resul
     }
 }
 
-/// Errors after which the connection is unusable.
+/// Errors after which the connection is unusable. A local file in the way
+/// ([`Error::Exists`]) is found before a download's request or after its
+/// FILE_END, with nothing left to read.
 fn is_connection_error(e: &Error) -> bool {
-    !matches!(e, Error::Remote { .. } | Error::InvalidInput(_) | Error::DigestMismatch(_))
+    !matches!(
+        e,
+        Error::Remote { .. } | Error::InvalidInput(_) | Error::DigestMismatch(_) | Error::Exists(_)
+    )
 }
 
 /// Lost connections and busy servers are worth another try; everything that
