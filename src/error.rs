@@ -131,6 +131,22 @@ pub fn escape_control(s: &str) -> String {
     out
 }
 
+impl Error {
+    /// Whether a transfer of several files (a tree, `put` of many) may go on
+    /// with the next file after this error: a refusal or a local problem,
+    /// not a lost or refused connection.
+    pub fn is_per_file(&self) -> bool {
+        matches!(
+            self,
+            Error::Remote { .. }
+                | Error::File { .. }
+                | Error::InvalidInput(_)
+                | Error::Exists(_)
+                | Error::DigestMismatch(_)
+        )
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -204,19 +204,6 @@ fn walk_remote(client: &mut Client, top: &str) -> Result<Plan> {
     Ok(plan)
 }
 
-/// Errors after which the next file may still be tried: a refusal or a local
-/// problem, not a lost connection.
-fn per_file(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Remote { .. }
-            | Error::File { .. }
-            | Error::InvalidInput(_)
-            | Error::Exists(_)
-            | Error::DigestMismatch(_)
-    )
-}
-
 /// What to do with one file, once the other side's copy was looked at.
 enum Step {
     Move { overwrite: bool },
@@ -318,7 +305,7 @@ impl Run<'_, '_> {
         self.at.bytes = self.at.bytes.saturating_sub(if moved { 0 } else { size });
         self.show();
         match outcome {
-            Err(e) if per_file(&e) => self.report.failed.push((rel.to_string(), e)),
+            Err(e) if e.is_per_file() => self.report.failed.push((rel.to_string(), e)),
             Err(e) => return Err(e),
             Ok(_) => {}
         }
@@ -422,7 +409,7 @@ impl Client {
         self.make_dir(remote)?;
         for (dir, _) in &plan.dirs {
             match self.make_dir(&join(remote, dir)) {
-                Err(e) if per_file(&e) => run.report.failed.push((dir.clone(), e)),
+                Err(e) if e.is_per_file() => run.report.failed.push((dir.clone(), e)),
                 other => other?,
             }
         }

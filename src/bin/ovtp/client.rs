@@ -235,19 +235,6 @@ pub fn transfer_fail(what: &str, e: Error) -> Fail {
     }
 }
 
-/// Whether the next file of a `put` may still be tried after this error
-/// (a refusal or a local problem, not a lost or refused connection).
-fn per_file(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Remote { .. }
-            | Error::File { .. }
-            | Error::InvalidInput(_)
-            | Error::Exists(_)
-            | Error::DigestMismatch(_)
-    )
-}
-
 /// Run a transfer with the progress display when standard error is a terminal.
 /// (`run` is called in one place only: it inlines a whole transfer.)
 fn with_progress<T>(label: &str, run: impl FnOnce(Progress<'_>) -> T) -> T {
@@ -347,7 +334,7 @@ pub fn put(a: &Args) -> Run {
                     code = c;
                 }
             }
-            Err(e) if files.len() > 1 && per_file(&e) => {
+            Err(e) if files.len() > 1 && e.is_per_file() => {
                 let fail = transfer_fail(name, e);
                 warn!("ovtp put: {}: {}", escape_control(file), fail.msg);
                 failed += 1;
