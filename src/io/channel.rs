@@ -29,14 +29,13 @@ pub(crate) struct Channel {
     pub(crate) max_message: usize,
     out: Vec<u8>,
     /// Record buffers handed back by [`Channel::recycle`] (at most
-    /// [`SPARE_BUFFERS`]), reused by the next receives: a file's records are
-    /// in flight to the writer several at a time, and a new buffer costs an
-    /// allocation and its zeroing.
+    /// [`SPARE_BUFFERS`]), reused by the next receives: a new buffer costs an
+    /// allocation and its zeroing, a reused one is still in cache.
     spare: Vec<Vec<u8>>,
 }
 
-/// Record buffers a channel keeps for reuse.
-const SPARE_BUFFERS: usize = 8;
+/// Record buffers a channel keeps for reuse (a file receive has one in use at a time).
+const SPARE_BUFFERS: usize = 2;
 
 /// One record as received, decrypted in place in its frame buffer.
 pub(crate) struct OwnedRecord {

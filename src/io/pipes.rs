@@ -1,9 +1,10 @@
 //! Moving a file over a channel: a reader thread that reads and hashes
-//! while the connection thread seals and writes, a writer thread that writes
-//! while the connection thread reads and opens (the receiver does not hash:
-//! PROTOCOL.md 7.7.6), and the two loops that drive `proto::transfer`'s
-//! [`Sender`] and [`Receiver`]. Upload and download use both alike; memory
-//! stays at a few chunks.
+//! while the connection thread seals and writes; on the receiving side the
+//! connection thread opens each record and writes it (the receiver does not
+//! hash: PROTOCOL.md 7.7.6) while a helper flushes to disk in the background;
+//! and the two loops that drive `proto::transfer`'s [`Sender`] and
+//! [`Receiver`]. Upload and download use both alike; memory stays at a few
+//! chunks.
 
 use super::channel::{Channel, OwnedRecord};
 use super::sealing::SealPool;
@@ -11,13 +12,13 @@ use crate::constants::*;
 use crate::error::{Error, Result};
 use crate::message::Progress;
 use crate::proto::codec::Body;
-use crate::proto::msg::{FILE_DATA_HEADER, FileData, FileEnd, REC_FILE_DATA, REC_FILE_END};
+use crate::proto::msg::{FileData, FileEnd, REC_FILE_DATA, REC_FILE_END};
 use crate::proto::transfer::{Receiver, Refusal, Sender, Start};
 use crate::store::partial;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 /// Calls a progress callback at most every [`PROGRESS_INTERVAL`], and paces
@@ -235,63 +236,38 @@ pub(crate) fn abort(ch: &mut Channel, sender: &Sender) -> Result<()> {
     send_end(ch, &sender.abort())
 }
 
-/// Work for the writing thread of a receiver.
-enum SinkMsg {
-    /// The sender starts over: truncate the partial file.
-    Restart,
-    /// FILE_DATA records, in order: write their bytes after the offset.
-    Data(Vec<OwnedRecord>),
+/// A receiver's writes to its partial file, made on the connection thread
+/// as each record is opened: the record's buffer then goes back to the
+/// channel while it is still in this core's cache (a writer thread cost a
+/// second pass over every byte from another core, and a wake-up per batch).
+/// After a write error the rest is dropped, so the caller can answer and
+/// read on until FILE_END.
+struct Sink<'f> {
+    file: &'f mut File,
+    syncer: Syncer,
+    /// The first write error.
+    error: Option<io::Error>,
 }
 
-/// The receiving side's second thread: it writes chunks while the first
-/// thread verifies and decrypts the next record. After a write error it
-/// keeps taking (and dropping) chunks, so the first thread never blocks on it.
-struct Sink {
-    tx: mpsc::SyncSender<SinkMsg>,
-    back: mpsc::Receiver<OwnedRecord>,
-    failure: Arc<Mutex<Option<String>>>,
-    /// Records not yet handed over, and their bytes.
-    pending: (Vec<OwnedRecord>, usize),
-}
-
-impl Sink {
-    fn send(&mut self, msg: SinkMsg) -> Result<()> {
-        self.flush()?;
-        self.tx.send(msg).map_err(|_| Error::Malformed("file writer stopped unexpectedly"))
-    }
-
-    /// Queue a record for the writer. Records are handed over about
-    /// [`FILE_CHUNK`] at a time: each hand-over may wake the writer, which
-    /// costs about 25 µs here (8 wake-ups per MiB with 128 KiB records).
-    fn push(&mut self, rec: OwnedRecord) -> Result<()> {
-        self.pending.1 += rec.plaintext().len();
-        self.pending.0.push(rec);
-        if self.pending.1 < FILE_CHUNK { Ok(()) } else { self.flush() }
-    }
-
-    /// Hand the queued records over (before anything else is sent or decided).
-    fn flush(&mut self) -> Result<()> {
-        if self.pending.0.is_empty() {
-            return Ok(());
-        }
-        let batch = std::mem::take(&mut self.pending).0;
-        self.tx.send(SinkMsg::Data(batch)).map_err(|_| Error::Malformed("file writer stopped"))
-    }
-
-    /// The first write error, as text, once one happened.
-    fn failure(&self) -> Option<String> {
-        self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Hand written buffers back to the channel for reuse.
-    fn recycle(&self, ch: &mut Channel) {
-        while let Ok(rec) = self.back.try_recv() {
-            ch.recycle(rec);
+impl Sink<'_> {
+    fn run(&mut self, write: impl FnOnce(&mut File, &mut Syncer) -> io::Result<()>) {
+        if self.error.is_none() {
+            self.error = write(self.file, &mut self.syncer).err();
         }
     }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.run(|file, syncer| file.write_all(bytes).map(|()| syncer.wrote(file, bytes.len())));
+    }
+
+    /// The first write error, with the background sync's if it failed.
+    fn finish(self) -> Option<io::Error> {
+        let synced = self.syncer.finish();
+        self.error.or(synced.err())
+    }
 }
 
-/// Bytes written after which the writer has them flushed to disk in the
+/// Bytes written after which the receiver has them flushed to disk in the
 /// background, so that the fsync before the commit finds little left to do.
 const SYNC_EVERY: u64 = 32 * 1024 * 1024;
 
@@ -334,58 +310,6 @@ impl Syncer {
     }
 }
 
-/// The writing thread: writes until the channel closes.
-fn write_chunks(
-    file: &mut File,
-    rx: mpsc::Receiver<SinkMsg>,
-    back: mpsc::Sender<OwnedRecord>,
-    failure: &Mutex<Option<String>>,
-) -> Option<io::Error> {
-    let mut error: Option<io::Error> = None;
-    let mut syncer = Syncer::default();
-    for msg in rx {
-        let result = match &msg {
-            _ if error.is_some() => Ok(()),
-            SinkMsg::Restart => partial::restart(file),
-            SinkMsg::Data(recs) => recs.iter().try_for_each(|rec| {
-                let bytes = &rec.plaintext()[FILE_DATA_HEADER..];
-                file.write_all(bytes).map(|()| syncer.wrote(file, bytes.len()))
-            }),
-        };
-        if let Err(e) = result {
-            *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-            error = Some(e);
-        }
-        if let SinkMsg::Data(recs) = msg {
-            recs.into_iter().for_each(|rec| drop(back.send(rec)));
-        }
-    }
-    if let Err(e) = syncer.finish() {
-        error.get_or_insert(e);
-    }
-    error
-}
-
-/// Run `receive` with a writing thread for `file`; returns its result and
-/// the first write error.
-fn with_sink<R>(file: &mut File, receive: impl FnOnce(&mut Sink) -> R) -> (R, Option<io::Error>) {
-    std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::sync_channel::<SinkMsg>(2);
-        let (back_tx, back) = mpsc::channel::<OwnedRecord>();
-        let failure = Arc::new(Mutex::new(None));
-        let failure_w = failure.clone();
-        let writer = scope.spawn(move || write_chunks(file, rx, back_tx, &failure_w));
-        let mut sink = Sink { tx, back, failure, pending: Default::default() };
-        let result = receive(&mut sink);
-        // What arrived authenticated before an error is kept for a resume.
-        let _ = sink.flush();
-        drop(sink); // ends the writer's loop
-        let error =
-            writer.join().unwrap_or_else(|_| Some(io::Error::other("file writer panicked")));
-        (result, error)
-    })
-}
-
 /// Why a receive could not take a chunk.
 pub(crate) enum Problem {
     /// The receiver refused it (offset or size).
@@ -419,10 +343,10 @@ pub(crate) fn receive_file(
     ticker: &mut Ticker<'_, '_>,
     refuse: &mut dyn FnMut(&mut Channel, Problem) -> Result<()>,
 ) -> Result<Received> {
-    let (ended, write_error) = with_sink(file, |sink| {
+    let mut sink = Sink { file, syncer: Syncer::default(), error: None };
+    let mut receive = || {
         let (started, mut received, mut refused) = (Instant::now(), 0u64, false);
         loop {
-            sink.recycle(ch);
             let earned = 1 + u32::try_from(received / FILE_CHUNK as u64).unwrap_or(u32::MAX - 1);
             let progress = started + io_timeout.saturating_mul(earned);
             let rec = match first.take() {
@@ -434,32 +358,31 @@ pub(crate) fn receive_file(
             };
             received += rec.plaintext().len() as u64;
             if rec.rtype == REC_FILE_END {
-                sink.flush()?;
                 return FileEnd::from_record(rec.flags, rec.plaintext());
             } else if rec.rtype != REC_FILE_DATA {
                 return Err(Error::Malformed("unexpected record during a file transfer"));
             }
             let chunk = FileData::decode(rec.plaintext())?;
-            if refused {
-                continue; // draining after a refusal
-            }
+            // After a refusal the rest is read and dropped.
             let problem = match receiver.data(&chunk) {
+                _ if refused => None,
                 Err(refusal) => Some(Problem::Chunk(refusal)),
                 Ok(start) => {
                     if start == Some(Start::Restart) {
-                        sink.send(SinkMsg::Restart)?;
+                        sink.run(|file, _| partial::restart(file));
                     }
-                    sink.push(rec)?;
+                    sink.write(chunk.bytes);
                     ticker.tick(receiver.position(), receiver.size(), false);
-                    sink.failure().map(Problem::Write)
+                    sink.error.as_ref().map(|e| Problem::Write(e.to_string()))
                 }
             };
+            ch.recycle(rec);
             if let Some(problem) = problem {
-                sink.flush()?;
                 refuse(ch, problem)?;
                 refused = true;
             }
         }
-    });
-    Ok(Received { end: ended?, write_error })
+    };
+    let ended = receive();
+    Ok(Received { end: ended?, write_error: sink.finish() })
 }

@@ -80,8 +80,6 @@ pub const MAX_ALERT_MESSAGE: usize = 512;
 pub const REQUEST_HEADER: usize = REQUEST_ID_LEN + 1;
 /// Bytes in front of a response body: request id and status.
 pub const RESPONSE_HEADER: usize = REQUEST_ID_LEN + 2;
-/// Bytes in front of the data of a FILE_DATA record: its offset.
-pub const FILE_DATA_HEADER: usize = 8;
 
 /// A request id: random, so that a retry on a new connection is recognized.
 pub type RequestId = [u8; REQUEST_ID_LEN];
