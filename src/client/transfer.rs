@@ -198,7 +198,7 @@ pub(crate) fn get_once(
         &mut ticker,
         &mut |_, problem| match problem {
             // Our disk failed: stop here (the caller drops the connection).
-            Problem::Write(e) => Err(partial_err(io::Error::other(e))),
+            Problem::Write(e) => Err(partial_err(e)),
             Problem::Chunk(_) => Err(Error::Malformed("file chunk at an unexpected offset")),
         },
     )?;
@@ -275,22 +275,14 @@ fn commit_download(
     })
 }
 
-/// One digest request over `ch`.
+/// One digest request over `ch` (the server reads the whole file first).
 pub(crate) fn digest_once(
     ch: &mut Channel,
     id: &RequestId,
     name: &str,
     wait: Duration,
 ) -> Result<FileDigest> {
-    send_request(ch, id, Op::Digest(name))?;
-    let rec = ch.recv_record_by(Instant::now() + wait.saturating_mul(10))?;
-    if rec.rtype != REC_RESPONSE {
-        return Err(Error::Malformed("expected a response"));
-    }
-    let reply = recv_response(ch, id, rec, wait)?;
-    if !reply.is_ok() {
-        return Err(remote(reply));
-    }
+    let reply = simple_request(ch, id, Op::Digest(name), (wait.saturating_mul(10), wait))?;
     let DigestReply { size, sha256 } = DigestReply::decode(&reply.body)?;
     Ok(FileDigest { size, sha256 })
 }
@@ -324,7 +316,7 @@ pub(crate) fn list_once(
     (dir, after): (&str, &str),
     wait: Duration,
 ) -> Result<ListPage> {
-    let reply = simple_request(ch, id, Op::List(List { dir, after }), wait)?;
+    let reply = simple_request(ch, id, Op::List(List { dir, after }), (wait, wait))?;
     let page = ListPage::decode(&reply.body)?;
     page.check(after).map_err(Error::BadListing)?;
     Ok(page)
@@ -337,13 +329,19 @@ pub(crate) fn mkdir_once(
     name: &str,
     wait: Duration,
 ) -> Result<()> {
-    simple_request(ch, id, Op::MkDir(name), wait).map(drop)
+    simple_request(ch, id, Op::MkDir(name), (wait, wait)).map(drop)
 }
 
-/// Send a request answered by one RESPONSE; anything but OK is an error.
-fn simple_request(ch: &mut Channel, id: &RequestId, op: Op<'_>, wait: Duration) -> Result<Reply> {
+/// Send a request answered by one RESPONSE, which must begin within
+/// `first` and go on within `wait`; anything but OK is an error.
+fn simple_request(
+    ch: &mut Channel,
+    id: &RequestId,
+    op: Op<'_>,
+    (first, wait): (Duration, Duration),
+) -> Result<Reply> {
     send_request(ch, id, op)?;
-    let rec = ch.recv_record_by(Instant::now() + wait)?;
+    let rec = ch.recv_record_by(Instant::now() + first)?;
     if rec.rtype != REC_RESPONSE {
         return Err(Error::Malformed("expected a response"));
     }

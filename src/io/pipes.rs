@@ -315,7 +315,7 @@ pub(crate) enum Problem {
     /// The receiver refused it (offset or size).
     Chunk(Refusal),
     /// Writing to the partial file failed.
-    Write(String),
+    Write(io::Error),
 }
 
 /// How a receive ended.
@@ -373,7 +373,9 @@ pub(crate) fn receive_file(
                     }
                     sink.write(chunk.bytes);
                     ticker.tick(receiver.position(), receiver.size(), false);
-                    sink.error.as_ref().map(|e| Problem::Write(e.to_string()))
+                    sink.error
+                        .as_ref()
+                        .map(|e| Problem::Write(io::Error::new(e.kind(), e.to_string())))
                 }
             };
             ch.recycle(rec);

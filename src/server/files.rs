@@ -203,7 +203,7 @@ fn problem_reply(problem: Problem) -> Reply {
         Problem::Chunk(Refusal::TooLarge) => {
             Reply::new(status::TOO_LARGE, "more data than the announced size")
         }
-        Problem::Write(e) => Reply::new(status::IO_ERROR, format!("server file error: {e}")),
+        Problem::Write(e) => io_reply(e),
     }
 }
 
