@@ -386,5 +386,7 @@ pub(crate) fn receive_file(
         }
     };
     let ended = receive();
-    Ok(Received { end: ended?, write_error: sink.finish() })
+    // Waits for a background flush under way, also when the receive failed.
+    let write_error = sink.finish();
+    Ok(Received { end: ended?, write_error })
 }
