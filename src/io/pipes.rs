@@ -363,9 +363,11 @@ pub(crate) fn receive_file(
                 return Err(Error::Malformed("unexpected record during a file transfer"));
             }
             let chunk = FileData::decode(rec.plaintext())?;
-            // After a refusal the rest is read and dropped.
+            if refused {
+                ch.recycle(rec);
+                continue; // draining after a refusal
+            }
             let problem = match receiver.data(&chunk) {
-                _ if refused => None,
                 Err(refusal) => Some(Problem::Chunk(refusal)),
                 Ok(start) => {
                     if start == Some(Start::Restart) {
