@@ -129,11 +129,6 @@ impl Client {
         Ok(client)
     }
 
-    /// `host:port` as used for `known_hosts`.
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-
     /// Fingerprint of the server's (verified) key.
     pub fn server_fingerprint(&self) -> Option<Fingerprint> {
         self.server_key.as_ref().map(PublicKey::fingerprint)
@@ -146,6 +141,16 @@ impl Client {
         Error::HostKeyChanged { host, expected, actual }
     }
 
+    /// Whether `known_hosts` has the server's key `actual`; an error if it
+    /// has another one.
+    fn known(&self, file: &KnownHosts, actual: &Fingerprint) -> Result<bool> {
+        match file.check(&self.host, actual)? {
+            HostCheck::Match => Ok(true),
+            HostCheck::Unknown => Ok(false),
+            HostCheck::Changed { expected } => Err(self.changed(expected, actual)),
+        }
+    }
+
     fn check_server_key(&self, key: &PublicKey) -> Result<()> {
         let actual = key.fingerprint();
         // Within one Client, the server key may never change across reconnects.
@@ -155,48 +160,36 @@ impl Client {
         match &self.trust {
             HostTrust::Fingerprint(pinned) if *pinned == actual => Ok(()),
             HostTrust::Fingerprint(pinned) => Err(self.changed(pinned, &actual)),
-            HostTrust::KnownHosts(file) | HostTrust::AcceptNew(file) => {
-                match file.check(&self.host, &actual)? {
-                    HostCheck::Match => Ok(()),
-                    HostCheck::Changed { expected } => Err(self.changed(expected, &actual)),
-                    // Recorded only after the server proved it holds the key.
-                    HostCheck::Unknown if matches!(self.trust, HostTrust::AcceptNew(_)) => Ok(()),
-                    HostCheck::Unknown => {
-                        let (host, fingerprint) = (self.host.clone(), actual.to_string());
-                        Err(Error::UnknownHost { host, fingerprint })
-                    }
-                }
+            // An unknown key is recorded only after the server proved it holds it.
+            HostTrust::AcceptNew(file) => self.known(file, &actual).map(drop),
+            HostTrust::KnownHosts(file) if self.known(file, &actual)? => Ok(()),
+            HostTrust::KnownHosts(_) => {
+                let (host, fingerprint) = (self.host.clone(), actual.to_string());
+                Err(Error::UnknownHost { host, fingerprint })
             }
         }
     }
 
     fn open_connection(&mut self) -> Result<Channel> {
         let deadline = Instant::now() + self.config.handshake_timeout;
-        let addrs: Vec<SocketAddr> = self.host.to_socket_addrs()?.collect();
-        let mut last = Error::InvalidInput(format!("{} resolves to no address", self.host));
-        let mut stream = None;
-        for a in addrs {
+        let mut stream = Err(Error::InvalidInput(format!("{} resolves to no address", self.host)));
+        for a in self.host.to_socket_addrs()? {
             let left =
                 deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-            match TcpStream::connect_timeout(&a, left) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = connect_error(&self.host, a, e),
+            stream =
+                TcpStream::connect_timeout(&a, left).map_err(|e| connect_error(&self.host, a, e));
+            if stream.is_ok() {
+                break;
             }
         }
-        let stream = stream.ok_or(last)?;
-        let mut conn = Conn::new(stream, self.config.io_timeout)?;
+        let mut conn = Conn::new(stream?, self.config.io_timeout)?;
         let session = self.handshake(&mut conn, deadline)?;
         if let HostTrust::AcceptNew(file) = &self.trust {
             // Record the key now that the server has proven it holds it; re-check,
             // since another process may have recorded a key meanwhile.
             let actual = session.peer().fingerprint();
-            match file.check(&self.host, &actual)? {
-                HostCheck::Match => {}
-                HostCheck::Unknown => file.add(&self.host, &actual)?,
-                HostCheck::Changed { expected } => return Err(self.changed(expected, &actual)),
+            if !self.known(file, &actual)? {
+                file.add(&self.host, &actual)?;
             }
         }
         self.server_key = Some(session.peer().clone());
@@ -240,31 +233,41 @@ impl Client {
         self.request(OP_DATA, data)
     }
 
-    fn request(&mut self, op: u8, body: &[u8]) -> Result<Reply> {
-        if body.len() > self.config.max_message_size {
-            return Err(Error::TooLarge {
-                what: "message",
-                size: body.len() as u64,
-                limit: self.config.max_message_size as u64,
-            });
+    /// A message of `len` bytes, refused if over `max_message_size`.
+    fn check_size(&self, len: usize) -> Result<()> {
+        let limit = self.config.max_message_size;
+        if len > limit {
+            return Err(Error::TooLarge { what: "message", size: len as u64, limit: limit as u64 });
         }
-        let wait = self.config.io_timeout;
-        self.with_retries(|ch, id, _| exchange(ch, id, op, body, wait))
+        Ok(())
+    }
+
+    fn request(&mut self, op: u8, body: &[u8]) -> Result<Reply> {
+        self.check_size(body.len())?;
+        self.with_retries(|ch, id, _, wait| {
+            ch.send(REC_REQUEST, &Request::header(id, op), body)?;
+            read_reply(ch, id, wait)
+        })
+    }
+
+    /// The open connection, or a new one.
+    fn take_channel(&mut self) -> Result<Channel> {
+        self.channel.take().map_or_else(|| self.open_connection(), Ok)
     }
 
     /// Run `attempt` with one request id, reconnecting and retrying it (with the
     /// same id, so the server can recognize it) while the failure is retryable.
+    /// Each attempt is given the connection, the id, how many tries came
+    /// before it and how long to wait for a reply (`io_timeout`).
     fn with_retries<T>(
         &mut self,
-        mut attempt: impl FnMut(&mut Channel, &RequestId, u32) -> Result<T>,
+        mut attempt: impl FnMut(&mut Channel, &RequestId, u32, Duration) -> Result<T>,
     ) -> Result<T> {
         let id: RequestId = self.rng.array()?;
+        let wait = self.config.io_timeout;
         retrying(self.config.retries, |tries| {
-            let mut ch = match self.channel.take() {
-                Some(ch) => ch,
-                None => self.open_connection()?,
-            };
-            let r = attempt(&mut ch, &id, tries);
+            let mut ch = self.take_channel()?;
+            let r = attempt(&mut ch, &id, tries, wait);
             // Keep the connection unless it failed underneath us.
             if !matches!(r, Err(ref e) if is_connection_error(e)) {
                 self.channel = Some(ch);
@@ -278,27 +281,12 @@ impl Client {
     /// back in order. On a lost connection the unanswered ones are re-sent with
     /// their original ids, so no handler runs twice.
     pub fn send_batch(&mut self, items: &[Outgoing<'_>]) -> Result<Vec<Reply>> {
-        for item in items {
-            let len = item.bytes().len();
-            if len > self.config.max_message_size {
-                return Err(Error::TooLarge {
-                    what: "message",
-                    size: len as u64,
-                    limit: self.config.max_message_size as u64,
-                });
-            }
-        }
-        let mut ids = Vec::with_capacity(items.len());
-        for _ in items {
-            ids.push(self.rng.array::<REQUEST_ID_LEN>()?);
-        }
+        items.iter().try_for_each(|item| self.check_size(item.bytes().len()))?;
+        let ids: Vec<RequestId> = items.iter().map(|_| self.rng.array()).collect::<Result<_>>()?;
         let mut replies: Vec<Option<Reply>> = vec![None; items.len()];
         let wait = self.config.io_timeout;
         retrying(self.config.retries, |_| {
-            let mut ch = match self.channel.take() {
-                Some(ch) => ch,
-                None => self.open_connection()?,
-            };
+            let mut ch = self.take_channel()?;
             pipeline(&mut ch, items, &ids, &mut replies, wait)?;
             self.channel = Some(ch);
             Ok(())
@@ -336,8 +324,7 @@ impl Client {
         let local = transfer::local_file(local)?;
         store::check_name(remote).map_err(Error::InvalidInput)?;
         let rate = transfer::check_rate(limit_rate)?;
-        let wait = self.config.io_timeout;
-        let report = self.with_retries(|ch, id, tries| {
+        let report = self.with_retries(|ch, id, tries, wait| {
             // A retry continues what the failed attempt left on the server.
             let flags = (overwrite, resume || tries > 0, preserve);
             transfer::put_once(ch, id, (&local, remote), flags, wait, (&mut progress, rate))
@@ -382,8 +369,7 @@ impl Client {
             opts;
         store::check_name(remote).map_err(Error::InvalidInput)?;
         let rate = transfer::check_rate(limit_rate)?;
-        let wait = self.config.io_timeout;
-        self.with_retries(|ch, id, tries| {
+        self.with_retries(|ch, id, tries, wait| {
             let flags = (overwrite, resume || tries > 0, verify, preserve);
             transfer::get_once(ch, id, (remote, local), flags, wait, (&mut progress, rate))
         })
@@ -399,12 +385,11 @@ impl Client {
         if !dir.is_empty() {
             store::check_name(dir).map_err(Error::InvalidInput)?;
         }
-        let wait = self.config.io_timeout;
         let mut entries: Vec<DirEntry> = Vec::new();
         loop {
             let after = entries.last().map_or("", |e| e.name.as_str());
-            let page =
-                self.with_retries(|ch, id, _| transfer::list_once(ch, id, (dir, after), wait))?;
+            let page = self
+                .with_retries(|ch, id, _, wait| transfer::list_once(ch, id, (dir, after), wait))?;
             let size = (entries.len() + page.entries.len()) as u64;
             if size > MAX_LIST_ENTRIES as u64 {
                 let limit = MAX_LIST_ENTRIES as u64;
@@ -421,15 +406,13 @@ impl Client {
     /// Ok if it already is a directory.
     pub fn make_dir(&mut self, name: &str) -> Result<()> {
         store::check_name(name).map_err(Error::InvalidInput)?;
-        let wait = self.config.io_timeout;
-        self.with_retries(|ch, id, _| transfer::mkdir_once(ch, id, name, wait))
+        self.with_retries(|ch, id, _, wait| transfer::mkdir_once(ch, id, name, wait))
     }
 
     /// Size and SHA-256 of a file in the server's files directory.
     pub fn file_digest(&mut self, remote: &str) -> Result<FileDigest> {
         store::check_name(remote).map_err(Error::InvalidInput)?;
-        let wait = self.config.io_timeout;
-        self.with_retries(|ch, id, _| transfer::digest_once(ch, id, remote, wait))
+        self.with_retries(|ch, id, _, wait| transfer::digest_once(ch, id, remote, wait))
     }
 }
 
@@ -555,15 +538,4 @@ fn read_reply(ch: &mut Channel, id: &RequestId, wait: Duration) -> Result<Reply>
         return Err(Error::Malformed("expected a response record"));
     }
     transfer::parse_response(id, &msg.payload)
-}
-
-fn exchange(
-    ch: &mut Channel,
-    id: &RequestId,
-    op: u8,
-    body: &[u8],
-    wait: Duration,
-) -> Result<Reply> {
-    ch.send(REC_REQUEST, &Request::header(id, op), body)?;
-    read_reply(ch, id, wait)
 }
