@@ -72,13 +72,6 @@ pub struct TreeReport {
     pub others: Vec<String>,
 }
 
-impl TreeReport {
-    /// Whether every file of the tree is now in place (links and others aside).
-    pub fn complete(&self) -> bool {
-        self.differ.is_empty() && self.failed.is_empty()
-    }
-}
-
 /// A tree to move: its directories with their times, its files with their
 /// sizes (relative, `/`-separated, parents first), and what was skipped.
 #[derive(Default)]
@@ -130,6 +123,12 @@ fn component(name: &str) -> Result<&str> {
 /// An I/O error on `path`.
 fn file_err(path: &Path) -> impl Fn(io::Error) -> Error + '_ {
     move |source| Error::File { path: path.to_path_buf(), source }
+}
+
+/// The refusal of a local `path` that is not what the tree needs there:
+/// `what` says what it is.
+fn refuse(path: &Path, what: &str) -> Error {
+    Error::InvalidInput(format!("{} {what}", escape_control(&path.display().to_string())))
 }
 
 /// The local directory `top` walked without following links: what to send,
@@ -264,8 +263,7 @@ impl Run<'_, '_> {
         &mut self,
         (rel, size): (&str, u64),
         decided: Result<Step>,
-        transfer: &mut dyn FnMut(&mut Client, TransferOptions<'_>) -> Result<FileReport>,
-        client: &mut Client,
+        transfer: &mut dyn FnMut(TransferOptions<'_>) -> Result<FileReport>,
     ) -> Result<()> {
         let base = self.at.bytes_done;
         let outcome = match decided {
@@ -293,7 +291,7 @@ impl Run<'_, '_> {
                     preserve: self.opts.preserve,
                     limit_rate: self.opts.limit_rate,
                 };
-                let report = transfer(client, opts);
+                let report = transfer(opts);
                 report.map(|r| self.report.moved.push((rel.to_string(), r))).map(|()| true)
             }
             Err(e) => Err(e),
@@ -323,12 +321,11 @@ fn local_path(top: &Path, rel: &str) -> Result<PathBuf> {
         if parts.peek().is_some() {
             let meta = fs::symlink_metadata(&path);
             if !meta.as_ref().is_ok_and(|m| m.is_dir()) {
-                let what = meta.map_or("missing", |m| match m.is_symlink() {
-                    true => "a symbolic link (not followed)",
-                    false => "not a directory",
+                let what = meta.map_or("is missing", |m| match m.is_symlink() {
+                    true => "is a symbolic link (not followed)",
+                    false => "is not a directory",
                 });
-                let shown = escape_control(&path.display().to_string());
-                return Err(Error::InvalidInput(format!("{shown} is {what}")));
+                return Err(refuse(&path, what));
             }
         }
     }
@@ -343,13 +340,9 @@ fn local_dir(top: &Path, rel: &str) -> Result<PathBuf> {
         Ok(m) if m.is_dir() => Ok(path),
         Ok(m) => {
             let what = if m.is_symlink() { "a symbolic link (not followed)" } else { "a file" };
-            let shown = escape_control(&path.display().to_string());
-            Err(Error::InvalidInput(format!("{shown} is {what}, not a directory")))
+            Err(refuse(&path, &format!("is {what}, not a directory")))
         }
-        Err(_) => match fs::create_dir(&path) {
-            Ok(()) => Ok(path),
-            Err(source) => Err(Error::File { path, source }),
-        },
+        Err(_) => fs::create_dir(&path).map(|()| path.clone()).map_err(file_err(&path)),
     }
 }
 
@@ -358,12 +351,9 @@ fn local_dir(top: &Path, rel: &str) -> Result<PathBuf> {
 fn get_step(client: &mut Client, name: &str, path: &Path, overwrite: bool) -> Result<Step> {
     let theirs = match fs::symlink_metadata(path) {
         Ok(m) if m.is_file() => remote_digest(client, name)?,
-        Ok(_) => {
-            let shown = escape_control(&path.display().to_string());
-            return Err(Error::InvalidInput(format!("{shown} exists and is not a regular file")));
-        }
+        Ok(_) => return Err(refuse(path, "exists and is not a regular file")),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(source) => return Err(Error::File { path: path.to_path_buf(), source }),
+        Err(e) => return Err(file_err(path)(e)),
     };
     step(path, theirs, overwrite)
 }
@@ -399,8 +389,7 @@ impl Client {
     ) -> Result<TreeReport> {
         let local = local.as_ref();
         if !fs::metadata(local).is_ok_and(|m| m.is_dir()) {
-            let shown = escape_control(&local.display().to_string());
-            return Err(Error::InvalidInput(format!("{shown} is not a directory")));
+            return Err(refuse(local, "is not a directory"));
         }
         store::check_name(remote).map_err(Error::InvalidInput)?;
         let mut plan = walk_local(local)?;
@@ -417,8 +406,7 @@ impl Client {
             let (path, name) = (local.join(rel), join(remote, rel));
             let overwrite = run.opts.overwrite;
             let decided = remote_digest(self, &name).and_then(|t| step(&path, t, overwrite));
-            let mut send = |c: &mut Client, o: TransferOptions<'_>| c.put_path(&path, &name, o);
-            run.file((rel, *size), decided, &mut send, self)?;
+            run.file((rel, *size), decided, &mut |o| self.put_path(&path, &name, o))?;
         }
         Ok(run.report)
     }
@@ -436,8 +424,7 @@ impl Client {
         store::check_name(remote).map_err(Error::InvalidInput)?;
         let mut plan = walk_remote(self, remote)?;
         if !fs::metadata(local).is_ok_and(|m| m.is_dir()) {
-            fs::create_dir(local)
-                .map_err(|e| Error::File { path: local.to_path_buf(), source: e })?;
+            fs::create_dir(local).map_err(file_err(local))?;
         }
         let mut run = Run::new(&mut opts, &mut plan);
         run.show();
@@ -458,8 +445,7 @@ impl Client {
                 }
                 Err(e) => (PathBuf::new(), Err(e)),
             };
-            let mut get = |c: &mut Client, o: TransferOptions<'_>| c.get_path(&name, &path, o);
-            run.file((rel, *size), decided, &mut get, self)?;
+            run.file((rel, *size), decided, &mut |o| self.get_path(&name, &path, o))?;
         }
         if run.opts.preserve {
             for (dir, mtime) in plan.dirs.iter().rev() {
