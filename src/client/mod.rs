@@ -446,14 +446,12 @@ fn retrying<T>(retries: u32, mut attempt: impl FnMut(u32) -> Result<T>) -> Resul
     }
 }
 
-/// Errors after which the connection is unusable. A local file in the way
-/// ([`Error::Exists`]) is found before a download's request or after its
-/// FILE_END, with nothing left to read.
+/// Errors after which the connection is unusable: those that end a transfer
+/// of several files, and a local file's I/O error, which can come in the
+/// middle of a stream. A local file in the way ([`Error::Exists`]) is found
+/// before a download's request or after its FILE_END, with nothing left to read.
 fn is_connection_error(e: &Error) -> bool {
-    !matches!(
-        e,
-        Error::Remote { .. } | Error::InvalidInput(_) | Error::DigestMismatch(_) | Error::Exists(_)
-    )
+    !e.is_per_file() || matches!(e, Error::File { .. })
 }
 
 /// Lost connections and busy servers are worth another try; everything that
@@ -505,29 +503,25 @@ fn pipeline(
     wait: Duration,
 ) -> Result<()> {
     let todo: Vec<usize> = (0..items.len()).filter(|&i| replies[i].is_none()).collect();
-    let mut in_flight = std::collections::VecDeque::new();
-    let mut in_flight_bytes = 0;
-    let mut next = 0;
-    loop {
-        while next < todo.len() {
-            let i = todo[next];
-            let size = items[i].bytes().len() + REQUEST_ID_LEN + 64;
-            if !in_flight.is_empty() && in_flight_bytes + size > PIPELINE_WINDOW_BYTES {
-                break;
-            }
-            let header = Request::header(&ids[i], items[i].op());
-            ch.queue(REC_REQUEST, &header, items[i].bytes())?;
-            in_flight.push_back((i, size));
-            in_flight_bytes += size;
-            next += 1;
+    let size = |i: usize| items[i].bytes().len() + REQUEST_ID_LEN + 64;
+    // The requests todo[k..sent] are in flight, `in_flight` bytes of them.
+    let (mut sent, mut in_flight) = (0, 0);
+    for (k, &i) in todo.iter().enumerate() {
+        // Fill the window, which always takes the one whose reply comes next.
+        while sent < todo.len()
+            && (sent == k || in_flight + size(todo[sent]) <= PIPELINE_WINDOW_BYTES)
+        {
+            let next = todo[sent];
+            let header = Request::header(&ids[next], items[next].op());
+            ch.queue(REC_REQUEST, &header, items[next].bytes())?;
+            in_flight += size(next);
+            sent += 1;
         }
-        let Some((i, size)) = in_flight.pop_front() else {
-            return Ok(());
-        };
         // Receiving flushes what was queued before it waits.
         replies[i] = Some(read_reply(ch, &ids[i], wait)?);
-        in_flight_bytes -= size;
+        in_flight -= size(i);
     }
+    Ok(())
 }
 
 fn read_reply(ch: &mut Channel, id: &RequestId, wait: Duration) -> Result<Reply> {

@@ -438,12 +438,9 @@ impl Client {
             // A name with no room for its partial file is refused here, not
             // by a failed create that would cost the connection.
             let room = store::check_name_for_write(rel).map_err(Error::InvalidInput);
-            let (path, decided) = match room.and_then(|()| local_path(local, rel)) {
-                Ok(path) => {
-                    let decided = get_step(self, &name, &path, run.opts.overwrite);
-                    (path, decided)
-                }
-                Err(e) => (PathBuf::new(), Err(e)),
+            let (decided, path) = match room.and_then(|()| local_path(local, rel)) {
+                Ok(path) => (get_step(self, &name, &path, run.opts.overwrite), path),
+                Err(e) => (Err(e), PathBuf::new()),
             };
             run.file((rel, *size), decided, &mut |o| self.get_path(&name, &path, o))?;
         }
