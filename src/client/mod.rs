@@ -284,13 +284,8 @@ impl Client {
         items.iter().try_for_each(|item| self.check_size(item.bytes().len()))?;
         let ids: Vec<RequestId> = items.iter().map(|_| self.rng.array()).collect::<Result<_>>()?;
         let mut replies: Vec<Option<Reply>> = vec![None; items.len()];
-        let wait = self.config.io_timeout;
-        retrying(self.config.retries, |_| {
-            let mut ch = self.take_channel()?;
-            pipeline(&mut ch, items, &ids, &mut replies, wait)?;
-            self.channel = Some(ch);
-            Ok(())
-        })?;
+        // The items carry their own ids: the attempt's one is not used.
+        self.with_retries(|ch, _, _, wait| pipeline(ch, items, &ids, &mut replies, wait))?;
         // `pipeline` returns Ok only once its in-flight queue is empty, that
         // is, after it stored a reply for every unanswered item.
         Ok(replies.into_iter().flatten().collect())
