@@ -286,8 +286,8 @@ impl Client {
         let mut replies: Vec<Option<Reply>> = vec![None; items.len()];
         // The items carry their own ids: the attempt's one is not used.
         self.with_retries(|ch, _, _, wait| pipeline(ch, items, &ids, &mut replies, wait))?;
-        // `pipeline` returns Ok only once its in-flight queue is empty, that
-        // is, after it stored a reply for every unanswered item.
+        // `pipeline` returns Ok only after it stored a reply for every
+        // unanswered item.
         Ok(replies.into_iter().flatten().collect())
     }
 
