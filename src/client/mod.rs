@@ -114,15 +114,8 @@ impl Client {
         trust: HostTrust,
         config: ClientConfig,
     ) -> Result<Client> {
-        let mut client = Client {
-            host: normalize_host(addr)?,
-            keys,
-            trust,
-            config,
-            channel: None,
-            server_key: None,
-            rng: Rng::system(),
-        };
+        let (host, rng) = (normalize_host(addr)?, Rng::system());
+        let mut client = Client { host, keys, trust, config, channel: None, server_key: None, rng };
         // A busy server or a connection cut while it was being set up is worth
         // another try, as for requests.
         retrying(client.config.retries, |_| client.reconnect())?;
