@@ -365,8 +365,7 @@ fn set_dir_time(path: &Path, mtime: i64) -> io::Result<()> {
     let secs = std::time::Duration::from_secs(mtime.unsigned_abs());
     let epoch = std::time::UNIX_EPOCH;
     let time = if mtime >= 0 { epoch.checked_add(secs) } else { epoch.checked_sub(secs) };
-    let time =
-        time.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "time out of range"))?;
+    let time = time.ok_or_else(|| io::Error::other("time out of range"))?;
     let seen = fs::symlink_metadata(path)?;
     let dir = fs::File::open(path)?;
     if !seen.is_dir() || !store::names::same_file(&seen, &dir.metadata()?) {
