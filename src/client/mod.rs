@@ -129,9 +129,8 @@ impl Client {
 
     /// The error for a server whose key is not the one expected.
     fn changed(&self, expected: impl ToString, actual: &Fingerprint) -> Error {
-        let (host, expected, actual) =
-            (self.host.clone(), expected.to_string(), actual.to_string());
-        Error::HostKeyChanged { host, expected, actual }
+        let (expected, actual) = (expected.to_string(), actual.to_string());
+        Error::HostKeyChanged { host: self.host.clone(), expected, actual }
     }
 
     /// Whether `known_hosts` has the server's key `actual`; an error if it
@@ -475,10 +474,7 @@ impl Outgoing<'_> {
     }
 
     fn op(&self) -> u8 {
-        match self {
-            Outgoing::Text(_) => OP_TEXT,
-            Outgoing::Data(_) => OP_DATA,
-        }
+        if matches!(self, Outgoing::Text(_)) { OP_TEXT } else { OP_DATA }
     }
 }
 
