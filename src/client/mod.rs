@@ -320,9 +320,8 @@ impl Client {
             // The server reads back what it stored.
             let stored = self.file_digest(remote)?;
             if (stored.size, stored.sha256) != (report.size, report.sha256) {
-                let got = store::hex(&stored.sha256);
-                let msg =
-                    format!("the server's {remote} reads back as {} bytes, {got}", stored.size);
+                let (size, got) = (stored.size, store::hex(&stored.sha256));
+                let msg = format!("the server's {remote} reads back as {size} bytes, {got}");
                 return Err(Error::DigestMismatch(msg));
             }
         }
