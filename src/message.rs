@@ -85,9 +85,8 @@ impl EntryKind {
 
     /// The kind of a wire code, if it is one.
     pub(crate) fn from_code(code: u8) -> Option<Self> {
-        [EntryKind::File, EntryKind::Dir, EntryKind::Symlink, EntryKind::Other]
-            .into_iter()
-            .find(|k| k.code() == code)
+        let all = [EntryKind::File, EntryKind::Dir, EntryKind::Symlink, EntryKind::Other];
+        all.into_iter().find(|k| k.code() == code)
     }
 }
 

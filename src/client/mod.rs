@@ -94,10 +94,8 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("host", &self.host)
-            .field("connected", &self.channel.is_some())
-            .finish()
+        let connected = self.channel.is_some();
+        f.debug_struct("Client").field("host", &self.host).field("connected", &connected).finish()
     }
 }
 
@@ -508,9 +506,8 @@ fn pipeline(
 }
 
 fn read_reply(ch: &mut Channel, id: &RequestId, wait: Duration) -> Result<Reply> {
-    let msg = ch
-        .recv(Instant::now() + wait, RESPONSE_HEADER)?
-        .ok_or(Error::Closed("waiting for a reply"))?;
+    let deadline = Instant::now() + wait;
+    let msg = ch.recv(deadline, RESPONSE_HEADER)?.ok_or(Error::Closed("waiting for a reply"))?;
     if msg.rtype != REC_RESPONSE {
         return Err(Error::Malformed("expected a response record"));
     }
