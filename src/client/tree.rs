@@ -214,9 +214,7 @@ enum Step {
 /// holds `theirs` (size and SHA-256), if anything. Only files of the same
 /// size are hashed.
 fn step(local: &Path, theirs: Option<(u64, [u8; 32])>, overwrite: bool) -> Result<Step> {
-    let Some((size, sha256)) = theirs else {
-        return Ok(Step::Move { overwrite: false });
-    };
+    let Some((size, sha256)) = theirs else { return Ok(Step::Move { overwrite: false }) };
     let same_size = fs::metadata(local).map_err(file_err(local))?.len() == size;
     let same = same_size && partial::digest_file(local).map_err(file_err(local))? == (size, sha256);
     Ok(match same {
