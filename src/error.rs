@@ -172,11 +172,9 @@ impl fmt::Display for Error {
             Error::TooLarge { what, size, limit } => {
                 write!(f, "{what} too large: {size} bytes, the limit is {limit}")
             }
-            Error::Refused { code, message } if message.is_empty() => {
-                write!(f, "refused by peer: {code}")
-            }
             Error::Refused { code, message } => {
-                write!(f, "refused by peer: {code}: {}", escape_control(message))
+                let colon = if message.is_empty() { "" } else { ": " };
+                write!(f, "refused by peer: {code}{colon}{}", escape_control(message))
             }
             Error::UnknownHost { host, fingerprint } => write!(
                 f,

@@ -61,36 +61,32 @@ pub enum Payload {
     },
 }
 
-/// What a directory entry is (not following symbolic links).
+/// What a directory entry is (not following symbolic links). The
+/// discriminants are the wire codes (PROTOCOL.md 7.9).
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum EntryKind {
     /// A regular file.
-    File,
+    File = msg::KIND_FILE,
     /// A directory.
-    Dir,
+    Dir = msg::KIND_DIR,
     /// A symbolic link (never followed by a listing).
-    Symlink,
+    Symlink = msg::KIND_SYMLINK,
     /// Anything else (a socket, a device, a pipe).
-    Other,
+    Other = msg::KIND_OTHER,
 }
 
 impl EntryKind {
     /// The wire code (PROTOCOL.md 7.9).
     pub(crate) fn code(self) -> u8 {
-        match self {
-            EntryKind::File => msg::KIND_FILE,
-            EntryKind::Dir => msg::KIND_DIR,
-            EntryKind::Symlink => msg::KIND_SYMLINK,
-            EntryKind::Other => msg::KIND_OTHER,
-        }
+        self as u8
     }
 
     /// The kind of a wire code, if it is one.
     pub(crate) fn from_code(code: u8) -> Option<Self> {
-        [EntryKind::File, EntryKind::Dir, EntryKind::Symlink, EntryKind::Other]
-            .into_iter()
-            .find(|k| k.code() == code)
+        let all = [EntryKind::File, EntryKind::Dir, EntryKind::Symlink, EntryKind::Other];
+        all.into_iter().find(|k| k.code() == code)
     }
 }
 

@@ -94,10 +94,8 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("host", &self.host)
-            .field("connected", &self.channel.is_some())
-            .finish()
+        let connected = self.channel.is_some();
+        f.debug_struct("Client").field("host", &self.host).field("connected", &connected).finish()
     }
 }
 
@@ -114,24 +112,12 @@ impl Client {
         trust: HostTrust,
         config: ClientConfig,
     ) -> Result<Client> {
-        let mut client = Client {
-            host: normalize_host(addr)?,
-            keys,
-            trust,
-            config,
-            channel: None,
-            server_key: None,
-            rng: Rng::system(),
-        };
+        let (host, rng) = (normalize_host(addr)?, Rng::system());
+        let mut client = Client { host, keys, trust, config, channel: None, server_key: None, rng };
         // A busy server or a connection cut while it was being set up is worth
         // another try, as for requests.
         retrying(client.config.retries, |_| client.reconnect())?;
         Ok(client)
-    }
-
-    /// `host:port` as used for `known_hosts`.
-    pub fn host(&self) -> &str {
-        &self.host
     }
 
     /// Fingerprint of the server's (verified) key.
@@ -141,9 +127,18 @@ impl Client {
 
     /// The error for a server whose key is not the one expected.
     fn changed(&self, expected: impl ToString, actual: &Fingerprint) -> Error {
-        let (host, expected, actual) =
-            (self.host.clone(), expected.to_string(), actual.to_string());
-        Error::HostKeyChanged { host, expected, actual }
+        let (expected, actual) = (expected.to_string(), actual.to_string());
+        Error::HostKeyChanged { host: self.host.clone(), expected, actual }
+    }
+
+    /// Whether `known_hosts` has the server's key `actual`; an error if it
+    /// has another one.
+    fn known(&self, file: &KnownHosts, actual: &Fingerprint) -> Result<bool> {
+        match file.check(&self.host, actual)? {
+            HostCheck::Match => Ok(true),
+            HostCheck::Unknown => Ok(false),
+            HostCheck::Changed { expected } => Err(self.changed(expected, actual)),
+        }
     }
 
     fn check_server_key(&self, key: &PublicKey) -> Result<()> {
@@ -155,48 +150,36 @@ impl Client {
         match &self.trust {
             HostTrust::Fingerprint(pinned) if *pinned == actual => Ok(()),
             HostTrust::Fingerprint(pinned) => Err(self.changed(pinned, &actual)),
-            HostTrust::KnownHosts(file) | HostTrust::AcceptNew(file) => {
-                match file.check(&self.host, &actual)? {
-                    HostCheck::Match => Ok(()),
-                    HostCheck::Changed { expected } => Err(self.changed(expected, &actual)),
-                    // Recorded only after the server proved it holds the key.
-                    HostCheck::Unknown if matches!(self.trust, HostTrust::AcceptNew(_)) => Ok(()),
-                    HostCheck::Unknown => {
-                        let (host, fingerprint) = (self.host.clone(), actual.to_string());
-                        Err(Error::UnknownHost { host, fingerprint })
-                    }
-                }
+            // An unknown key is recorded only after the server proved it holds it.
+            HostTrust::AcceptNew(file) => self.known(file, &actual).map(drop),
+            HostTrust::KnownHosts(file) if self.known(file, &actual)? => Ok(()),
+            HostTrust::KnownHosts(_) => {
+                let (host, fingerprint) = (self.host.clone(), actual.to_string());
+                Err(Error::UnknownHost { host, fingerprint })
             }
         }
     }
 
     fn open_connection(&mut self) -> Result<Channel> {
         let deadline = Instant::now() + self.config.handshake_timeout;
-        let addrs: Vec<SocketAddr> = self.host.to_socket_addrs()?.collect();
-        let mut last = Error::InvalidInput(format!("{} resolves to no address", self.host));
-        let mut stream = None;
-        for a in addrs {
+        let mut stream = Err(Error::InvalidInput(format!("{} resolves to no address", self.host)));
+        for a in self.host.to_socket_addrs()? {
             let left =
                 deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-            match TcpStream::connect_timeout(&a, left) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = connect_error(&self.host, a, e),
+            stream =
+                TcpStream::connect_timeout(&a, left).map_err(|e| connect_error(&self.host, a, e));
+            if stream.is_ok() {
+                break;
             }
         }
-        let stream = stream.ok_or(last)?;
-        let mut conn = Conn::new(stream, self.config.io_timeout)?;
+        let mut conn = Conn::new(stream?, self.config.io_timeout)?;
         let session = self.handshake(&mut conn, deadline)?;
         if let HostTrust::AcceptNew(file) = &self.trust {
             // Record the key now that the server has proven it holds it; re-check,
             // since another process may have recorded a key meanwhile.
             let actual = session.peer().fingerprint();
-            match file.check(&self.host, &actual)? {
-                HostCheck::Match => {}
-                HostCheck::Unknown => file.add(&self.host, &actual)?,
-                HostCheck::Changed { expected } => return Err(self.changed(expected, &actual)),
+            if !self.known(file, &actual)? {
+                file.add(&self.host, &actual)?;
             }
         }
         self.server_key = Some(session.peer().clone());
@@ -240,31 +223,41 @@ impl Client {
         self.request(OP_DATA, data)
     }
 
-    fn request(&mut self, op: u8, body: &[u8]) -> Result<Reply> {
-        if body.len() > self.config.max_message_size {
-            return Err(Error::TooLarge {
-                what: "message",
-                size: body.len() as u64,
-                limit: self.config.max_message_size as u64,
-            });
+    /// A message of `len` bytes, refused if over `max_message_size`.
+    fn check_size(&self, len: usize) -> Result<()> {
+        let limit = self.config.max_message_size;
+        if len > limit {
+            return Err(Error::TooLarge { what: "message", size: len as u64, limit: limit as u64 });
         }
-        let wait = self.config.io_timeout;
-        self.with_retries(|ch, id, _| exchange(ch, id, op, body, wait))
+        Ok(())
+    }
+
+    fn request(&mut self, op: u8, body: &[u8]) -> Result<Reply> {
+        self.check_size(body.len())?;
+        self.with_retries(|ch, id, _, wait| {
+            ch.send(REC_REQUEST, &Request::header(id, op), body)?;
+            read_reply(ch, id, wait)
+        })
+    }
+
+    /// The open connection, or a new one.
+    fn take_channel(&mut self) -> Result<Channel> {
+        self.channel.take().map_or_else(|| self.open_connection(), Ok)
     }
 
     /// Run `attempt` with one request id, reconnecting and retrying it (with the
     /// same id, so the server can recognize it) while the failure is retryable.
+    /// Each attempt is given the connection, the id, how many tries came
+    /// before it and how long to wait for a reply (`io_timeout`).
     fn with_retries<T>(
         &mut self,
-        mut attempt: impl FnMut(&mut Channel, &RequestId, u32) -> Result<T>,
+        mut attempt: impl FnMut(&mut Channel, &RequestId, u32, Duration) -> Result<T>,
     ) -> Result<T> {
         let id: RequestId = self.rng.array()?;
+        let wait = self.config.io_timeout;
         retrying(self.config.retries, |tries| {
-            let mut ch = match self.channel.take() {
-                Some(ch) => ch,
-                None => self.open_connection()?,
-            };
-            let r = attempt(&mut ch, &id, tries);
+            let mut ch = self.take_channel()?;
+            let r = attempt(&mut ch, &id, tries, wait);
             // Keep the connection unless it failed underneath us.
             if !matches!(r, Err(ref e) if is_connection_error(e)) {
                 self.channel = Some(ch);
@@ -278,33 +271,13 @@ impl Client {
     /// back in order. On a lost connection the unanswered ones are re-sent with
     /// their original ids, so no handler runs twice.
     pub fn send_batch(&mut self, items: &[Outgoing<'_>]) -> Result<Vec<Reply>> {
-        for item in items {
-            let len = item.bytes().len();
-            if len > self.config.max_message_size {
-                return Err(Error::TooLarge {
-                    what: "message",
-                    size: len as u64,
-                    limit: self.config.max_message_size as u64,
-                });
-            }
-        }
-        let mut ids = Vec::with_capacity(items.len());
-        for _ in items {
-            ids.push(self.rng.array::<REQUEST_ID_LEN>()?);
-        }
+        items.iter().try_for_each(|item| self.check_size(item.bytes().len()))?;
+        let ids: Vec<RequestId> = items.iter().map(|_| self.rng.array()).collect::<Result<_>>()?;
         let mut replies: Vec<Option<Reply>> = vec![None; items.len()];
-        let wait = self.config.io_timeout;
-        retrying(self.config.retries, |_| {
-            let mut ch = match self.channel.take() {
-                Some(ch) => ch,
-                None => self.open_connection()?,
-            };
-            pipeline(&mut ch, items, &ids, &mut replies, wait)?;
-            self.channel = Some(ch);
-            Ok(())
-        })?;
-        // `pipeline` returns Ok only once its in-flight queue is empty, that
-        // is, after it stored a reply for every unanswered item.
+        // The items carry their own ids: the attempt's one is not used.
+        self.with_retries(|ch, _, _, wait| pipeline(ch, items, &ids, &mut replies, wait))?;
+        // `pipeline` returns Ok only after it stored a reply for every
+        // unanswered item.
         Ok(replies.into_iter().flatten().collect())
     }
 
@@ -336,8 +309,7 @@ impl Client {
         let local = transfer::local_file(local)?;
         store::check_name(remote).map_err(Error::InvalidInput)?;
         let rate = transfer::check_rate(limit_rate)?;
-        let wait = self.config.io_timeout;
-        let report = self.with_retries(|ch, id, tries| {
+        let report = self.with_retries(|ch, id, tries, wait| {
             // A retry continues what the failed attempt left on the server.
             let flags = (overwrite, resume || tries > 0, preserve);
             transfer::put_once(ch, id, (&local, remote), flags, wait, (&mut progress, rate))
@@ -346,9 +318,8 @@ impl Client {
             // The server reads back what it stored.
             let stored = self.file_digest(remote)?;
             if (stored.size, stored.sha256) != (report.size, report.sha256) {
-                let got = store::hex(&stored.sha256);
-                let msg =
-                    format!("the server's {remote} reads back as {} bytes, {got}", stored.size);
+                let (size, got) = (stored.size, store::hex(&stored.sha256));
+                let msg = format!("the server's {remote} reads back as {size} bytes, {got}");
                 return Err(Error::DigestMismatch(msg));
             }
         }
@@ -382,8 +353,7 @@ impl Client {
             opts;
         store::check_name(remote).map_err(Error::InvalidInput)?;
         let rate = transfer::check_rate(limit_rate)?;
-        let wait = self.config.io_timeout;
-        self.with_retries(|ch, id, tries| {
+        self.with_retries(|ch, id, tries, wait| {
             let flags = (overwrite, resume || tries > 0, verify, preserve);
             transfer::get_once(ch, id, (remote, local), flags, wait, (&mut progress, rate))
         })
@@ -399,12 +369,11 @@ impl Client {
         if !dir.is_empty() {
             store::check_name(dir).map_err(Error::InvalidInput)?;
         }
-        let wait = self.config.io_timeout;
         let mut entries: Vec<DirEntry> = Vec::new();
         loop {
             let after = entries.last().map_or("", |e| e.name.as_str());
-            let page =
-                self.with_retries(|ch, id, _| transfer::list_once(ch, id, (dir, after), wait))?;
+            let page = self
+                .with_retries(|ch, id, _, wait| transfer::list_once(ch, id, (dir, after), wait))?;
             let size = (entries.len() + page.entries.len()) as u64;
             if size > MAX_LIST_ENTRIES as u64 {
                 let limit = MAX_LIST_ENTRIES as u64;
@@ -421,15 +390,13 @@ impl Client {
     /// Ok if it already is a directory.
     pub fn make_dir(&mut self, name: &str) -> Result<()> {
         store::check_name(name).map_err(Error::InvalidInput)?;
-        let wait = self.config.io_timeout;
-        self.with_retries(|ch, id, _| transfer::mkdir_once(ch, id, name, wait))
+        self.with_retries(|ch, id, _, wait| transfer::mkdir_once(ch, id, name, wait))
     }
 
     /// Size and SHA-256 of a file in the server's files directory.
     pub fn file_digest(&mut self, remote: &str) -> Result<FileDigest> {
         store::check_name(remote).map_err(Error::InvalidInput)?;
-        let wait = self.config.io_timeout;
-        self.with_retries(|ch, id, _| transfer::digest_once(ch, id, remote, wait))
+        self.with_retries(|ch, id, _, wait| transfer::digest_once(ch, id, remote, wait))
     }
 }
 
@@ -463,14 +430,12 @@ fn retrying<T>(retries: u32, mut attempt: impl FnMut(u32) -> Result<T>) -> Resul
     }
 }
 
-/// Errors after which the connection is unusable. A local file in the way
-/// ([`Error::Exists`]) is found before a download's request or after its
-/// FILE_END, with nothing left to read.
+/// Errors after which the connection is unusable: those that end a transfer
+/// of several files, and a local file's I/O error, which can come in the
+/// middle of a stream. A local file in the way ([`Error::Exists`]) is found
+/// before a download's request or after its FILE_END, with nothing left to read.
 fn is_connection_error(e: &Error) -> bool {
-    !matches!(
-        e,
-        Error::Remote { .. } | Error::InvalidInput(_) | Error::DigestMismatch(_) | Error::Exists(_)
-    )
+    !e.is_per_file() || matches!(e, Error::File { .. })
 }
 
 /// Lost connections and busy servers are worth another try; everything that
@@ -506,10 +471,7 @@ impl Outgoing<'_> {
     }
 
     fn op(&self) -> u8 {
-        match self {
-            Outgoing::Text(_) => OP_TEXT,
-            Outgoing::Data(_) => OP_DATA,
-        }
+        if matches!(self, Outgoing::Text(_)) { OP_TEXT } else { OP_DATA }
     }
 }
 
@@ -522,48 +484,32 @@ fn pipeline(
     wait: Duration,
 ) -> Result<()> {
     let todo: Vec<usize> = (0..items.len()).filter(|&i| replies[i].is_none()).collect();
-    let mut in_flight = std::collections::VecDeque::new();
-    let mut in_flight_bytes = 0;
-    let mut next = 0;
-    loop {
-        while next < todo.len() {
-            let i = todo[next];
-            let size = items[i].bytes().len() + REQUEST_ID_LEN + 64;
-            if !in_flight.is_empty() && in_flight_bytes + size > PIPELINE_WINDOW_BYTES {
-                break;
-            }
-            let header = Request::header(&ids[i], items[i].op());
-            ch.queue(REC_REQUEST, &header, items[i].bytes())?;
-            in_flight.push_back((i, size));
-            in_flight_bytes += size;
-            next += 1;
+    let size = |i: usize| items[i].bytes().len() + REQUEST_ID_LEN + 64;
+    // The requests todo[k..sent] are in flight, `in_flight` bytes of them.
+    let (mut sent, mut in_flight) = (0, 0);
+    for (k, &i) in todo.iter().enumerate() {
+        // Fill the window, which always takes the one whose reply comes next.
+        while sent < todo.len()
+            && (sent == k || in_flight + size(todo[sent]) <= PIPELINE_WINDOW_BYTES)
+        {
+            let next = todo[sent];
+            let header = Request::header(&ids[next], items[next].op());
+            ch.queue(REC_REQUEST, &header, items[next].bytes())?;
+            in_flight += size(next);
+            sent += 1;
         }
-        let Some((i, size)) = in_flight.pop_front() else {
-            return Ok(());
-        };
         // Receiving flushes what was queued before it waits.
         replies[i] = Some(read_reply(ch, &ids[i], wait)?);
-        in_flight_bytes -= size;
+        in_flight -= size(i);
     }
+    Ok(())
 }
 
 fn read_reply(ch: &mut Channel, id: &RequestId, wait: Duration) -> Result<Reply> {
-    let msg = ch
-        .recv(Instant::now() + wait, RESPONSE_HEADER)?
-        .ok_or(Error::Closed("waiting for a reply"))?;
+    let deadline = Instant::now() + wait;
+    let msg = ch.recv(deadline, RESPONSE_HEADER)?.ok_or(Error::Closed("waiting for a reply"))?;
     if msg.rtype != REC_RESPONSE {
         return Err(Error::Malformed("expected a response record"));
     }
     transfer::parse_response(id, &msg.payload)
-}
-
-fn exchange(
-    ch: &mut Channel,
-    id: &RequestId,
-    op: u8,
-    body: &[u8],
-    wait: Duration,
-) -> Result<Reply> {
-    ch.send(REC_REQUEST, &Request::header(id, op), body)?;
-    read_reply(ch, id, wait)
 }

@@ -72,13 +72,6 @@ pub struct TreeReport {
     pub others: Vec<String>,
 }
 
-impl TreeReport {
-    /// Whether every file of the tree is now in place (links and others aside).
-    pub fn complete(&self) -> bool {
-        self.differ.is_empty() && self.failed.is_empty()
-    }
-}
-
 /// A tree to move: its directories with their times, its files with their
 /// sizes (relative, `/`-separated, parents first), and what was skipped.
 #[derive(Default)]
@@ -130,6 +123,12 @@ fn component(name: &str) -> Result<&str> {
 /// An I/O error on `path`.
 fn file_err(path: &Path) -> impl Fn(io::Error) -> Error + '_ {
     move |source| Error::File { path: path.to_path_buf(), source }
+}
+
+/// The refusal of a local `path` that is not what the tree needs there:
+/// `what` says what it is.
+fn refuse(path: &Path, what: &str) -> Error {
+    Error::InvalidInput(format!("{} {what}", escape_control(&path.display().to_string())))
 }
 
 /// The local directory `top` walked without following links: what to send,
@@ -215,9 +214,7 @@ enum Step {
 /// holds `theirs` (size and SHA-256), if anything. Only files of the same
 /// size are hashed.
 fn step(local: &Path, theirs: Option<(u64, [u8; 32])>, overwrite: bool) -> Result<Step> {
-    let Some((size, sha256)) = theirs else {
-        return Ok(Step::Move { overwrite: false });
-    };
+    let Some((size, sha256)) = theirs else { return Ok(Step::Move { overwrite: false }) };
     let same_size = fs::metadata(local).map_err(file_err(local))?.len() == size;
     let same = same_size && partial::digest_file(local).map_err(file_err(local))? == (size, sha256);
     Ok(match same {
@@ -264,8 +261,7 @@ impl Run<'_, '_> {
         &mut self,
         (rel, size): (&str, u64),
         decided: Result<Step>,
-        transfer: &mut dyn FnMut(&mut Client, TransferOptions<'_>) -> Result<FileReport>,
-        client: &mut Client,
+        transfer: &mut dyn FnMut(TransferOptions<'_>) -> Result<FileReport>,
     ) -> Result<()> {
         let base = self.at.bytes_done;
         let outcome = match decided {
@@ -293,7 +289,7 @@ impl Run<'_, '_> {
                     preserve: self.opts.preserve,
                     limit_rate: self.opts.limit_rate,
                 };
-                let report = transfer(client, opts);
+                let report = transfer(opts);
                 report.map(|r| self.report.moved.push((rel.to_string(), r))).map(|()| true)
             }
             Err(e) => Err(e),
@@ -323,12 +319,11 @@ fn local_path(top: &Path, rel: &str) -> Result<PathBuf> {
         if parts.peek().is_some() {
             let meta = fs::symlink_metadata(&path);
             if !meta.as_ref().is_ok_and(|m| m.is_dir()) {
-                let what = meta.map_or("missing", |m| match m.is_symlink() {
-                    true => "a symbolic link (not followed)",
-                    false => "not a directory",
+                let what = meta.map_or("is missing", |m| match m.is_symlink() {
+                    true => "is a symbolic link (not followed)",
+                    false => "is not a directory",
                 });
-                let shown = escape_control(&path.display().to_string());
-                return Err(Error::InvalidInput(format!("{shown} is {what}")));
+                return Err(refuse(&path, what));
             }
         }
     }
@@ -343,13 +338,9 @@ fn local_dir(top: &Path, rel: &str) -> Result<PathBuf> {
         Ok(m) if m.is_dir() => Ok(path),
         Ok(m) => {
             let what = if m.is_symlink() { "a symbolic link (not followed)" } else { "a file" };
-            let shown = escape_control(&path.display().to_string());
-            Err(Error::InvalidInput(format!("{shown} is {what}, not a directory")))
+            Err(refuse(&path, &format!("is {what}, not a directory")))
         }
-        Err(_) => match fs::create_dir(&path) {
-            Ok(()) => Ok(path),
-            Err(source) => Err(Error::File { path, source }),
-        },
+        Err(_) => fs::create_dir(&path).map(|()| path.clone()).map_err(file_err(&path)),
     }
 }
 
@@ -358,12 +349,9 @@ fn local_dir(top: &Path, rel: &str) -> Result<PathBuf> {
 fn get_step(client: &mut Client, name: &str, path: &Path, overwrite: bool) -> Result<Step> {
     let theirs = match fs::symlink_metadata(path) {
         Ok(m) if m.is_file() => remote_digest(client, name)?,
-        Ok(_) => {
-            let shown = escape_control(&path.display().to_string());
-            return Err(Error::InvalidInput(format!("{shown} exists and is not a regular file")));
-        }
+        Ok(_) => return Err(refuse(path, "exists and is not a regular file")),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(source) => return Err(Error::File { path: path.to_path_buf(), source }),
+        Err(e) => return Err(file_err(path)(e)),
     };
     step(path, theirs, overwrite)
 }
@@ -375,8 +363,7 @@ fn set_dir_time(path: &Path, mtime: i64) -> io::Result<()> {
     let secs = std::time::Duration::from_secs(mtime.unsigned_abs());
     let epoch = std::time::UNIX_EPOCH;
     let time = if mtime >= 0 { epoch.checked_add(secs) } else { epoch.checked_sub(secs) };
-    let time =
-        time.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "time out of range"))?;
+    let time = time.ok_or_else(|| io::Error::other("time out of range"))?;
     let seen = fs::symlink_metadata(path)?;
     let dir = fs::File::open(path)?;
     if !seen.is_dir() || !store::names::same_file(&seen, &dir.metadata()?) {
@@ -399,8 +386,7 @@ impl Client {
     ) -> Result<TreeReport> {
         let local = local.as_ref();
         if !fs::metadata(local).is_ok_and(|m| m.is_dir()) {
-            let shown = escape_control(&local.display().to_string());
-            return Err(Error::InvalidInput(format!("{shown} is not a directory")));
+            return Err(refuse(local, "is not a directory"));
         }
         store::check_name(remote).map_err(Error::InvalidInput)?;
         let mut plan = walk_local(local)?;
@@ -417,8 +403,7 @@ impl Client {
             let (path, name) = (local.join(rel), join(remote, rel));
             let overwrite = run.opts.overwrite;
             let decided = remote_digest(self, &name).and_then(|t| step(&path, t, overwrite));
-            let mut send = |c: &mut Client, o: TransferOptions<'_>| c.put_path(&path, &name, o);
-            run.file((rel, *size), decided, &mut send, self)?;
+            run.file((rel, *size), decided, &mut |o| self.put_path(&path, &name, o))?;
         }
         Ok(run.report)
     }
@@ -436,8 +421,7 @@ impl Client {
         store::check_name(remote).map_err(Error::InvalidInput)?;
         let mut plan = walk_remote(self, remote)?;
         if !fs::metadata(local).is_ok_and(|m| m.is_dir()) {
-            fs::create_dir(local)
-                .map_err(|e| Error::File { path: local.to_path_buf(), source: e })?;
+            fs::create_dir(local).map_err(file_err(local))?;
         }
         let mut run = Run::new(&mut opts, &mut plan);
         run.show();
@@ -451,15 +435,11 @@ impl Client {
             // A name with no room for its partial file is refused here, not
             // by a failed create that would cost the connection.
             let room = store::check_name_for_write(rel).map_err(Error::InvalidInput);
-            let (path, decided) = match room.and_then(|()| local_path(local, rel)) {
-                Ok(path) => {
-                    let decided = get_step(self, &name, &path, run.opts.overwrite);
-                    (path, decided)
-                }
-                Err(e) => (PathBuf::new(), Err(e)),
+            let (decided, path) = match room.and_then(|()| local_path(local, rel)) {
+                Ok(path) => (get_step(self, &name, &path, run.opts.overwrite), path),
+                Err(e) => (Err(e), PathBuf::new()),
             };
-            let mut get = |c: &mut Client, o: TransferOptions<'_>| c.get_path(&name, &path, o);
-            run.file((rel, *size), decided, &mut get, self)?;
+            run.file((rel, *size), decided, &mut |o| self.get_path(&name, &path, o))?;
         }
         if run.opts.preserve {
             for (dir, mtime) in plan.dirs.iter().rev() {
