@@ -59,6 +59,14 @@ impl Shared {
             sink(&event);
         }
     }
+
+    /// Close connection `id` at once: an evicted stranger, or the connection
+    /// a resumed transfer supersedes.
+    pub(crate) fn close(&self, id: u64) {
+        if let Some(s) = lock(&self.conns).get(&id) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
 }
 
 /// A handle that stops a running server from another thread.
@@ -201,16 +209,6 @@ impl Server {
             addr.set_ip(if v4 { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() });
         }
         Ok(Stopper { shared: self.shared.clone(), wake })
-    }
-
-    /// Connections that have not yet presented an authorized key.
-    pub fn unauthenticated_connections(&self) -> usize {
-        lock(&self.shared.gate).strangers()
-    }
-
-    /// Number of connection threads currently running.
-    pub fn active_connections(&self) -> usize {
-        self.shared.active.load(Ordering::SeqCst)
     }
 
     /// Accept and serve until stopped. Returns after the accept loop ends and

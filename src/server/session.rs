@@ -18,7 +18,7 @@ use crate::proto::msg::{self, Op, REC_REQUEST, REC_RESPONSE, REQUEST_HEADER, Res
 use crate::rand::Rng;
 use crate::status::{self, AlertCode};
 use crate::store::locks::Owner;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -206,11 +206,6 @@ fn serve_file_op(
     }
     let handler = |payload: Payload| caller.call(payload);
     let remember = |reply: &Reply| shared.replies.remember(key.clone(), reply.clone());
-    let supersede = |conn: u64| {
-        if let Some(s) = lock(&shared.conns).get(&conn) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    };
     let ctx = FileContext {
         root: shared.config.files_dir.as_deref(),
         max_file_size: shared.config.max_file_size,
@@ -218,7 +213,7 @@ fn serve_file_op(
         locks: &shared.names,
         handler: &handler,
         owner: Owner { request: key.clone(), conn: conn_id },
-        supersede: &supersede,
+        supersede: &|conn| shared.close(conn),
         remember: &remember,
     };
     let reply = match &request.op {
