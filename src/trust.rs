@@ -30,6 +30,7 @@ use crate::keys::{
     Fingerprint, PublicKey, io_error, open_mode, parse_key_file, read_capped, with_path,
     write_atomic,
 };
+use crate::store::listing::meta_of;
 use base64ct::{Base64, Encoding};
 use std::fmt;
 use std::fs;
@@ -248,17 +249,14 @@ impl AuthorizedKeys {
         let path = path.as_ref();
         let meta = fs::metadata(path).map_err(|e| io_error(path, e))?;
         let files = if meta.is_dir() {
-            let mut files = Vec::new();
-            for entry in fs::read_dir(path).map_err(|e| io_error(path, e))? {
-                let file = entry.map_err(|e| io_error(path, e))?.path();
+            let entries = fs::read_dir(path).and_then(|dir| dir.map(|e| Ok(e?.path())).collect());
+            let mut files: Vec<PathBuf> = entries.map_err(|e| io_error(path, e))?;
+            files.retain(|file| {
                 let name = file.file_name().unwrap_or_default().to_string_lossy();
                 // `fs::metadata` follows symlinks: a link to a key file counts.
-                if (name.ends_with(".pub") || name.ends_with(".pem"))
-                    && fs::metadata(&file).is_ok_and(|m| m.is_file())
-                {
-                    files.push(file);
-                }
-            }
+                (name.ends_with(".pub") || name.ends_with(".pem"))
+                    && fs::metadata(file).is_ok_and(|m| m.is_file())
+            });
             files.sort();
             files
         } else {
@@ -290,35 +288,21 @@ impl AuthorizedKeys {
     /// are). Returns whether it was present.
     pub fn remove(&self, fp: &Fingerprint) -> Result<bool> {
         let mut cache = self.lock();
-        let Some(text) = read_text(&self.path)? else { return Ok(false) };
-        let mut kept = String::with_capacity(text.len());
-        let mut removed = false;
+        // Every line parses (or the error names it) before anything is written.
+        let (Some(text), keys) = load(&self.path, parse_authorized_keys)? else { return Ok(false) };
+        if !keys.iter().any(|(key, _)| key.fingerprint() == *fp) {
+            return Ok(false);
+        }
+        // Comments and blank lines never parse as a key line, so they are kept;
         // `split_inclusive` keeps each line's own ending, so kept lines are byte-identical.
-        for (i, raw) in text.split_inclusive('\n').enumerate() {
-            let line = raw.trim();
-            if !line.is_empty() && !line.starts_with('#') {
-                let (key, _) = parse_key_line(line)
-                    .map_err(|m| with_path(&self.path, line_error(i + 1, m)))?;
-                if key.fingerprint() == *fp {
-                    removed = true;
-                    continue;
-                }
-            }
-            kept.push_str(raw);
-        }
-        if removed {
-            #[cfg(unix)]
-            let mode = {
-                use std::os::unix::fs::PermissionsExt;
-                let meta = fs::metadata(&self.path).map_err(|e| io_error(&self.path, e))?;
-                meta.permissions().mode() & 0o777
-            };
-            #[cfg(not(unix))]
-            let mode = 0o600;
-            write_atomic(&self.path, kept.as_bytes(), mode, true)?;
-            *cache = None;
-        }
-        Ok(removed)
+        let ours =
+            |raw: &str| parse_key_line(raw.trim()).is_ok_and(|(k, _)| k.fingerprint() == *fp);
+        let kept: String = text.split_inclusive('\n').filter(|raw| !ours(raw)).collect();
+        // The rewritten file keeps the permission bits of the old one.
+        let meta = fs::metadata(&self.path).map_err(|e| io_error(&self.path, e))?;
+        write_atomic(&self.path, kept.as_bytes(), meta_of(&meta).mode, true)?;
+        *cache = None;
+        Ok(true)
     }
 }
 
