@@ -94,10 +94,11 @@ impl Drop for SessionKeys {
 
 #[cfg(feature = "test-hooks")]
 impl SessionKeys {
-    /// Test and fuzzing hook (`fuzz/`, `tests/`): `((client sealer, client
-    /// opener), (server sealer, server opener))` of a session derived from the
-    /// given secrets and transcript hash as a handshake derives them, without
-    /// the handshake.
+    /// Test and fuzzing hook (`fuzz/`, `tests/`, `benches/`): `((client
+    /// sealer, client opener), (server sealer, server opener))` of a session
+    /// derived from the given secrets and transcript hash as a handshake
+    /// derives them, without the handshake. Fuzzing and benchmarks pass a
+    /// zero Diffie-Hellman secret: only the record layer matters there.
     #[doc(hidden)]
     pub fn from_handshake_secrets_for_testing(
         client_secret: &[u8; SECRET_LEN],
@@ -107,19 +108,6 @@ impl SessionKeys {
     ) -> ((Sealer, Opener), (Sealer, Opener)) {
         let keys = SessionKeys::derive(client_secret, server_secret, dh_secret, transcript);
         (keys.client_halves(), keys.server_halves())
-    }
-
-    /// [`SessionKeys::from_handshake_secrets_for_testing`] with a zero
-    /// Diffie-Hellman secret: for fuzzing and benchmarks, where only the
-    /// record layer matters, not which keys it runs under.
-    #[doc(hidden)]
-    pub fn from_secrets_for_testing(
-        client_secret: &[u8; SECRET_LEN],
-        server_secret: &[u8; SECRET_LEN],
-        transcript: &[u8; 32],
-    ) -> ((Sealer, Opener), (Sealer, Opener)) {
-        let dh = [0; DH_LEN];
-        Self::from_handshake_secrets_for_testing(client_secret, server_secret, &dh, transcript)
     }
 }
 
