@@ -254,25 +254,21 @@ fn spawn_connection(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, i
     if let Ok(clone) = stream.try_clone() {
         lock(&shared.conns).insert(id, clone);
     }
-    let worker = shared.clone();
-    let spawned = std::thread::Builder::new().name(format!("ovtp-conn-{id}")).spawn(move || {
-        let _slot = Slot { shared: &worker, id };
-        session::serve_connection(&worker, stream, peer, id);
+    let slot = Slot { shared: shared.clone(), id };
+    // A thread that cannot be spawned drops its closure, and the slot with it.
+    let _ = std::thread::Builder::new().name(format!("ovtp-conn-{id}")).spawn(move || {
+        session::serve_connection(&slot.shared, stream, peer, id);
     });
-    if spawned.is_err() {
-        lock(&shared.conns).remove(&id);
-        lock(&shared.gate).leave(id, peer.ip(), false, Instant::now());
-        shared.active.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
-/// Releases a connection slot when the thread ends, even by panic.
-struct Slot<'a> {
-    shared: &'a Shared,
+/// Releases a connection slot when the thread ends (even by panic), or when
+/// it could not be spawned.
+struct Slot {
+    shared: Arc<Shared>,
     id: u64,
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
         // Also on a panic before the handshake ended: never leave a stale stranger.
         lock(&self.shared.gate).promote(self.id);
