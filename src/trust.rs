@@ -103,14 +103,11 @@ pub fn authorized_key_line(key: &PublicKey, comment: &str) -> String {
 /// A trust file's text (`None`: the file does not exist) and its entries,
 /// parsed by `parse`; a parse error names the file.
 fn load<T>(path: &Path, parse: fn(&str) -> Result<Vec<T>>) -> Result<(Option<String>, Vec<T>)> {
+    let not_utf8 = || Error::TrustFile(format!("{}: not UTF-8 text", path.display()));
     let text = match read_capped(path, MAX_TRUST_FILE, Error::TrustFile, false) {
         Err(Error::Io(e)) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(e),
-        Ok(bytes) => Some(
-            std::str::from_utf8(&bytes)
-                .map(str::to_owned)
-                .map_err(|_| Error::TrustFile(format!("{}: not UTF-8 text", path.display())))?,
-        ),
+        Ok(bytes) => Some(std::str::from_utf8(&bytes).map_err(|_| not_utf8())?.to_owned()),
     };
     let entries = text.as_deref().map_or(Ok(Vec::new()), parse).map_err(|e| with_path(path, e))?;
     Ok((text, entries))

@@ -193,8 +193,7 @@ pub struct Request<'a> {
 impl<'a> Body<'a> for Request<'a> {
     const WHAT: &'static str = "request";
     fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.id);
-        out.push(self.op.code().0);
+        out.extend_from_slice(&Request::header(&self.id, self.op.code().0));
         match &self.op {
             Op::Text(body) | Op::Data(body) => out.extend_from_slice(body),
             Op::Put(put) => put.encode(out),
