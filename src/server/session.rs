@@ -204,17 +204,15 @@ fn serve_file_op(
     {
         return files::respond(ch, &request.id, (*reply).clone()).map(|r| r.status);
     }
-    let handler = |payload: Payload| caller.call(payload);
-    let remember = |reply: &Reply| shared.replies.remember(key.clone(), reply.clone());
     let ctx = FileContext {
         root: shared.config.files_dir.as_deref(),
         max_file_size: shared.config.max_file_size,
         io_timeout: shared.config.io_timeout,
         locks: &shared.names,
-        handler: &handler,
+        handler: &|payload| caller.call(payload),
         owner: Owner { request: key.clone(), conn: conn_id },
         supersede: &|conn| shared.close(conn),
-        remember: &remember,
+        remember: &|reply: &Reply| shared.replies.remember(key.clone(), reply.clone()),
     };
     let reply = match &request.op {
         Op::Put(put) => files::serve_put(&ctx, ch, &request.id, put)?,
