@@ -36,6 +36,7 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::result::Result as StdResult;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -45,13 +46,14 @@ const MAX_TRUST_FILE: u64 = 1024 * 1024;
 /// The key type word that starts each `authorized_keys` line.
 const KEY_TYPE: &str = "ovtp-rsa";
 
-/// The lines that carry entries, numbered from 1 and trimmed.
-fn entries(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    text.lines()
-        .map(str::trim)
-        .enumerate()
-        .map(|(i, line)| (i + 1, line))
-        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+/// Parse, trimmed, each line that carries an entry (not blank, not a `#`
+/// comment) with `parse`; an error names the line, numbered from 1.
+fn parse_entries<T>(text: &str, parse: fn(&str) -> StdResult<T, String>) -> Result<Vec<T>> {
+    let numbered = text.lines().map(str::trim).zip(1..);
+    let entries = numbered.filter(|(line, _)| !line.is_empty() && !line.starts_with('#'));
+    entries
+        .map(|(line, n)| parse(line).map_err(|m| Error::TrustFile(format!("line {n}: {m}"))))
+        .collect()
 }
 
 /// Split off the first whitespace-delimited field; the rest is trimmed.
@@ -62,12 +64,8 @@ fn split_field(s: &str) -> (&str, &str) {
     }
 }
 
-fn line_error(n: usize, msg: impl fmt::Display) -> Error {
-    Error::TrustFile(format!("line {n}: {msg}"))
-}
-
 /// Parse one `authorized_keys` entry.
-fn parse_key_line(line: &str) -> std::result::Result<(PublicKey, String), String> {
+fn parse_key_line(line: &str) -> StdResult<(PublicKey, String), String> {
     let (kind, rest) = split_field(line);
     if kind != KEY_TYPE {
         return Err(format!(
@@ -83,7 +81,7 @@ fn parse_key_line(line: &str) -> std::result::Result<(PublicKey, String), String
 
 /// Parse the text of an `authorized_keys` file into keys and their comments.
 pub fn parse_authorized_keys(text: &str) -> Result<Vec<(PublicKey, String)>> {
-    entries(text).map(|(n, line)| parse_key_line(line).map_err(|m| line_error(n, m))).collect()
+    parse_entries(text, parse_key_line)
 }
 
 /// The `authorized_keys` line for a key (without the newline). Control
@@ -307,7 +305,7 @@ impl fmt::Debug for AuthorizedKeys {
 }
 
 /// Validate a `host:port` and lowercase it.
-fn normalize_host(host: &str) -> std::result::Result<String, String> {
+fn normalize_host(host: &str) -> StdResult<String, String> {
     let bad = |why: &str| format!("\"{}\" is not a host:port ({why})", escape_control(host));
     if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control() || c == '#') {
         return Err(bad("empty, or contains spaces, control characters or #"));
@@ -323,19 +321,18 @@ fn normalize_host(host: &str) -> std::result::Result<String, String> {
     Ok(host.to_lowercase())
 }
 
+/// Parse one `known_hosts` entry.
+fn parse_host_line(line: &str) -> StdResult<(String, Fingerprint, String), String> {
+    let (host, rest) = split_field(line);
+    let (fp, comment) = split_field(rest);
+    let bad_fp = || format!("\"{}\" is not a SHA256: fingerprint", escape_control(fp));
+    let host = normalize_host(host)?;
+    Ok((host, fp.parse::<Fingerprint>().map_err(|_| bad_fp())?, comment.to_owned()))
+}
+
 /// Parse the text of a `known_hosts` file into (host:port, fingerprint, comment).
 pub fn parse_known_hosts(text: &str) -> Result<Vec<(String, Fingerprint, String)>> {
-    entries(text)
-        .map(|(n, line)| {
-            let (host, rest) = split_field(line);
-            let (fp, comment) = split_field(rest);
-            let host = normalize_host(host).map_err(|m| line_error(n, m))?;
-            let fp = fp.parse::<Fingerprint>().map_err(|_| {
-                line_error(n, format!("\"{}\" is not a SHA256: fingerprint", escape_control(fp)))
-            })?;
-            Ok((host, fp, comment.to_owned()))
-        })
-        .collect()
+    parse_entries(text, parse_host_line)
 }
 
 /// What [`KnownHosts::check`] found for a server.
