@@ -31,13 +31,14 @@ use crate::keys::{
     write_atomic,
 };
 use crate::store::listing::meta_of;
+use crate::store::locks::lock;
 use base64ct::{Base64, Encoding};
 use std::fmt;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::result::Result as StdResult;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// Largest trust file read.
@@ -155,7 +156,8 @@ struct Cache {
 /// connections without a restart.
 pub struct AuthorizedKeys {
     path: PathBuf,
-    // Also serializes add and remove within this process.
+    // Also serializes add and remove within this process. The cache is only
+    // ever replaced whole, so a panic elsewhere cannot leave it half-updated.
     cache: Mutex<Option<Cache>>,
 }
 
@@ -177,11 +179,6 @@ impl AuthorizedKeys {
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<Cache>> {
-        // The cache is only ever replaced whole, so a panic elsewhere cannot leave it half-updated.
-        self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The current keys: re-reads the file when its (mtime, len, inode)
@@ -207,13 +204,13 @@ impl AuthorizedKeys {
     /// last read, so adding or removing a key takes effect for new connections
     /// without a restart. A missing file means no keys.
     pub fn contains(&self, key: &PublicKey) -> Result<bool> {
-        let keys = self.current(&mut self.lock())?;
+        let keys = self.current(&mut lock(&self.cache))?;
         Ok(keys.iter().any(|(k, _)| k == key))
     }
 
     /// All authorized keys with their comments, in file order.
     pub fn keys(&self) -> Result<Vec<(PublicKey, String)>> {
-        Ok(self.current(&mut self.lock())?.as_ref().clone())
+        Ok(self.current(&mut lock(&self.cache))?.as_ref().clone())
     }
 
     /// Appends `key` unless it is already present (compared by DER); returns
@@ -221,7 +218,7 @@ impl AuthorizedKeys {
     /// before appending. Creates the file (mode 0600) and its parent directory
     /// if missing.
     pub fn add(&self, key: &PublicKey, comment: &str) -> Result<bool> {
-        let mut cache = self.lock();
+        let mut cache = lock(&self.cache);
         let (text, keys) = load(&self.path, parse_authorized_keys)?;
         if keys.iter().any(|(k, _)| k == key) {
             return Ok(false);
@@ -279,7 +276,7 @@ impl AuthorizedKeys {
     /// (temporary file and rename; other lines and comments are kept as they
     /// are). Returns whether it was present.
     pub fn remove(&self, fp: &Fingerprint) -> Result<bool> {
-        let mut cache = self.lock();
+        let mut cache = lock(&self.cache);
         // Every line parses (or the error names it) before anything is written.
         let (Some(text), keys) = load(&self.path, parse_authorized_keys)? else { return Ok(false) };
         if !keys.iter().any(|(key, _)| key.fingerprint() == *fp) {

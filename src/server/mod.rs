@@ -21,6 +21,7 @@ pub use handler::{Handler, ServeFiles};
 use crate::error::{Error, Result};
 use crate::keys::{Fingerprint, KeyPair};
 use crate::store::locks::NameLocks;
+pub(crate) use crate::store::locks::lock;
 use crate::store::names;
 use crate::trust::AuthorizedKeys;
 use admission::Gate;
@@ -28,7 +29,7 @@ use reply_cache::ReplyCache;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// State shared by the accept loop and every connection thread.
@@ -44,13 +45,6 @@ pub(crate) struct Shared {
     pub(crate) replies: ReplyCache,
     pub(crate) names: NameLocks,
     pub(crate) gate: Mutex<Gate>,
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these locks cannot leave the data
-    // inconsistent (each critical section is a single insert/remove), so
-    // recover from poisoning instead of taking the server down.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Shared {
