@@ -223,8 +223,7 @@ impl AuthorizedKeys {
         if keys.iter().any(|(k, _)| k == key) {
             return Ok(false);
         }
-        let line = authorized_key_line(key, comment);
-        append_line(&self.path, text.as_deref(), &line, 0o600)?;
+        append_line(&self.path, text.as_deref(), &authorized_key_line(key, comment), 0o600)?;
         *cache = None;
         Ok(true)
     }

@@ -79,23 +79,13 @@ impl SessionKeys {
             Opener::new(DIR_CLIENT_TO_SERVER, self.c2s_enc, self.c2s_mac),
         )
     }
-}
 
-impl Drop for SessionKeys {
-    fn drop(&mut self) {
-        for key in [&mut self.c2s_enc, &mut self.c2s_mac, &mut self.s2c_enc, &mut self.s2c_mac] {
-            key.zeroize();
-        }
-    }
-}
-
-#[cfg(feature = "test-hooks")]
-impl SessionKeys {
     /// Test and fuzzing hook (`fuzz/`, `tests/`, `benches/`): `((client
     /// sealer, client opener), (server sealer, server opener))` of a session
     /// derived from the given secrets and transcript hash as a handshake
     /// derives them, without the handshake. Fuzzing and benchmarks pass a
     /// zero Diffie-Hellman secret: only the record layer matters there.
+    #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub fn from_handshake_secrets_for_testing(
         client_secret: &[u8; SECRET_LEN],
@@ -105,6 +95,14 @@ impl SessionKeys {
     ) -> ((Sealer, Opener), (Sealer, Opener)) {
         let keys = SessionKeys::derive(client_secret, server_secret, dh_secret, transcript);
         (keys.client_halves(), keys.server_halves())
+    }
+}
+
+impl Drop for SessionKeys {
+    fn drop(&mut self) {
+        for key in [&mut self.c2s_enc, &mut self.c2s_mac, &mut self.s2c_enc, &mut self.s2c_mac] {
+            key.zeroize();
+        }
     }
 }
 
