@@ -232,14 +232,12 @@ pub(crate) fn check_files_dir(dir: &Path, protected: &[&Path]) -> Result<(), Str
              chmod go-w {shown}"
         ));
     }
-    for path in protected {
-        if resolved(path).starts_with(&real) {
-            let p = escape_control(&path.display().to_string());
-            return Err(format!(
-                "the files directory {shown} contains {p}: clients could download or replace it; \
-                 serve files from a directory of their own"
-            ));
-        }
+    if let Some(path) = protected.iter().find(|p| resolved(p).starts_with(&real)) {
+        let p = escape_control(&path.display().to_string());
+        return Err(format!(
+            "the files directory {shown} contains {p}: clients could download or replace it; \
+             serve files from a directory of their own"
+        ));
     }
     Ok(())
 }
