@@ -135,8 +135,7 @@ fn serve_requests(
             Op::Text(_) | Op::Data(_) | Op::Unknown(_) => {
                 let (reply, replayed) = answer(&caller, &request);
                 // Pipelined requests already waiting: answer them all, then write once.
-                let header = Response::header(&request.id, reply.status);
-                ch.queue(REC_RESPONSE, &header, &reply.body)?;
+                ch.queue(REC_RESPONSE, &Response::header(&request.id, reply.status), &reply.body)?;
                 if !ch.has_buffered_input() {
                     ch.flush()?;
                 }
