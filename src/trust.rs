@@ -190,9 +190,7 @@ impl AuthorizedKeys {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_error(&self.path, e)),
         };
-        if let Some(c) = cache.as_ref()
-            && c.stamp == stamp
-        {
+        if let Some(c) = cache.as_ref().filter(|c| c.stamp == stamp) {
             return Ok(c.keys.clone());
         }
         let keys = Arc::new(load(&self.path, parse_authorized_keys)?.1);

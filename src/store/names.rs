@@ -96,9 +96,7 @@ pub(crate) fn resolve_for_write(root: &Path, name: &str) -> Result<PathBuf, Refu
     let parent = create_dirs(&root, target.parent().unwrap_or(&root))?;
     let file_name = target.file_name().ok_or_else(|| refuse(status::BAD_NAME, "no file name"))?;
     let target = parent.join(file_name);
-    if let Ok(meta) = fs::symlink_metadata(&target)
-        && !meta.file_type().is_file()
-    {
+    if fs::symlink_metadata(&target).is_ok_and(|meta| !meta.file_type().is_file()) {
         return Err(refuse(status::BAD_NAME, "the target exists and is not a regular file"));
     }
     Ok(target)
