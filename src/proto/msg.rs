@@ -139,8 +139,7 @@ impl Alert<'_> {
 
     /// What the peer's alert means to us: [`Error::Refused`].
     pub fn into_error(self) -> Error {
-        let message = String::from_utf8_lossy(self.message).into_owned();
-        Error::Refused { code: self.code, message }
+        Error::Refused { code: self.code, message: String::from_utf8_lossy(self.message).into() }
     }
 }
 

@@ -101,8 +101,7 @@ fn handshake(shared: &Shared, conn: &mut Conn, rng: &mut Rng, id: u64) -> Result
     let (theirs, ours) = std::thread::scope(|scope| {
         let theirs = scope.spawn(|| verified.client_secrets(&mut Rng::system()));
         let ours = verified.sign(rng);
-        let theirs = theirs.join().unwrap_or(Err(Error::Malformed("key transport")));
-        (theirs, ours)
+        (theirs.join().unwrap_or(Err(Error::Malformed("key transport"))), ours)
     });
     let (session, reply) = verified.finish(theirs?, ours?);
     conn.write_all(&reply)?;

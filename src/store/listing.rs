@@ -8,7 +8,7 @@ use crate::proto::msg::{FileMeta, ListPage};
 use std::fs::{self, File, Metadata};
 use std::io;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 /// The entries of the directory `dir` whose names sort bytewise after
 /// `after`, the first [`LIST_PAGE_ENTRIES`] of them, sorted. Symbolic links
@@ -81,9 +81,8 @@ pub(crate) fn apply_meta(file: &File, meta: &FileMeta) -> io::Result<()> {
     let secs = Duration::from_secs(meta.mtime.unsigned_abs());
     let time =
         if meta.mtime >= 0 { UNIX_EPOCH.checked_add(secs) } else { UNIX_EPOCH.checked_sub(secs) };
-    let time: SystemTime =
-        time.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "time out of range"))?;
-    file.set_modified(time)?;
+    let out_of_range = || io::Error::new(io::ErrorKind::InvalidInput, "time out of range");
+    file.set_modified(time.ok_or_else(out_of_range)?)?;
     #[cfg(unix)]
     file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(meta.mode & 0o777))?;
     #[cfg(not(unix))]
