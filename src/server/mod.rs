@@ -198,14 +198,14 @@ impl Server {
     /// Accept and serve until stopped. Returns after the accept loop ends and
     /// connection threads have finished (or `io_timeout` passed).
     pub fn run(self) -> Result<()> {
-        let (shared, mut listeners) = (self.shared, self.listeners);
-        let first = listeners.remove(0);
-        // One accept loop per further listener, on a thread of its own.
+        let (shared, listeners) = (&self.shared, &self.listeners);
+        // One accept loop per further listener, on a thread of its own (there
+        // is at least one listener: from_listeners refuses none).
         std::thread::scope(|scope| {
-            for listener in &listeners {
-                scope.spawn(|| accept(&shared, listener));
+            for listener in &listeners[1..] {
+                scope.spawn(|| accept(shared, listener));
             }
-            accept(&shared, &first);
+            accept(shared, &listeners[0]);
         });
         // Wait for connection threads to wind down (bounded).
         let until = Instant::now() + shared.config.io_timeout;

@@ -41,10 +41,9 @@ pub(crate) fn list_page(dir: &Path, after: &str) -> io::Result<ListPage> {
     let mut names = first.into_sorted_vec();
     let more = names.len() > LIST_PAGE_ENTRIES;
     names.truncate(LIST_PAGE_ENTRIES);
-    let mut entries = Vec::with_capacity(names.len());
-    for name in names {
+    let entries = names.into_iter().filter_map(|name| {
         // An entry removed meanwhile is left out, like one created meanwhile.
-        let Ok(meta) = fs::symlink_metadata(dir.join(&name)) else { continue };
+        let meta = fs::symlink_metadata(dir.join(&name)).ok()?;
         let kind = match meta.file_type() {
             t if t.is_file() => EntryKind::File,
             t if t.is_dir() => EntryKind::Dir,
@@ -53,9 +52,9 @@ pub(crate) fn list_page(dir: &Path, after: &str) -> io::Result<ListPage> {
         };
         let size = if kind == EntryKind::File { meta.len() } else { 0 };
         let FileMeta { mode, mtime } = meta_of(&meta);
-        entries.push(DirEntry { name, kind, size, mode, mtime });
-    }
-    Ok(ListPage { entries, more })
+        Some(DirEntry { name, kind, size, mode, mtime })
+    });
+    Ok(ListPage { entries: entries.collect(), more })
 }
 
 /// A file's permission bits (`& 0o777`) and modification time.
