@@ -202,8 +202,7 @@ impl AuthorizedKeys {
     /// last read, so adding or removing a key takes effect for new connections
     /// without a restart. A missing file means no keys.
     pub fn contains(&self, key: &PublicKey) -> Result<bool> {
-        let keys = self.current(&mut lock(&self.cache))?;
-        Ok(keys.iter().any(|(k, _)| k == key))
+        Ok(self.current(&mut lock(&self.cache))?.iter().any(|(k, _)| k == key))
     }
 
     /// All authorized keys with their comments, in file order.
@@ -265,8 +264,7 @@ impl AuthorizedKeys {
             PublicKey::from_pem(text)
         })?;
         let comment = path.file_stem().unwrap_or_default().to_string_lossy();
-        let added = self.add(&key, &comment)?;
-        Ok((key.fingerprint(), added))
+        Ok((key.fingerprint(), self.add(&key, &comment)?))
     }
 
     /// Removes the key with this fingerprint by rewriting the file atomically

@@ -159,8 +159,8 @@ fn serve_requests(
 fn refused(shared: &Shared, ch: &mut Channel, e: Error) -> Error {
     if let Error::TooLarge { .. } = e {
         let _ = ch.send_alert(AlertCode::TooLarge, "message larger than the server accepts");
-        let most = 2 * shared.config.max_message_size as u64;
-        ch.conn.linger(Duration::from_secs(2), most);
+        // At most twice a message's worth, for at most two seconds.
+        ch.conn.linger(Duration::from_secs(2), 2 * shared.config.max_message_size as u64);
     }
     e
 }
