@@ -107,11 +107,8 @@ pub(crate) fn resolve_for_write(root: &Path, name: &str) -> Result<PathBuf, Refu
 /// resolved, inside `root`. Nothing is created if an existing ancestor
 /// leads outside.
 fn create_dirs(root: &Path, dir: &Path) -> Result<PathBuf, Refusal> {
-    let mut existing = dir.to_path_buf();
-    while !existing.exists() {
-        existing = existing.parent().map(Path::to_path_buf).unwrap_or_else(|| root.to_path_buf());
-    }
-    confined(root, &existing)?;
+    // The nearest ancestor that exists already must be inside `root`.
+    confined(root, dir.ancestors().find(|a| a.exists()).unwrap_or(root))?;
     let mut dirs = fs::DirBuilder::new();
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut dirs, 0o755);
