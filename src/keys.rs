@@ -219,17 +219,13 @@ pub struct KeyPair {
 impl KeyPair {
     /// Generate a key of 2048, 3072 or 4096 bits with the system random source.
     pub fn generate(bits: usize) -> Result<Self> {
-        Self::generate_with(&mut Rng::system(), bits)
-    }
-
-    /// Generate a key of 2048, 3072 or 4096 bits with the given random source.
-    pub fn generate_with(rng: &mut Rng, bits: usize) -> Result<Self> {
         if !GENERATE_BITS.contains(&bits) {
             return Err(Error::Key(format!(
                 "cannot generate a {bits}-bit key; choose 2048, 3072 or 4096"
             )));
         }
-        Self::from_rsa(rsa::PrivateKey::new(rng, bits).map_err(key_err("key generation failed"))?)
+        let key = rsa::PrivateKey::new(&mut Rng::system(), bits);
+        Self::from_rsa(key.map_err(key_err("key generation failed"))?)
     }
 
     fn from_rsa(private: rsa::PrivateKey) -> Result<Self> {
@@ -482,7 +478,8 @@ pub(crate) mod test_util {
         static KEYS: OnceLock<[KeyPair; 3]> = OnceLock::new();
         KEYS.get_or_init(|| {
             let mut rng = Rng::from_seed([42; 32]);
-            [(); 3].map(|()| KeyPair::generate_with(&mut rng, 2048).unwrap())
+            let mut key = || rsa::PrivateKey::new(&mut rng, 2048).unwrap();
+            [(); 3].map(|()| KeyPair::from_rsa(key()).unwrap())
         })
     }
 

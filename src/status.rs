@@ -82,19 +82,24 @@ pub enum AlertCode {
 }
 
 impl AlertCode {
+    /// The wire value, and what the code says (`None`: [`AlertCode::Unknown`]).
+    fn parts(self) -> (u8, Option<&'static str>) {
+        match self {
+            AlertCode::Busy => (1, Some("server busy")),
+            AlertCode::Unauthorized => (2, Some("key not authorized")),
+            AlertCode::Version => (3, Some("protocol version mismatch")),
+            AlertCode::HandshakeFailed => (4, Some("handshake failed")),
+            AlertCode::ShuttingDown => (5, Some("server shutting down")),
+            AlertCode::TooLarge => (6, Some("limit exceeded")),
+            AlertCode::Protocol => (7, Some("protocol error")),
+            AlertCode::KeyShare => (8, Some("Diffie-Hellman share out of range")),
+            AlertCode::Unknown(v) => (v, None),
+        }
+    }
+
     /// The wire value.
     pub fn to_u8(self) -> u8 {
-        match self {
-            AlertCode::Busy => 1,
-            AlertCode::Unauthorized => 2,
-            AlertCode::Version => 3,
-            AlertCode::HandshakeFailed => 4,
-            AlertCode::ShuttingDown => 5,
-            AlertCode::TooLarge => 6,
-            AlertCode::Protocol => 7,
-            AlertCode::KeyShare => 8,
-            AlertCode::Unknown(v) => v,
-        }
+        self.parts().0
     }
 
     /// Parse a wire value; unknown values are kept.
@@ -109,16 +114,9 @@ impl AlertCode {
 
 impl fmt::Display for AlertCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AlertCode::Busy => f.write_str("server busy"),
-            AlertCode::Unauthorized => f.write_str("key not authorized"),
-            AlertCode::Version => f.write_str("protocol version mismatch"),
-            AlertCode::HandshakeFailed => f.write_str("handshake failed"),
-            AlertCode::ShuttingDown => f.write_str("server shutting down"),
-            AlertCode::TooLarge => f.write_str("limit exceeded"),
-            AlertCode::Protocol => f.write_str("protocol error"),
-            AlertCode::KeyShare => f.write_str("Diffie-Hellman share out of range"),
-            AlertCode::Unknown(v) => write!(f, "unknown alert {v}"),
+        match self.parts() {
+            (_, Some(text)) => f.write_str(text),
+            (v, None) => write!(f, "unknown alert {v}"),
         }
     }
 }

@@ -30,12 +30,15 @@ use crate::keys::{
     Fingerprint, PublicKey, io_error, open_mode, parse_key_file, read_capped, with_path,
     write_atomic,
 };
+use crate::store::listing::meta_of;
+use crate::store::locks::lock;
 use base64ct::{Base64, Encoding};
 use std::fmt;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::result::Result as StdResult;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// Largest trust file read.
@@ -44,13 +47,14 @@ const MAX_TRUST_FILE: u64 = 1024 * 1024;
 /// The key type word that starts each `authorized_keys` line.
 const KEY_TYPE: &str = "ovtp-rsa";
 
-/// The lines that carry entries, numbered from 1 and trimmed.
-fn entries(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    text.lines()
-        .map(str::trim)
-        .enumerate()
-        .map(|(i, line)| (i + 1, line))
-        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+/// Parse, trimmed, each line that carries an entry (not blank, not a `#`
+/// comment) with `parse`; an error names the line, numbered from 1.
+fn parse_entries<T>(text: &str, parse: fn(&str) -> StdResult<T, String>) -> Result<Vec<T>> {
+    let numbered = text.lines().map(str::trim).zip(1..);
+    let entries = numbered.filter(|(line, _)| !line.is_empty() && !line.starts_with('#'));
+    entries
+        .map(|(line, n)| parse(line).map_err(|m| Error::TrustFile(format!("line {n}: {m}"))))
+        .collect()
 }
 
 /// Split off the first whitespace-delimited field; the rest is trimmed.
@@ -61,12 +65,8 @@ fn split_field(s: &str) -> (&str, &str) {
     }
 }
 
-fn line_error(n: usize, msg: impl fmt::Display) -> Error {
-    Error::TrustFile(format!("line {n}: {msg}"))
-}
-
 /// Parse one `authorized_keys` entry.
-fn parse_key_line(line: &str) -> std::result::Result<(PublicKey, String), String> {
+fn parse_key_line(line: &str) -> StdResult<(PublicKey, String), String> {
     let (kind, rest) = split_field(line);
     if kind != KEY_TYPE {
         return Err(format!(
@@ -82,7 +82,7 @@ fn parse_key_line(line: &str) -> std::result::Result<(PublicKey, String), String
 
 /// Parse the text of an `authorized_keys` file into keys and their comments.
 pub fn parse_authorized_keys(text: &str) -> Result<Vec<(PublicKey, String)>> {
-    entries(text).map(|(n, line)| parse_key_line(line).map_err(|m| line_error(n, m))).collect()
+    parse_entries(text, parse_key_line)
 }
 
 /// The `authorized_keys` line for a key (without the newline). Control
@@ -102,20 +102,14 @@ pub fn authorized_key_line(key: &PublicKey, comment: &str) -> String {
 /// A trust file's text (`None`: the file does not exist) and its entries,
 /// parsed by `parse`; a parse error names the file.
 fn load<T>(path: &Path, parse: fn(&str) -> Result<Vec<T>>) -> Result<(Option<String>, Vec<T>)> {
-    let text = read_text(path)?;
+    let not_utf8 = || Error::TrustFile(format!("{}: not UTF-8 text", path.display()));
+    let text = match read_capped(path, MAX_TRUST_FILE, Error::TrustFile, false) {
+        Err(Error::Io(e)) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+        Ok(bytes) => Some(std::str::from_utf8(&bytes).map_err(|_| not_utf8())?.to_owned()),
+    };
     let entries = text.as_deref().map_or(Ok(Vec::new()), parse).map_err(|e| with_path(path, e))?;
     Ok((text, entries))
-}
-
-/// Read a trust file; `None` if it does not exist.
-fn read_text(path: &Path) -> Result<Option<String>> {
-    match read_capped(path, MAX_TRUST_FILE, Error::TrustFile, false) {
-        Err(Error::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-        Ok(bytes) => std::str::from_utf8(&bytes)
-            .map(|text| Some(text.to_owned()))
-            .map_err(|_| Error::TrustFile(format!("{}: not UTF-8 text", path.display()))),
-    }
 }
 
 /// Append `line` to the trust file at `path`, whose current text is
@@ -162,7 +156,8 @@ struct Cache {
 /// connections without a restart.
 pub struct AuthorizedKeys {
     path: PathBuf,
-    // Also serializes add and remove within this process.
+    // Also serializes add and remove within this process. The cache is only
+    // ever replaced whole, so a panic elsewhere cannot leave it half-updated.
     cache: Mutex<Option<Cache>>,
 }
 
@@ -186,11 +181,6 @@ impl AuthorizedKeys {
         &self.path
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Cache>> {
-        // The cache is only ever replaced whole, so a panic elsewhere cannot leave it half-updated.
-        self.cache.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// The current keys: re-reads the file when its (mtime, len, inode)
     /// changed since the last read. A missing file means no keys.
     fn current(&self, cache: &mut Option<Cache>) -> Result<Arc<Vec<(PublicKey, String)>>> {
@@ -200,9 +190,7 @@ impl AuthorizedKeys {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_error(&self.path, e)),
         };
-        if let Some(c) = cache.as_ref()
-            && c.stamp == stamp
-        {
+        if let Some(c) = cache.as_ref().filter(|c| c.stamp == stamp) {
             return Ok(c.keys.clone());
         }
         let keys = Arc::new(load(&self.path, parse_authorized_keys)?.1);
@@ -214,13 +202,12 @@ impl AuthorizedKeys {
     /// last read, so adding or removing a key takes effect for new connections
     /// without a restart. A missing file means no keys.
     pub fn contains(&self, key: &PublicKey) -> Result<bool> {
-        let keys = self.current(&mut self.lock())?;
-        Ok(keys.iter().any(|(k, _)| k == key))
+        Ok(self.current(&mut lock(&self.cache))?.iter().any(|(k, _)| k == key))
     }
 
     /// All authorized keys with their comments, in file order.
     pub fn keys(&self) -> Result<Vec<(PublicKey, String)>> {
-        Ok(self.current(&mut self.lock())?.as_ref().clone())
+        Ok(self.current(&mut lock(&self.cache))?.as_ref().clone())
     }
 
     /// Appends `key` unless it is already present (compared by DER); returns
@@ -228,13 +215,12 @@ impl AuthorizedKeys {
     /// before appending. Creates the file (mode 0600) and its parent directory
     /// if missing.
     pub fn add(&self, key: &PublicKey, comment: &str) -> Result<bool> {
-        let mut cache = self.lock();
+        let mut cache = lock(&self.cache);
         let (text, keys) = load(&self.path, parse_authorized_keys)?;
         if keys.iter().any(|(k, _)| k == key) {
             return Ok(false);
         }
-        let line = authorized_key_line(key, comment);
-        append_line(&self.path, text.as_deref(), &line, 0o600)?;
+        append_line(&self.path, text.as_deref(), &authorized_key_line(key, comment), 0o600)?;
         *cache = None;
         Ok(true)
     }
@@ -248,17 +234,14 @@ impl AuthorizedKeys {
         let path = path.as_ref();
         let meta = fs::metadata(path).map_err(|e| io_error(path, e))?;
         let files = if meta.is_dir() {
-            let mut files = Vec::new();
-            for entry in fs::read_dir(path).map_err(|e| io_error(path, e))? {
-                let file = entry.map_err(|e| io_error(path, e))?.path();
+            let entries = fs::read_dir(path).and_then(|dir| dir.map(|e| Ok(e?.path())).collect());
+            let mut files: Vec<PathBuf> = entries.map_err(|e| io_error(path, e))?;
+            files.retain(|file| {
                 let name = file.file_name().unwrap_or_default().to_string_lossy();
                 // `fs::metadata` follows symlinks: a link to a key file counts.
-                if (name.ends_with(".pub") || name.ends_with(".pem"))
-                    && fs::metadata(&file).is_ok_and(|m| m.is_file())
-                {
-                    files.push(file);
-                }
-            }
+                (name.ends_with(".pub") || name.ends_with(".pem"))
+                    && fs::metadata(file).is_ok_and(|m| m.is_file())
+            });
             files.sort();
             files
         } else {
@@ -281,44 +264,29 @@ impl AuthorizedKeys {
             PublicKey::from_pem(text)
         })?;
         let comment = path.file_stem().unwrap_or_default().to_string_lossy();
-        let added = self.add(&key, &comment)?;
-        Ok((key.fingerprint(), added))
+        Ok((key.fingerprint(), self.add(&key, &comment)?))
     }
 
     /// Removes the key with this fingerprint by rewriting the file atomically
     /// (temporary file and rename; other lines and comments are kept as they
     /// are). Returns whether it was present.
     pub fn remove(&self, fp: &Fingerprint) -> Result<bool> {
-        let mut cache = self.lock();
-        let Some(text) = read_text(&self.path)? else { return Ok(false) };
-        let mut kept = String::with_capacity(text.len());
-        let mut removed = false;
+        let mut cache = lock(&self.cache);
+        // Every line parses (or the error names it) before anything is written.
+        let (Some(text), keys) = load(&self.path, parse_authorized_keys)? else { return Ok(false) };
+        if !keys.iter().any(|(key, _)| key.fingerprint() == *fp) {
+            return Ok(false);
+        }
+        // Comments and blank lines never parse as a key line, so they are kept;
         // `split_inclusive` keeps each line's own ending, so kept lines are byte-identical.
-        for (i, raw) in text.split_inclusive('\n').enumerate() {
-            let line = raw.trim();
-            if !line.is_empty() && !line.starts_with('#') {
-                let (key, _) = parse_key_line(line)
-                    .map_err(|m| with_path(&self.path, line_error(i + 1, m)))?;
-                if key.fingerprint() == *fp {
-                    removed = true;
-                    continue;
-                }
-            }
-            kept.push_str(raw);
-        }
-        if removed {
-            #[cfg(unix)]
-            let mode = {
-                use std::os::unix::fs::PermissionsExt;
-                let meta = fs::metadata(&self.path).map_err(|e| io_error(&self.path, e))?;
-                meta.permissions().mode() & 0o777
-            };
-            #[cfg(not(unix))]
-            let mode = 0o600;
-            write_atomic(&self.path, kept.as_bytes(), mode, true)?;
-            *cache = None;
-        }
-        Ok(removed)
+        let ours =
+            |raw: &str| parse_key_line(raw.trim()).is_ok_and(|(k, _)| k.fingerprint() == *fp);
+        let kept: String = text.split_inclusive('\n').filter(|raw| !ours(raw)).collect();
+        // The rewritten file keeps the permission bits of the old one.
+        let meta = fs::metadata(&self.path).map_err(|e| io_error(&self.path, e))?;
+        write_atomic(&self.path, kept.as_bytes(), meta_of(&meta).mode, true)?;
+        *cache = None;
+        Ok(true)
     }
 }
 
@@ -329,7 +297,7 @@ impl fmt::Debug for AuthorizedKeys {
 }
 
 /// Validate a `host:port` and lowercase it.
-fn normalize_host(host: &str) -> std::result::Result<String, String> {
+fn normalize_host(host: &str) -> StdResult<String, String> {
     let bad = |why: &str| format!("\"{}\" is not a host:port ({why})", escape_control(host));
     if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control() || c == '#') {
         return Err(bad("empty, or contains spaces, control characters or #"));
@@ -345,19 +313,18 @@ fn normalize_host(host: &str) -> std::result::Result<String, String> {
     Ok(host.to_lowercase())
 }
 
+/// Parse one `known_hosts` entry.
+fn parse_host_line(line: &str) -> StdResult<(String, Fingerprint, String), String> {
+    let (host, rest) = split_field(line);
+    let (fp, comment) = split_field(rest);
+    let bad_fp = || format!("\"{}\" is not a SHA256: fingerprint", escape_control(fp));
+    let host = normalize_host(host)?;
+    Ok((host, fp.parse::<Fingerprint>().map_err(|_| bad_fp())?, comment.to_owned()))
+}
+
 /// Parse the text of a `known_hosts` file into (host:port, fingerprint, comment).
 pub fn parse_known_hosts(text: &str) -> Result<Vec<(String, Fingerprint, String)>> {
-    entries(text)
-        .map(|(n, line)| {
-            let (host, rest) = split_field(line);
-            let (fp, comment) = split_field(rest);
-            let host = normalize_host(host).map_err(|m| line_error(n, m))?;
-            let fp = fp.parse::<Fingerprint>().map_err(|_| {
-                line_error(n, format!("\"{}\" is not a SHA256: fingerprint", escape_control(fp)))
-            })?;
-            Ok((host, fp, comment.to_owned()))
-        })
-        .collect()
+    parse_entries(text, parse_host_line)
 }
 
 /// What [`KnownHosts::check`] found for a server.

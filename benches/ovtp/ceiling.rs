@@ -13,6 +13,7 @@ use cbc::cipher::{Array, BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
 use hmac::{Hmac, KeyInit, Mac};
 use ovtp::Rng;
 // Library internals: the record layer's flag and test-only session keys.
+use ovtp::hooks::dh::DH_LEN;
 use ovtp::hooks::{SealPool, SessionKeys, msg::FLAG_FIN};
 use sha2::Sha256;
 use std::hint::black_box;
@@ -124,8 +125,12 @@ impl RecordLoops {
         with_open: bool,
     ) -> BenchResult<(Spent, usize)> {
         let RecordLoops { rng, plaintext, frame, body } = self;
-        let ((mut sealer, _), (_, mut opener)) =
-            SessionKeys::from_secrets_for_testing(&[1; 32], &[2; 32], &[3; 32]);
+        let ((mut sealer, _), (_, mut opener)) = SessionKeys::from_handshake_secrets_for_testing(
+            &[1; 32],
+            &[2; 32],
+            &[0; DH_LEN],
+            &[3; 32],
+        );
         // Loop A copies a sealed frame too, so that it moves the same bytes.
         if !with_seal {
             frame.clear();
@@ -212,8 +217,12 @@ fn file_seal_rows(b: Budget, r: &mut Report) -> BenchResult<f64> {
     let data = Arc::new(vec![0x5au8; RECORD]);
     let (mut one, mut one_wall) = (0.0, 0.0);
     for threads in [1, 2] {
-        let ((mut sealer, _), _) =
-            SessionKeys::from_secrets_for_testing(&[1; 32], &[2; 32], &[3; 32]);
+        let ((mut sealer, _), _) = SessionKeys::from_handshake_secrets_for_testing(
+            &[1; 32],
+            &[2; 32],
+            &[0; DH_LEN],
+            &[3; 32],
+        );
         let (mut pool, mut rng) = (SealPool::new(threads), Rng::system());
         let mut frames = 0usize;
         let mut write = |f: &[u8]| {

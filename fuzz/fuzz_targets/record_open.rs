@@ -6,6 +6,7 @@
 use hmac::{Hmac, KeyInit, Mac};
 use libfuzzer_sys::fuzz_target;
 use ovtp::constants::MAX_RECORD_FRAME;
+use ovtp::hooks::dh::DH_LEN;
 use ovtp::hooks::split_frame;
 use ovtp::hooks::{DIR_CLIENT_TO_SERVER, Opener, Sealer, SessionKeys};
 use ovtp::{Error, Rng};
@@ -40,8 +41,12 @@ fn tagged(rtype: u8, flags: u8, iv: &[u8], ct: &[u8]) -> Vec<u8> {
 }
 
 fn halves() -> (Sealer, Opener) {
-    let ((sealer, _), (_, opener)) =
-        SessionKeys::from_secrets_for_testing(&SECRET_C, &SECRET_S, &TRANSCRIPT);
+    let ((sealer, _), (_, opener)) = SessionKeys::from_handshake_secrets_for_testing(
+        &SECRET_C,
+        &SECRET_S,
+        &[0; DH_LEN],
+        &TRANSCRIPT,
+    );
     (sealer, opener)
 }
 

@@ -17,10 +17,7 @@ impl<'a> Reader<'a> {
 
     /// The next `n` bytes, or `Malformed(what)` if fewer remain.
     pub fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8]> {
-        if self.buf.len() - self.pos < n {
-            return Err(Error::Malformed(what));
-        }
-        let out = &self.buf[self.pos..self.pos + n];
+        let out = self.buf[self.pos..].get(..n).ok_or(Error::Malformed(what))?;
         self.pos += n;
         Ok(out)
     }

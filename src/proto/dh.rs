@@ -54,9 +54,8 @@ fn pow_mod(base: &[u8], exponent: &[u8]) -> Zeroizing<Share> {
     let p = BoxedUint::from_be_slice(&P, BITS).expect("p has 3072 bits");
     let p = Option::from(p.to_odd()).expect("p is odd");
     let b = Zeroizing::new(BoxedUint::from_be_slice(base, BITS).expect("a base below 2^3072"));
-    let bits = 8 * exponent.len() as u32;
-    let e = BoxedUint::from_be_slice(exponent, bits).expect("exponent fits its length");
-    let e = Zeroizing::new(e);
+    let e = BoxedUint::from_be_slice(exponent, 8 * exponent.len() as u32);
+    let e = Zeroizing::new(e.expect("exponent fits its length"));
     let r = Zeroizing::new(b.pow_mod(&e, &p));
     let mut out = Zeroizing::new([0u8; DH_LEN]);
     out.copy_from_slice(&Zeroizing::new(r.to_be_bytes()));

@@ -80,11 +80,8 @@ fn parse_plain<'a>(body: &'a [u8], expected: u8) -> Result<Reader<'a>> {
         return Err(Error::Version { ours: PROTOCOL_VERSION, theirs: version });
     }
     match r.u8("frame type")? {
-        ALERT => {
-            let alert = Alert::read(&mut r)?;
-            r.finish("alert")?;
-            Err(alert.into_error())
-        }
+        // Body::decode refuses bytes after the alert's fields.
+        ALERT => Err(Alert::decode(r.rest())?.into_error()),
         t if t == expected => Ok(r),
         _ => Err(Error::Malformed("unexpected handshake frame type")),
     }

@@ -137,8 +137,7 @@ impl Alert<'_> {
 
     /// What the peer's alert means to us: [`Error::Refused`].
     pub fn into_error(self) -> Error {
-        let message = String::from_utf8_lossy(self.message).into_owned();
-        Error::Refused { code: self.code, message }
+        Error::Refused { code: self.code, message: String::from_utf8_lossy(self.message).into() }
     }
 }
 
@@ -191,8 +190,7 @@ pub struct Request<'a> {
 impl<'a> Body<'a> for Request<'a> {
     const WHAT: &'static str = "request";
     fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.id);
-        out.push(self.op.code().0);
+        out.extend_from_slice(&Request::header(&self.id, self.op.code().0));
         match &self.op {
             Op::Text(body) | Op::Data(body) => out.extend_from_slice(body),
             Op::Put(put) => put.encode(out),

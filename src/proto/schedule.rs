@@ -6,7 +6,7 @@
 use super::dh::DH_LEN;
 use super::record::{Opener, Sealer};
 use crate::constants::*;
-use cbc::cipher::zeroize::Zeroize;
+use cbc::cipher::zeroize::{Zeroize, Zeroizing};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
@@ -28,11 +28,9 @@ pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 
 /// HKDF-SHA256 (RFC 5869) with one output block: `Expand(Extract(salt, ikm), info, 32)`.
 pub(crate) fn hkdf_sha256(salt: &[u8], ikm: &[u8], info: &[u8]) -> [u8; 32] {
-    let mut prk = hmac(salt, &[ikm]);
+    let prk = Zeroizing::new(hmac(salt, &[ikm]));
     // T(1) = HMAC(PRK, info || 0x01); 32 bytes need only the first block.
-    let okm = hmac(&prk, &[info, &[1u8]]);
-    prk.zeroize();
-    okm
+    hmac(prk.as_slice(), &[info, &[1u8]])
 }
 
 /// The four keys of a session: encryption and MAC, each direction.
@@ -53,18 +51,17 @@ impl SessionKeys {
         dh_secret: &[u8; DH_LEN],
         transcript: &[u8; 32],
     ) -> Self {
-        let mut ikm = [0u8; 2 * SECRET_LEN + DH_LEN];
+        // Wiped when dropped, like every intermediate secret.
+        let mut ikm = Zeroizing::new([0u8; 2 * SECRET_LEN + DH_LEN]);
         ikm[..SECRET_LEN].copy_from_slice(client_secret);
         ikm[SECRET_LEN..2 * SECRET_LEN].copy_from_slice(server_secret);
         ikm[2 * SECRET_LEN..].copy_from_slice(dh_secret);
-        let keys = SessionKeys {
-            c2s_enc: hkdf_sha256(transcript, &ikm, LABEL_C2S_ENC),
-            c2s_mac: hkdf_sha256(transcript, &ikm, LABEL_C2S_MAC),
-            s2c_enc: hkdf_sha256(transcript, &ikm, LABEL_S2C_ENC),
-            s2c_mac: hkdf_sha256(transcript, &ikm, LABEL_S2C_MAC),
-        };
-        ikm.zeroize();
-        keys
+        SessionKeys {
+            c2s_enc: hkdf_sha256(transcript, ikm.as_slice(), LABEL_C2S_ENC),
+            c2s_mac: hkdf_sha256(transcript, ikm.as_slice(), LABEL_C2S_MAC),
+            s2c_enc: hkdf_sha256(transcript, ikm.as_slice(), LABEL_S2C_ENC),
+            s2c_mac: hkdf_sha256(transcript, ikm.as_slice(), LABEL_S2C_MAC),
+        }
     }
 
     /// Split into (sealer, opener) for the client side.
@@ -82,22 +79,13 @@ impl SessionKeys {
             Opener::new(DIR_CLIENT_TO_SERVER, self.c2s_enc, self.c2s_mac),
         )
     }
-}
 
-impl Drop for SessionKeys {
-    fn drop(&mut self) {
-        for key in [&mut self.c2s_enc, &mut self.c2s_mac, &mut self.s2c_enc, &mut self.s2c_mac] {
-            key.zeroize();
-        }
-    }
-}
-
-#[cfg(feature = "test-hooks")]
-impl SessionKeys {
-    /// Test and fuzzing hook (`fuzz/`, `tests/`): `((client sealer, client
-    /// opener), (server sealer, server opener))` of a session derived from the
-    /// given secrets and transcript hash as a handshake derives them, without
-    /// the handshake.
+    /// Test and fuzzing hook (`fuzz/`, `tests/`, `benches/`): `((client
+    /// sealer, client opener), (server sealer, server opener))` of a session
+    /// derived from the given secrets and transcript hash as a handshake
+    /// derives them, without the handshake. Fuzzing and benchmarks pass a
+    /// zero Diffie-Hellman secret: only the record layer matters there.
+    #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub fn from_handshake_secrets_for_testing(
         client_secret: &[u8; SECRET_LEN],
@@ -108,18 +96,13 @@ impl SessionKeys {
         let keys = SessionKeys::derive(client_secret, server_secret, dh_secret, transcript);
         (keys.client_halves(), keys.server_halves())
     }
+}
 
-    /// [`SessionKeys::from_handshake_secrets_for_testing`] with a zero
-    /// Diffie-Hellman secret: for fuzzing and benchmarks, where only the
-    /// record layer matters, not which keys it runs under.
-    #[doc(hidden)]
-    pub fn from_secrets_for_testing(
-        client_secret: &[u8; SECRET_LEN],
-        server_secret: &[u8; SECRET_LEN],
-        transcript: &[u8; 32],
-    ) -> ((Sealer, Opener), (Sealer, Opener)) {
-        let dh = [0; DH_LEN];
-        Self::from_handshake_secrets_for_testing(client_secret, server_secret, &dh, transcript)
+impl Drop for SessionKeys {
+    fn drop(&mut self) {
+        for key in [&mut self.c2s_enc, &mut self.c2s_mac, &mut self.s2c_enc, &mut self.s2c_mac] {
+            key.zeroize();
+        }
     }
 }
 

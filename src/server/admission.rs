@@ -28,7 +28,7 @@ use crate::proto::codec::check_frame_len;
 use crate::proto::handshake::client_hello_key;
 use crate::status::AlertCode;
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::panic::catch_unwind;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -199,11 +199,6 @@ impl Gate {
     pub(crate) fn is_full(&self) -> bool {
         self.strangers.len() >= self.max_strangers
     }
-
-    /// Connections currently in the stranger pool.
-    pub(crate) fn strangers(&self) -> usize {
-        self.strangers.len()
-    }
 }
 
 /// The source whose failures are counted: an IPv4 address (IPv4-mapped IPv6
@@ -246,10 +241,8 @@ pub(crate) fn admit(shared: &Shared, stream: TcpStream) -> Option<(TcpStream, So
         let busy = "too many connections being set up; try again";
         return refuse(shared, stream, peer, (!quiet).then_some((AlertCode::Busy, busy)));
     }
-    if let Admit::Yes { evict: Some(victim) } = admitted
-        && let Some(s) = lock(&shared.conns).get(&victim)
-    {
-        let _ = s.shutdown(Shutdown::Both);
+    if let Admit::Yes { evict: Some(victim) } = admitted {
+        shared.close(victim);
     }
     Some((stream, peer, id))
 }
@@ -339,6 +332,13 @@ mod tests {
 
     fn gate(max: usize, burst: u32) -> Gate {
         Gate::new(max, FailureBudget { burst, window: Duration::from_secs(60) })
+    }
+
+    impl Gate {
+        /// Connections currently in the stranger pool.
+        fn strangers(&self) -> usize {
+            self.strangers.len()
+        }
     }
 
     #[test]

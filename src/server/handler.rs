@@ -35,10 +35,7 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
-impl<F> Handler for F
-where
-    F: Fn(Request<'_>) -> Reply + Send + Sync + 'static,
-{
+impl<F: Fn(Request<'_>) -> Reply + Send + Sync + 'static> Handler for F {
     fn message(&self, request: Request<'_>) -> Reply {
         self(request)
     }
@@ -49,10 +46,7 @@ where
 #[derive(Debug, Clone)]
 pub struct ServeFiles<F>(pub F);
 
-impl<F> Handler for ServeFiles<F>
-where
-    F: Fn(Request<'_>) -> Reply + Send + Sync + 'static,
-{
+impl<F: Fn(Request<'_>) -> Reply + Send + Sync + 'static> Handler for ServeFiles<F> {
     fn message(&self, request: Request<'_>) -> Reply {
         (self.0)(request)
     }

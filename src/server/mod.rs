@@ -21,6 +21,7 @@ pub use handler::{Handler, ServeFiles};
 use crate::error::{Error, Result};
 use crate::keys::{Fingerprint, KeyPair};
 use crate::store::locks::NameLocks;
+pub(crate) use crate::store::locks::lock;
 use crate::store::names;
 use crate::trust::AuthorizedKeys;
 use admission::Gate;
@@ -28,7 +29,7 @@ use reply_cache::ReplyCache;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// State shared by the accept loop and every connection thread.
@@ -46,17 +47,18 @@ pub(crate) struct Shared {
     pub(crate) gate: Mutex<Gate>,
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these locks cannot leave the data
-    // inconsistent (each critical section is a single insert/remove), so
-    // recover from poisoning instead of taking the server down.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Shared {
     pub(crate) fn emit(&self, event: Event<'_>) {
         if let Some(sink) = &self.config.events {
             sink(&event);
+        }
+    }
+
+    /// Close connection `id` at once: an evicted stranger, or the connection
+    /// a resumed transfer supersedes.
+    pub(crate) fn close(&self, id: u64) {
+        if let Some(s) = lock(&self.conns).get(&id) {
+            let _ = s.shutdown(Shutdown::Both);
         }
     }
 }
@@ -126,22 +128,12 @@ impl Server {
         handler: impl Handler,
     ) -> Result<Self> {
         let listener = TcpListener::bind(addr)?;
-        Self::from_listener(listener, keys, authorized, config, handler)
-    }
-
-    /// Serve on a listener the caller bound (and perhaps configured) itself.
-    pub fn from_listener(
-        listener: TcpListener,
-        keys: KeyPair,
-        authorized: AuthorizedKeys,
-        config: ServerConfig,
-        handler: impl Handler,
-    ) -> Result<Self> {
         Self::from_listeners(vec![listener], keys, authorized, config, handler)
     }
 
-    /// Serve on several listeners at once (say an IPv4 and an IPv6 one), with
-    /// one connection cap and one admission gate for all of them.
+    /// Serve on listeners the caller bound (and perhaps configured) itself:
+    /// one, or several at once (say an IPv4 and an IPv6 one), with one
+    /// connection cap and one admission gate for all of them.
     pub fn from_listeners(
         listeners: Vec<TcpListener>,
         keys: KeyPair,
@@ -203,27 +195,17 @@ impl Server {
         Ok(Stopper { shared: self.shared.clone(), wake })
     }
 
-    /// Connections that have not yet presented an authorized key.
-    pub fn unauthenticated_connections(&self) -> usize {
-        lock(&self.shared.gate).strangers()
-    }
-
-    /// Number of connection threads currently running.
-    pub fn active_connections(&self) -> usize {
-        self.shared.active.load(Ordering::SeqCst)
-    }
-
     /// Accept and serve until stopped. Returns after the accept loop ends and
     /// connection threads have finished (or `io_timeout` passed).
     pub fn run(self) -> Result<()> {
-        let (shared, mut listeners) = (self.shared, self.listeners);
-        let first = listeners.remove(0);
-        // One accept loop per further listener, on a thread of its own.
+        let (shared, listeners) = (&self.shared, &self.listeners);
+        // One accept loop per further listener, on a thread of its own (there
+        // is at least one listener: from_listeners refuses none).
         std::thread::scope(|scope| {
-            for listener in &listeners {
-                scope.spawn(|| accept(&shared, listener));
+            for listener in &listeners[1..] {
+                scope.spawn(|| accept(shared, listener));
             }
-            accept(&shared, &first);
+            accept(shared, &listeners[0]);
         });
         // Wait for connection threads to wind down (bounded).
         let until = Instant::now() + shared.config.io_timeout;
@@ -256,25 +238,21 @@ fn spawn_connection(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, i
     if let Ok(clone) = stream.try_clone() {
         lock(&shared.conns).insert(id, clone);
     }
-    let worker = shared.clone();
-    let spawned = std::thread::Builder::new().name(format!("ovtp-conn-{id}")).spawn(move || {
-        let _slot = Slot { shared: &worker, id };
-        session::serve_connection(&worker, stream, peer, id);
+    let slot = Slot { shared: shared.clone(), id };
+    // A thread that cannot be spawned drops its closure, and the slot with it.
+    let _ = std::thread::Builder::new().name(format!("ovtp-conn-{id}")).spawn(move || {
+        session::serve_connection(&slot.shared, stream, peer, id);
     });
-    if spawned.is_err() {
-        lock(&shared.conns).remove(&id);
-        lock(&shared.gate).leave(id, peer.ip(), false, Instant::now());
-        shared.active.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
-/// Releases a connection slot when the thread ends, even by panic.
-struct Slot<'a> {
-    shared: &'a Shared,
+/// Releases a connection slot when the thread ends (even by panic), or when
+/// it could not be spawned.
+struct Slot {
+    shared: Arc<Shared>,
     id: u64,
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
         // Also on a panic before the handshake ended: never leave a stale stranger.
         lock(&self.shared.gate).promote(self.id);

@@ -2,13 +2,14 @@
 //! by (client key, request id), so that a retried request is answered from
 //! here instead of running the handler again.
 
+use super::lock;
 use crate::constants::{REPLY_CACHE_BYTES, REPLY_CACHE_ENTRIES};
 use crate::keys::Fingerprint;
 use crate::message::Reply;
 use crate::proto::msg::RequestId;
 use crate::status;
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Whose request: the authenticated client key and the request's id.
@@ -132,15 +133,9 @@ pub(crate) enum Claim {
 }
 
 impl ReplyCache {
-    fn lock(&self) -> MutexGuard<'_, Cache> {
-        // Each critical section is a few inserts and removals: a panic inside
-        // one cannot leave the cache inconsistent, so recover from poisoning.
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// The stored reply of `key`, if it has one.
     pub(crate) fn stored(&self, key: &CacheKey) -> Option<Arc<Reply>> {
-        match self.lock().map.get(key) {
+        match lock(&self.cache).map.get(key) {
             Some(Entry::Done(reply)) => Some(reply.clone()),
             _ => None,
         }
@@ -150,7 +145,7 @@ impl ReplyCache {
     /// running on another connection (the client retried while it was being
     /// handled), wait up to `wait` for it.
     pub(crate) fn claim(&self, key: &CacheKey, wait: Duration) -> Claim {
-        let mut cache = self.lock();
+        let mut cache = lock(&self.cache);
         let until = Instant::now() + wait;
         loop {
             match cache.map.get(key) {
@@ -176,7 +171,7 @@ impl ReplyCache {
 
     /// Store the reply of a claimed request and wake those waiting for it.
     pub(crate) fn finish(&self, key: CacheKey, reply: Arc<Reply>) {
-        let mut cache = self.lock();
+        let mut cache = lock(&self.cache);
         cache.insert(key, reply);
         if cache.waiting > 0 {
             self.ready.notify_all();
@@ -186,13 +181,19 @@ impl ReplyCache {
     /// Store the final reply of an upload (never claimed: uploads are
     /// recognized by their stored reply alone, PROTOCOL.md 7.7.10).
     pub(crate) fn remember(&self, key: CacheKey, reply: Reply) {
-        self.lock().insert(key, Arc::new(reply));
+        lock(&self.cache).insert(key, Arc::new(reply));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl ReplyCache {
+        fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+            lock(&self.cache)
+        }
+    }
 
     fn key(client: &str, id: u8) -> CacheKey {
         (client.parse().unwrap(), [id; 16])

@@ -18,7 +18,7 @@ use crate::proto::msg::{self, Op, REC_REQUEST, REC_RESPONSE, REQUEST_HEADER, Res
 use crate::rand::Rng;
 use crate::status::{self, AlertCode};
 use crate::store::locks::Owner;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -101,8 +101,7 @@ fn handshake(shared: &Shared, conn: &mut Conn, rng: &mut Rng, id: u64) -> Result
     let (theirs, ours) = std::thread::scope(|scope| {
         let theirs = scope.spawn(|| verified.client_secrets(&mut Rng::system()));
         let ours = verified.sign(rng);
-        let theirs = theirs.join().unwrap_or(Err(Error::Malformed("key transport")));
-        (theirs, ours)
+        (theirs.join().unwrap_or(Err(Error::Malformed("key transport"))), ours)
     });
     let (session, reply) = verified.finish(theirs?, ours?);
     conn.write_all(&reply)?;
@@ -135,8 +134,7 @@ fn serve_requests(
             Op::Text(_) | Op::Data(_) | Op::Unknown(_) => {
                 let (reply, replayed) = answer(&caller, &request);
                 // Pipelined requests already waiting: answer them all, then write once.
-                let header = Response::header(&request.id, reply.status);
-                ch.queue(REC_RESPONSE, &header, &reply.body)?;
+                ch.queue(REC_RESPONSE, &Response::header(&request.id, reply.status), &reply.body)?;
                 if !ch.has_buffered_input() {
                     ch.flush()?;
                 }
@@ -161,8 +159,8 @@ fn serve_requests(
 fn refused(shared: &Shared, ch: &mut Channel, e: Error) -> Error {
     if let Error::TooLarge { .. } = e {
         let _ = ch.send_alert(AlertCode::TooLarge, "message larger than the server accepts");
-        let most = 2 * shared.config.max_message_size as u64;
-        ch.conn.linger(Duration::from_secs(2), most);
+        // At most twice a message's worth, for at most two seconds.
+        ch.conn.linger(Duration::from_secs(2), 2 * shared.config.max_message_size as u64);
     }
     e
 }
@@ -204,22 +202,15 @@ fn serve_file_op(
     {
         return files::respond(ch, &request.id, (*reply).clone()).map(|r| r.status);
     }
-    let handler = |payload: Payload| caller.call(payload);
-    let remember = |reply: &Reply| shared.replies.remember(key.clone(), reply.clone());
-    let supersede = |conn: u64| {
-        if let Some(s) = lock(&shared.conns).get(&conn) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    };
     let ctx = FileContext {
         root: shared.config.files_dir.as_deref(),
         max_file_size: shared.config.max_file_size,
         io_timeout: shared.config.io_timeout,
         locks: &shared.names,
-        handler: &handler,
+        handler: &|payload| caller.call(payload),
         owner: Owner { request: key.clone(), conn: conn_id },
-        supersede: &supersede,
-        remember: &remember,
+        supersede: &|conn| shared.close(conn),
+        remember: &|reply: &Reply| shared.replies.remember(key.clone(), reply.clone()),
     };
     let reply = match &request.op {
         Op::Put(put) => files::serve_put(&ctx, ch, &request.id, put)?,

@@ -8,7 +8,7 @@ use crate::proto::msg::{FileMeta, ListPage};
 use std::fs::{self, File, Metadata};
 use std::io;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 /// The entries of the directory `dir` whose names sort bytewise after
 /// `after`, the first [`LIST_PAGE_ENTRIES`] of them, sorted. Symbolic links
@@ -41,10 +41,9 @@ pub(crate) fn list_page(dir: &Path, after: &str) -> io::Result<ListPage> {
     let mut names = first.into_sorted_vec();
     let more = names.len() > LIST_PAGE_ENTRIES;
     names.truncate(LIST_PAGE_ENTRIES);
-    let mut entries = Vec::with_capacity(names.len());
-    for name in names {
+    let entries = names.into_iter().filter_map(|name| {
         // An entry removed meanwhile is left out, like one created meanwhile.
-        let Ok(meta) = fs::symlink_metadata(dir.join(&name)) else { continue };
+        let meta = fs::symlink_metadata(dir.join(&name)).ok()?;
         let kind = match meta.file_type() {
             t if t.is_file() => EntryKind::File,
             t if t.is_dir() => EntryKind::Dir,
@@ -53,9 +52,9 @@ pub(crate) fn list_page(dir: &Path, after: &str) -> io::Result<ListPage> {
         };
         let size = if kind == EntryKind::File { meta.len() } else { 0 };
         let FileMeta { mode, mtime } = meta_of(&meta);
-        entries.push(DirEntry { name, kind, size, mode, mtime });
-    }
-    Ok(ListPage { entries, more })
+        Some(DirEntry { name, kind, size, mode, mtime })
+    });
+    Ok(ListPage { entries: entries.collect(), more })
 }
 
 /// A file's permission bits (`& 0o777`) and modification time.
@@ -81,9 +80,8 @@ pub(crate) fn apply_meta(file: &File, meta: &FileMeta) -> io::Result<()> {
     let secs = Duration::from_secs(meta.mtime.unsigned_abs());
     let time =
         if meta.mtime >= 0 { UNIX_EPOCH.checked_add(secs) } else { UNIX_EPOCH.checked_sub(secs) };
-    let time: SystemTime =
-        time.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "time out of range"))?;
-    file.set_modified(time)?;
+    let out_of_range = || io::Error::new(io::ErrorKind::InvalidInput, "time out of range");
+    file.set_modified(time.ok_or_else(out_of_range)?)?;
     #[cfg(unix)]
     file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(meta.mode & 0o777))?;
     #[cfg(not(unix))]

@@ -4,7 +4,15 @@ use crate::keys::Fingerprint;
 use crate::proto::msg::RequestId;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
+
+/// Lock `m`, recovering from poisoning: each mutex locked this way is
+/// changed in single steps (an insert, a remove, a value replaced whole), so
+/// a panic while it was held cannot have left its data half-updated, and the
+/// server keeps going instead of failing every later caller.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Who holds a name: the request (client key and request id) and its connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,7 +34,7 @@ pub(crate) struct NameGuard<'a> {
 impl NameLocks {
     /// Take the name, or learn who holds it.
     pub(crate) fn try_lock(&self, path: &Path, owner: &Owner) -> Result<NameGuard<'_>, Owner> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(&self.0);
         if let Some(holder) = map.get(path) {
             return Err(holder.clone());
         }
@@ -37,6 +45,6 @@ impl NameLocks {
 
 impl Drop for NameGuard<'_> {
     fn drop(&mut self) {
-        self.locks.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.path);
+        lock(&self.locks.0).remove(&self.path);
     }
 }

@@ -21,10 +21,14 @@ fn refuse(code: u16, msg: impl Into<String>) -> Refusal {
     (code, msg.into())
 }
 
+/// Maps an I/O error `e` to the refusal IO_ERROR, "{what}: {e}".
+fn io_refusal(what: &'static str) -> impl FnOnce(std::io::Error) -> Refusal {
+    move |e| refuse(status::IO_ERROR, format!("{what}: {e}"))
+}
+
 /// The files directory `root`, canonical.
 fn real_root(root: &Path) -> Result<PathBuf, Refusal> {
-    root.canonicalize()
-        .map_err(|e| refuse(status::IO_ERROR, format!("files directory unavailable: {e}")))
+    root.canonicalize().map_err(io_refusal("files directory unavailable"))
 }
 
 /// Check a remote name's syntax: relative, `/`-separated, no empty, `.` or `..`
@@ -92,9 +96,7 @@ pub(crate) fn resolve_for_write(root: &Path, name: &str) -> Result<PathBuf, Refu
     let parent = create_dirs(&root, target.parent().unwrap_or(&root))?;
     let file_name = target.file_name().ok_or_else(|| refuse(status::BAD_NAME, "no file name"))?;
     let target = parent.join(file_name);
-    if let Ok(meta) = fs::symlink_metadata(&target)
-        && !meta.file_type().is_file()
-    {
+    if fs::symlink_metadata(&target).is_ok_and(|meta| !meta.file_type().is_file()) {
         return Err(refuse(status::BAD_NAME, "the target exists and is not a regular file"));
     }
     Ok(target)
@@ -105,17 +107,12 @@ pub(crate) fn resolve_for_write(root: &Path, name: &str) -> Result<PathBuf, Refu
 /// resolved, inside `root`. Nothing is created if an existing ancestor
 /// leads outside.
 fn create_dirs(root: &Path, dir: &Path) -> Result<PathBuf, Refusal> {
-    let mut existing = dir.to_path_buf();
-    while !existing.exists() {
-        existing = existing.parent().map(Path::to_path_buf).unwrap_or_else(|| root.to_path_buf());
-    }
-    confined(root, &existing)?;
+    // The nearest ancestor that exists already must be inside `root`.
+    confined(root, dir.ancestors().find(|a| a.exists()).unwrap_or(root))?;
     let mut dirs = fs::DirBuilder::new();
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut dirs, 0o755);
-    dirs.recursive(true)
-        .create(dir)
-        .map_err(|e| refuse(status::IO_ERROR, format!("cannot create directory: {e}")))?;
+    dirs.recursive(true).create(dir).map_err(io_refusal("cannot create directory"))?;
     confined(root, dir)
 }
 
@@ -136,15 +133,7 @@ pub(crate) fn resolve_dir(root: &Path, dir: &str) -> Result<PathBuf, Refusal> {
     if dir.is_empty() {
         return real_root(root);
     }
-    let (root, target) = checked_target(root, dir)?;
-    if !target.exists() {
-        return Err(refuse(status::NOT_FOUND, "no such directory"));
-    }
-    let real = confined(&root, &target)?;
-    if !real.is_dir() {
-        return Err(refuse(status::BAD_NAME, "not a directory"));
-    }
-    Ok(real)
+    resolve_existing(root, dir, ("no such directory", "not a directory"), Path::is_dir)
 }
 
 /// Open the directory `real` (from [`resolve_dir`]), checked through its
@@ -152,8 +141,7 @@ pub(crate) fn resolve_dir(root: &Path, dir: &str) -> Result<PathBuf, Refusal> {
 /// through the descriptor, so that a directory swapped for a link after the
 /// checks is never read. The path is valid while the `File` is open.
 pub(crate) fn open_dir(root: &Path, real: &Path) -> Result<(File, PathBuf), Refusal> {
-    let dir = File::open(real)
-        .map_err(|e| refuse(status::IO_ERROR, format!("server directory error: {e}")))?;
+    let dir = File::open(real).map_err(io_refusal("server directory error"))?;
     opened_inside(root, &dir)?;
     #[cfg(target_os = "linux")]
     let by_fd = Some(PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())));
@@ -166,13 +154,25 @@ pub(crate) fn open_dir(root: &Path, real: &Path) -> Result<(File, PathBuf), Refu
 /// Resolve `name` under `root` for reading: it must exist, be a regular file,
 /// and lie inside `root` after following links.
 pub(crate) fn resolve_for_read(root: &Path, name: &str) -> Result<PathBuf, Refusal> {
+    resolve_existing(root, name, ("no such file", "not a regular file"), Path::is_file)
+}
+
+/// Resolve `name` under `root`: it must exist (else NOT_FOUND, `why.0`), lie
+/// inside `root` after following links, and there be what `is_kind` accepts
+/// (else BAD_NAME, `why.1`).
+fn resolve_existing(
+    root: &Path,
+    name: &str,
+    why: (&str, &str),
+    is_kind: fn(&Path) -> bool,
+) -> Result<PathBuf, Refusal> {
     let (root, target) = checked_target(root, name)?;
     if !target.exists() {
-        return Err(refuse(status::NOT_FOUND, "no such file"));
+        return Err(refuse(status::NOT_FOUND, why.0));
     }
     let real = confined(&root, &target)?;
-    if !fs::metadata(&real).map(|m| m.is_file()).unwrap_or(false) {
-        return Err(refuse(status::BAD_NAME, "not a regular file"));
+    if !is_kind(&real) {
+        return Err(refuse(status::BAD_NAME, why.1));
     }
     Ok(real)
 }
@@ -180,15 +180,14 @@ pub(crate) fn resolve_for_read(root: &Path, name: &str) -> Result<PathBuf, Refus
 /// Open `path` (from [`resolve_for_read`], or a committed upload) for reading,
 /// checked to be inside `root` after the open.
 pub(crate) fn open_read(root: &Path, path: &Path) -> Result<File, Refusal> {
-    let file = File::open(path)
-        .map_err(|e| refuse(status::IO_ERROR, format!("server file error: {e}")))?;
+    let file = File::open(path).map_err(io_refusal("server file error"))?;
     opened_inside(root, &file).map(|()| file)
 }
 
 /// The metadata of `path`, followed to where it leads, which must be inside `root`.
 pub(crate) fn metadata_inside(root: &Path, path: &Path) -> Result<fs::Metadata, Refusal> {
     let real = confined(&real_root(root)?, path)?;
-    fs::metadata(real).map_err(|e| refuse(status::IO_ERROR, format!("server file error: {e}")))
+    fs::metadata(real).map_err(io_refusal("server file error"))
 }
 
 /// Refuse an open file that is not inside `root` after all: a directory on
@@ -228,14 +227,12 @@ pub(crate) fn check_files_dir(dir: &Path, protected: &[&Path]) -> Result<(), Str
              chmod go-w {shown}"
         ));
     }
-    for path in protected {
-        if resolved(path).starts_with(&real) {
-            let p = escape_control(&path.display().to_string());
-            return Err(format!(
-                "the files directory {shown} contains {p}: clients could download or replace it; \
-                 serve files from a directory of their own"
-            ));
-        }
+    if let Some(path) = protected.iter().find(|p| resolved(p).starts_with(&real)) {
+        let p = escape_control(&path.display().to_string());
+        return Err(format!(
+            "the files directory {shown} contains {p}: clients could download or replace it; \
+             serve files from a directory of their own"
+        ));
     }
     Ok(())
 }
@@ -261,9 +258,7 @@ pub(crate) fn same_file(_: &fs::Metadata, _: &fs::Metadata) -> bool {
 }
 
 fn confined(root: &Path, path: &Path) -> Result<PathBuf, Refusal> {
-    let real = path
-        .canonicalize()
-        .map_err(|e| refuse(status::IO_ERROR, format!("cannot resolve path: {e}")))?;
+    let real = path.canonicalize().map_err(io_refusal("cannot resolve path"))?;
     if real.starts_with(root) {
         Ok(real)
     } else {

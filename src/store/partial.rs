@@ -59,21 +59,17 @@ pub(crate) fn restart(file: &mut File) -> io::Result<()> {
 /// actually hashed (less if the file is shorter) and the running hasher.
 pub fn hash_prefix(file: &mut File, len: u64) -> io::Result<(u64, Sha256)> {
     file.seek(SeekFrom::Start(0))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut done = 0u64;
-    while done < len {
-        let want = buf.len().min((len - done) as usize);
-        let n = match file.read(&mut buf[..want]) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+    let (mut hasher, mut buf) = (Sha256::new(), vec![0u8; 256 * 1024]);
+    // `Take` stops at `len` and counts what is left of it.
+    let mut prefix = file.take(len);
+    loop {
+        match prefix.read(&mut buf) {
+            Ok(0) => return Ok((len - prefix.limit(), hasher)),
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        done += n as u64;
+        }
     }
-    Ok((done, hasher))
 }
 
 /// The SHA-256 of the first `len` bytes of `file`, if it has that many.
