@@ -651,3 +651,26 @@ fn one_server_serves_ipv4_and_ipv6_listeners_and_stops_both() {
     stopper.stop();
     running.join().unwrap().unwrap();
 }
+
+#[test]
+fn a_server_serves_a_listener_its_caller_bound() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = TempDir::new("own-listener");
+    let ak = ovtp::AuthorizedKeys::new(dir.join("authorized_keys"));
+    ak.add(client_keys().public(), "test client").unwrap();
+    let keys = server_keys();
+    let handler = |req: Request<'_>| Reply::ok(format!("got {:?}", req.payload));
+    let server =
+        ovtp::Server::from_listener(listener, keys.clone(), ak, quick_server(), handler).unwrap();
+    assert_eq!(server.local_addrs().unwrap(), vec![addr], "not the caller's socket");
+    let stopper = server.stopper().unwrap();
+    let running = std::thread::spawn(move || server.run());
+    let pin = HostTrust::Fingerprint(keys.fingerprint());
+    let mut c =
+        Client::connect_with(&addr.to_string(), client_keys(), pin, quick_client()).unwrap();
+    let text = c.send_message("hi").unwrap().text();
+    assert!(text.starts_with("got ") && text.contains("hi"), "{text}");
+    stopper.stop();
+    running.join().unwrap().unwrap();
+}

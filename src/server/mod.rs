@@ -128,12 +128,22 @@ impl Server {
         handler: impl Handler,
     ) -> Result<Self> {
         let listener = TcpListener::bind(addr)?;
+        Self::from_listener(listener, keys, authorized, config, handler)
+    }
+
+    /// Serve on a listener the caller bound (and perhaps configured) itself.
+    pub fn from_listener(
+        listener: TcpListener,
+        keys: KeyPair,
+        authorized: AuthorizedKeys,
+        config: ServerConfig,
+        handler: impl Handler,
+    ) -> Result<Self> {
         Self::from_listeners(vec![listener], keys, authorized, config, handler)
     }
 
-    /// Serve on listeners the caller bound (and perhaps configured) itself:
-    /// one, or several at once (say an IPv4 and an IPv6 one), with one
-    /// connection cap and one admission gate for all of them.
+    /// Serve on several listeners at once (say an IPv4 and an IPv6 one),
+    /// with one connection cap and one admission gate for all of them.
     pub fn from_listeners(
         listeners: Vec<TcpListener>,
         keys: KeyPair,
